@@ -1,0 +1,33 @@
+"""Shared fixtures. Layers (pytest markers): unit (seconds), host (root, loop
+devices, mkfs), vm (boots the built ISO in QEMU). Select with -m."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if not any(item.iter_markers(name=m) for m in ("unit", "host", "vm")):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(scope="session")
+def iso() -> Path:
+    path = Path(os.environ.get("RTK_ISO", ROOT / "build" / "rtk.iso"))
+    if not path.exists():
+        pytest.fail(f"{path} does not exist: run ./build_iso.sh first (or set RTK_ISO)")
+    return path.resolve()
+
+
+@pytest.fixture(scope="session")
+def need_root():
+    if os.geteuid() != 0:
+        pytest.fail("this layer needs root (loop devices, mkfs, tgtd)")

@@ -1,0 +1,116 @@
+"""The ISO itself boots under BIOS and UEFI to the menu, and the Disks view
+shows a virtio disk and a real iSCSI LUN logged in from the guest.
+
+Each ISO boot is expensive under software emulation, so one boot carries
+several checks."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from vmlab.qemu import Guest
+from vmlab.tgt import Tgt
+
+pytestmark = pytest.mark.vm
+
+BOOT_LIMIT_S = 180  # the menu appears within 3 minutes of emulated boot
+IQN = "iqn.2026-11.lab.rtk:bdr1"
+VIRTIO_SERIAL = "RTKVIRTIO0001"
+
+
+def _sparse(path, size):
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, need_root):
+    work = tmp_path_factory.mktemp("vm")
+    tgt = Tgt(work)
+    lun = _sparse(work / "lun1.img", 32 * 1024 * 1024)
+    with open(lun, "r+b") as f:
+        f.write(b"RTK-LUN-1-MARKER")
+    tgt.add_target(IQN, [lun])
+    yield {"work": work, "tgt": tgt, "initiators": {}}
+    tgt.stop()
+
+
+def _check_live_system(guest: Guest, firmware: str, lab) -> None:
+    guest.open_shell()
+    cmdline = guest.run("cat /proc/cmdline")
+    assert "console=ttyS0" in cmdline and "console=tty0" in cmdline
+    # the menu runs on tty1 (VGA) as well as on this serial line
+    assert guest.run("pgrep -f -t tty1 rtk-menu").strip()
+    assert guest.run("pgrep -f -t ttyS0 rtk-menu").strip()
+    assert guest.run("cat /proc/sys/kernel/printk").split()[0] == "3"
+    efi = guest.run("test -d /sys/firmware/efi && echo uefi || echo bios").strip()
+    assert efi == firmware
+    name = guest.run("cat /etc/iscsi/initiatorname.iscsi").strip()
+    assert re.fullmatch(r"InitiatorName=iqn\.\d{4}-\d{2}\.[\w.-]+:\w+", name), name
+    assert name not in lab["initiators"].values(), "initiator name reused across boots"
+    lab["initiators"][firmware] = name
+
+
+def test_bios_boot_menu_disks_and_iscsi(iso, lab):
+    disk = _sparse(lab["work"] / "virtio0.img", 64 * 1024 * 1024)
+    guest = Guest(lab["work"], iso, disks=[(disk, VIRTIO_SERIAL)], name="bios")
+    try:
+        screen = guest.wait_menu(timeout=400)
+        boot_s = guest.elapsed()
+        print(f"BIOS: menu after {boot_s:.0f} s")
+        assert boot_s < BOOT_LIMIT_S, f"menu took {boot_s:.0f} s"
+        assert re.search(r"Recovery Toolkit \d+\.\d+\.\d+ │ rtk │", screen)
+        assert "Enter select" in screen.splitlines()[-1]  # footer key hints
+        assert "Disks" in screen and "Power off" in screen
+
+        _check_live_system(guest, "bios", lab)
+        # A test command logs in to the host's tgtd LUN. tgtd advertises
+        # 127.0.0.1 (the guest's own loopback): use the address we reach it at.
+        out = guest.run("iscsiadm -m discovery -t sendtargets -p 10.0.2.2:3260")
+        assert IQN in out
+        guest.run(f"iscsiadm -m node -o new -T {IQN} -p 10.0.2.2:3260 >/dev/null")
+        guest.run(f"iscsiadm -m node -T {IQN} -p 10.0.2.2:3260 --login")
+        guest.run("udevadm settle")
+        assert "RTK-LUN-1-MARKER" in guest.run(
+            f"head -c 16 /dev/disk/by-path/ip-10.0.2.2:3260-iscsi-{IQN}-lun-1; echo")
+        guest.close_shell()
+
+        guest.wait_menu(timeout=30)
+        guest.console.key("d")
+        screen = guest.console.wait_screen(r"iSCSI", timeout=30)
+        assert "/dev/vda" in screen and VIRTIO_SERIAL in screen
+        assert re.search(rf"{re.escape(IQN)}\s+LUN 1\s+portal 10\.0\.2\.2:3260", screen), screen
+        assert "67.1 MB" in screen and "33.6 MB" in screen  # 64 MiB and 32 MiB
+        # the iSCSI disk is listed first: its details show the by-path name
+        guest.console.key("enter")
+        detail = guest.console.wait_screen(r"by-path", timeout=30)
+        assert f"ip-10.0.2.2:3260-iscsi-{IQN}-lun-1" in detail.replace("\n", "")
+        # the boot medium is marked in use
+        guest.console.key("esc", "end")
+        screen = guest.console.wait_screen(r"boot medium", timeout=30)
+
+        # Power off through the menu, with its confirmation: QEMU exits.
+        guest.console.key("esc", "p")
+        guest.console.wait_screen(r"Power off\?", timeout=20)
+        guest.console.key("right", "enter")
+        assert guest.wait_exit(timeout=120) == 0
+    finally:
+        guest.stop()
+
+
+def test_uefi_boot_menu(iso, lab):
+    guest = Guest(lab["work"], iso, uefi=True, name="uefi")
+    try:
+        screen = guest.wait_menu(timeout=400)
+        boot_s = guest.elapsed()
+        print(f"UEFI: menu after {boot_s:.0f} s")
+        assert boot_s < BOOT_LIMIT_S, f"menu took {boot_s:.0f} s"
+        assert "Main menu" in screen
+        _check_live_system(guest, "uefi", lab)
+        # the Shell entry returns to the menu
+        guest.close_shell()
+        guest.wait_menu(timeout=30)
+    finally:
+        guest.stop()

@@ -1,0 +1,247 @@
+"""Boot the built ISO in QEMU (software emulation) and drive it like a person.
+
+The first serial port carries the kernel's messages and the menu: a reader
+thread feeds everything it says to a pyte terminal emulator (80x24, the size
+the live system sets on a serial line), so a test reads the menu's screen as a
+technician would see it in a serial terminal, and types keys into it. The
+menu's own Shell entry gives a root shell on the same line, which is how a test
+runs commands in the guest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pyte
+
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+
+KEYS = {
+    "enter": b"\r",
+    "esc": b"\x1b",
+    "up": b"\x1b[A",
+    "down": b"\x1b[B",
+    "right": b"\x1b[C",
+    "left": b"\x1b[D",
+    "tab": b"\t",
+    "home": b"\x1b[1~",
+    "end": b"\x1b[4~",
+    "f5": b"\x1b[15~",
+    "f10": b"\x1b[21~",
+}
+
+
+class GuestTimeout(AssertionError):
+    pass
+
+
+class SerialTerminal:
+    """One QEMU serial port (a unix socket), rendered through pyte."""
+
+    def __init__(self, path: str, log_path: str, cols: int = 80, rows: int = 24):
+        self.path = path
+        self.screen = pyte.Screen(cols, rows)
+        self.stream = pyte.ByteStream(self.screen)
+        self.raw = bytearray()
+        self.lock = threading.Lock()
+        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
+        self.sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def connect(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(self.path)
+                break
+            except OSError:
+                s.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.sock = s
+        self._thread = threading.Thread(target=self._reader, daemon=True)
+        self._thread.start()
+
+    def _reader(self) -> None:
+        assert self.sock
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with self.lock:
+                self.raw += data
+                self.stream.feed(data)
+            self.log.write(data)
+            self.log.flush()
+
+    def text(self) -> str:
+        """The screen as a person sees it now."""
+        with self.lock:
+            return "\n".join(self.screen.display)
+
+    def raw_text(self, start: int = 0) -> str:
+        with self.lock:
+            return self.raw[start:].decode("utf-8", "replace")
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.raw)
+
+    def send(self, data: bytes | str) -> None:
+        assert self.sock
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def key(self, *names: str, pause: float = 0.4) -> None:
+        """Type keys: names from KEYS, or literal characters."""
+        for name in names:
+            self.send(KEYS.get(name, name.encode()))
+            time.sleep(pause)
+
+    def wait_screen(self, pattern: str, timeout: float = 60) -> str:
+        """Wait until the rendered screen matches ``pattern`` (a regex)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.text()
+            if re.search(pattern, screen):
+                return screen
+            time.sleep(0.25)
+        raise GuestTimeout(f"screen never showed {pattern!r}; it shows:\n{self.text()}")
+
+    def wait_raw(self, pattern: str, start: int = 0, timeout: float = 60) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.raw_text(start), re.S)
+            if m:
+                return m
+            time.sleep(0.2)
+        raise GuestTimeout(f"serial never said {pattern!r}; last output:\n"
+                           f"{self.raw_text(start)[-2000:]}")
+
+    def close(self) -> None:
+        if self.sock:
+            self.sock.close()
+        self.log.close()
+
+
+class Guest:
+    """A QEMU guest booted from the ISO (or its kernel), with virtio disks."""
+
+    def __init__(self, workdir: Path, iso: Path, *, uefi: bool = False,
+                 disks: list[tuple[Path, str]] = (), kernel: Path | None = None,
+                 initrd: Path | None = None, append: str | None = None,
+                 memory: int = 2048, name: str = "guest"):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        serial0 = str(self.workdir / f"{name}-ttyS0.sock")
+        monitor = str(self.workdir / f"{name}-monitor.sock")
+        cmd = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "2", "-m", str(memory),
+               "-display", "none", "-vga", "std", "-no-reboot",
+               "-chardev", f"socket,id=s0,path={serial0},server=on,wait=off",
+               "-serial", "chardev:s0",
+               "-monitor", f"unix:{monitor},server=on,wait=off",
+               "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+               "-drive", f"file={iso},media=cdrom,readonly=on,if=ide,index=1"]
+        if uefi:
+            vars_copy = self.workdir / f"{name}-OVMF_VARS.fd"
+            shutil.copy(OVMF_VARS, vars_copy)
+            cmd += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                    "-drive", f"if=pflash,format=raw,file={vars_copy}"]
+        else:
+            cmd += ["-boot", "d"]
+        for i, (path, serial) in enumerate(disks):
+            cmd += ["-drive", f"if=none,id=d{i},file={path},format=raw,cache=unsafe",
+                    "-device", f"virtio-blk-pci,drive=d{i},serial={serial}"]
+        if kernel:
+            cmd += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", append or ""]
+        self.cmd = cmd
+        self.monitor_path = monitor
+        self.started = time.monotonic()
+        self._qemu_log = open(self.workdir / f"{name}-qemu.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self._qemu_log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        self.console = SerialTerminal(serial0, str(self.workdir / f"{name}-ttyS0.log"))
+        self.console.connect()
+        self._n = 0
+
+    # --- the menu ------------------------------------------------------------
+    def wait_menu(self, timeout: float = 300) -> str:
+        """Wait for the main menu on the serial console; returns the screen."""
+        return self.console.wait_screen(r"Recovery Toolkit .*\n.*Main menu", timeout)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    # --- a shell opened from the menu's Shell entry --------------------------
+    def open_shell(self) -> None:
+        self.console.key("s")
+        self.console.wait_raw(r"type 'exit' to return|Type 'exit' to return", timeout=30)
+        time.sleep(1)
+        self.console.send("stty -echo; PS1='$ '\r")
+        time.sleep(1)
+
+    def run(self, command: str, timeout: float = 120, check: bool = True) -> str:
+        """Run a command in the shell; returns its output (stdout and stderr)."""
+        self._n += 1
+        n = self._n
+        start = self.console.mark()
+        self.console.send(f"echo __BEGIN_{n}__; {{ {command} ; }} 2>&1; echo __END_{n}_$?__\r")
+        m = self.console.wait_raw(rf"__BEGIN_{n}__\r?\n(.*?)__END_{n}_(\d+)__", start, timeout)
+        out, rc = m.group(1).replace("\r", ""), int(m.group(2))
+        if check and rc != 0:
+            raise AssertionError(f"guest command failed ({rc}): {command}\n{out}")
+        return out
+
+    def close_shell(self) -> None:
+        self.console.send("stty echo; exit\r")
+
+    # --- lifecycle -----------------------------------------------------------
+    def monitor(self, command: str) -> str:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(self.monitor_path)
+        s.sendall(command.encode() + b"\n")
+        time.sleep(0.5)
+        s.settimeout(1)
+        try:
+            return s.recv(65536).decode("utf-8", "replace")
+        except OSError:
+            return ""
+        finally:
+            s.close()
+
+    def wait_exit(self, timeout: float = 120) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.console.close()
+        self._qemu_log.close()
+
+
+def have_vm_lab() -> str | None:
+    """Why the VM lab cannot run here, or None when it can."""
+    for tool in ("qemu-system-x86_64", "tgtd", "tgtadm"):
+        if not shutil.which(tool):
+            return f"{tool} is not installed"
+    if os.geteuid() != 0:
+        return "the VM lab needs root (tgtd)"
+    return None

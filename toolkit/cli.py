@@ -1,0 +1,66 @@
+"""``rtk``: the command line of the Recovery Toolkit.
+
+Exit codes: 0 ok, 2 usage error (argparse), 1 failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import toolkit
+from toolkit import disks as disks_mod
+from toolkit.units import human_size
+
+
+def _disk_line(d: disks_mod.Disk) -> str:
+    ident = d.serial or d.wwn or "-"
+    where = d.transport
+    if d.iscsi:
+        where = f"iscsi {d.iscsi.target} LUN {d.iscsi.lun} @ {d.iscsi.portal}"
+    use = "; ".join(d.in_use) or "free"
+    model = d.model or "-"
+    return f"{d.path:<14} {human_size(d.size):>9}  {model:<18} {ident:<22} {where}  [{use}]"
+
+
+def cmd_disks(args: argparse.Namespace) -> int:
+    if args.dump_probe:
+        from toolkit.probe import probe
+
+        json.dump(probe(), sys.stdout, indent=1, sort_keys=True)
+        print()
+        return 0
+    found = disks_mod.list_disks()
+    if args.json:
+        json.dump([d.to_dict() for d in found], sys.stdout, indent=1)
+        print()
+        return 0
+    for d in found:
+        print(_disk_line(d))
+        for p in d.partitions:
+            label = f' "{p.label}"' if p.label else ""
+            print(f"    {p.path:<16} {human_size(p.size):>9}  {p.fstype or '-'}{label}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtk", description="Recovery Toolkit command line")
+    parser.add_argument("--version", action="version", version=f"rtk {toolkit.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("disks", help="list block devices with identity, transport and use")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--dump-probe", action="store_true",
+                   help="print the raw probe (sysfs, udev, mounts) as JSON, for bug reports "
+                        "and test fixtures")
+    p.set_defaults(func=cmd_disks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

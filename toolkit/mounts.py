@@ -1,0 +1,63 @@
+"""Parsers for /proc/self/mountinfo and /proc/swaps (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mount:
+    devno: str  # "major:minor" as the kernel reports it
+    mountpoint: str
+    fstype: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (\\040...)."""
+    out, i = [], 0
+    while i < len(field):
+        code = field[i + 1 : i + 4]
+        if field[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """Parse /proc/self/mountinfo.
+
+    Sample line (real, from the live guest)::
+
+        29 1 0:27 / / rw,noatime - overlay overlay rw,lowerdir=/run/live/rootfs/...
+        37 29 11:0 / /run/live/medium ro,noatime - iso9660 /dev/sr0 ro,nojoliet
+    """
+    mounts = []
+    for line in text.splitlines():
+        if " - " not in line:
+            continue
+        left, right = line.split(" - ", 1)
+        lf, rf = left.split(), right.split()
+        if len(lf) < 5 or len(rf) < 2:
+            continue
+        mounts.append(Mount(lf[2], _unescape(lf[4]), rf[0], _unescape(rf[1])))
+    return mounts
+
+
+def parse_swaps(text: str) -> list[str]:
+    """Parse /proc/swaps; returns the swap files or devices in use.
+
+    Sample::
+
+        Filename    Type        Size     Used   Priority
+        /dev/vdb2   partition   1048572  0      -2
+    """
+    out = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if fields:
+            out.append(_unescape(fields[0]))
+    return out

@@ -1,0 +1,177 @@
+"""Collect the raw facts about block devices, as plain JSON-able data.
+
+This is the only module of the disk inventory that does I/O. It reads sysfs,
+the udev database through pyudev (absent on hosts without a udev daemon:
+then ``blkid -p`` fills in filesystem types and labels), /proc/self/mountinfo
+and /proc/swaps, and the iSCSI session classes. :mod:`toolkit.disks` turns the
+result into :class:`~toolkit.disks.Disk` objects without touching the system,
+so a probe captured on a real machine (``rtk disks --dump-probe``) can be
+replayed in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+PROBE_FORMAT = 1
+
+# Kernel block devices that are never disks a technician works with.
+_SKIP = re.compile(r"^(ram|zram|nbd)\d+$")
+
+_DISK_ATTRS = (
+    "size",
+    "ro",
+    "removable",
+    "queue/logical_block_size",
+    "queue/physical_block_size",
+    "queue/rotational",
+    "device/model",
+    "device/vendor",
+    "device/serial",
+    "device/wwid",
+    "device/transport",
+    "wwid",
+    "serial",
+    "loop/backing_file",
+    "dm/name",
+)
+_PART_ATTRS = ("size", "ro", "partition", "start")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def _vpd_serial(path: Path) -> str | None:
+    """Unit serial number from SCSI VPD page 0x80 (byte 3 = length, data from 4)."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if len(raw) < 4:
+        return None
+    return raw[4 : 4 + raw[3]].decode("ascii", "replace").strip(" \x00") or None
+
+
+def _udev(sys_path: str) -> tuple[dict[str, str], list[str]]:
+    """udev properties and /dev symlinks of a device (empty without a udev daemon)."""
+    try:
+        import pyudev
+
+        dev = pyudev.Devices.from_sys_path(pyudev.Context(), sys_path)
+        return dict(dev.properties), sorted(dev.device_links)
+    except Exception:  # noqa: BLE001 - no libudev, vanished device: sysfs still answers
+        return {}, []
+
+
+def _blkid(paths: list[str]) -> dict[str, dict[str, str]]:
+    """Low-level probe (``blkid -p``) of devices, keyed by device path.
+
+    Output sample (``-o export``, one blank-line separated block per device)::
+
+        DEVNAME=/dev/loop0p2
+        LABEL=Vol1
+        TYPE=ntfs
+    """
+    if not paths:
+        return {}
+    try:
+        proc = subprocess.run(
+            ["blkid", "-p", "-o", "export", *paths],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return parse_blkid_export(proc.stdout)
+
+
+def parse_blkid_export(text: str) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in [*text.splitlines(), ""]:
+        if not line.strip():
+            if "DEVNAME" in current:
+                out[current.pop("DEVNAME")] = current
+            current = {}
+            continue
+        key, _, value = line.partition("=")
+        current[key] = re.sub(r"\\(.)", r"\1", value)  # export shell-escapes: "EFI\ system"
+    return out
+
+
+def _iscsi_sessions(sys_root: Path) -> dict[str, dict[str, str | None]]:
+    sessions = {}
+    for sdir in sorted((sys_root / "class/iscsi_session").glob("session*")):
+        name = sdir.name
+        conn = sys_root / "class/iscsi_connection" / f"connection{name[7:]}:0"
+        sessions[name] = {
+            "targetname": _read(sdir / "targetname"),
+            "address": _read(conn / "persistent_address") or _read(conn / "address"),
+            "port": _read(conn / "persistent_port") or _read(conn / "port"),
+        }
+    return sessions
+
+
+def probe() -> dict:
+    """Gather everything :func:`toolkit.disks.disks_from_probe` needs."""
+    sys_root = Path("/sys")
+    udev_db = Path("/run/udev/data").is_dir()
+    block: dict[str, dict] = {}
+    for entry in sorted((sys_root / "class/block").iterdir()):
+        name = entry.name
+        if _SKIP.match(name):
+            continue
+        real = entry.resolve()
+        is_part = (real / "partition").exists()
+        attrs = {a: _read(real / a) for a in (_PART_ATTRS if is_part else _DISK_ATTRS)}
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        if not is_part:
+            vpd = _vpd_serial(real / "device/vpd_pg80")
+            if vpd:
+                attrs["vpd_serial"] = vpd
+        props, links = _udev(str(real)) if udev_db else ({}, [])
+        block[name] = {
+            "sys_path": str(real),
+            "partition": is_part,
+            "parent": real.parent.name if is_part else None,
+            "dev": _read(real / "dev"),
+            "attrs": attrs,
+            "udev": props,
+            "devlinks": links,
+            "holders": sorted(p.name for p in (real / "holders").glob("*")),
+        }
+    blkid = {}
+    if not udev_db:
+        paths = [f"/dev/{n}" for n, d in block.items() if d["attrs"].get("size", "0") != "0"]
+        blkid = _blkid(paths)
+    return {
+        "format": PROBE_FORMAT,
+        "udev_database": udev_db,
+        "block": block,
+        "blkid": blkid,
+        "iscsi_sessions": _iscsi_sessions(sys_root),
+        "mountinfo": _read(Path("/proc/self/mountinfo")) or "",
+        "swaps": _read(Path("/proc/swaps")) or "",
+        "by_links": _dev_disk_links(Path("/dev/disk")),
+    }
+
+
+def _dev_disk_links(base: Path) -> dict[str, list[str]]:
+    """/dev/disk/by-* symlinks per device name (what udev made, if anything)."""
+    out: dict[str, list[str]] = {}
+    if not base.is_dir():
+        return out
+    for kind in sorted(os.listdir(base)):
+        for link in sorted((base / kind).glob("*")):
+            target = os.path.basename(os.path.realpath(link))
+            out.setdefault(target, []).append(f"/dev/disk/{kind}/{link.name}")
+    return out

@@ -1,0 +1,37 @@
+"""This machine: host name, addresses, power actions, the log directory."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+import psutil
+
+LOG_DIR = os.environ.get("RTK_LOG_DIR", "/var/log/rtk")
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def ip_addresses() -> list[tuple[str, str]]:
+    """(interface, address/prefix) for every non-loopback IPv4 and global IPv6 address."""
+    out = []
+    for nic, addrs in sorted(psutil.net_if_addrs().items()):
+        if nic == "lo":
+            continue
+        for a in addrs:
+            if a.family == socket.AF_INET:
+                prefix = sum(bin(int(x)).count("1") for x in (a.netmask or "0.0.0.0").split("."))
+                out.append((nic, f"{a.address}/{prefix}"))
+            elif a.family == socket.AF_INET6 and not a.address.startswith("fe80"):
+                out.append((nic, a.address))
+    return out
+
+
+def power(action: str) -> None:
+    """Reboot or power off now (``action`` is "reboot" or "poweroff")."""
+    if action not in ("reboot", "poweroff"):
+        raise ValueError(f"unknown power action {action!r}")
+    subprocess.run(["systemctl", action], check=True)

@@ -1,0 +1,1 @@
+"""The keyboard-driven urwid menu of the Recovery Toolkit."""

@@ -1,0 +1,151 @@
+"""The Recovery Toolkit menu: frame (title, footer with key hints) and a stack
+of screens. Runs on the Linux console (80x24) and on serial terminals."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import urwid
+
+import toolkit
+from toolkit import system
+from tui.controllers import DisksController, LogsController, SystemController
+from tui.views.menu import MainMenuView
+from tui.widgets import Dialog, View, hints_markup
+
+PALETTE = [
+    # name, foreground, background, monochrome
+    ("body", "light gray", "black"),
+    ("header", "white", "dark blue", "standout"),
+    ("footer", "black", "light gray", "standout"),
+    ("hint_key", "white", "dark cyan", "bold"),
+    ("focus", "black", "light cyan", "standout"),
+    ("title", "white", "black", "bold"),
+    ("hotkey", "black", "yellow", "bold"),
+    ("dim", "dark cyan", "black"),
+    ("transport", "light magenta", "black", "bold"),
+    ("warn", "yellow", "black", "bold"),
+    ("ok", "light green", "black"),
+    ("dialog", "black", "light gray", "standout"),
+    ("button", "black", "light gray"),
+]
+
+HEADER_REFRESH_SECONDS = 5
+
+
+class App:
+    def __init__(self, log_dir: str = system.LOG_DIR, list_disks=None, power=None):
+        self.loop: urwid.MainLoop | None = None
+        self.header = urwid.Text("")
+        self.footer = urwid.Text("")
+        self.stack: list[View] = []
+        self.frame = urwid.Frame(
+            urwid.SolidFill(" "),
+            header=urwid.AttrMap(self.header, "header"),
+            footer=urwid.AttrMap(self.footer, "footer"),
+        )
+        self.root = urwid.WidgetPlaceholder(urwid.AttrMap(self.frame, "body"))
+        self._dialog: Dialog | None = None
+        self.disks = DisksController(self, **({"list_disks": list_disks} if list_disks else {}))
+        self.logs = LogsController(self, log_dir)
+        self.system = SystemController(self, **({"power": power} if power else {}))
+        self.refresh_header()
+        self.push(MainMenuView([
+            ("d", "Disks", "every disk: size, model, serial, transport, use", self.disks.show),
+            ("l", "Logs", "toolkit reports, kernel messages, journal", self.logs.show),
+            ("s", "Shell", "a root shell; type exit to come back", self.system.shell),
+            ("r", "Reboot", "restart this machine", lambda: self.system.confirm_power("reboot")),
+            ("p", "Power off", "turn this machine off",
+             lambda: self.system.confirm_power("poweroff")),
+        ]))
+
+    # --- frame ---------------------------------------------------------------
+    def refresh_header(self, *_args) -> None:
+        addrs = system.ip_addresses()
+        ips = ", ".join(addr for _nic, addr in addrs[:2]) or "no IP address"
+        self.header.set_text(f" Recovery Toolkit {toolkit.__version__} │ {system.hostname()} │ "
+                             f"{ips}")
+        if self.loop:
+            self.loop.set_alarm_in(HEADER_REFRESH_SECONDS, self.refresh_header)
+
+    def _show_top(self) -> None:
+        view = self.stack[-1]
+        title = urwid.AttrMap(urwid.Text(("title", f" {view.title}")), "title")
+        self.frame.body = urwid.Frame(view, header=urwid.Pile([title, urwid.Divider("─")]))
+        hints = list(view.hints)
+        if len(self.stack) == 1:
+            hints.append(("F10", "power"))
+        self.footer.set_text(hints_markup(hints))
+
+    def push(self, view: View) -> None:
+        self.stack.append(view)
+        self._show_top()
+
+    def replace(self, view: View) -> None:
+        self.stack[-1] = view
+        self._show_top()
+
+    def pop(self) -> None:
+        if len(self.stack) > 1:
+            self.stack.pop()
+            self._show_top()
+
+    def dialog(self, title: str, message, buttons) -> None:
+        self._dialog = Dialog(title, message, buttons)
+        self.root.original_widget = urwid.Overlay(
+            self._dialog, urwid.AttrMap(self.frame, "body"), "center", 60, "middle", "pack")
+
+    def close_dialog(self) -> None:
+        self._dialog = None
+        self.root.original_widget = urwid.AttrMap(self.frame, "body")
+
+    @contextlib.contextmanager
+    def suspended(self):
+        """Give the terminal to another program (a shell), then take it back."""
+        if self.loop:
+            self.loop.screen.stop()
+        try:
+            yield
+        finally:
+            if self.loop:
+                self.loop.screen.start()
+                self.loop.screen.clear()
+
+    # --- keys ----------------------------------------------------------------
+    def unhandled_input(self, key) -> bool | None:
+        if self._dialog is not None:
+            return None
+        if key == "esc":
+            self.pop()
+            return True
+        if key == "f10":
+            self.system.confirm_power("poweroff")
+            return True
+        return None
+
+    def keypress(self, size: tuple[int, int], key: str) -> None:
+        """What the main loop does with one key (used by tests to type)."""
+        rest = self.root.keypress(size, key)
+        if rest:
+            self.unhandled_input(rest)
+
+    def run(self) -> None:
+        screen = urwid.display.raw.Screen()
+        screen.set_terminal_properties(colors=16)
+        self.loop = urwid.MainLoop(self.root, PALETTE, screen=screen, handle_mouse=False,
+                                   unhandled_input=self.unhandled_input)
+        self.loop.set_alarm_in(HEADER_REFRESH_SECONDS, self.refresh_header)
+        self.loop.run()
+
+
+def main() -> int:
+    try:
+        App().run()
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

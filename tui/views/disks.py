@@ -1,0 +1,115 @@
+"""The Disks screen: every block device, then one disk in detail."""
+
+from __future__ import annotations
+
+import urwid
+
+from toolkit.disks import Disk
+from toolkit.units import human_size
+from tui.widgets import SelectableLine, View
+
+
+def _transport(d: Disk) -> str:
+    return "iSCSI" if d.transport == "iscsi" else d.transport.upper() if len(d.transport) <= 4 \
+        else d.transport
+
+
+def _partition_summary(d: Disk) -> str:
+    parts = []
+    for p in d.partitions:
+        label = f' "{p.label}"' if p.label else ""
+        parts.append(f"{p.name} {human_size(p.size)} {p.fstype or '?'}{label}")
+    if not parts and d.fstype:
+        label = f' "{d.label}"' if d.label else ""
+        parts.append(f"whole disk {d.fstype}{label}")
+    return "  ".join(parts) if parts else "no partitions"
+
+
+def disk_markup(d: Disk) -> list:
+    """The few lines a disk gets in the list."""
+    ident = d.serial or d.wwn or "no serial"
+    lines = [("title", f"{d.path:<13}"), f" {human_size(d.size):>9}  ", ("transport",
+             f"{_transport(d):<6}"), f" {(d.model or '-')[:20]:<20} {ident[:24]}\n"]
+    if d.iscsi:
+        lines.append(f"    {d.iscsi.target}  LUN {d.iscsi.lun}  portal {d.iscsi.portal}\n")
+    elif d.backing_file:
+        lines.append(f"    file {d.backing_file}\n")
+    lines.append(("dim", f"    {_partition_summary(d)}\n"))
+    if d.in_use:
+        lines.append(("warn", "    IN USE: " + "; ".join(d.in_use)))
+    else:
+        lines.append(("ok", "    not in use"))
+    return lines
+
+
+class DisksView(View):
+    title = "Disks"
+    hints = (("↑↓", "move"), ("Enter", "details"), ("F5", "refresh"), ("Esc", "back"))
+
+    def __init__(self, controller, disks: list[Disk], error: str | None = None):
+        self.controller = controller
+        rows: list = []
+        if error:
+            rows.append(urwid.Text(("warn", error)))
+        if not disks:
+            rows.append(urwid.Text("No disks found."))
+        for d in disks:
+            rows.append(SelectableLine(disk_markup(d), lambda d=d: controller.show_disk(d)))
+            rows.append(urwid.Divider("─"))
+        super().__init__(urwid.ListBox(urwid.SimpleFocusListWalker(rows)))
+
+    def keypress(self, size, key):
+        if key in ("f5", "ctrl r"):
+            self.controller.refresh()
+            return None
+        return super().keypress(size, key)
+
+
+def _field(name: str, value) -> urwid.Text:
+    return urwid.Text([("dim", f"{name:>15}: "), str(value)])
+
+
+class DiskDetailView(View):
+    hints = (("↑↓", "scroll"), ("Esc", "back"))
+
+    def __init__(self, d: Disk):
+        self.title = f"Disk {d.path}"
+        rows = [
+            _field("device", d.path),
+            _field("size", f"{human_size(d.size)} ({d.size} bytes)"),
+            _field("sectors", f"logical {d.logical_sector_size}, physical "
+                              f"{d.physical_sector_size}"),
+            _field("transport", _transport(d)),
+            _field("model", f"{d.vendor or ''} {d.model or '-'}".strip()),
+            _field("serial", d.serial or "-"),
+            _field("WWN", d.wwn or "-"),
+        ]
+        if d.iscsi:
+            rows += [_field("iSCSI target", d.iscsi.target), _field("LUN", d.iscsi.lun),
+                     _field("portal", d.iscsi.portal), _field("session", d.iscsi.session)]
+        if d.backing_file:
+            rows.append(_field("backing file", d.backing_file))
+        rows.append(_field("flags", ", ".join(f for f, on in (
+            ("read-only", d.read_only), ("removable", d.removable),
+            ("rotational", d.rotational)) if on) or "-"))
+        rows.append(_field("partition table", d.partition_table or "none"))
+        for link in d.by_path:
+            rows.append(_field("by-path", link.removeprefix("/dev/disk/by-path/")))
+        for link in d.by_id:
+            rows.append(_field("by-id", link.removeprefix("/dev/disk/by-id/")))
+        rows.append(urwid.Divider())
+        rows.append(urwid.Text(("title", "  Partitions")))
+        if not d.partitions:
+            rows.append(urwid.Text("    none" + (f" (whole-disk {d.fstype} \"{d.label or ''}\")"
+                                                 if d.fstype else "")))
+        for p in d.partitions:
+            use = ", ".join([*p.mountpoints, *(["swap"] if p.swap else []), *p.holders])
+            rows.append(urwid.Text(
+                f"    {p.number:>2} {p.name:<12} {human_size(p.size):>9}  {p.fstype or '-':<8}"
+                f" {p.label or p.partlabel or '':<16} {use}"))
+        rows.append(urwid.Divider())
+        if d.in_use:
+            rows += [urwid.Text(("warn", f"  IN USE: {r}")) for r in d.in_use]
+        else:
+            rows.append(urwid.Text(("ok", "  Not in use.")))
+        super().__init__(urwid.ListBox(urwid.SimpleFocusListWalker(rows)))

@@ -1,0 +1,31 @@
+"""The main menu."""
+
+from __future__ import annotations
+
+import urwid
+
+from tui.widgets import SelectableLine, View
+
+
+class MainMenuView(View):
+    title = "Main menu"
+    hints = (("↑↓", "move"), ("Enter", "select"), ("d", "Disks"), ("l", "Logs"),
+             ("s", "Shell"))
+
+    def __init__(self, entries):
+        """``entries``: (hotkey, label, description, callback) tuples."""
+        self.hotkeys = {}
+        rows = [urwid.Divider()]
+        for hotkey, label, description, callback in entries:
+            self.hotkeys[hotkey] = callback
+            rows.append(SelectableLine([("hotkey", f" {hotkey} "), f" {label:<14}",
+                                        ("dim", description)], callback))
+        self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
+        self.listbox.focus_position = 1
+        super().__init__(self.listbox)
+
+    def keypress(self, size, key):
+        if key in self.hotkeys:
+            self.hotkeys[key]()
+            return None
+        return super().keypress(size, key)
