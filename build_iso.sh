@@ -50,8 +50,7 @@ cp -a "$WHEELS" "$LB/config/includes.chroot/opt/rtk/wheels"
 cp requirements.lock "$LB/config/includes.chroot/opt/rtk/requirements.lock"
 
 cd "$LB"
-lb clean --binary >/dev/null 2>&1 || true
-rm -f .build/config .build/chroot* .build/binary* 2>/dev/null || true
+lb clean >/dev/null 2>&1 || true   # drops chroot/ and binary/, keeps the package cache
 lb config
 lb build 2>&1 | tee "$BUILD/lb-build.log"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "build_iso.sh: lb build failed, see $BUILD/lb-build.log" >&2; exit 1; }

@@ -6,11 +6,15 @@ several checks."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
+from loopdev import loop_device, make_image, run
 from vmlab.qemu import Guest
 from vmlab.tgt import Tgt
+
+from toolkit.disks import disks_from_probe
 
 pytestmark = pytest.mark.vm
 
@@ -19,9 +23,17 @@ IQN = "iqn.2026-11.lab.rtk:bdr1"
 VIRTIO_SERIAL = "RTKVIRTIO0001"
 
 
-def _sparse(path, size):
-    with open(path, "wb") as f:
-        f.truncate(size)
+MiB = 1024 * 1024
+
+
+def _ntfs_disk(path, size, label):
+    """A GPT disk with an ESP and an NTFS volume, as a cluster node's disks are."""
+    make_image(path, size)
+    run("sgdisk", "-o", "-n1:1M:+8M", "-t1:ef00", "-n2:0:0", "-t2:0700", "-c2:Basic data",
+        str(path))
+    with loop_device(path) as dev:
+        run("mkfs.vfat", "-n", "ESP", f"{dev}p1")
+        run("mkntfs", "-Q", "-F", "-L", label, f"{dev}p2")
     return path
 
 
@@ -29,9 +41,7 @@ def _sparse(path, size):
 def lab(tmp_path_factory, need_root):
     work = tmp_path_factory.mktemp("vm")
     tgt = Tgt(work)
-    lun = _sparse(work / "lun1.img", 32 * 1024 * 1024)
-    with open(lun, "r+b") as f:
-        f.write(b"RTK-LUN-1-MARKER")
+    lun = _ntfs_disk(work / "lun1.img", 32 * MiB, "Volume2")
     tgt.add_target(IQN, [lun])
     yield {"work": work, "tgt": tgt, "initiators": {}}
     tgt.stop()
@@ -45,6 +55,12 @@ def _check_live_system(guest: Guest, firmware: str, lab) -> None:
     assert guest.run("pgrep -f -t tty1 rtk-menu").strip()
     assert guest.run("pgrep -f -t ttyS0 rtk-menu").strip()
     assert guest.run("cat /proc/sys/kernel/printk").split()[0] == "3"
+    # Alt+F2: a root shell on tty2, no login asked
+    guest.run("chvt 2")
+    root_bash = guest.run("for i in $(seq 30); do pgrep -t tty2 -x bash >/dev/null && break; "
+                          "sleep 1; done; pgrep -u root -t tty2 -x bash")
+    guest.run("chvt 1")
+    assert root_bash.strip().isdigit(), root_bash
     efi = guest.run("test -d /sys/firmware/efi && echo uefi || echo bios").strip()
     assert efi == firmware
     name = guest.run("cat /etc/iscsi/initiatorname.iscsi").strip()
@@ -54,7 +70,7 @@ def _check_live_system(guest: Guest, firmware: str, lab) -> None:
 
 
 def test_bios_boot_menu_disks_and_iscsi(iso, lab):
-    disk = _sparse(lab["work"] / "virtio0.img", 64 * 1024 * 1024)
+    disk = _ntfs_disk(lab["work"] / "virtio0.img", 64 * MiB, "Vol1")
     guest = Guest(lab["work"], iso, disks=[(disk, VIRTIO_SERIAL)], name="bios")
     try:
         screen = guest.wait_menu(timeout=400)
@@ -73,8 +89,18 @@ def test_bios_boot_menu_disks_and_iscsi(iso, lab):
         guest.run(f"iscsiadm -m node -o new -T {IQN} -p 10.0.2.2:3260 >/dev/null")
         guest.run(f"iscsiadm -m node -T {IQN} -p 10.0.2.2:3260 --login")
         guest.run("udevadm settle")
-        assert "RTK-LUN-1-MARKER" in guest.run(
-            f"head -c 16 /dev/disk/by-path/ip-10.0.2.2:3260-iscsi-{IQN}-lun-1; echo")
+        # the LUN's content, read through the by-path name, is the host file's
+        lun_head = guest.run(f"od -v -An -tx1 -N 512 -j 512 "
+                             f"/dev/disk/by-path/ip-10.0.2.2:3260-iscsi-{IQN}-lun-1")
+        with open(lab["work"] / "lun1.img", "rb") as f:
+            f.seek(512)
+            assert bytes.fromhex(lun_head.replace("\n", " ")) == f.read(512)  # GPT header
+        # the guest's probe, replayed on the host, gives the guest's own inventory
+        probe = json.loads(guest.run("rtk disks --dump-probe", timeout=120))
+        (lab["work"] / "guest-probe-bios-iscsi.json").write_text(json.dumps(probe, indent=1))
+        listed = json.loads(guest.run("rtk disks --json", timeout=120))
+        assert [d.to_dict() for d in disks_from_probe(probe)] == listed
+        assert probe["udev_database"] is True
         guest.close_shell()
 
         guest.wait_menu(timeout=30)
@@ -83,6 +109,7 @@ def test_bios_boot_menu_disks_and_iscsi(iso, lab):
         assert "/dev/vda" in screen and VIRTIO_SERIAL in screen
         assert re.search(rf"{re.escape(IQN)}\s+LUN 1\s+portal 10\.0\.2\.2:3260", screen), screen
         assert "67.1 MB" in screen and "33.6 MB" in screen  # 64 MiB and 32 MiB
+        assert 'ntfs "Vol1"' in screen and 'ntfs "Volume2"' in screen
         # the iSCSI disk is listed first: its details show the by-path name
         guest.console.key("enter")
         detail = guest.console.wait_screen(r"by-path", timeout=30)

@@ -48,7 +48,7 @@ class Disk:
     size: int  # bytes
     logical_sector_size: int
     physical_sector_size: int
-    transport: str  # sata, sas, nvme, usb, iscsi, virtio, fc, scsi, loop, dm, md, cdrom, ...
+    transport: str  # sata, sas, nvme, usb, iscsi, virtio, fc, scsi, loop, dm, md, cdrom, floppy
     model: str | None = None
     vendor: str | None = None
     serial: str | None = None
@@ -130,6 +130,8 @@ def _transport(name: str, entry: dict) -> str:
         return "md"
     if name.startswith("sr"):
         return "cdrom"
+    if name.startswith("fd"):
+        return "floppy"
     if "/session" in sp:
         return "iscsi"
     if "/usb" in sp or udev_bus == "usb":
@@ -284,7 +286,7 @@ def _all_mountpoints(d: Disk) -> list[str]:
 
 
 def _sort_key(d: Disk) -> tuple:
-    order = {"loop": 3, "cdrom": 2, "dm": 1, "md": 1}
+    order = {"loop": 3, "cdrom": 2, "floppy": 2, "dm": 1, "md": 1}
     num = re.findall(r"\d+", d.name)
     return (order.get(d.transport, 0), re.sub(r"\d+", "", d.name), [int(n) for n in num])
 

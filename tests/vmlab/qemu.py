@@ -51,6 +51,7 @@ class SerialTerminal:
         self.screen = pyte.Screen(cols, rows)
         self.stream = pyte.ByteStream(self.screen)
         self.raw = bytearray()
+        self.times: list[tuple[float, int]] = []  # (when, bytes received so far)
         self.lock = threading.Lock()
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
         self.sock: socket.socket | None = None
@@ -84,6 +85,7 @@ class SerialTerminal:
             with self.lock:
                 self.raw += data
                 self.stream.feed(data)
+                self.times.append((time.monotonic(), len(self.raw)))
             self.log.write(data)
             self.log.flush()
 

@@ -1,0 +1,98 @@
+"""The menu as a person sees it: keys typed, the 80x24 screen read as text.
+
+Disks come from a probe captured in the live guest (an iSCSI LUN logged in,
+a virtio disk, the boot CD), replayed through toolkit.disks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from screen import press, render
+
+from toolkit.disks import disks_from_probe
+from tui.app import App
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GUEST = json.loads((FIXTURES / "guest-probe-bios-iscsi.json").read_text())
+
+
+@pytest.fixture
+def app(tmp_path):
+    (tmp_path / "copy-20261122-101500.txt").write_text("copy report\nresult: verified\n")
+    powered = []
+    a = App(log_dir=str(tmp_path), list_disks=lambda: disks_from_probe(GUEST),
+            power=powered.append)
+    a.powered = powered
+    return a
+
+
+def test_main_menu_frame(app):
+    screen = render(app).splitlines()
+    assert len(screen) == 24 and all(len(line) == 80 for line in screen)
+    assert screen[0].startswith(" Recovery Toolkit ")
+    assert "Main menu" in screen[1]
+    for entry in ("Disks", "Logs", "Shell", "Reboot", "Power off"):
+        assert entry in "\n".join(screen)
+    # nothing that does not work yet is offered
+    for absent in ("iSCSI", "Copy", "Restore"):
+        assert absent not in "\n".join(screen[2:-1])
+    assert "Enter select" in screen[-1] and "F10" in screen[-1]
+
+
+def test_disks_view_shows_iscsi_lun_and_virtio_disk(app):
+    screen = press(app, "d")
+    assert "Disks" in screen.splitlines()[1]
+    assert "/dev/sda        33.6 MB  iSCSI  VIRTUAL-DISK         beaf11" in screen
+    assert "iqn.2026-11.lab.rtk:bdr1  LUN 1  portal 10.0.2.2:3260" in screen
+    assert 'sda2 24.1 MB ntfs "Volume2"' in screen
+    assert "/dev/vda" in screen and "RTKVIRTIO0001" in screen
+    assert "IN USE: boot medium of this live system; mounted at /run/live/medium" in screen
+    assert "Esc back" in screen.splitlines()[-1]
+
+
+def test_disk_details_and_back(app):
+    screen = press(app, "d", "enter")
+    assert "Disk /dev/sda" in screen
+    assert "by-path: ip-10.0.2.2:3260-iscsi-iqn.2026-11.lab.rtk:bdr1-lun-1" in screen
+    assert "WWN: 0x60000000000000000e00000000010001" in screen
+    assert "session: session1" in screen
+    screen = press(app, "esc")
+    assert "Disks" in screen.splitlines()[1]
+    screen = press(app, "esc")
+    assert "Main menu" in screen.splitlines()[1]
+
+
+def test_boot_medium_squashfs_loop_is_in_use(app):
+    disks = {d.name: d for d in disks_from_probe(GUEST)}
+    assert disks["loop0"].boot_medium and disks["sr0"].boot_medium
+    assert not disks["sda"].boot_medium and disks["sda"].in_use == []
+    screen = press(app, "d", "end")
+    assert "file /run/live/medium/live/filesystem.squashfs" in screen
+
+
+def test_log_viewer_lists_reports_and_opens_one(app):
+    screen = press(app, "l")
+    lines = screen.splitlines()
+    assert "copy-20261122-101500.txt" in lines[3]  # toolkit reports first
+    assert "Kernel messages (dmesg)" in screen
+    screen = press(app, "enter")
+    assert "result: verified" in screen
+
+
+def test_power_off_needs_confirmation(app):
+    screen = press(app, "p")
+    assert "Power off?" in screen
+    press(app, "esc")  # Esc is Cancel
+    assert app.powered == []
+    assert "Power off?" not in render(app)
+    press(app, "p", "right", "enter")
+    assert app.powered == ["poweroff"]
+
+
+def test_reboot_cancel_by_default(app):
+    press(app, "r", "enter")  # focus starts on Cancel
+    assert app.powered == []
+    press(app, "f10", "right", "enter")
+    assert app.powered == ["poweroff"]
