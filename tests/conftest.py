@@ -13,10 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if not any(item.iter_markers(name=m) for m in ("unit", "host", "vm")):
-            item.add_marker(pytest.mark.unit)
+def pytest_itemcollected(item):
+    """A test with no layer marker is a unit test (marked before -m selects)."""
+    if not any(item.get_closest_marker(m) for m in ("unit", "host", "vm")):
+        item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

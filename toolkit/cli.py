@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the raw probe (sysfs, udev, mounts) as JSON, for bug reports "
                         "and test fixtures")
     p.set_defaults(func=cmd_disks)
+    from toolkit import cli_copy
+
+    cli_copy.register(sub)
     return parser
 
 

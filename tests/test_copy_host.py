@@ -1,0 +1,420 @@
+"""Disk Copy on real loop devices: copies and verifies with odd sizes, every
+refusal, kill -9 and resume, a FUSE-backed source with real EIO sectors, a
+corrupted target, zero skipping and cancel. Needs root; a few seconds."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from loopdev import loop_device, make_image, run
+
+from toolkit import blockdev
+from toolkit import copy as copymod
+from toolkit.mapfile import Mapfile
+
+pytestmark = pytest.mark.host
+
+MiB = 1 << 20
+ODD = 64 * MiB + 3 * 512  # not a multiple of the chunk, odd sector count
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def random_image(path: Path, size: int, seed: int = 1) -> Path:
+    import random
+
+    rnd = random.Random(seed)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 4 * MiB)
+            f.write(rnd.randbytes(n))
+            left -= n
+    return path
+
+
+def filled_image(path: Path, size: int, byte: int = 0xA5) -> Path:
+    with open(path, "wb") as f:
+        f.write(bytes([byte]) * size)
+    return path
+
+
+@pytest.fixture
+def logdir(tmp_path, monkeypatch):
+    d = tmp_path / "log"
+    monkeypatch.setenv("RTK_LOG_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def loops(tmp_path, need_root):
+    """``loops(image, sector_size=512, partitions=False, readonly=False)`` -> /dev/loopN."""
+    with contextlib.ExitStack() as stack:
+        def make(image: Path, sector_size: int = 512, partitions: bool = False) -> str:
+            return stack.enter_context(loop_device(image, sector_size, partitions))
+        yield make
+
+
+def rtk(*args: str, env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, **kw)
+
+
+def same(a: str, b: str, size: int) -> bool:
+    return subprocess.run(["cmp", "-n", str(size), a, b], capture_output=True).returncode == 0
+
+
+def ddrescuelog_ok(mapfile: str) -> str:
+    return run("ddrescuelog", "-t", mapfile)
+
+
+def quick_options(**kw) -> copymod.CopyOptions:
+    return copymod.CopyOptions(**{"chunk_size": 4 * MiB, **kw})
+
+
+# --- copy and verify ---------------------------------------------------------------------
+
+
+def test_odd_size_copy_is_verified_and_identical(tmp_path, loops, logdir):
+    src = loops(random_image(tmp_path / "src.img", ODD))
+    dst = loops(filled_image(tmp_path / "dst.img", 80 * MiB))
+    events = []
+    plan = copymod.plan_copy(src, dst)
+    result = copymod.copy(plan, quick_options(), progress=events.append)
+    assert result.status == "ok", result.message
+    assert result.verify.match and result.verify.method == "read back target"
+    assert same(src, dst, ODD)
+    with open(tmp_path / "src.img", "rb") as f:
+        import blake3
+
+        assert result.source_digest.hexdigest == blake3.blake3(f.read()).hexdigest()
+    # the bytes past the source's size are untouched
+    with open(tmp_path / "dst.img", "rb") as f:
+        f.seek(ODD)
+        assert f.read() == b"\xa5" * (80 * MiB - ODD)
+    assert {e.phase for e in events} == {"copy", "verify"}
+    assert events[-1].done == events[-1].total == ODD
+    data = json.loads(Path(result.report.json).read_text())
+    assert data["result"] == "ok" and data["exit_code"] == 0
+    assert data["source"]["size"] == ODD and data["target"]["node"] == dst
+    assert data["hash"]["source"] == data["hash"]["target"] == result.source_digest.hexdigest
+    assert Path(result.report.text).name.startswith("copy-")
+    assert "finished" in ddrescuelog_ok(result.mapfile)
+    assert Mapfile.load(result.mapfile).blocks == [(0, ODD, "+")]
+
+
+def test_cli_copy_sha256_matches_sha256sum(tmp_path, loops, logdir):
+    src = loops(random_image(tmp_path / "src.img", 8 * MiB + 512, seed=2))
+    dst = loops(make_image(tmp_path / "dst.img", 9 * MiB))
+    p = rtk("copy", src, dst, "--hash", "sha256", "--yes", "--target-id", os.path.basename(dst))
+    assert p.returncode == 0, p.stderr
+    want = run("sha256sum", str(tmp_path / "src.img")).split()[0]
+    assert f"sha256 source: {want}" in p.stdout
+    assert "ETA" in p.stderr and "verify" in p.stderr
+    assert same(src, dst, 8 * MiB + 512)
+
+
+def test_cli_confirmation_is_required_and_checked(tmp_path, loops, logdir):
+    src = loops(random_image(tmp_path / "src.img", MiB))
+    dst = loops(filled_image(tmp_path / "dst.img", MiB))
+    for args in ([], ["--yes"], ["--yes", "--target-id", "SOMEONE-ELSES"]):
+        p = rtk("copy", src, dst, *args, stdin=subprocess.DEVNULL)
+        assert p.returncode == 5, (args, p.stderr)
+    assert not same(src, dst, MiB)  # nothing was written
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+
+def test_4096_byte_sectors_refused_against_512(tmp_path, loops, logdir):
+    src = loops(random_image(tmp_path / "src.img", 4 * MiB))
+    dst = loops(make_image(tmp_path / "dst.img", 8 * MiB), sector_size=4096)
+    with pytest.raises(copymod.Refused) as e:
+        copymod.plan_copy(src, dst)
+    assert "512-byte" in str(e.value) and "4096-byte" in str(e.value)
+    p = rtk("copy", src, dst, "--yes", "--target-id", os.path.basename(dst))
+    assert p.returncode == 5 and "4096-byte" in p.stderr and "512-byte" in p.stderr
+
+
+def test_smaller_target_refused_with_both_sizes(tmp_path, loops, logdir):
+    src = loops(random_image(tmp_path / "src.img", 4 * MiB + 512))
+    dst = loops(make_image(tmp_path / "dst.img", 4 * MiB))
+    with pytest.raises(copymod.Refused) as e:
+        copymod.plan_copy(src, dst)
+    assert str(4 * MiB + 512) in str(e.value) and str(4 * MiB) in str(e.value)
+
+
+def test_source_by_another_path_refused(tmp_path, loops, logdir):
+    img = random_image(tmp_path / "src.img", 4 * MiB)
+    src = loops(img)
+    link = tmp_path / "also-src"
+    link.symlink_to(src)
+    with pytest.raises(copymod.Refused, match="target is the source"):
+        copymod.plan_copy(src, str(link))
+    # a second loop device over the same file is the same disk
+    other = loops(img)
+    with pytest.raises(copymod.Refused, match="same disk"):
+        copymod.plan_copy(src, other)
+
+
+def test_partition_of_source_and_its_parent_refused(tmp_path, loops, logdir):
+    img = make_image(tmp_path / "src.img", 32 * MiB)
+    run("sgdisk", "-o", "-n1:1M:+8M", "-n2:0:+8M", str(img))
+    src = loops(img, partitions=True)
+    assert os.path.exists(f"{src}p1"), "partx gave no partitions"
+    with pytest.raises(copymod.Refused, match="is a partition of the source"):
+        copymod.plan_copy(src, f"{src}p1")
+    with pytest.raises(copymod.Refused, match="holds the source partition"):
+        copymod.plan_copy(f"{src}p1", src)
+    copymod.plan_copy(f"{src}p1", f"{src}p2")  # side by side on one disk: allowed
+
+
+def test_mounted_target_refused(tmp_path, loops, logdir):
+    src = loops(random_image(tmp_path / "src.img", 8 * MiB))
+    dst = loops(make_image(tmp_path / "dst.img", 16 * MiB))
+    run("mkfs.ext4", "-q", dst)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    run("mount", dst, str(mnt))
+    try:
+        with pytest.raises(copymod.Refused, match=f"mounted at {mnt}"):
+            copymod.plan_copy(src, dst)
+    finally:
+        run("umount", str(mnt))
+
+
+def test_target_open_exclusively_elsewhere_refused(tmp_path, loops, logdir):
+    src = loops(random_image(tmp_path / "src.img", 4 * MiB))
+    dst = loops(filled_image(tmp_path / "dst.img", 4 * MiB))
+    holder = os.open(dst, os.O_RDONLY | os.O_EXCL)
+    try:
+        plan = copymod.plan_copy(src, dst)  # nothing in the inventory says busy
+        with pytest.raises(copymod.Refused, match="busy"):
+            copymod.copy(plan, quick_options())
+        p = rtk("copy", src, dst, "--yes", "--target-id", os.path.basename(dst))
+        assert p.returncode == 5 and "busy" in p.stderr
+    finally:
+        os.close(holder)
+    assert not same(src, dst, 4 * MiB)
+
+
+# --- interruption and resume ------------------------------------------------------------------
+
+
+def test_kill_9_then_resume_gives_identical_disk(tmp_path, loops, logdir):
+    src = loops(random_image(tmp_path / "src.img", ODD, seed=3))
+    dst = loops(filled_image(tmp_path / "dst.img", ODD))
+    mapfile = str(tmp_path / "copy.map")
+    args = ["copy", src, dst, "--yes", "--target-id", os.path.basename(dst),
+            "--mapfile", mapfile]
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", *args, "--max-rate", "32M",
+                             "--mapfile-interval", "0.1", "--chunk-size", "1M"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        done = 0
+        while time.monotonic() < deadline and done < 16 * MiB:
+            time.sleep(0.05)
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                done = Mapfile.load(mapfile).bytes_with("+")
+        assert proc.poll() is None, "the copy ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed = Mapfile.load(mapfile)
+    assert 0 < killed.bytes_with("+") < ODD and killed.bytes_with("?") > 0
+    ddrescuelog_ok(mapfile)
+    p = rtk(*args)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert same(src, dst, ODD)
+    assert subprocess.run(["ddrescuelog", "-D", mapfile]).returncode == 0  # all finished
+    data = json.loads(Path(p.stdout.split("report: ")[1].strip()[:-4] + ".json").read_text())
+    assert data["copy"]["resumed"] is True
+    assert data["copy"]["copied_bytes"] < ODD
+    assert data["verify"]["method"] == "compared with source"  # the whole disk, again
+    assert data["verify"]["result"] == "match"
+
+
+def test_cancel_leaves_a_consistent_mapfile(tmp_path, loops, logdir):
+    src = loops(random_image(tmp_path / "src.img", 32 * MiB, seed=4))
+    dst = loops(filled_image(tmp_path / "dst.img", 32 * MiB))
+    mapfile = str(tmp_path / "c.map")
+    cancel = threading.Event()
+
+    def progress(p):
+        if p.done >= 8 * MiB:
+            cancel.set()
+
+    opts = quick_options(mapfile=mapfile, max_rate=64 * MiB, chunk_size=MiB,
+                         progress_interval=0)
+    plan = copymod.plan_copy(src, dst)
+    result = copymod.copy(plan, opts, progress=progress, cancel=cancel)
+    assert result.status == "cancelled" and result.exit_code == 1
+    m = Mapfile.load(mapfile)
+    assert 8 * MiB <= m.bytes_with("+") < 32 * MiB
+    with open(tmp_path / "src.img", "rb") as a, open(tmp_path / "dst.img", "rb") as b:
+        for pos, size in m.ranges("+"):  # what the map calls finished is on the target
+            a.seek(pos)
+            b.seek(pos)
+            assert a.read(size) == b.read(size)
+    result = copymod.copy(plan, copymod.CopyOptions(mapfile=mapfile))
+    assert result.status == "ok" and result.resumed and same(src, dst, 32 * MiB)
+
+
+# --- bad sectors -------------------------------------------------------------------------------
+
+BAD = [(3 * MiB + 7 * 512, 5 * 512), (9 * MiB + 512, 512), (16 * MiB - 1024, 1024)]
+
+
+@pytest.fixture
+def bad_source(tmp_path, need_root):
+    """A loop device over a FUSE file whose reads fail with EIO in :data:`BAD`."""
+    backing = random_image(tmp_path / "backing.img", 16 * MiB, seed=5)
+    mnt = tmp_path / "fuse"
+    mnt.mkdir()
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fusebad.py"), str(backing),
+                               str(mnt)] + [f"{s}:{n}" for s, n in BAD],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            if (mnt / "disk.img").exists():
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("FUSE server did not come up: " + server.stdout.read1().decode())
+        dev = run("losetup", "-r", "-f", "--show", str(mnt / "disk.img")).strip()
+        try:
+            yield dev, backing
+        finally:
+            subprocess.run(["losetup", "-d", dev], check=False)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_unreadable_sectors_recorded_exactly(tmp_path, loops, bad_source, logdir):
+    src, backing = bad_source
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECT)
+    buf = blockdev.AlignedBuffer(512)
+    try:  # the source really fails there, and only there
+        with pytest.raises(OSError):
+            os.preadv(fd, [buf.view], BAD[1][0])
+        assert os.preadv(fd, [buf.view], BAD[1][0] + 512) == 512
+    finally:
+        buf.close()
+        os.close(fd)
+    dst = loops(filled_image(tmp_path / "dst.img", 16 * MiB))
+    mapfile = str(tmp_path / "bad.map")
+    p = rtk("copy", src, dst, "--yes", "--target-id", os.path.basename(dst),
+            "--mapfile", mapfile)
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert f"completed with {sum(n for _s, n in BAD)} unreadable bytes" in p.stdout
+    m = Mapfile.load(mapfile)
+    assert list(m.ranges("-")) == BAD
+    assert m.bytes_with("+") == 16 * MiB - sum(n for _s, n in BAD) and m.finished
+    bad_bytes = sum(n for _s, n in BAD)
+    assert re.search(rf"bad-sector:\s+{bad_bytes} B,\s+in\s+3 area", ddrescuelog_ok(mapfile))
+    data = json.loads(Path(p.stdout.split("report: ")[1].strip()[:-4] + ".json").read_text())
+    assert [(r["start"], r["size"]) for r in data["unreadable"]["ranges"]] == BAD
+    assert data["result"] == "unreadable" and data["verify"]["result"] == "match"
+    # the target: the source's data, zeros where it could not be read
+    want = bytearray(Path(backing).read_bytes())
+    for s, n in BAD:
+        want[s:s + n] = bytes(n)
+    assert Path(tmp_path / "dst.img").read_bytes() == bytes(want)
+
+
+# --- verification catches corruption --------------------------------------------------------
+
+
+def test_corrupted_target_is_caught_with_first_difference(tmp_path, loops, logdir):
+    src = loops(random_image(tmp_path / "src.img", ODD, seed=6))
+    dst_img = filled_image(tmp_path / "dst.img", ODD)
+    dst = loops(dst_img)
+    plan = copymod.plan_copy(src, dst)
+    result = copymod.copy(plan, quick_options(verify=False))
+    assert result.status == "ok" and result.verify is None
+    flip = 37 * MiB + 12345
+    with open(dst_img, "r+b") as f:
+        f.seek(flip)
+        old = f.read(1)
+        f.seek(flip)
+        f.write(bytes([old[0] ^ 0x40]))
+        f.flush()
+        os.fsync(f.fileno())
+    p = rtk("verify", src, dst)
+    assert p.returncode == 4, p.stdout + p.stderr
+    assert f"first difference at byte {flip}" in p.stdout
+    v = copymod.verify_disks(src, dst, write_report=False)
+    assert v.verify.first_difference["offset"] == flip
+    start, end = v.verify.first_difference["start"], v.verify.first_difference["end"]
+    assert start <= flip < end and v.verify.differing_regions == 1
+    # against region digests as a copy records them: the region holding the byte is named
+    hasher = copymod._RegionHasher("blake3", ODD, 4 * MiB)
+    with open(tmp_path / "src.img", "rb") as f:
+        hasher.update(0, memoryview(f.read()))
+    digest = hasher.digest()
+    fd = blockdev.open_device(dst)
+    try:
+        out = copymod.verify_against(fd, digest)
+    finally:
+        os.close(fd)
+    assert not out.match and out.differing_regions == 1
+    assert out.first_difference == {"start": 36 * MiB, "end": 40 * MiB}
+    # and against a recorded hash
+    p = rtk("verify", dst, "--hash", digest.hexdigest, "--size", str(ODD))
+    assert p.returncode == 4 and "VERIFICATION FAILED" in p.stdout
+    p = rtk("verify", src, "--hash", digest.hexdigest, "--size", str(ODD))
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_verify_during_copy_catches_a_target_that_lies(tmp_path, loops, logdir):
+    """The copy's own read-back: a target whose data is not what was written."""
+    src = loops(random_image(tmp_path / "src.img", 8 * MiB, seed=7))
+    dst = loops(make_image(tmp_path / "dst.img", 8 * MiB))
+    # --skip-zeros on a target that is NOT zero: the read-back must notice
+    with open(tmp_path / "src.img", "r+b") as f:
+        f.seek(4 * MiB)
+        f.write(bytes(4 * MiB))  # the second 4 MiB chunk of the source is all zeros
+    filled_image(tmp_path / "dst.img", 8 * MiB, 0x11)
+    result = copymod.copy(copymod.plan_copy(src, dst), quick_options(skip_zeros=True))
+    assert result.status == "mismatch" and result.exit_code == 4
+    fd = result.verify.first_difference
+    assert (fd["start"], fd["end"]) == (4 * MiB, 8 * MiB)
+    assert result.skipped_zero_bytes == 4 * MiB
+
+
+# --- zero skipping ----------------------------------------------------------------------------
+
+
+def test_skip_zeros_writes_only_data_chunks(tmp_path, loops, logdir):
+    size = 40 * MiB
+    img = make_image(tmp_path / "src.img", size)  # 90% zeros
+    data = os.urandom(4 * MiB)
+    with open(img, "r+b") as f:
+        f.seek(12 * MiB)
+        f.write(data)
+    src = loops(img)
+    dst = loops(make_image(tmp_path / "dst.img", size))  # reads back zeros
+    plan = copymod.plan_copy(src, dst)
+    r = copymod.copy(plan, quick_options(skip_zeros=True, mapfile=str(tmp_path / "z.map")))
+    assert r.status == "ok" and r.verify.match
+    assert r.written_bytes == 4 * MiB and r.write_calls == 1
+    assert r.skipped_zero_bytes == size - 4 * MiB
+    assert same(src, dst, size)
+    # the default writes everything
+    r = copymod.copy(plan, quick_options(mapfile=str(tmp_path / "all.map")))
+    assert r.written_bytes == size and r.skipped_zero_bytes == 0
