@@ -21,6 +21,8 @@ from loopdev import loop_device, make_image, run
 from toolkit import blockdev
 from toolkit import copy as copymod
 from toolkit.mapfile import Mapfile
+from toolkit.reading import RegionHasher
+from toolkit.verify import verify_against
 
 pytestmark = pytest.mark.host
 
@@ -363,13 +365,13 @@ def test_corrupted_target_is_caught_with_first_difference(tmp_path, loops, logdi
     start, end = v.verify.first_difference["start"], v.verify.first_difference["end"]
     assert start <= flip < end and v.verify.differing_regions == 1
     # against region digests as a copy records them: the region holding the byte is named
-    hasher = copymod._RegionHasher("blake3", ODD, 4 * MiB)
+    hasher = RegionHasher("blake3", ODD, 4 * MiB)
     with open(tmp_path / "src.img", "rb") as f:
         hasher.update(0, memoryview(f.read()))
     digest = hasher.digest()
     fd = blockdev.open_device(dst)
     try:
-        out = copymod.verify_against(fd, digest)
+        out = verify_against(fd, digest)
     finally:
         os.close(fd)
     assert not out.match and out.differing_regions == 1

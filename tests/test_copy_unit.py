@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit import cli_copy, report
+from toolkit import cli_copy, copy_plan, copy_result, progress, reading, report
 from toolkit import copy as copymod
 from toolkit.cli import build_parser
 from toolkit.disks import Disk, IscsiLocation, Partition
@@ -133,7 +133,7 @@ def test_blocks_always_tile_the_disk_exactly(size, ops):
 
 
 def test_rate_meter_current_average_and_eta():
-    r = copymod.RateMeter(total=1000, start_done=100, now=0.0, window=2.0)
+    r = progress.RateMeter(total=1000, start_done=100, now=0.0, window=2.0)
     assert r.eta is None  # nothing measured yet
     r.update(200, 1.0)
     assert r.rate == pytest.approx(100.0)
@@ -150,7 +150,7 @@ def test_rate_meter_current_average_and_eta():
 
 
 def test_progress_event_line_and_fraction():
-    p = copymod.Progress("copy", 250_000_000, 1_000_000_000, 5e8, 4e8, 1.5, 2, 1024)
+    p = progress.Progress("copy", 250_000_000, 1_000_000_000, 5e8, 4e8, 1.5, 2, 1024)
     assert p.fraction == 0.25
     line = p.line()
     assert "25.0%" in line and "500.0 MB/s" in line and "400.0 MB/s" in line
@@ -159,7 +159,7 @@ def test_progress_event_line_and_fraction():
 
 def test_reporter_throttles_callbacks():
     events = []
-    r = copymod._Reporter(events.append, interval=3600)
+    r = progress.Reporter(events.append, interval=3600)
     r.start("copy", 100)
     for i in range(50):
         r.update(i)
@@ -272,8 +272,8 @@ def test_endpoint_key_and_default_mapfile(monkeypatch, tmp_path):
     src = E(disk("sda", serial="WD-ABC 123/x"))
     d = disk("loop3", transport="loop", backing_file="/var/tmp/img one.raw")
     dst = E(d, part(d, 2, MiB, MiB))
-    assert copymod.endpoint_key(src) == "WD-ABC_123_x"
-    assert copymod.endpoint_key(dst) == "loop-var_tmp_img_one.raw-part2"
+    assert copy_plan.endpoint_key(src) == "WD-ABC_123_x"
+    assert copy_plan.endpoint_key(dst) == "loop-var_tmp_img_one.raw-part2"
     plan = copymod.CopyPlan(src, dst)
     assert copymod.default_mapfile(plan) == str(
         tmp_path / "copy-WD-ABC_123_x--loop-var_tmp_img_one.raw-part2.map")
@@ -287,7 +287,7 @@ def test_endpoint_key_and_default_mapfile(monkeypatch, tmp_path):
        region=st.integers(1, 700), algo=st.sampled_from(copymod.ALGORITHMS))
 def test_region_hasher_does_not_depend_on_how_data_is_split(size, cuts, region, algo):
     data = os.urandom(size)
-    h = copymod._RegionHasher(algo, size, region)
+    h = reading.RegionHasher(algo, size, region)
     pos = 0
     for c in sorted(set(c % size for c in cuts)) + [size]:
         if c > pos:
@@ -302,17 +302,17 @@ def test_region_hasher_does_not_depend_on_how_data_is_split(size, cuts, region, 
 
 
 def test_region_hasher_refuses_gaps():
-    h = copymod._RegionHasher("blake3", 100, 10)
+    h = reading.RegionHasher("blake3", 100, 10)
     assert h.update(0, memoryview(b"x" * 10))
     assert not h.update(20, memoryview(b"x" * 10))
     assert h.digest() is None
 
 
 def test_region_size_bounds_memory():
-    assert copymod.region_size_for(64 * MiB, 8 * MiB) == 8 * MiB
+    assert reading.region_size_for(64 * MiB, 8 * MiB) == 8 * MiB
     big = 64 << 40  # 64 TiB
-    r = copymod.region_size_for(big, 8 * MiB)
-    assert r % (8 * MiB) == 0 and -(-big // r) <= copymod.MAX_REGIONS
+    r = reading.region_size_for(big, 8 * MiB)
+    assert r % (8 * MiB) == 0 and -(-big // r) <= reading.MAX_REGIONS
 
 
 # --- reports ----------------------------------------------------------------------------
@@ -364,4 +364,4 @@ def test_exit_codes():
         r.status = status
         codes[status] = r.exit_code
     assert codes == {"ok": 0, "unreadable": 3, "mismatch": 4, "failed": 1, "cancelled": 1}
-    assert copymod.EXIT_REFUSED == 5
+    assert copy_result.EXIT_REFUSED == 5

@@ -1,6 +1,8 @@
 """``rtk``: the command line of the Recovery Toolkit.
 
-Exit codes: 0 ok, 2 usage error (argparse), 1 failure.
+Exit codes: 0 ok, 1 failed (or interrupted), 2 usage error (argparse); ``rtk copy`` and
+``rtk verify`` add 3 ok but with unreadable source ranges, 4 verification mismatch,
+5 refused (nothing written); see docs/copy.md.
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ import threading
 import time
 
 from toolkit import copy as copymod
+from toolkit.copy_plan import Endpoint
+from toolkit.copy_result import EXIT_FAILED, EXIT_REFUSED
+from toolkit.reading import DEFAULT_CHUNK
 from toolkit.units import human_size
 
 
@@ -79,10 +82,10 @@ def _refused(e: copymod.Refused, what: str) -> int:
     _err(f"{what} refused:")
     for p in e.problems:
         print(f"  - {p}", file=sys.stderr)
-    return copymod.EXIT_REFUSED
+    return EXIT_REFUSED
 
 
-def accepted_ids(target: copymod.Endpoint) -> set[str]:
+def accepted_ids(target: Endpoint) -> set[str]:
     """What ``--target-id`` may be: the serial/WWN, or (without them) name or backing file."""
     d = target.disk
     ids = {x for x in (d.serial, d.wwn) if x}
@@ -156,12 +159,12 @@ def cmd_copy(args: argparse.Namespace) -> int:
     why = _confirm(args, plan)
     if why:
         _err(f"copy refused: {why}")
-        return copymod.EXIT_REFUSED
+        return EXIT_REFUSED
     options = copymod.CopyOptions(
         verify=args.verify, algorithm=args.algorithm, mapfile=args.mapfile,
         skip_zeros=args.skip_zeros, max_rate=args.max_rate,
         mapfile_interval=args.mapfile_interval,
-        chunk_size=args.chunk_size or copymod.DEFAULT_CHUNK)
+        chunk_size=args.chunk_size or DEFAULT_CHUNK)
     line = _ProgressLine()
     cancel = _cancel_on_signals()
     try:
@@ -172,7 +175,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
     except OSError as e:
         line.end()
         _err(f"copy failed: {e}")
-        return copymod.EXIT_FAILED
+        return EXIT_FAILED
     line.end()
     return _finish(result)
 
@@ -199,7 +202,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except OSError as e:
         line.end()
         _err(f"verify failed: {e}")
-        return copymod.EXIT_FAILED
+        return EXIT_FAILED
     line.end()
     return _finish(result)
 

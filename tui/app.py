@@ -4,6 +4,8 @@ of screens. Runs on the Linux console (80x24) and on serial terminals."""
 from __future__ import annotations
 
 import contextlib
+import os
+import queue
 import sys
 
 import urwid
@@ -11,6 +13,7 @@ import urwid
 import toolkit
 from toolkit import system
 from tui.controllers import DisksController, LogsController, SystemController
+from tui.copy_controller import CopyController
 from tui.views.menu import MainMenuView
 from tui.widgets import Dialog, View, hints_markup
 
@@ -47,12 +50,17 @@ class App:
         )
         self.root = urwid.WidgetPlaceholder(urwid.AttrMap(self.frame, "body"))
         self._dialog: Dialog | None = None
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_fd: int | None = None
         self.disks = DisksController(self, **({"list_disks": list_disks} if list_disks else {}))
         self.logs = LogsController(self, log_dir)
         self.system = SystemController(self, **({"power": power} if power else {}))
+        self.copy = CopyController(self, **({"list_disks": list_disks} if list_disks else {}))
         self.refresh_header()
         self.push(MainMenuView([
             ("d", "Disks", "every disk: size, model, serial, transport, use", self.disks.show),
+            ("c", "Disk Copy", "copy a SOURCE disk onto a TARGET disk, verified",
+             self.copy.show),
             ("l", "Logs", "toolkit reports, kernel messages, journal", self.logs.show),
             ("s", "Shell", "a root shell; type exit to come back", self.system.shell),
             ("r", "Reboot", "restart this machine", lambda: self.system.confirm_power("reboot")),
@@ -112,6 +120,30 @@ class App:
                 self.loop.screen.start()
                 self.loop.screen.clear()
 
+    def pop_to_root(self) -> None:
+        del self.stack[1:]
+        self._show_top()
+
+    # --- work in threads -----------------------------------------------------
+    def call_from_thread(self, fn) -> None:
+        """Run ``fn`` in the UI thread soon. Worker threads never touch widgets."""
+        self._calls.put(fn)
+        if self._wake_fd is not None:
+            os.write(self._wake_fd, b".")
+
+    def drain(self) -> None:
+        """Run the calls queued by worker threads (the main loop does this on wake-up)."""
+        while True:
+            try:
+                fn = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            fn()
+
+    def _on_wake(self, _data: bytes) -> bool:
+        self.drain()
+        return True
+
     # --- keys ----------------------------------------------------------------
     def unhandled_input(self, key) -> bool | None:
         if self._dialog is not None:
@@ -136,6 +168,7 @@ class App:
         self.loop = urwid.MainLoop(self.root, PALETTE, screen=screen, handle_mouse=False,
                                    unhandled_input=self.unhandled_input)
         self.loop.set_alarm_in(HEADER_REFRESH_SECONDS, self.refresh_header)
+        self._wake_fd = self.loop.watch_pipe(self._on_wake)
         self.loop.run()
 
 

@@ -9,8 +9,8 @@ from tui.widgets import SelectableLine, View
 
 class MainMenuView(View):
     title = "Main menu"
-    hints = (("↑↓", "move"), ("Enter", "select"), ("d", "Disks"), ("l", "Logs"),
-             ("s", "Shell"))
+    hints = (("↑↓", "move"), ("Enter", "select"), ("d", "Disks"), ("c", "Copy"),
+             ("l", "Logs"), ("s", "Shell"))
 
     def __init__(self, entries):
         """``entries``: (hotkey, label, description, callback) tuples."""

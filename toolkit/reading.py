@@ -1,0 +1,196 @@
+"""Reading and hashing block devices: the threads of the copy and verify pipelines.
+
+A :class:`Reader` thread reads chunks with O_DIRECT into a pool of aligned
+buffers (:func:`buffer_pool`) and queues them; a :class:`Hasher` thread can
+sit between it and the consumer, feeding a :class:`RegionHasher` (a
+whole-stream hash plus one short BLAKE3 digest per region).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable
+
+import blake3
+
+from toolkit import blockdev
+from toolkit.copy_result import SourceDigest
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+DEFAULT_CHUNK = 8 * MiB
+ALGORITHMS = ("blake3", "sha256")
+REGION_DIGEST = 16  # bytes of BLAKE3 per region
+MAX_REGIONS = 1 << 20  # so region digests stay under 16 MiB whatever the disk size
+
+
+def new_hasher(algorithm: str):
+    if algorithm == "blake3":
+        return blake3.blake3()
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    raise ValueError(f"unknown hash algorithm {algorithm!r} (use one of {', '.join(ALGORITHMS)})")
+
+
+class RegionHasher:
+    """The whole-stream hash plus one short BLAKE3 digest per region, fed in order."""
+
+    def __init__(self, algorithm: str, size: int, region_size: int):
+        self.algorithm, self.size, self.region_size = algorithm, size, region_size
+        self.stream = new_hasher(algorithm)
+        self.region = blake3.blake3()
+        self.regions = bytearray(REGION_DIGEST * -(-size // region_size)) if size else b""
+        self.pos = 0
+
+    def update(self, pos: int, view: memoryview) -> bool:
+        """Add the bytes at ``pos``; False (and nothing added) unless ``pos`` continues."""
+        if pos != self.pos:
+            return False
+        self.stream.update(view)
+        off = 0
+        while off < len(view):
+            boundary = (self.pos // self.region_size + 1) * self.region_size
+            take = min(len(view) - off, boundary - self.pos)
+            self.region.update(view[off:off + take])
+            off += take
+            self.pos += take
+            if self.pos == boundary or self.pos == self.size:
+                i = (self.pos - 1) // self.region_size
+                self.regions[i * REGION_DIGEST:(i + 1) * REGION_DIGEST] = \
+                    self.region.digest(length=REGION_DIGEST)
+                self.region = blake3.blake3()
+        return True
+
+    def digest(self) -> SourceDigest | None:
+        if self.pos != self.size:
+            return None
+        return SourceDigest(self.algorithm, self.stream.hexdigest(), self.size,
+                            self.region_size, bytes(self.regions))
+
+
+def region_size_for(size: int, chunk: int) -> int:
+    """A multiple of ``chunk`` giving at most :data:`MAX_REGIONS` regions."""
+    chunks = -(-size // chunk) if size else 1
+    return chunk * -(-chunks // MAX_REGIONS)
+
+
+class _Throttle:
+    def __init__(self, max_rate: float | None, stop: threading.Event):
+        self.max_rate, self.stop = max_rate, stop
+        self.t0, self.bytes = time.monotonic(), 0
+
+    def add(self, n: int) -> None:
+        if not self.max_rate:
+            return
+        self.bytes += n
+        delay = self.t0 + self.bytes / self.max_rate - time.monotonic()
+        if delay > 0:
+            self.stop.wait(delay)
+
+
+def _read_holes(fd: int, buf: blockdev.AlignedBuffer, pos: int, n: int,
+                holes: list[tuple[int, int]]) -> None:
+    """Read ``n`` bytes at ``pos``, zeros instead of reading inside ``holes``."""
+    cur = pos
+    for hp, hs in holes:
+        if hp + hs <= cur or hp >= pos + n:
+            continue
+        if hp > cur:
+            blockdev.read_exact(fd, buf.view[cur - pos:hp - pos], cur)
+            cur = hp
+        hend = min(hp + hs, pos + n)
+        buf.zero(cur - pos, hend - cur)
+        cur = hend
+    if cur < pos + n:
+        blockdev.read_exact(fd, buf.view[cur - pos:n], cur)
+
+
+class Reader(threading.Thread):
+    """Reads chunks into free buffers and queues ``(kind, pos, n, payload)`` items:
+    ("data", pos, n, buffer), ("bad", pos, n, error text), then ("end", ...).
+
+    With ``skip_errors`` a failed chunk is reported and the reader skips ahead
+    (ddrescue style, the skipped part is left for a later pass); otherwise it stops.
+    """
+
+    def __init__(self, fd: int, ranges: Iterable[tuple[int, int]], chunk: int,
+                 free: queue.Queue, out: queue.Queue, stop: threading.Event, *,
+                 skip_errors: bool = False, max_skip: int = 0, holes=(),
+                 max_rate: float | None = None):
+        super().__init__(daemon=True, name="rtk-reader")
+        self.fd, self.ranges, self.chunk = fd, ranges, chunk
+        self.free, self.out, self.stop = free, out, stop
+        self.skip_errors, self.max_skip = skip_errors, max_skip
+        self.holes = sorted(holes)
+        self.throttle = _Throttle(max_rate, stop)
+        self.crash: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            skip = 0
+            for area_pos, area_size in self.ranges:
+                pos, end = area_pos, area_pos + area_size
+                while pos < end and not self.stop.is_set():
+                    n = min(self.chunk, end - pos)
+                    buf = self.free.get()
+                    try:
+                        if self.holes:
+                            _read_holes(self.fd, buf, pos, n, self.holes)
+                        else:
+                            blockdev.read_exact(self.fd, buf.view[:n], pos)
+                    except OSError as e:
+                        self.free.put(buf)
+                        self.out.put(("bad", pos, n, f"{os.strerror(e.errno or errno.EIO)} "
+                                                     f"at {e.filename or pos}"))
+                        if not self.skip_errors:
+                            return
+                        pos += n
+                        if self.max_skip:
+                            skip = min(max(self.chunk, 2 * skip), self.max_skip)
+                            pos = min(end, pos + skip)
+                        continue
+                    skip = 0
+                    self.out.put(("data", pos, n, buf))
+                    pos += n
+                    self.throttle.add(n)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            self.crash = e
+        finally:
+            self.out.put(("end", 0, 0, None))
+
+
+class Hasher(threading.Thread):
+    """Between reader and writer: feeds data items to a :class:`RegionHasher`."""
+
+    def __init__(self, hasher: RegionHasher, inq: queue.Queue, out: queue.Queue):
+        super().__init__(daemon=True, name="rtk-hasher")
+        self.hasher, self.inq, self.out = hasher, inq, out
+        self.valid = True
+
+    def run(self) -> None:
+        while True:
+            item = self.inq.get()
+            kind, pos, n, buf = item
+            if kind == "data" and self.valid:
+                self.valid = self.hasher.update(pos, buf.view[:n])
+            elif kind == "bad":
+                self.valid = False
+            self.out.put(item)
+            if kind == "end":
+                return
+
+
+def buffer_pool(count: int, size: int) -> queue.Queue:
+    q: queue.Queue = queue.Queue()
+    for _ in range(count):
+        q.put(blockdev.AlignedBuffer(size))
+    return q
+
+
+def close_pool(q: queue.Queue) -> None:
+    while not q.empty():
+        q.get_nowait().close()

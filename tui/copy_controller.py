@@ -1,0 +1,148 @@
+"""Disk Copy: choose SOURCE and TARGET, confirm, copy in a worker thread, report."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from toolkit import copy as dc
+from toolkit import disks as disks_mod
+from toolkit.disks import Disk
+from toolkit.mapfile import BAD, FINISHED, Mapfile, MapfileError
+from tui.views.copy import ChooseDiskView, CopyProgressView, CopyResultView, CopySummaryView
+
+# Devices that are never a sensible SOURCE or TARGET of a disk copy.
+_NOT_DISKS = ("cdrom", "floppy")
+
+
+def confirmation_word(disk: Disk) -> str:
+    """What the technician types to confirm: the stable identity, else the kernel name."""
+    return disk.identity or disk.name
+
+
+class CopyController:
+    def __init__(self, app, list_disks=disks_mod.list_disks, source_role=frozenset()):
+        self.app = app
+        self._list_disks = list_disks
+        self.source_role = source_role  # SOURCE-role disks (iSCSI Manager)
+        self.disks: list[Disk] = []
+        self.source: Disk | None = None
+        self.plan: dc.CopyPlan | None = None
+        self.worker: threading.Thread | None = None
+        self.cancel = threading.Event()
+        self.result: dc.CopyResult | None = None
+        self.progress_view: CopyProgressView | None = None
+
+    # --- choosing ------------------------------------------------------------
+    def _candidates(self) -> list[Disk]:
+        found = [d for d in self._list_disks() if d.transport not in _NOT_DISKS]
+        # iSCSI LUNs first: that is where BDR snapshots and SAN volumes are
+        return sorted(found, key=lambda d: d.transport != "iscsi")
+
+    def show(self) -> None:
+        try:
+            self.disks = self._candidates()
+        except OSError as e:
+            self.app.dialog("Disk Copy", f"Could not read the disks: {e}",
+                            [("OK", self.app.close_dialog)])
+            return
+        choices = [(d, "boot medium of this live system" if d.boot_medium else None)
+                   for d in self.disks]
+        self.app.push(ChooseDiskView(
+            "Disk Copy: choose the SOURCE",
+            "The SOURCE is only read (a BDR snapshot LUN, the old disk).", choices,
+            self.choose_source))
+
+    def target_choices(self, source: Disk) -> list[tuple[Disk, str | None]]:
+        src = dc.endpoint_from_disk(source)
+        out = []
+        for d in self.disks:
+            if d.name == source.name:
+                out.append((d, "this is the SOURCE"))
+                continue
+            problems, _warnings = dc.check_pair(src, dc.endpoint_from_disk(d),
+                                                self.source_role)
+            out.append((d, problems[0] if problems else None))
+        # eligible targets first
+        return sorted(out, key=lambda c: c[1] is not None)
+
+    def choose_source(self, disk: Disk) -> None:
+        self.source = disk
+        self.app.push(ChooseDiskView(
+            "Disk Copy: choose the TARGET",
+            f"SOURCE: {disk.path}. The TARGET is overwritten entirely (the SAN LUN, the new "
+            "disk).", self.target_choices(disk), self.choose_target))
+
+    def choose_target(self, target: Disk) -> None:
+        assert self.source is not None
+        try:
+            plan = dc.plan_copy(self.source.path, target.path, source_role=self.source_role,
+                                disks=self.disks)
+        except dc.Refused as e:
+            self.app.dialog("Cannot copy", str(e), [("OK", self.app.close_dialog)])
+            return
+        self.plan = plan
+        self.app.push(CopySummaryView(plan, confirmation_word(target),
+                                      self._resumable(plan), self.start))
+
+    def _resumable(self, plan: dc.CopyPlan) -> int | None:
+        """Bytes already copied by an interrupted copy of this same pair, if any."""
+        path = dc.default_mapfile(plan)
+        try:
+            m = Mapfile.load(path)
+        except (OSError, MapfileError):
+            return None
+        done = m.bytes_with(FINISHED, BAD)
+        return done if done > 0 and not m.finished else None
+
+    # --- running -------------------------------------------------------------
+    def start(self, *, verify: bool, algorithm: str, skip_zeros: bool, resume: bool) -> None:
+        plan = self.plan
+        assert plan is not None
+        mapfile = dc.default_mapfile(plan)
+        if not resume and os.path.exists(mapfile):
+            os.unlink(mapfile)
+        options = dc.CopyOptions(verify=verify, algorithm=algorithm, skip_zeros=skip_zeros,
+                                 mapfile=mapfile)
+        self.cancel = threading.Event()
+        self.result = None
+        self.progress_view = CopyProgressView(plan, self.confirm_cancel)
+        self.app.push(self.progress_view)
+        view = self.progress_view
+
+        def progress(p: dc.Progress) -> None:
+            self.app.call_from_thread(lambda: view.update(p))
+
+        def work() -> None:
+            try:
+                result = dc.copy(plan, options, progress=progress, cancel=self.cancel)
+            except dc.Refused as e:
+                message = str(e)  # `e` is unbound once the except block ends
+                self.app.call_from_thread(lambda: self._refused(message))
+                return
+            self.app.call_from_thread(lambda: self._done(result))
+
+        self.worker = threading.Thread(target=work, name="disk-copy", daemon=True)
+        self.worker.start()
+
+    def confirm_cancel(self) -> None:
+        if self.worker is None or not self.worker.is_alive():
+            return
+        self.app.dialog(
+            "Stop the copy?",
+            "The copy stops at a consistent point. Choosing the same SOURCE and TARGET again "
+            "offers to resume it.",
+            [("Keep copying", self.app.close_dialog), ("Stop", self._cancel)])
+
+    def _cancel(self) -> None:
+        self.app.close_dialog()
+        self.cancel.set()
+
+    def _refused(self, message: str) -> None:
+        self.app.pop()
+        self.app.dialog("Cannot copy", message, [("OK", self.app.close_dialog)])
+
+    def _done(self, result: dc.CopyResult) -> None:
+        self.result = result
+        self.app.close_dialog()
+        self.app.replace(CopyResultView(result, self.app.pop_to_root))
