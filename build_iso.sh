@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 ROOT=$PWD
-BUILD=$ROOT/build
+BUILD=${RTK_BUILD_DIR:-$ROOT/build}   # output and live-build cache
 LB=$BUILD/iso
 # The ISO's Python (trixie) is 3.13: the wheelhouse is fetched for it.
 ISO_PYTHON=3.13

@@ -207,6 +207,20 @@ class Guest:
             raise AssertionError(f"guest command failed ({rc}): {command}\n{out}")
         return out
 
+    def install_source_tree(self, http, served_dir: Path) -> None:
+        """Development shortcut: replace the guest's toolkit and tui packages with
+        this source tree (through the lab's HTTP server), to try guest-side code
+        without rebuilding the ISO. Final tests boot a rebuilt ISO instead."""
+        import tarfile
+
+        repo = Path(__file__).resolve().parents[2]
+        with tarfile.open(served_dir / "rtk-src.tgz", "w:gz") as tar:
+            for pkg in ("toolkit", "tui"):
+                tar.add(repo / pkg, arcname=pkg,
+                        filter=lambda t: None if "__pycache__" in t.name else t)
+        site = "$(/opt/rtk/venv/bin/python -c 'import site; print(site.getsitepackages()[0])')"
+        self.run(f"curl -sf {http.url('rtk-src.tgz', host='10.0.2.2')} | tar xz -C {site}")
+
     def close_shell(self) -> None:
         self.console.send("stty echo; exit\r")
 

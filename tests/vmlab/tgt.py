@@ -11,12 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
-CONTROL_PORT = "77"
-
 
 class Tgt:
     def __init__(self, workdir: Path, port: int = 3260):
         self.port = port
+        self.control_port = str(port - 3000)  # one management socket per lab
         self.next_tid = 1
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -24,7 +23,7 @@ class Tgt:
                                    "(systemctl stop tgt; pkill tgtd)")
         self.log = open(Path(workdir) / "tgtd.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            ["tgtd", "-f", "-C", CONTROL_PORT, "--iscsi", f"portal=127.0.0.1:{port}"],
+            ["tgtd", "-f", "-C", self.control_port, "--iscsi", f"portal=127.0.0.1:{port}"],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while self.adm("--op", "show", "--mode", "sys", check=False).returncode != 0:
@@ -33,7 +32,7 @@ class Tgt:
             time.sleep(0.2)
 
     def adm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["tgtadm", "-C", CONTROL_PORT, "--lld", "iscsi", *args],
+        return subprocess.run(["tgtadm", "-C", self.control_port, "--lld", "iscsi", *args],
                               capture_output=True, text=True, check=check)
 
     def add_target(self, iqn: str, luns: list[Path], *, chap: tuple[str, str] | None = None,
