@@ -96,3 +96,30 @@ def test_reboot_cancel_by_default(app):
     assert app.powered == []
     press(app, "f10", "right", "enter")
     assert app.powered == ["poweroff"]
+
+
+def test_roles_shown_and_source_never_a_target(tmp_path, monkeypatch):
+    """A LUN the iSCSI Manager attached as SOURCE is marked, listed first as a
+    source, and cannot be the target of a copy: the list says why."""
+    from toolkit import roles
+
+    monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path))
+    disks = disks_from_probe(GUEST)
+    sda = next(d for d in disks if d.name == "sda")
+    roles.set_role(sda, roles.SOURCE)
+
+    def listed():
+        found = disks_from_probe(GUEST)
+        for d in found:
+            d.role = roles.role_of(d)
+        return found
+
+    app = App(log_dir=str(tmp_path), list_disks=listed)
+    screen = press(app, "d")
+    assert "/dev/sda        33.6 MB  iSCSI  SOURCE" in screen
+    press(app, "esc", "c")
+    assert [d.name for d in app.copy.disks][0] == "sda"
+    vda = next(d for d in app.copy.disks if d.name == "vda")
+    reasons = dict((d.name, r) for d, r in app.copy.target_choices(vda))
+    assert "attached as SOURCE" in reasons["sda"]
+    assert reasons["vda"] == "this is the SOURCE"

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     from toolkit import cli_copy
 
     cli_copy.register(sub)
+    from toolkit import cli_iscsi
+
+    cli_iscsi.register(sub)
     return parser
 
 

@@ -26,6 +26,7 @@ import threading
 import time
 
 from toolkit import copy as copymod
+from toolkit import roles
 from toolkit.copy_plan import Endpoint
 from toolkit.copy_result import EXIT_FAILED, EXIT_REFUSED
 from toolkit.reading import DEFAULT_CHUNK
@@ -152,7 +153,7 @@ def _finish(result: copymod.CopyResult) -> int:
 
 def cmd_copy(args: argparse.Namespace) -> int:
     try:
-        plan = copymod.plan_copy(args.source, args.target)
+        plan = copymod.plan_copy(args.source, args.target, source_role=roles.source_keys())
     except copymod.Refused as e:
         return _refused(e, "copy")
     _summary(plan, args)

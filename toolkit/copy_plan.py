@@ -123,6 +123,9 @@ def check_pair(src: Endpoint, dst: Endpoint,
                source_role: Iterable[str] = frozenset()) -> tuple[list[str], list[str]]:
     """Why copying ``src`` onto ``dst`` must be refused, and what to warn about.
 
+    Problems come most serious first (same disk, SOURCE role, in use, then sizes):
+    a list that can show only one reason shows the first.
+
     ``source_role``: paths or identities of disks the iSCSI manager attached
     as SOURCE (backup snapshots), never to be written.
     """
@@ -133,15 +136,6 @@ def check_pair(src: Endpoint, dst: Endpoint,
                         f"device ({dst.node})")
     elif src.keys & dst.keys and _overlap(src, dst):
         problems.append(_overlap_message(src, dst))
-    if dst.size < src.size:
-        problems.append(f"the target is smaller than the source: target {dst.node} has "
-                        f"{dst.size} bytes ({human_size(dst.size)}), source {src.node} has "
-                        f"{src.size} bytes ({human_size(src.size)})")
-    if src.sector_size != dst.sector_size:
-        problems.append(f"the logical sector sizes differ: source {src.node} has "
-                        f"{src.sector_size}-byte sectors, target {dst.node} has "
-                        f"{dst.sector_size}-byte sectors (a partition table and file "
-                        "systems would not fit the target)")
     roles = set(source_role)
     if roles:
         names = {dst.path, dst.node, dst.disk.path, dst.disk.name, dst.disk.serial,
@@ -152,6 +146,15 @@ def check_pair(src: Endpoint, dst: Endpoint,
             problems.append(f"the target {dst.label()} is an iSCSI disk attached as SOURCE "
                             "(a backup snapshot): it is never written")
     problems += [f"the target {dst.node} is in use: {r}" for r in _in_use(dst)]
+    if dst.size < src.size:
+        problems.append(f"the target is smaller than the source: target {dst.node} has "
+                        f"{dst.size} bytes ({human_size(dst.size)}), source {src.node} has "
+                        f"{src.size} bytes ({human_size(src.size)})")
+    if src.sector_size != dst.sector_size:
+        problems.append(f"the logical sector sizes differ: source {src.node} has "
+                        f"{src.sector_size}-byte sectors, target {dst.node} has "
+                        f"{dst.sector_size}-byte sectors (a partition table and file "
+                        "systems would not fit the target)")
     if dst.disk.read_only:
         problems.append(f"the target {dst.node} is read-only")
     mounted = _in_use(src, boot=False)

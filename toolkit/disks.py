@@ -68,6 +68,7 @@ class Disk:
     swap: bool = False
     holders: list[str] = field(default_factory=list)
     boot_medium: bool = False
+    role: str | None = None  # SOURCE or TARGET, for disks the iSCSI Manager attached
 
     @property
     def in_use(self) -> list[str]:
@@ -100,9 +101,14 @@ class Disk:
 
 
 def list_disks() -> list[Disk]:
+    """The disks of this machine, with the roles the iSCSI Manager gave them."""
+    from toolkit import roles
     from toolkit.probe import probe
 
-    return disks_from_probe(probe())
+    found = disks_from_probe(probe())
+    for d in found:
+        d.role = roles.role_of(d)
+    return found
 
 
 def find_disk(disks: list[Disk], path: str) -> Disk | None:

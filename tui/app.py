@@ -30,6 +30,8 @@ PALETTE = [
     ("transport", "light magenta", "black", "bold"),
     ("warn", "yellow", "black", "bold"),
     ("ok", "light green", "black"),
+    ("source", "white", "dark red", "standout"),
+    ("target", "black", "dark green", "standout"),
     ("dialog", "black", "light gray", "standout"),
     ("button", "black", "light gray"),
 ]

@@ -7,6 +7,7 @@ import threading
 
 from toolkit import copy as dc
 from toolkit import disks as disks_mod
+from toolkit import roles
 from toolkit.disks import Disk
 from toolkit.mapfile import BAD, FINISHED, Mapfile, MapfileError
 from tui.views.copy import ChooseDiskView, CopyProgressView, CopyResultView, CopySummaryView
@@ -21,10 +22,11 @@ def confirmation_word(disk: Disk) -> str:
 
 
 class CopyController:
-    def __init__(self, app, list_disks=disks_mod.list_disks, source_role=frozenset()):
+    def __init__(self, app, list_disks=disks_mod.list_disks, source_keys=roles.source_keys):
         self.app = app
         self._list_disks = list_disks
-        self.source_role = source_role  # SOURCE-role disks (iSCSI Manager)
+        self._source_keys = source_keys
+        self.source_role: frozenset[str] = frozenset()  # names of SOURCE-role disks
         self.disks: list[Disk] = []
         self.source: Disk | None = None
         self.plan: dc.CopyPlan | None = None
@@ -36,8 +38,9 @@ class CopyController:
     # --- choosing ------------------------------------------------------------
     def _candidates(self) -> list[Disk]:
         found = [d for d in self._list_disks() if d.transport not in _NOT_DISKS]
-        # iSCSI LUNs first: that is where BDR snapshots and SAN volumes are
-        return sorted(found, key=lambda d: d.transport != "iscsi")
+        self.source_role = self._source_keys()
+        # SOURCE-role LUNs first (BDR snapshots), then other iSCSI LUNs, then local disks
+        return sorted(found, key=lambda d: (d.role != roles.SOURCE, d.transport != "iscsi"))
 
     def show(self) -> None:
         try:
@@ -63,8 +66,8 @@ class CopyController:
             problems, _warnings = dc.check_pair(src, dc.endpoint_from_disk(d),
                                                 self.source_role)
             out.append((d, problems[0] if problems else None))
-        # eligible targets first
-        return sorted(out, key=lambda c: c[1] is not None)
+        # eligible targets first, TARGET-role LUNs (SAN volumes) first among them
+        return sorted(out, key=lambda c: (c[1] is not None, c[0].role != roles.TARGET))
 
     def choose_source(self, disk: Disk) -> None:
         self.source = disk

@@ -28,8 +28,10 @@ def _partition_summary(d: Disk) -> str:
 def disk_markup(d: Disk) -> list:
     """The few lines a disk gets in the list."""
     ident = d.serial or d.wwn or "no serial"
+    role = [(d.role.lower(), f"{d.role:<7}")] if d.role else []
     lines = [("title", f"{d.path:<13}"), f" {human_size(d.size):>9}  ", ("transport",
-             f"{_transport(d):<6}"), f" {(d.model or '-')[:20]:<20} {ident[:24]}\n"]
+             f"{_transport(d):<6}"), " ", *role,
+             f"{(d.model or '-')[:20 - len(role) * 8]:<{20 - len(role) * 8}} {ident[:24]}\n"]
     if d.iscsi:
         lines.append(f"    {d.iscsi.target}  LUN {d.iscsi.lun}  portal {d.iscsi.portal}\n")
     elif d.backing_file:
@@ -80,6 +82,7 @@ class DiskDetailView(View):
             _field("sectors", f"logical {d.logical_sector_size}, physical "
                               f"{d.physical_sector_size}"),
             _field("transport", _transport(d)),
+            _field("role", d.role or "-"),
             _field("model", f"{d.vendor or ''} {d.model or '-'}".strip()),
             _field("serial", d.serial or "-"),
             _field("WWN", d.wwn or "-"),

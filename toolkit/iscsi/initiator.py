@@ -1,0 +1,96 @@
+"""This machine's iSCSI initiator name, and the iscsid daemon.
+
+The live system writes a fresh name at every boot (rtk-initiator-name.service),
+so two servers booted from the same stick never share one. A technician sets
+a fixed name when the storage's access list (ACL) expects it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from toolkit.iscsi import adm
+from toolkit.iscsi.errors import IscsidNotRunning, IscsiError
+from toolkit.iscsi.parse import parse_initiator_name, valid_iscsi_name
+
+INITIATOR_FILE = "/etc/iscsi/initiatorname.iscsi"
+
+
+def initiator_file() -> str:
+    return os.environ.get("RTK_INITIATOR_FILE", INITIATOR_FILE)
+
+
+def read_initiator_name() -> str | None:
+    try:
+        with open(initiator_file()) as f:
+            return parse_initiator_name(f.read())
+    except OSError:
+        return None
+
+
+def generate_initiator_name() -> str:
+    """A fresh name from ``iscsi-iname`` (open-iscsi's prefix)."""
+    proc = subprocess.run(["iscsi-iname", "-p", "iqn.2005-03.org.open-iscsi"],
+                          capture_output=True, text=True, check=False)
+    name = proc.stdout.strip()
+    if proc.returncode != 0 or not valid_iscsi_name(name):
+        raise IscsiError(f"iscsi-iname failed: {proc.stderr.strip() or name!r}")
+    return name
+
+
+def _write(name: str) -> None:
+    path = initiator_file()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"InitiatorName={name}\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def set_initiator_name(name: str) -> str:
+    """Write ``name`` (validated) and restart iscsid so it takes effect.
+
+    Refused while sessions are logged in: the storage saw the old name, and
+    iscsid would log them in again under the new one after a reconnect.
+    """
+    if not valid_iscsi_name(name):
+        raise ValueError(f"{name!r} is not an iSCSI name: use iqn.YYYY-MM.reversed.domain"
+                         "[:identifier] (e.g. iqn.1991-05.com.microsoft:server1) or eui.HEX16")
+    if adm.session_list().strip():
+        raise IscsiError("cannot change the initiator name while targets are attached: "
+                         "detach them first (rtk iscsi detach IQN)", )
+    _write(name)
+    restart_iscsid()
+    return name
+
+
+def iscsid_running() -> bool:
+    """iscsid runs, or its socket is listening (systemd starts it on the first request)."""
+    for unit in ("iscsid.service", "iscsid.socket"):
+        if subprocess.run(["systemctl", "is-active", "--quiet", unit], check=False,
+                          capture_output=True).returncode == 0:
+            return True
+    return subprocess.run(["pidof", "iscsid"], check=False, capture_output=True).returncode == 0
+
+
+def restart_iscsid() -> None:
+    subprocess.run(["systemctl", "restart", "iscsid.service"], check=False, capture_output=True)
+    if not iscsid_running():
+        raise IscsidNotRunning("iscsid did not start after writing the initiator name")
+
+
+def ensure_iscsid() -> str:
+    """Make sure an initiator name exists and iscsid runs; returns the name."""
+    name = read_initiator_name()
+    if not name:
+        name = generate_initiator_name()
+        _write(name)
+    if not iscsid_running():
+        subprocess.run(["modprobe", "iscsi_tcp"], check=False, capture_output=True)
+        subprocess.run(["systemctl", "start", "iscsid.socket", "iscsid.service"], check=False,
+                       capture_output=True)
+        if not iscsid_running():
+            raise IscsidNotRunning("iscsid is not running and could not be started")
+    return name
