@@ -1,6 +1,7 @@
-"""Disk Copy through the menu in the live guest: an iSCSI SOURCE LUN (a BDR
-snapshot) onto an iSCSI TARGET LUN (a SAN volume), both served by a real tgtd
-on the host. The host then compares the two backing files."""
+"""The Cluster Shared Volume case through the menu, in the live guest, one boot:
+the iSCSI Manager discovers the portal, attaches the BDR snapshot LUN as SOURCE
+and the SAN LUN (mutual CHAP; a wrong secret first) as TARGET; Disk Copy copies
+SOURCE onto TARGET; the host compares the two backing files of its real tgtd."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ BDR = "iqn.2026-11.lab.rtk:bdr-snap"
 SAN = "iqn.2026-11.lab.rtk:san-csv"
 PORT = 3261  # apart from the boot test's tgtd
 SIZE = 24 * MiB + 3 * 512  # odd size: not a multiple of the copy's chunk
+CHAP = ("csv-node", "Initiator-Secret-77")
+MUTUAL = ("san-array", "Target-Secret-88")
 
 
 @pytest.fixture(scope="module")
@@ -35,41 +38,69 @@ def lab(tmp_path_factory, need_root):
     dst = make_image(work / "san-lun1.img", 32 * MiB)
     tgt = Tgt(work, port=PORT)
     tgt.add_target(BDR, [src])
-    tgt.add_target(SAN, [dst])
+    tgt.add_target(SAN, [dst], chap=CHAP, mutual=MUTUAL)
     yield {"work": work, "src": src, "dst": dst}
     tgt.stop()
 
 
-def test_menu_copies_source_lun_onto_target_lun(iso, lab):
+def _form(con, *values: str) -> None:
+    """Fill a form's fields from the first, Tab between them, submit."""
+    for i, value in enumerate(values):
+        if i:
+            con.key("tab")
+        con.key(*(["backspace"] * 12), pause=0.05)
+        con.key(*value, pause=0.08)
+    con.key("enter")
+
+
+def test_menu_attaches_with_roles_and_copies(iso, lab):
     guest = Guest(lab["work"], iso, name="copy")
+    con = guest.console
     try:
         guest.wait_menu(timeout=400)
-        guest.open_shell()
-        portal = f"10.0.2.2:{PORT}"
-        for iqn in (BDR, SAN):  # the BDR first: it becomes sda
-            guest.run(f"iscsiadm -m node -o new -T {iqn} -p {portal} >/dev/null")
-            guest.run(f"iscsiadm -m node -T {iqn} -p {portal} --login")
-            guest.run("udevadm settle")
-        serial = guest.run(f"lsblk -dno SERIAL /dev/disk/by-path/ip-{portal}-iscsi-{SAN}-lun-1")
-        serial = serial.strip()
-        guest.close_shell()
-
-        con = guest.console
+        con.key("i")
+        screen = con.wait_screen(r"Attached LUNs \(0\)", timeout=60)
+        assert re.search(r"Initiator name: iqn\.", screen)
+        # Discover: the portal as the technician types it
+        con.key("a")
+        con.wait_screen(r"Portal address", timeout=20)
+        _form(con, "10.0.2.2", str(PORT))
+        screen = con.wait_screen(r"targets at 10\.0\.2\.2", timeout=120)
+        assert BDR in screen and SAN in screen
+        assert "127.0.0.1" in screen  # tgtd advertised its loopback: we say we use ours
+        # BDR snapshot as SOURCE: the first button of the first target
+        con.key("enter")
+        screen = con.wait_screen(r"SOURCE 1 ", timeout=120)
+        assert re.search(r"SOURCE 1\s+/dev/sd\w\s+LUN 1\s+25\.2 MB\s+ntfs \"CSV-Vol1\"", screen)
+        # SAN LUN as TARGET: asks for CHAP; a wrong secret first
+        con.key("a")
+        con.wait_screen(r"Portal address", timeout=20)
+        _form(con, "10.0.2.2", str(PORT))
+        con.wait_screen(r"targets at", timeout=120)
+        con.key("down", "right", "enter")  # second target, "Attach as TARGET"
+        con.wait_screen(r"asks for CHAP", timeout=120)
+        _form(con, CHAP[0], "wrong-secret", MUTUAL[0], MUTUAL[1])
+        screen = con.wait_screen(r"credentials were refused", timeout=120)
+        _form(con, CHAP[0], CHAP[1], MUTUAL[0], MUTUAL[1])
+        screen = con.wait_screen(r"Attached LUNs \(2\)", timeout=120)
+        assert re.search(r"TARGET 1\s+/dev/sd\w\s+LUN 1\s+33\.6 MB", screen)
+        con.key("esc")
         guest.wait_menu(timeout=30)
+
         con.key("c")
         screen = con.wait_screen(r"choose the SOURCE", timeout=60)
-        assert "iqn.2026-11.lab.rtk:bdr-snap  LUN 1" in screen
-        con.key("enter")  # the BDR LUN: listed first
+        assert "SOURCE" in screen and "bdr-snap  LUN 1" in screen
+        con.key("enter")  # the SOURCE-role LUN: listed first
         screen = con.wait_screen(r"choose the TARGET", timeout=60)
         assert "cannot be chosen: this is the SOURCE" in screen
-        con.key("enter")  # the eligible target listed first: the SAN LUN
+        con.key("enter")  # the TARGET-role LUN: listed first among those allowed
         screen = con.wait_screen(r"Type \S+ to confirm", timeout=60)
         left = "\n".join(line[:40] for line in screen.splitlines())
         right = "\n".join(line[40:] for line in screen.splitlines())
         assert "bdr-snap" in left and "san-csv" in right
         assert 'ntfs "CSV-Vol1"' in left
-        assert f"Type {serial} to confirm" in screen
-        con.key(*serial, pause=0.15)
+        serial = re.search(r"Type (\S+) to confirm", screen).group(1)
+        con.key(*serial, pause=0.1)
         con.key("enter")
         screen = con.wait_screen(r"VERIFIED IDENTICAL|FAILED|MISMATCH|CANCELLED", timeout=600)
         assert "VERIFIED IDENTICAL" in screen, screen
@@ -80,9 +111,19 @@ def test_menu_copies_source_lun_onto_target_lun(iso, lab):
         guest.open_shell()
         text = guest.run(f"cat {report}")
         assert BDR in text and SAN in text
+        # the SOURCE LUN is read-only in the kernel, even for a shell command
+        src_dev = guest.run(f"readlink -f /dev/disk/by-path/ip-10.0.2.2:{PORT}-iscsi-{BDR}-lun-1")
+        assert guest.run(f"blockdev --getro {src_dev.strip()}").strip() == "1"
+        # CHAP secrets appear nowhere: logs, journal, reports
+        for secret in (CHAP[1], MUTUAL[1]):
+            hits = guest.run(f"grep -rl -- '{secret}' /var/log/rtk; journalctl -b | "
+                             f"grep -c -- '{secret}'; true")
+            assert hits.strip() == "0", hits
         guest.close_shell()
     finally:
         guest.stop()
+    for secret in (CHAP[1], MUTUAL[1]):
+        assert secret not in guest.console.raw_text(), "a CHAP secret reached the screen"
     with open(lab["src"], "rb") as a, open(lab["dst"], "rb") as b:
         assert a.read() == b.read(SIZE), "the SAN LUN's backing file differs from the snapshot"
         assert b.read() == b"\0" * (32 * MiB - SIZE)  # nothing written past the source's end

@@ -7,6 +7,7 @@ import contextlib
 import os
 import queue
 import sys
+import threading
 
 import urwid
 
@@ -14,6 +15,7 @@ import toolkit
 from toolkit import system
 from tui.controllers import DisksController, LogsController, SystemController
 from tui.copy_controller import CopyController
+from tui.iscsi_controller import IscsiController
 from tui.views.menu import MainMenuView
 from tui.widgets import Dialog, View, hints_markup
 
@@ -54,13 +56,17 @@ class App:
         self._dialog: Dialog | None = None
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         self._wake_fd: int | None = None
+        self.worker: threading.Thread | None = None  # the latest background() thread
         self.disks = DisksController(self, **({"list_disks": list_disks} if list_disks else {}))
         self.logs = LogsController(self, log_dir)
         self.system = SystemController(self, **({"power": power} if power else {}))
         self.copy = CopyController(self, **({"list_disks": list_disks} if list_disks else {}))
+        self.iscsi = IscsiController(self, **({"list_disks": list_disks} if list_disks else {}))
         self.refresh_header()
         self.push(MainMenuView([
             ("d", "Disks", "every disk: size, model, serial, transport, use", self.disks.show),
+            ("i", "iSCSI Manager", "attach snapshot LUNs as SOURCE, SAN LUNs as TARGET",
+             self.iscsi.show),
             ("c", "Disk Copy", "copy a SOURCE disk onto a TARGET disk, verified",
              self.copy.show),
             ("l", "Logs", "toolkit reports, kernel messages, journal", self.logs.show),
@@ -126,12 +132,46 @@ class App:
         del self.stack[1:]
         self._show_top()
 
+    def pop_to(self, cls: type) -> None:
+        """Back to the newest screen of class ``cls`` (if there is one)."""
+        while len(self.stack) > 1 and not isinstance(self.stack[-1], cls):
+            self.stack.pop()
+        self._show_top()
+
+    def replace_view_of(self, cls: type, view: View) -> None:
+        """Put ``view`` in place of the newest screen of class ``cls``, else push it."""
+        for i in range(len(self.stack) - 1, -1, -1):
+            if isinstance(self.stack[i], cls):
+                self.stack[i] = view
+                self._show_top()
+                return
+        self.push(view)
+
     # --- work in threads -----------------------------------------------------
     def call_from_thread(self, fn) -> None:
         """Run ``fn`` in the UI thread soon. Worker threads never touch widgets."""
         self._calls.put(fn)
         if self._wake_fd is not None:
             os.write(self._wake_fd, b".")
+
+    def background(self, message: str, work, done, failed) -> threading.Thread:
+        """Run blocking ``work()`` in a thread behind a "please wait" box; then
+        ``done(result)`` or ``failed(exception)`` in the UI thread."""
+        self.dialog("Please wait", message, [])
+
+        def run() -> None:
+            try:
+                result = work()
+            except Exception as e:  # noqa: BLE001 - shown to the technician, not swallowed
+                error = e
+                self.call_from_thread(lambda: (self.close_dialog(), failed(error)))
+                return
+            self.call_from_thread(lambda: (self.close_dialog(), done(result)))
+
+        thread = threading.Thread(target=run, name="background", daemon=True)
+        self.worker = thread
+        thread.start()
+        return thread
 
     def drain(self) -> None:
         """Run the calls queued by worker threads (the main loop does this on wake-up)."""

@@ -40,20 +40,24 @@ class Dialog(urwid.WidgetWrap):
         self.buttons = buttons
         btns = [urwid.AttrMap(urwid.Button(label, on_press=lambda _b, cb=cb: cb()), "button",
                               "focus") for label, cb in buttons]
-        body = urwid.Pile([
-            urwid.Text(message),
-            urwid.Divider(),
-            urwid.Columns([(len(label) + 4, b) for (label, _), b in zip(buttons, btns,
-                                                                         strict=True)],
-                          dividechars=2),
-        ])
+        rows = [urwid.Text(message)]
+        if buttons:
+            rows += [urwid.Divider(),
+                     urwid.Columns([(len(label) + 4, b) for (label, _), b in
+                                    zip(buttons, btns, strict=True)], dividechars=2)]
+        body = urwid.Pile(rows)
         super().__init__(urwid.AttrMap(urwid.LineBox(urwid.Padding(body, left=1, right=1),
                                                      title=title), attr))
 
+    def selectable(self) -> bool:
+        return True  # a box with no buttons ("please wait") still takes the keys
+
     def keypress(self, size, key):
-        if key == "esc":
+        if key == "esc" and self.buttons:
             self.buttons[0][1]()
             return None
+        if not self.buttons:
+            return None  # wait: keys do nothing until the work is done
         return super().keypress(size, key)
 
 

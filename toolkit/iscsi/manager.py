@@ -28,15 +28,25 @@ DEFAULT_PORT = 3260
 
 def split_portal(text: str, port: int | None = None) -> tuple[str, int]:
     """``"10.0.0.5"``, ``"10.0.0.5:3261"``, ``"[fd00::5]:3260"`` or ``"fd00::5"`` ->
-    (host, port); an explicit ``port`` wins over the default, not over ``host:port``."""
+    (host, port); an explicit ``port`` wins over the default, not over ``host:port``.
+    Raises ValueError (with the reason) for an empty host or a port outside 1-65535."""
     text = text.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        return host, int(rest.lstrip(":")) if rest.strip(":") else (port or DEFAULT_PORT)
-    if text.count(":") == 1:
-        host, p = text.split(":")
-        return host, int(p)
-    return text, port or DEFAULT_PORT
+        given = rest.lstrip(":") if rest.strip(":") else None
+    elif text.count(":") == 1:
+        host, given = text.split(":")
+    else:
+        host, given = text, None
+    try:
+        number = int(given) if given is not None else (port or DEFAULT_PORT)
+    except ValueError:
+        raise ValueError(f"the port in {text!r} is not a number") from None
+    if not host:
+        raise ValueError(f"no address in {text!r}")
+    if not 1 <= number <= 65535:
+        raise ValueError(f"port {number} is outside 1-65535")
+    return host, number
 
 
 @dataclass

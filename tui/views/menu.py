@@ -9,8 +9,8 @@ from tui.widgets import SelectableLine, View
 
 class MainMenuView(View):
     title = "Main menu"
-    hints = (("↑↓", "move"), ("Enter", "select"), ("d", "Disks"), ("c", "Copy"),
-             ("l", "Logs"), ("s", "Shell"))
+    hints = (("↑↓", "move"), ("Enter", "select"), ("d", "Disks"), ("i", "iSCSI"),
+             ("c", "Copy"), ("s", "Shell"))
 
     def __init__(self, entries):
         """``entries``: (hotkey, label, description, callback) tuples."""
@@ -18,7 +18,7 @@ class MainMenuView(View):
         rows = [urwid.Divider()]
         for hotkey, label, description, callback in entries:
             self.hotkeys[hotkey] = callback
-            rows.append(SelectableLine([("hotkey", f" {hotkey} "), f" {label:<14}",
+            rows.append(SelectableLine([("hotkey", f" {hotkey} "), f" {label:<15}",
                                         ("dim", description)], callback))
         self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
         self.listbox.focus_position = 1
