@@ -12,6 +12,7 @@ import json
 import sys
 
 import toolkit
+from toolkit import cli_copy, cli_iscsi, cli_net
 from toolkit import disks as disks_mod
 from toolkit.units import human_size
 
@@ -56,12 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the raw probe (sysfs, udev, mounts) as JSON, for bug reports "
                         "and test fixtures")
     p.set_defaults(func=cmd_disks)
-    from toolkit import cli_copy
-
-    cli_copy.register(sub)
-    from toolkit import cli_iscsi
-
-    cli_iscsi.register(sub)
+    for module in (cli_iscsi, cli_net, cli_copy):
+        module.register(sub)
     return parser
 
 
