@@ -16,6 +16,7 @@ from toolkit import system
 from tui.controllers import DisksController, LogsController, SystemController
 from tui.copy_controller import CopyController
 from tui.iscsi_controller import IscsiController
+from tui.network_controller import NetworkController
 from tui.views.menu import MainMenuView
 from tui.widgets import Dialog, View, hints_markup
 
@@ -62,6 +63,7 @@ class App:
         self.system = SystemController(self, **({"power": power} if power else {}))
         self.copy = CopyController(self, **({"list_disks": list_disks} if list_disks else {}))
         self.iscsi = IscsiController(self, **({"list_disks": list_disks} if list_disks else {}))
+        self.network = NetworkController(self)
         self.refresh_header()
         self.push(MainMenuView([
             ("d", "Disks", "every disk: size, model, serial, transport, use", self.disks.show),
@@ -69,6 +71,8 @@ class App:
              self.iscsi.show),
             ("c", "Disk Copy", "copy a SOURCE disk onto a TARGET disk, verified",
              self.copy.show),
+            ("n", "Network", "NICs, DHCP or static address, MTU, VLAN, ping",
+             self.network.show),
             ("l", "Logs", "toolkit reports, kernel messages, journal", self.logs.show),
             ("s", "Shell", "a root shell; type exit to come back", self.system.shell),
             ("r", "Reboot", "restart this machine", lambda: self.system.confirm_power("reboot")),
