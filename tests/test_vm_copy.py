@@ -53,6 +53,14 @@ def _form(con, *values: str) -> None:
     con.key("enter")
 
 
+def _discover(con) -> str:
+    """Discover the lab's portal from the iSCSI Manager; returns the targets screen."""
+    con.key("a")
+    con.wait_screen(r"Portal address", timeout=20)
+    _form(con, "10.0.2.2", str(PORT))
+    return con.wait_screen(r"targets at 10\.0\.2\.2", timeout=120)
+
+
 def test_menu_attaches_with_roles_and_copies(iso, lab):
     guest = Guest(lab["work"], iso, name="copy")
     con = guest.console
@@ -62,10 +70,7 @@ def test_menu_attaches_with_roles_and_copies(iso, lab):
         screen = con.wait_screen(r"Attached LUNs \(0\)", timeout=60)
         assert re.search(r"Initiator name: iqn\.", screen)
         # Discover: the portal as the technician types it
-        con.key("a")
-        con.wait_screen(r"Portal address", timeout=20)
-        _form(con, "10.0.2.2", str(PORT))
-        screen = con.wait_screen(r"targets at 10\.0\.2\.2", timeout=120)
+        screen = _discover(con)
         assert BDR in screen and SAN in screen
         assert "127.0.0.1" in screen  # tgtd advertised its loopback: we say we use ours
         # BDR snapshot as SOURCE: the first button of the first target
@@ -73,10 +78,7 @@ def test_menu_attaches_with_roles_and_copies(iso, lab):
         screen = con.wait_screen(r"SOURCE 1 ", timeout=120)
         assert re.search(r"SOURCE 1\s+/dev/sd\w\s+LUN 1\s+25\.2 MB\s+ntfs \"CSV-Vol1\"", screen)
         # SAN LUN as TARGET: asks for CHAP; a wrong secret first
-        con.key("a")
-        con.wait_screen(r"Portal address", timeout=20)
-        _form(con, "10.0.2.2", str(PORT))
-        con.wait_screen(r"targets at", timeout=120)
+        _discover(con)
         con.key("down", "right", "enter")  # second target, "Attach as TARGET"
         con.wait_screen(r"asks for CHAP", timeout=120)
         _form(con, CHAP[0], "wrong-secret", MUTUAL[0], MUTUAL[1])

@@ -166,46 +166,40 @@ def cmd_copy(args: argparse.Namespace) -> int:
         skip_zeros=args.skip_zeros, max_rate=args.max_rate,
         mapfile_interval=args.mapfile_interval,
         chunk_size=args.chunk_size or DEFAULT_CHUNK)
+    return _run("copy", lambda line, cancel: copymod.copy(plan, options, progress=line,
+                                                        cancel=cancel))
+
+
+def _run(operation: str, work) -> int:
+    """Run ``work(progress_line, cancel_event)``; refusals and I/O errors become exit codes."""
     line = _ProgressLine()
     cancel = _cancel_on_signals()
     try:
-        result = copymod.copy(plan, options, progress=line, cancel=cancel)
+        result = work(line, cancel)
     except copymod.Refused as e:
         line.end()
-        return _refused(e, "copy")
+        return _refused(e, operation)
     except OSError as e:
         line.end()
-        _err(f"copy failed: {e}")
+        _err(f"{operation} failed: {e}")
         return EXIT_FAILED
     line.end()
     return _finish(result)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    line = _ProgressLine()
-    cancel = _cancel_on_signals()
-    try:
-        if args.expected:
-            if args.target:
-                _err("verify: give either SRC DST or DISK --hash HEX")
-                return 2
-            result = copymod.verify_hash(args.source, args.expected, algorithm=args.algo,
-                                         size=args.size, progress=line, cancel=cancel)
-        else:
-            if not args.target:
-                _err("verify: give SRC DST, or DISK --hash HEX")
-                return 2
-            result = copymod.verify_disks(args.source, args.target, algorithm=args.algo,
-                                          progress=line, cancel=cancel)
-    except copymod.Refused as e:
-        line.end()
-        return _refused(e, "verify")
-    except OSError as e:
-        line.end()
-        _err(f"verify failed: {e}")
-        return EXIT_FAILED
-    line.end()
-    return _finish(result)
+    if args.expected and args.target:
+        _err("verify: give either SRC DST or DISK --hash HEX")
+        return 2
+    if not args.expected and not args.target:
+        _err("verify: give SRC DST, or DISK --hash HEX")
+        return 2
+    if args.expected:
+        return _run("verify", lambda line, cancel: copymod.verify_hash(
+            args.source, args.expected, algorithm=args.algo, size=args.size, progress=line,
+            cancel=cancel))
+    return _run("verify", lambda line, cancel: copymod.verify_disks(
+        args.source, args.target, algorithm=args.algo, progress=line, cancel=cancel))
 
 
 def _size(text: str) -> int:

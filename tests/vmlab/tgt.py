@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from vmlab import stop_process
+
 
 class Tgt:
     def __init__(self, workdir: Path, port: int = 3260):
@@ -56,10 +58,5 @@ class Tgt:
         return int(tid)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
