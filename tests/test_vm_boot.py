@@ -105,7 +105,7 @@ def test_bios_boot_menu_disks_and_iscsi(iso, lab):
 
         guest.wait_menu(timeout=30)
         guest.console.key("d")
-        screen = guest.console.wait_screen(r"iSCSI", timeout=30)
+        screen = guest.console.wait_screen(r"LUN 1  portal", timeout=30)
         assert "/dev/vda" in screen and VIRTIO_SERIAL in screen
         assert re.search(rf"{re.escape(IQN)}\s+LUN 1\s+portal 10\.0\.2\.2:3260", screen), screen
         assert "67.1 MB" in screen and "33.6 MB" in screen  # 64 MiB and 32 MiB
