@@ -1,0 +1,233 @@
+"""Image restore on real loop devices, with images built by the real tools.
+
+A 64 MiB GPT disk (ESP with FAT and EFI loaders, NTFS with Windows/System32,
+ext4 with /etc/os-release) and an MBR disk (ext4, then NTFS last), as raw,
+gzip, xz, zstd, qcow2, VHD (dynamic and fixed), VHDX and VMDK, restored onto
+larger loop devices; refusals leave a marker in the target's first MiB;
+failures while writing leave no partition table; an HTTP server that drops
+the connection is resumed. Needs root; about a minute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import restore_images as ri
+from loopdev import loop_device, make_image
+
+from toolkit import restore
+from toolkit.restore import contents
+
+pytestmark = pytest.mark.host
+
+MiB = 1 << 20
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = b"RTK-MARKER-" * 100
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("images")
+    gpt = ri.build_gpt_image(d / "gpt.img")
+    mbr = ri.build_mbr_image(d / "mbr.img")
+    out = {"raw": gpt.path, "mbr": mbr.path}
+    for kind in ("gzip", "xz", "zstd"):
+        out[kind] = ri.compress(gpt.path, kind, d / f"gpt.img.{kind}")
+    for fmt, opts in (("qcow2", ()), ("vhdx", ()), ("vmdk", ()),
+                      ("vpc", ("-o", "force_size=on")),
+                      ("vhd-fixed", ("-o", "subformat=fixed,force_size=on"))):
+        driver = "vpc" if fmt.startswith("vhd-") else fmt
+        out[fmt] = ri.convert(gpt.path, driver, d / f"gpt.{fmt}", *opts)
+    out["built"], out["built_mbr"] = gpt, mbr
+    return out
+
+
+@pytest.fixture(autouse=True)
+def env(tmp_path, monkeypatch, need_root):
+    monkeypatch.setenv("RTK_LOG_DIR", str(tmp_path / "log"))
+    monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path / "run"))
+
+
+@pytest.fixture
+def target(tmp_path):
+    """``target(size, sector_size=512)`` -> a loop device with MARKER in its first MiB."""
+    with contextlib.ExitStack() as stack:
+        def make(size: int = 96 * MiB, sector_size: int = 512) -> str:
+            path = make_image(tmp_path / f"target{len(stack._exit_callbacks)}.img", size)
+            with open(path, "r+b") as f:
+                f.write(MARKER)
+                f.seek(size - MiB)
+                f.write(MARKER)
+            return stack.enter_context(loop_device(path, sector_size, partitions=False))
+        yield make
+
+
+def head_of(dev: str, n: int = MiB) -> bytes:
+    with open(dev, "rb") as f:
+        return f.read(n)
+
+
+def no_table(dev: str) -> bool:
+    """Nothing in the first MiB that blkid, sgdisk or a BIOS would take for a table."""
+    pt = subprocess.run(["blkid", "-p", "-o", "value", "-s", "PTTYPE", dev],
+                        capture_output=True, text=True).stdout.strip()
+    return pt == "" and head_of(dev) == bytes(MiB)
+
+
+def do(image, dev, **opts) -> restore.RestoreResult:
+    plan = restore.plan_restore(str(image), dev, restore.RestoreOptions(**opts),
+                                source_role=())
+    return restore.restore(plan)
+
+
+def check_disk(dev: str, built: ri.Built, grown: bool) -> None:
+    v = subprocess.run(["sgdisk", "-v", dev], capture_output=True, text=True).stdout
+    assert "No problems found" in v, v
+    info = contents.inspect_disk(dev)
+    parts = {p["number"]: p for p in info["partitions"]}
+    for p in parts.values():
+        fs = p.get("fstype")
+        cmd = {"vfat": ["fsck.vfat", "-n"], "ntfs": ["ntfsfix", "-n"],
+               "ext4": ["e2fsck", "-fn"]}[fs]
+        r = subprocess.run([*cmd, p["node"]], capture_output=True, text=True)
+        assert r.returncode == 0, (fs, r.stdout, r.stderr)
+        names = [k.split(":", 1)[1] for k in built.files if k.startswith(f"p{p['number']}:")]
+        got = ri.file_hashes(p["node"], fs, names)
+        assert got == {n: built.files[f"p{p['number']}:{n}"] for n in names}
+    last = max(parts.values(), key=lambda p: p["start"])
+    disk_end = int(Path(f"/sys/class/block/{os.path.basename(dev)}/size").read_text()) * 512
+    end = last["start"] + last["size"]
+    assert (end > disk_end - 2 * MiB) == grown, (end, disk_end)
+    assert {s["os"] for s in info["systems"]} == {"Windows", "Linux"}
+
+
+FORMATS = ["raw", "gzip", "xz", "zstd", "qcow2", "vpc", "vhd-fixed", "vhdx", "vmdk"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_restore_each_format_onto_a_larger_disk(images, target, fmt):
+    dev = target()
+    grow = fmt in ("raw", "zstd", "qcow2", "vmdk")
+    res = do(images[fmt], dev, grow=grow)
+    assert res.status == "ok", res.message
+    assert res.verify and res.verify["match"]
+    check_disk(dev, images["built"], grown=grow)
+    if res.image_hash is not None:
+        assert res.input_sha256 == ri.sha256_file(images[fmt])
+    assert res.report and "Windows" in Path(res.report.text).read_text()
+
+
+def test_mbr_image_grows_ntfs_last(images, target):
+    dev = target(128 * MiB)
+    res = do(images["mbr"], dev, grow=True)
+    assert res.status == "ok", res.message
+    assert any("ntfsresize" in s for s in res.fit)
+    node = contents.partition_node(dev, 2)
+    info = subprocess.run(["ntfsresize", "--info", "--force", node], capture_output=True,
+                          text=True).stdout
+    assert "Current volume size" in info
+    vol = int(info.split("Current volume size:")[1].split()[0])
+    assert vol > 100 * MiB
+    assert subprocess.run(["ntfsfix", "-n", node], capture_output=True).returncode == 0
+
+
+def rtk(*args):
+    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, env=dict(os.environ))
+
+
+def test_cli_restore_with_sidecar_checksum(images, target, tmp_path):
+    img = tmp_path / "disk.img.zst"
+    img.write_bytes(Path(images["zstd"]).read_bytes())
+    Path(str(img) + ".sha256").write_text(f"{ri.sha256_file(img)}  disk.img.zst\n")
+    dev = target()
+    r = rtk("restore", str(img), dev, "--yes", "--target-id", os.path.basename(dev))
+    assert r.returncode == 0, r.stderr
+    assert "restored" in r.stdout and "report:" in r.stdout
+    assert "from " + str(img) + ".sha256" in r.stderr
+
+
+def test_refusals_leave_the_target_untouched(images, target):
+    small = target(48 * MiB)
+    with pytest.raises(restore.Refused, match="smaller than the image.*67108864"):
+        do(images["raw"], small)
+    assert head_of(small).startswith(MARKER)
+    big4k = target(96 * MiB, sector_size=4096)
+    with pytest.raises(restore.Refused, match="512-byte sectors"):
+        do(images["xz"], big4k)
+    assert head_of(big4k).startswith(MARKER)
+    dev = target()
+    with pytest.raises(restore.Refused, match="attached as SOURCE"):
+        restore.plan_restore(str(images["raw"]), dev, source_role={dev})
+    r = rtk("restore", str(images["raw"]), dev, "--yes", "--target-id", "wrong")
+    assert r.returncode == 5 and "does not match" in r.stderr
+    # a container is checked before anything is written
+    res = do(images["qcow2"], dev, sha256="0" * 64)
+    assert res.status == "refused" and "SHA-256 mismatch" in res.message
+    assert head_of(dev).startswith(MARKER)
+
+
+def test_truncated_container_is_refused(images, target, tmp_path):
+    bad = tmp_path / "half.qcow2"
+    data = Path(images["qcow2"]).read_bytes()
+    bad.write_bytes(data[:len(data) // 2])
+    dev = target()
+    with pytest.raises(restore.Refused, match="damaged or truncated"):
+        do(bad, dev)
+    assert head_of(dev).startswith(MARKER)
+
+
+@pytest.mark.parametrize("case", ["truncated-gzip", "corrupt-zstd", "wrong-sha256"])
+def test_failures_while_writing_leave_no_table(images, target, tmp_path, case):
+    dev = target()
+    if case == "wrong-sha256":
+        res = do(images["raw"], dev, sha256="f" * 64)
+        assert res.status == "mismatch" and res.exit_code == 4
+    else:
+        src = Path(images["gzip" if case.endswith("gzip") else "zstd"]).read_bytes()
+        bad = tmp_path / "bad"
+        if case == "truncated-gzip":
+            bad.write_bytes(src[:int(len(src) * 0.8)])
+        else:
+            b = bytearray(src)
+            b[int(len(b) * 0.6)] ^= 0x5A
+            bad.write_bytes(bytes(b))
+        res = do(bad, dev)
+        assert res.status == "failed", res.message
+    assert no_table(dev), res.message
+    assert "zeroed again" in res.message
+
+
+def test_cancel_leaves_no_table(images, target):
+    dev = target()
+    cancel = threading.Event()
+    plan = restore.plan_restore(str(images["raw"]), dev, restore.RestoreOptions(interval=0),
+                                source_role=())
+
+    def progress(p):
+        if p.phase == "write" and p.done > 16 * MiB:
+            cancel.set()
+    res = restore.restore(plan, progress=progress, cancel=cancel)
+    assert res.status == "cancelled" and res.exit_code == 1
+    assert no_table(dev)
+
+
+@pytest.mark.parametrize("fmt", ["zstd", "raw", "qcow2"])
+def test_http_drop_is_resumed(images, target, fmt):
+    srv = ri.RangeServer(Path(images[fmt]).parent, drop_after=3 * MiB)
+    try:
+        dev = target()
+        url = srv.url(Path(images[fmt]).name)
+        res = do(url, dev, grow=True)
+        assert res.status == "ok", res.message
+        assert res.resumes == 1
+        assert res.input_sha256 == ri.sha256_file(images[fmt])
+        check_disk(dev, images["built"], grown=True)
+    finally:
+        srv.stop()

@@ -1,0 +1,216 @@
+"""Image restore, the parts that need no device: format detection by content,
+GPT/MBR geometry, decompression with truncation and corruption, the HTTP
+source's resume over a real server on 127.0.0.1, checksum files, the refusals
+on inventory objects, the boot loader choice, qemu option strings."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import lzma
+import os
+import struct
+import zlib
+
+import pytest
+import zstandard
+from restore_images import RangeServer
+
+from toolkit.copy_plan import endpoint_from_disk
+from toolkit.disks import Disk
+from toolkit.restore import boot, checks, contents, detect, qemu, stream
+from toolkit.restore import source as sourcemod
+
+MiB = 1 << 20
+
+
+def gpt_head(sector: int, disk_sectors: int) -> bytes:
+    """A protective MBR and a GPT header (valid CRC) at LBA 1 for ``sector``-byte sectors."""
+    head = bytearray(2 * sector + 4096)
+    head[510:512] = b"\x55\xaa"
+    head[446 + 4] = 0xEE
+    hdr = bytearray(92)
+    hdr[0:8] = b"EFI PART"
+    struct.pack_into("<IIIIQQ", hdr, 8, 0x10000, 92, 0, 0, 1, disk_sectors - 1)
+    struct.pack_into("<I", hdr, 16, zlib.crc32(bytes(hdr)))
+    head[sector:sector + 92] = hdr
+    return bytes(head)
+
+
+def test_container_and_compression_by_magic():
+    assert detect.compression(gzip.compress(b"x")) == "gzip"
+    assert detect.compression(lzma.compress(b"x")) == "xz"
+    assert detect.compression(zstandard.ZstdCompressor().compress(b"x")) == "zstd"
+    assert detect.compression(b"\0" * 16) is None
+    assert detect.container(b"QFI\xfb" + b"\0" * 100) == "qcow2"
+    assert detect.container(b"vhdxfile" + b"\0" * 100) == "vhdx"
+    assert detect.container(b"KDMV" + b"\0" * 100) == "vmdk"
+    assert detect.container(b"# Disk DescriptorFile\n") == "vmdk"
+    assert detect.container(b"conectix" + b"\0" * 600) == "vpc"
+    footer = b"conectix" + b"\0" * 504
+    assert detect.container(b"\0" * 512, b"\0" * 100 + footer) == "vpc"  # fixed VHD
+    assert detect.container(b"\0" * 512, b"\0" * 612) == "raw"
+    # names do not matter: a qcow2 called .img is qcow2
+    assert detect.virtual_size_hint("qcow2", b"QFI\xfb" + b"\0" * 20 + struct.pack(">Q", 5 * MiB)) \
+        == 5 * MiB
+
+
+@pytest.mark.parametrize("sector", [512, 4096])
+def test_gpt_geometry_gives_sector_and_disk_size(sector):
+    g = detect.geometry(gpt_head(sector, 1000))
+    assert (g.table, g.sector_size, g.disk_size) == ("gpt", sector, 1000 * sector)
+    broken = bytearray(gpt_head(sector, 1000))
+    broken[sector + 40] ^= 1  # CRC no longer matches
+    assert detect.geometry(bytes(broken)).table != "gpt"
+
+
+def test_mbr_geometry_gives_end_of_last_partition():
+    head = bytearray(512)
+    head[510:512] = b"\x55\xaa"
+    head[446 + 4] = 0x83
+    struct.pack_into("<II", head, 446 + 8, 2048, 4096)
+    g = detect.geometry(bytes(head))
+    assert (g.table, g.sector_size, g.min_size) == ("dos", None, 6144 * 512)
+
+
+class _Bytes:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def read(self, n=MiB):
+        out = self.data[self.pos:self.pos + n]
+        self.pos += len(out)
+        return out
+
+
+def _all(kind, data):
+    d = stream.decompressor(stream.Input(_Bytes(data)), kind)
+    out = []
+    while chunk := d.read(4 * MiB):
+        assert len(chunk) <= 4 * MiB
+        out.append(chunk)
+    return b"".join(out)
+
+
+DATA = os.urandom(300_000) + bytes(20 * MiB) + os.urandom(5000)
+COMPRESS = {"gzip": lambda b: gzip.compress(b, 1), "xz": lambda b: lzma.compress(b, preset=0),
+            "zstd": lambda b: zstandard.ZstdCompressor(write_checksum=True).compress(b)}
+
+
+@pytest.mark.parametrize("kind", COMPRESS)
+def test_decompress_members_truncation_and_corruption(kind):
+    c = COMPRESS[kind](DATA) + COMPRESS[kind](b"tail")
+    assert _all(kind, c) == DATA + b"tail"
+    with pytest.raises(stream.CorruptImage, match="ends early"):
+        _all(kind, c[:len(c) // 3])
+    bad = bytearray(c)
+    bad[150_000] ^= 0x5A
+    with pytest.raises(stream.CorruptImage):
+        _all(kind, bytes(bad))
+    assert stream.peek_decompressed(c[:65536], kind, MiB)[:1000] == DATA[:1000]
+
+
+def test_input_hashes_what_passes():
+    i = stream.Input(_Bytes(b"world"), prefix=b"hello ")
+    assert i.read(3) + i.read(100) + i.read(100) + i.read(100) == b"hello world"
+    assert i.sha256.hexdigest() == hashlib.sha256(b"hello world").hexdigest()
+
+
+@pytest.fixture
+def served(tmp_path):
+    data = os.urandom(5 * MiB + 123)
+    (tmp_path / "img").write_bytes(data)
+    servers = []
+
+    def make(**kw):
+        s = RangeServer(tmp_path, **kw)
+        servers.append(s)
+        return s
+    yield data, make
+    for s in servers:
+        s.stop()
+
+
+def test_http_source_resumes_with_range_after_a_drop(served):
+    data, make = served
+    srv = make(drop_after=MiB + 17)
+    with sourcemod.open_source(srv.url("img"), backoff=0.01) as src:
+        got = b"".join(iter(lambda: src.read(256 * 1024), b""))
+        assert src.resumes == 1
+        assert src.tail(512) == data[-512:]
+    assert got == data
+    assert any(r and r.startswith(f"bytes={MiB + 17}-") for _n, r in srv.requests)
+
+
+def test_http_source_without_range_fails_instead_of_corrupting(served):
+    _data, make = served
+    srv = make(drop_after=MiB, ranges=False)
+    with sourcemod.open_source(srv.url("img"), backoff=0.01) as src, \
+            pytest.raises(sourcemod.SourceError, match="cannot resume"):
+        while src.read(256 * 1024):
+            pass
+
+
+def test_missing_url_and_sidecar(served, tmp_path):
+    _data, make = served
+    srv = make()
+    assert sourcemod.read_small(srv.url("nothing.sha256")) is None
+    (tmp_path / "img.sha256").write_text("ab" * 32 + "  img\n")
+    assert checks.expected_sha256(srv.url("img"), None) == ("ab" * 32, srv.url("img.sha256"))
+    with pytest.raises(ValueError):
+        checks.expected_sha256("x", "not-hex")
+
+
+def test_parse_sha256_picks_the_named_line():
+    text = f"{'1' * 64}  other.img\n{'2' * 64} *disk.img.zst\n"
+    assert checks.parse_sha256(text, "disk.img.zst") == "2" * 64
+    assert checks.parse_sha256(text, "missing") == "1" * 64
+    assert checks.parse_sha256("garbage") is None
+
+
+def _target(size=100 * MiB, sector=512, **kw) -> object:
+    d = Disk(name="sdz", path="/dev/sdz", size=size, logical_sector_size=sector,
+             physical_sector_size=sector, transport="sata", model="M", serial="SER1", **kw)
+    return endpoint_from_disk(d)
+
+
+def test_refusals_name_both_figures():
+    problems, _ = checks.check_target(_target(50 * MiB), "/img", 64 * MiB, 512)
+    assert any("smaller than the image" in p and str(64 * MiB) in p and str(50 * MiB) in p
+               for p in problems)
+    problems, _ = checks.check_target(_target(sector=4096), "/img", 64 * MiB, 512)
+    assert any("512-byte sectors" in p and "4096-byte" in p for p in problems)
+    problems, _ = checks.check_target(_target(), "/img", 64 * MiB, 512, {"SER1"})
+    assert any("attached as SOURCE" in p for p in problems)
+    problems, _ = checks.check_target(_target(boot_medium=True), "/img", 64 * MiB, 512)
+    assert any("boot medium" in p for p in problems)
+    problems, warnings = checks.check_target(_target(), "/img", None, None)
+    assert problems == [] and warnings
+
+
+def test_boot_loader_choice():
+    win = ["\\EFI\\BOOT\\BOOTX64.EFI", "\\EFI\\Microsoft\\Boot\\bootmgfw.efi"]
+    assert boot.choose_loader(win) == ("\\EFI\\Microsoft\\Boot\\bootmgfw.efi",
+                                       "Windows Boot Manager")
+    deb = ["\\EFI\\BOOT\\BOOTX64.EFI", "\\EFI\\debian\\grubx64.efi", "\\EFI\\debian\\shimx64.efi"]
+    assert boot.choose_loader(deb) == ("\\EFI\\debian\\shimx64.efi", "debian")
+    assert boot.choose_loader(["\\EFI\\BOOT\\BOOTX64.EFI"]) is None
+    inspected = {"partitions": [{"number": 1, "efi_loaders": deb}]}
+    plan = boot.plan_boot("/dev/sdz", inspected, mode="uefi")
+    assert plan.command == ["efibootmgr", "--create", "--disk", "/dev/sdz", "--part", "1",
+                            "--label", "debian", "--loader", "\\EFI\\debian\\shimx64.efi"]
+    assert boot.plan_boot("/dev/sdz", inspected, mode="bios").action == "none"
+
+
+def test_qemu_options_escape_commas_and_choose_download(tmp_path):
+    opts = qemu.source_opts("/a,b.qcow2", "qcow2", MiB, 10 * MiB)
+    assert "file.file.filename=/a,,b.qcow2" in opts and f"offset={MiB}" in opts
+    assert qemu.http_strategy(MiB, str(tmp_path), want_hash=True, ca_file=None) == "download"
+    with pytest.raises(ValueError, match="SHA-256"):
+        qemu.http_strategy(1 << 60, str(tmp_path), want_hash=True, ca_file=None)
+
+
+def test_partition_node_names():
+    assert contents.partition_node("/dev/sdb", 2) == "/dev/sdb2"
+    assert contents.partition_node("/dev/loop3", 1) == "/dev/loop3p1"
+    assert contents.partition_node("/dev/nvme0n1", 1) == "/dev/nvme0n1p1"

@@ -1,0 +1,94 @@
+"""Making the restored disk boot.
+
+UEFI (``/sys/firmware/efi`` exists): the loader is chosen from the files in
+the image's ESP (read with mtools, :func:`toolkit.restore.contents.esp_loaders`):
+Windows Boot Manager (``\\EFI\\Microsoft\\Boot\\bootmgfw.efi``) for Windows,
+else a distribution's ``shimx64.efi`` or ``grubx64.efi`` (shim first, for Secure
+Boot), and an entry is created with ``efibootmgr --create``. With only the
+removable-media fallback ``\\EFI\\BOOT\\BOOTX64.EFI``, no entry is needed: the
+firmware boots it from the disk. BIOS: the image's own boot code (its MBR and
+boot sectors, restored as they were) is used; nothing to do.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+
+FALLBACK = "\\EFI\\BOOT\\BOOTX64.EFI"
+WINDOWS = "\\EFI\\Microsoft\\Boot\\bootmgfw.efi"
+
+
+@dataclass
+class BootPlan:
+    mode: str  # "uefi" or "bios"
+    action: str  # "create entry", "fallback", "none"
+    message: str
+    loader: str | None = None
+    label: str | None = None
+    esp: int | None = None  # partition number
+    command: list[str] | None = None
+    done: bool = False
+
+
+def firmware_mode(root: str = "/") -> str:
+    return "uefi" if os.path.isdir(os.path.join(root, "sys/firmware/efi")) else "bios"
+
+
+def choose_loader(loaders: list[str]) -> tuple[str, str] | None:
+    """``(loader, label)`` from the ESP's ``.efi`` files, or None for the fallback only."""
+    by_lower = {p.lower(): p for p in loaders}
+    if WINDOWS.lower() in by_lower:
+        return by_lower[WINDOWS.lower()], "Windows Boot Manager"
+    for name in ("shimx64.efi", "grubx64.efi"):
+        for low, path in sorted(by_lower.items()):
+            parts = low.split("\\")
+            if len(parts) == 4 and parts[1] == "efi" and parts[2] != "boot" and \
+                    parts[3] == name:
+                return path, path.split("\\")[2]
+    return None
+
+
+def plan_boot(disk: str, inspected: dict, mode: str | None = None) -> BootPlan:
+    """What to do for the restored disk ``disk`` (``inspected``: contents.inspect_disk)."""
+    mode = mode or firmware_mode()
+    if mode == "bios":
+        return BootPlan("bios", "none", "BIOS boot: the image's own boot code (MBR and boot "
+                        "sectors, restored as they were) is used")
+    esp = next((p for p in inspected["partitions"] if p.get("efi_loaders") is not None), None)
+    if esp is None:
+        return BootPlan("uefi", "none", "UEFI, but the image has no EFI system partition: it "
+                        "will not boot on this machine in UEFI mode")
+    loaders = esp["efi_loaders"]
+    choice = choose_loader(loaders)
+    if choice is None:
+        if any(p.lower() == FALLBACK.lower() for p in loaders):
+            return BootPlan("uefi", "fallback", f"UEFI: the firmware boots the fallback "
+                            f"loader {FALLBACK} from the ESP; no boot entry needed",
+                            loader=FALLBACK, esp=esp["number"])
+        return BootPlan("uefi", "none", "UEFI, but the ESP holds no boot loader",
+                        esp=esp["number"])
+    loader, label = choice
+    cmd = ["efibootmgr", "--create", "--disk", disk, "--part", str(esp["number"]),
+           "--label", label, "--loader", loader]
+    return BootPlan("uefi", "create entry", f"UEFI: boot entry \"{label}\" for {loader} on "
+                    f"partition {esp['number']}", loader=loader, label=label,
+                    esp=esp["number"], command=cmd)
+
+
+def apply_boot(plan: BootPlan) -> BootPlan:
+    """Run the plan's efibootmgr command (only in UEFI mode); errors land in the message."""
+    if not plan.command:
+        return plan
+    try:
+        p = subprocess.run(plan.command, capture_output=True, text=True)
+    except OSError as e:
+        plan.message += f"; efibootmgr could not run: {e.strerror}"
+        return plan
+    if p.returncode:
+        plan.message += f"; efibootmgr failed: {(p.stderr or p.stdout).strip()[-300:]}"
+    else:
+        plan.done = True
+        plan.message += " created"
+    return plan

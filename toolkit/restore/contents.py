@@ -1,0 +1,127 @@
+"""What a restored disk holds: partition table, partitions, filesystems, operating system.
+
+All read in user space, without mounting (the live kernel may lack vfat and
+ntfs drivers, and a restored filesystem should not be touched before it is
+checked): ``partx`` and ``blkid -p`` for the table and filesystems, ``mtools``
+(``mdir``) inside a FAT ESP, ``ntfsls`` (ntfs-3g) inside NTFS, ``debugfs``
+inside ext2/3/4. An NTFS volume with ``Windows/System32`` is Windows; an ext
+filesystem with ``/etc/os-release`` is Linux (its PRETTY_NAME).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+
+ESP_GUID = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+ESP_MBR = "0xef"
+MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+
+
+def _out(*cmd: str, env=None) -> str | None:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return p.stdout if p.returncode == 0 else None
+
+
+def _pairs(line: str) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in shlex.split(line) if "=" in kv)
+
+
+def partition_node(disk: str, number: int) -> str:
+    """``/dev/sdb`` 1 -> ``/dev/sdb1``; ``/dev/loop0``, ``/dev/nvme0n1`` -> ``...p1``."""
+    return f"{disk}{'p' if disk[-1].isdigit() else ''}{number}"
+
+
+def refresh_partitions(disk: str) -> None:
+    """Tell the kernel about the new table: BLKRRPART, then partx (works on any kernel,
+    including one that parses no partition tables), and wait for the nodes."""
+    subprocess.run(["blockdev", "--rereadpt", disk], capture_output=True)
+    subprocess.run(["partx", "-u", disk], capture_output=True)
+    subprocess.run(["partx", "-a", disk], capture_output=True)
+    subprocess.run(["udevadm", "settle", "-t", "10"], capture_output=True)
+    for part in partitions(disk):
+        for _ in range(50):
+            if os.path.exists(part["node"]):
+                break
+            time.sleep(0.1)
+
+
+def table_type(disk: str) -> str | None:
+    """``gpt``, ``dos`` or None (blkid probing the device itself)."""
+    out = _out("blkid", "-p", "-o", "value", "-s", "PTTYPE", disk)
+    return out.strip() or None if out else None
+
+
+def partitions(disk: str) -> list[dict]:
+    """Each partition: number, node, start and size in bytes, type, name, uuid."""
+    out = _out("partx", "-g", "-b", "-P", "-o", "NR,START,SECTORS,TYPE,NAME,UUID", disk) or ""
+    rows = []
+    for line in out.splitlines():
+        d = _pairs(line)
+        n = int(d["NR"])
+        rows.append({"number": n, "node": partition_node(disk, n),
+                     "start": int(d["START"]) * 512, "size": int(d["SECTORS"]) * 512,
+                     "type": d.get("TYPE", "").lower(), "name": d.get("NAME") or None,
+                     "uuid": d.get("UUID") or None})
+    return rows
+
+
+def filesystem(node: str) -> dict:
+    """``{"fstype", "label", "fs_uuid"}`` of a partition, from blkid's own probe."""
+    out = _out("blkid", "-p", "-o", "export", node) or ""
+    d = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return {"fstype": d.get("TYPE"), "label": d.get("LABEL"), "fs_uuid": d.get("UUID")}
+
+
+def is_esp(part: dict) -> bool:
+    return part.get("type") in (ESP_GUID, ESP_MBR)
+
+
+def esp_loaders(node: str) -> list[str]:
+    """The ``.efi`` files under ``/EFI`` of a FAT partition, as ``\\EFI\\...`` paths."""
+    out = _out("mdir", "-i", node, "-/", "-b", "::/EFI", env=MTOOLS_ENV) or ""
+    found = []
+    for line in out.splitlines():
+        path = line.strip()
+        if path.lower().endswith(".efi"):
+            found.append("\\" + path.removeprefix("::").lstrip("/").replace("/", "\\"))
+    return sorted(found)
+
+
+def windows_on(node: str) -> bool:
+    return _out("ntfsls", "-p", "/Windows/System32", node) is not None
+
+
+def os_release(node: str) -> dict[str, str] | None:
+    out = _out("debugfs", "-R", "cat /etc/os-release", node)
+    if not out or "=" not in out:
+        return None
+    return {k: v.strip().strip('"') for k, v in
+            (line.split("=", 1) for line in out.splitlines() if "=" in line)}
+
+
+def inspect_disk(disk: str) -> dict:
+    """Table type, partitions with their filesystems, the ESP's loaders and the OS found."""
+    parts = partitions(disk)
+    systems = []
+    for p in parts:
+        p.update(filesystem(p["node"]) if os.path.exists(p["node"]) else {"fstype": None})
+        fs = p.get("fstype")
+        if fs == "vfat" and (is_esp(p) or p["number"] == 1):
+            p["efi_loaders"] = esp_loaders(p["node"])
+        elif fs == "ntfs" and windows_on(p["node"]):
+            p["os"] = "Windows"
+            systems.append({"os": "Windows", "partition": p["number"],
+                            "name": "Windows (\\Windows\\System32 found)"})
+        elif fs in ("ext2", "ext3", "ext4"):
+            rel = os_release(p["node"])
+            if rel:
+                p["os"] = "Linux"
+                systems.append({"os": "Linux", "partition": p["number"],
+                                "name": rel.get("PRETTY_NAME") or rel.get("NAME") or "Linux"})
+    return {"table": table_type(disk), "partitions": parts, "systems": systems}

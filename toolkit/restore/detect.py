@@ -1,0 +1,113 @@
+"""What an image is, by its content (never by its name).
+
+:func:`compression` and :func:`container` read magic bytes: gzip ``1f 8b``, xz
+``fd 37 7a 58 5a 00``, zstd ``28 b5 2f fd``; qcow2 ``QFI\\xfb``, VHDX
+``vhdxfile``, VMDK ``KDMV`` (sparse extent) or ``# Disk DescriptorFile``,
+VHD ``conectix`` in the 512-byte footer at the end (a fixed VHD: raw data,
+then the footer) or at the start (a dynamic VHD starts with a copy of its
+footer). Anything else is a raw disk image.
+
+:func:`geometry` reads the first MiB of a raw disk image: a GPT header
+(``EFI PART``) at byte 512 means 512-byte logical sectors, at byte 4096 means
+4096-byte sectors, and its backup-header LBA gives the size of the disk the
+image was made from; an MBR gives the end of its last partition. Both let a
+restore be refused before anything is written, even for a compressed stream
+whose decompressed size is unknown.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+GZIP, XZ, ZSTD = "gzip", "xz", "zstd"
+RAW, QCOW2, VPC, VHDX, VMDK = "raw", "qcow2", "vpc", "vhdx", "vmdk"
+QEMU_FORMATS = (QCOW2, VPC, VHDX, VMDK)  # qemu-img's driver names (VHD is "vpc")
+FORMAT_NAMES = {RAW: "raw disk image", QCOW2: "qcow2", VPC: "VHD", VHDX: "VHDX",
+                VMDK: "VMDK"}
+
+_COMPRESSION = ((b"\x1f\x8b", GZIP), (b"\xfd7zXZ\x00", XZ), (b"\x28\xb5\x2f\xfd", ZSTD))
+
+
+def compression(head: bytes) -> str | None:
+    """``gzip``, ``xz``, ``zstd`` or None, from the first bytes."""
+    for magic, name in _COMPRESSION:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def container(head: bytes, tail: bytes | None = None) -> str:
+    """The disk image format (qemu-img driver name, or ``raw``) from its first and last bytes."""
+    if head.startswith(b"QFI\xfb"):
+        return QCOW2
+    if head.startswith(b"vhdxfile"):
+        return VHDX
+    if head.startswith(b"KDMV") or head.startswith(b"# Disk DescriptorFile"):
+        return VMDK
+    if head.startswith(b"conectix"):
+        return VPC
+    if tail is not None and len(tail) >= 512 and tail[-512:].startswith(b"conectix"):
+        return VPC
+    return RAW
+
+
+def virtual_size_hint(fmt: str, head: bytes, tail: bytes | None = None) -> int | None:
+    """The virtual disk size from a container's header, where it sits in the first bytes."""
+    try:
+        if fmt == QCOW2:
+            return struct.unpack_from(">Q", head, 24)[0]
+        if fmt == VMDK and head.startswith(b"KDMV"):
+            return struct.unpack_from("<Q", head, 12)[0] * 512
+        if fmt == VPC:
+            footer = head[:512] if head.startswith(b"conectix") else (tail or b"")[-512:]
+            return struct.unpack_from(">Q", footer, 48)[0]
+    except struct.error:
+        return None
+    return None  # VHDX keeps it in its metadata region: ask qemu-img
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the first MiB of a raw disk image says about the disk it came from."""
+
+    table: str | None  # "gpt", "dos" or None
+    sector_size: int | None  # logical sector size, when a GPT header shows it
+    disk_size: int | None  # GPT: (backup header LBA + 1) * sector size
+    min_size: int | None  # MBR: end of the last partition (a lower bound)
+
+
+def _gpt_header(head: bytes, sector: int) -> int | None:
+    """The backup-header LBA of a valid GPT header at LBA 1, or None."""
+    h = head[sector:sector + 92]
+    if len(h) < 92 or not h.startswith(b"EFI PART"):
+        return None
+    size = struct.unpack_from("<I", h, 12)[0]
+    if not 92 <= size <= sector:
+        return None
+    hdr = bytearray(head[sector:sector + size])
+    crc = struct.unpack_from("<I", hdr, 16)[0]
+    hdr[16:20] = b"\0\0\0\0"
+    if zlib.crc32(bytes(hdr)) != crc:
+        return None
+    return struct.unpack_from("<Q", h, 32)[0]
+
+
+def geometry(head: bytes) -> Geometry:
+    """Partition table type, sector size and source disk size from the image's first bytes."""
+    for sector in (512, 4096):
+        backup = _gpt_header(head, sector)
+        if backup is not None:
+            return Geometry("gpt", sector, (backup + 1) * sector, None)
+    if len(head) >= 512 and head[510:512] == b"\x55\xaa":
+        ends = []
+        for i in range(4):
+            entry = head[446 + 16 * i:462 + 16 * i]
+            ptype = entry[4]
+            start, count = struct.unpack_from("<II", entry, 8)
+            if ptype and count:
+                ends.append((start + count) * 512)
+        if ends:
+            return Geometry("dos", None, None, max(ends))
+    return Geometry(None, None, None, None)

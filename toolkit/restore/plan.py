@@ -1,0 +1,150 @@
+"""Planning a restore: what the image is, where it goes, and whether that is safe.
+
+:func:`plan_restore` resolves the target (Disk Copy's :func:`~toolkit.copy_plan.resolve`),
+probes the image by content (:func:`probe_image`: the first MiB, the last 512
+bytes, qemu-img info for local containers) and refuses with
+:class:`~toolkit.copy_plan.Refused` before anything is written. Container
+images that are downloaded or decompressed first are checked again, with their
+real size and sector size, once the temporary file exists (still before
+writing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from toolkit import roles
+from toolkit.copy_plan import Endpoint, Refused, resolve
+from toolkit.disks import Disk, list_disks
+from toolkit.restore import checks, detect, qemu, stream
+from toolkit.restore import source as sourcemod
+from toolkit.restore.write import HEAD
+
+
+@dataclass
+class RestoreOptions:
+    """How to restore. ``algorithm``: hash of the written image bytes (blake3 or sha256)."""
+
+    verify: bool = True
+    grow: bool = False
+    sha256: str | None = None  # expected SHA-256 of the image file as given
+    ca_file: str | None = None
+    insecure: bool = False
+    tmpdir: str | None = None  # for downloads of container formats (default: $TMPDIR)
+    algorithm: str = "blake3"
+    boot: bool = True  # create a UEFI boot entry when booted in UEFI mode
+    interval: float = 0.25  # seconds between progress events
+
+    def source_kw(self) -> dict:
+        return {"ca_file": self.ca_file, "insecure": self.insecure}
+
+
+@dataclass
+class ImageInfo:
+    """The image as probed. ``size``: the raw disk image's size in bytes (None: unknown
+    until written); ``file_size``: the file as stored (compressed, container)."""
+
+    location: str
+    is_url: bool
+    compression: str | None
+    format: str  # detect.RAW or a qemu-img driver name
+    file_size: int | None
+    size: int | None
+    sector_size: int | None
+    table: str | None
+    expected_sha256: str | None = None
+    sha256_from: str = "none"
+
+    @property
+    def kind(self) -> str:
+        name = detect.FORMAT_NAMES[self.format]
+        return f"{name}, {self.compression}-compressed" if self.compression else name
+
+
+@dataclass
+class RestorePlan:
+    image: ImageInfo
+    target: Endpoint
+    options: RestoreOptions
+    warnings: list[str] = field(default_factory=list)
+
+
+def probe_image(location: str, options: RestoreOptions) -> ImageInfo:
+    """Detect compression, container format, size and sector size by content."""
+    try:
+        with sourcemod.open_source(location, **options.source_kw()) as src:
+            head = _read_head(src)
+            tail = src.tail(512)
+            file_size = src.size
+    except sourcemod.SourceError as e:
+        raise Refused(str(e)) from None
+    if not head:
+        raise Refused(f"{location} is empty")
+    comp = detect.compression(head)
+    try:
+        data = stream.peek_decompressed(head, comp, HEAD) if comp else head
+    except stream.CorruptImage as e:
+        raise Refused(f"{location}: {e}") from None
+    fmt = detect.container(data, None if comp else tail)
+    info = ImageInfo(location, sourcemod.is_url(location), comp, fmt, file_size, None, None,
+                     None)
+    if fmt == detect.RAW:
+        geo = detect.geometry(data)
+        info.table, info.sector_size = geo.table, geo.sector_size
+        info.size = file_size if not comp else geo.disk_size
+    elif not comp and not info.is_url:
+        info.size = container_size(location, fmt)
+        try:
+            geo = detect.geometry(qemu.first_mib(location, fmt, info.size))
+        except qemu.QemuError as e:
+            raise Refused(f"{location}: {e}") from None
+        info.table, info.sector_size = geo.table, geo.sector_size
+    else:
+        info.size = detect.virtual_size_hint(fmt, data, None if comp else tail)
+    return info
+
+
+def container_size(path: str, fmt: str) -> int:
+    """The virtual size by ``qemu-img info``, refusing a damaged or truncated file."""
+    problems = qemu.check(path, fmt)
+    if problems:
+        raise Refused(problems)
+    try:
+        return int(qemu.info(path, fmt)["virtual-size"])
+    except qemu.QemuError as e:
+        raise Refused(f"{path}: {e}") from None
+
+
+def _read_head(src: sourcemod.Source) -> bytes:
+    parts, got = [], 0
+    while got < HEAD:
+        data = src.read(HEAD - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+def plan_restore(image: str, target: str, options: RestoreOptions | None = None, *,
+                 source_role: Iterable[str] | None = None,
+                 disks: list[Disk] | None = None) -> RestorePlan:
+    """Resolve and check a restore; raises :class:`Refused` with every problem found."""
+    options = options or RestoreOptions()
+    disks = list_disks() if disks is None else disks
+    dst = resolve(target, disks)
+    info = probe_image(image, options)
+    try:
+        info.expected_sha256, info.sha256_from = checks.expected_sha256(
+            image, options.sha256, **options.source_kw())
+    except ValueError as e:
+        raise Refused(str(e)) from None
+    role = roles.source_keys() if source_role is None else source_role
+    problems, warnings = checks.check_target(dst, image, info.size, info.sector_size, role)
+    if info.format == detect.RAW and not info.compression and info.size and info.size % 512:
+        problems.append(f"the image has {info.size} bytes, not a multiple of 512: truncated, "
+                        "or not a disk image")
+    if problems:
+        raise Refused(problems)
+    return RestorePlan(info, dst, options, warnings)

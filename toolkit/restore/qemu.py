@@ -1,0 +1,196 @@
+"""Container formats (qcow2, VHD, VHDX, VMDK) through qemu-img.
+
+qemu-img reads the container and writes raw bytes: ``qemu-img convert -n -t
+none`` (O_DIRECT on the target, no page cache, flushed at the end) with both
+sides seen through qemu's ``raw`` driver with ``offset=1MiB``, so qemu-img
+writes everything but the first MiB; :mod:`toolkit.restore.write` writes that
+last, read from the image with ``qemu-img dd``. Verification is ``qemu-img
+compare`` of the same two views (the target read with O_DIRECT), then the
+first MiB read back.
+
+HTTP(S) sources of these formats are downloaded to a temporary file first,
+not read through qemu-img's curl driver (which this qemu-img has: see
+:func:`has_curl`). The curl driver reads with one Range request per cluster
+run, has no resume of its own beyond a few retries, cannot be given a CA file
+(only ``sslverify=off``), and the image's SHA-256 cannot be checked before
+writing. A download is hashed while it runs, checked before anything is
+written, and a truncated or corrupt file is refused with the target untouched.
+The cost is temporary space: :func:`http_strategy` falls back to the curl
+driver only when the file does not fit and no checksum or CA file was asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+
+from toolkit.blockdev import is_block_device
+from toolkit.restore.write import HEAD, Failed
+
+QEMU_IMG = "qemu-img"
+
+
+class QemuError(RuntimeError):
+    """qemu-img refused the image (corrupt, truncated, unsupported)."""
+
+
+def _run(*args: str) -> str:
+    p = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True)
+    if p.returncode:
+        raise QemuError(f"qemu-img {args[0]}: {p.stderr.strip() or p.stdout.strip()}")
+    return p.stdout
+
+
+def has_curl() -> bool:
+    """Whether this qemu-img lists the ``https`` block driver (libcurl)."""
+    try:
+        text = subprocess.run([QEMU_IMG, "--help"], capture_output=True, text=True).stdout
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("Supported formats:"):
+            return "https" in line.split()
+    return False
+
+
+def info(location: str, fmt: str) -> dict:
+    """``qemu-img info --output=json`` of the image (format forced: never probed)."""
+    return json.loads(_run("info", "--output=json", "-f", fmt, location))
+
+
+def check(path: str, fmt: str) -> list[str]:
+    """What ``qemu-img check`` finds wrong: corruption, or data past the end of the file
+    (a truncated copy: qemu-img convert would read zeros there and succeed).
+
+    Exit codes: 0 clean, 3 leaked clusters only (harmless), 63 the format has no
+    check (VHD: its open already fails on a truncated file), 1 and 2 errors.
+    """
+    p = subprocess.run([QEMU_IMG, "check", "-f", fmt, path], capture_output=True, text=True)
+    if p.returncode in (0, 3, 63):
+        return []
+    lines = [x.strip() for x in (p.stderr + p.stdout).splitlines() if x.strip()]
+    shown = "; ".join(lines[:3]) + (f" (and {len(lines) - 3} more lines)" if len(lines) > 3
+                                     else "")
+    return [f"qemu-img check finds {path} damaged or truncated: {shown}"]
+
+
+def _opt(value: str) -> str:
+    return value.replace(",", ",,")
+
+
+def source_opts(location: str, fmt: str, offset: int, size: int, *, curl: dict | None = None
+                ) -> str:
+    """The image's bytes ``[offset, offset+size)`` as qemu ``--image-opts``."""
+    if curl is not None:
+        proto = "https" if location.startswith("https:") else "http"
+        leaf = f"file.file.driver={proto},file.file.url={_opt(location)}"
+        if curl.get("insecure"):
+            leaf += ",file.file.sslverify=off"
+        leaf += ",file.file.timeout=60"
+    else:
+        leaf = f"file.file.driver=file,file.file.filename={_opt(location)}"
+    return f"driver=raw,offset={offset},size={size},file.driver={fmt},{leaf}"
+
+
+def target_opts(path: str, offset: int, size: int) -> str:
+    """The target's bytes ``[offset, offset+size)``, read and written with O_DIRECT."""
+    driver = "host_device" if is_block_device(path) else "file"
+    return (f"driver=raw,offset={offset},size={size},file.driver={driver},"
+            f"file.filename={_opt(path)},file.cache.direct=on")
+
+
+def first_mib(location: str, fmt: str, virtual_size: int, curl: dict | None = None) -> bytes:
+    """The image's first MiB (or all of it, when smaller), read by qemu-img."""
+    n = min(HEAD, virtual_size)
+    with tempfile.TemporaryDirectory(prefix="rtk-head-") as d:
+        out = os.path.join(d, "head")
+        src = source_opts(location, fmt, 0, n, curl=curl)
+        _run("convert", "--image-opts", src, "-O", "raw", out)
+        with open(out, "rb") as f:
+            return f.read(n)
+
+
+def _with_progress(args: list[str], progress, cancel: threading.Event) -> subprocess.Popen:
+    """Run qemu-img with ``-p``, calling ``progress(fraction)``; terminate it on cancel."""
+    proc = subprocess.Popen([QEMU_IMG, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stop = threading.Event()
+
+    def watch():
+        while not stop.wait(0.2):
+            if cancel.is_set():
+                proc.terminate()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
+    buf = b""
+    while True:
+        data = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(64)
+        if not data:
+            break
+        buf += data
+        *parts, buf = buf.replace(b"\r", b"\n").split(b"\n")
+        for part in parts:
+            text = part.decode(errors="replace").strip()
+            if text.startswith("(") and "/100%" in text:
+                with contextlib.suppress(ValueError):
+                    progress(float(text[1:text.index("/")]) / 100)
+    proc.wait()
+    stop.set()
+    proc.stderr_text = proc.stderr.read().decode(errors="replace").strip()
+    return proc
+
+
+def convert_rest(location: str, fmt: str, target: str, virtual_size: int, progress,
+                 cancel: threading.Event, curl: dict | None = None) -> None:
+    """Write the image's bytes after its first MiB onto ``target`` (same offsets)."""
+    size = virtual_size - HEAD
+    if size <= 0:
+        return
+    args = ["convert", "-p", "-n", "-t", "none", "--image-opts",
+            source_opts(location, fmt, HEAD, size, curl=curl),
+            "--target-image-opts", target_opts(target, HEAD, size)]
+    proc = _with_progress(args, progress, cancel)
+    if cancel.is_set():
+        raise Failed("cancelled", "cancelled")
+    if proc.returncode:
+        raise Failed(f"qemu-img convert failed: {proc.stderr_text}")
+
+
+def compare_rest(location: str, fmt: str, target: str, virtual_size: int, progress,
+                 cancel: threading.Event, curl: dict | None = None) -> str | None:
+    """None when the target holds the image's bytes after its first MiB, else what differs."""
+    size = virtual_size - HEAD
+    if size <= 0:
+        return None
+    args = ["compare", "-p", "--image-opts", source_opts(location, fmt, HEAD, size, curl=curl),
+            target_opts(target, HEAD, size)]
+    proc = _with_progress(args, progress, cancel)
+    if cancel.is_set():
+        raise Failed("cancelled", "cancelled")
+    if proc.returncode == 0:
+        return None
+    if proc.returncode == 1:
+        out = proc.stderr_text or "content differs"
+        return f"the target differs from the image after its first MiB ({out})"
+    raise Failed(f"qemu-img compare failed: {proc.stderr_text}")
+
+
+def http_strategy(size: int | None, tmpdir: str, *, want_hash: bool, ca_file: str | None
+                  ) -> str:
+    """``"download"`` (the default) or ``"curl"``; raises ValueError when neither fits."""
+    free = shutil.disk_usage(tmpdir).free
+    if size is None or size + (64 << 20) <= free:
+        return "download"
+    why = (f"the image ({size if size is not None else 'unknown size'} bytes) does not fit "
+           f"in {tmpdir} ({free} bytes free)")
+    if want_hash or ca_file:
+        raise ValueError(f"{why}; qemu-img's curl driver cannot check a SHA-256 before "
+                         "writing nor use a CA file: set a larger --tmpdir")
+    if not has_curl():
+        raise ValueError(f"{why}, and this qemu-img has no curl (https) driver")
+    return "curl"

@@ -1,0 +1,124 @@
+"""What a restore did (:class:`RestoreResult`) and its report (via :mod:`toolkit.report`).
+
+The report, ``restore-YYYYmmdd-HHMMSS.json`` and ``.txt`` under the log
+directory: the image (location, format, compression, sizes, SHA-256 of the
+file as given and whether it matched, the hash of the written image bytes),
+the target's identity, the verification, the fitting steps, the partitions
+and filesystems found on the restored disk, the operating systems detected,
+the boot plan, times and the result. Schema in docs/restore.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from toolkit import report
+from toolkit.copy_result import EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, EXIT_REFUSED
+from toolkit.units import human_duration, human_size
+
+
+@dataclass
+class RestoreResult:
+    """``status``: "ok", "refused" (nothing written), "failed", "mismatch" (checksum or
+    verification), "cancelled". After a failure the target holds no partition table."""
+
+    status: str
+    message: str
+    image: object  # plan.ImageInfo
+    target: object  # copy_plan.Endpoint
+    warnings: list[str] = field(default_factory=list)
+    started: float = 0.0
+    finished: float = 0.0
+    image_size: int | None = None
+    image_hash: str | None = None  # of the written image bytes, ``algorithm``
+    algorithm: str | None = None
+    input_sha256: str | None = None  # of the image file as given
+    sha256_match: bool | None = None
+    table: str | None = None
+    verify: dict | None = None
+    fit: list[str] = field(default_factory=list)
+    contents: dict | None = None
+    boot: object = None  # boot.BootPlan
+    resumes: int = 0
+    wiped: bool = False
+    report: report.ReportPaths | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": EXIT_OK, "refused": EXIT_REFUSED,
+                "mismatch": EXIT_MISMATCH}.get(self.status, EXIT_FAILED)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict:
+        img = dataclasses.asdict(self.image)
+        img["kind"] = self.image.kind
+        img.update(sha256=self.input_sha256, sha256_match=self.sha256_match,
+                   written_size=self.image_size, written_hash=self.image_hash,
+                   written_hash_algorithm=self.algorithm, http_resumes=self.resumes)
+        return {
+            "operation": "restore", "status": self.status, "message": self.message,
+            "started": report.iso_time(self.started), "finished": report.iso_time(self.finished),
+            "seconds": round(self.finished - self.started, 3),
+            "image": img, "target": self.target.describe(), "verify": self.verify,
+            "fit": self.fit, "disk": self.contents,
+            "boot": report.to_jsonable(self.boot) if self.boot else None,
+            "warnings": self.warnings,
+        }
+
+
+def render(data: dict) -> str:
+    img, tgt = data["image"], data["target"]
+    sha = img.get("sha256") or "-"
+    if img.get("expected_sha256"):
+        sha += f" (expected {img['expected_sha256']} from {img['sha256_from']}: " \
+               f"{'match' if img.get('sha256_match') else 'MISMATCH'})"
+    rows_image = [("location", img["location"]), ("kind", img["kind"]),
+                  ("file size", img.get("file_size")), ("image size", img.get("written_size")),
+                  ("sha256", sha),
+                  (f"written hash ({img.get('written_hash_algorithm') or '-'})",
+                   img.get("written_hash")),
+                  ("HTTP resumes", img.get("http_resumes"))]
+    rows_target = [("device", tgt["node"]), ("model", tgt.get("model")),
+                   ("serial", tgt.get("serial") or tgt.get("wwn")),
+                   ("size", f"{tgt['size']} bytes ({human_size(tgt['size'])})"),
+                   ("sector size", tgt.get("logical_sector_size")),
+                   ("backing file", tgt.get("backing_file"))]
+    v = data.get("verify") or {}
+    rows_result = [("status", data["status"]), ("message", data["message"]),
+                   ("verified", f"{v.get('method')}: {'match' if v.get('match') else 'NO'}"
+                    if v else "not verified"),
+                   ("fit", "\n".join(data.get("fit") or []) or None),
+                   ("started", data["started"]), ("finished", data["finished"]),
+                   ("duration", human_duration(data["seconds"]))]
+    sections = [("Image", rows_image), ("Target", rows_target), ("Result", rows_result)]
+    disk = data.get("disk")
+    if disk:
+        rows = [("table", disk.get("table"))]
+        for p in disk.get("partitions", []):
+            bits = [human_size(p["size"]), p.get("fstype") or "-"]
+            if p.get("label"):
+                bits.append(f'"{p["label"]}"')
+            if p.get("os"):
+                bits.append(p["os"])
+            rows.append((f"partition {p['number']}", " ".join(bits)))
+        for s in disk.get("systems", []):
+            rows.append(("system", f"{s['name']} (partition {s['partition']})"))
+        sections.append(("Restored disk", rows))
+    if data.get("boot"):
+        sections.append(("Boot", [("mode", data["boot"]["mode"]),
+                                  ("plan", data["boot"]["message"])]))
+    if data.get("warnings"):
+        sections.append(("Warnings", [("", w) for w in data["warnings"]]))
+    return report.render_text("Image restore", sections)
+
+
+def write_restore_report(result: RestoreResult) -> report.ReportPaths | None:
+    data = result.to_dict()
+    try:
+        return report.write_report("restore", data, render(data), when=result.started)
+    except OSError:
+        return None

@@ -1,0 +1,195 @@
+"""Where an image comes from: a local file or an HTTP(S) URL, read as a byte stream.
+
+:func:`open_source` returns a :class:`Source` with ``read(n)`` (sequential,
+``b""`` at the end), ``size`` (bytes, or None when unknown) and ``tail(n)``
+(the last bytes, for format footers such as VHD's). An HTTP source resumes
+with a ``Range: bytes=POS-`` request when the connection drops, up to
+``retries`` times in a row; a server that ignores Range (answers 200) or
+sends another part of the file fails the restore instead of corrupting it.
+TLS is verified by default (the system's CAs, or ``ca_file``); ``insecure``
+turns verification off, and must be asked for explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import requests
+import urllib3
+
+CHUNK = 1 << 20
+_DROPS = (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+          requests.Timeout, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+
+class SourceError(OSError):
+    """The image cannot be read (missing, HTTP error, connection lost for good)."""
+
+
+def is_url(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
+class Source:
+    """A sequential byte stream; ``pos`` counts the bytes handed out by :meth:`read`."""
+
+    location: str = ""
+    size: int | None = None
+    pos: int = 0
+    resumes: int = 0  # HTTP: connections resumed with Range
+
+    def read(self, n: int = CHUNK) -> bytes:
+        raise NotImplementedError
+
+    def tail(self, n: int) -> bytes | None:
+        """The last ``n`` bytes, or None when they cannot be had without reading it all."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FileSource(Source):
+    def __init__(self, path: str):
+        self.location = path
+        try:
+            self.f = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as e:
+            raise SourceError(e.errno, f"cannot open the image {path}: {e.strerror}") from None
+        self.size = os.fstat(self.f.fileno()).st_size
+
+    def read(self, n: int = CHUNK) -> bytes:
+        data = self.f.read(n)
+        self.pos += len(data)
+        return data
+
+    def tail(self, n: int) -> bytes | None:
+        n = min(n, self.size or 0)
+        return os.pread(self.f.fileno(), n, (self.size or 0) - n)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class HttpSource(Source):
+    """GET with ``stream=True``; on a dropped connection, GET again from ``pos`` with Range."""
+
+    def __init__(self, url: str, *, ca_file: str | None = None, insecure: bool = False,
+                 timeout: float = 30.0, retries: int = 10, backoff: float = 0.5):
+        self.location, self.timeout, self.retries, self.backoff = url, timeout, retries, backoff
+        self.session = requests.Session()
+        self.session.verify = False if insecure else (ca_file or True)
+        if insecure:
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        self.response: requests.Response | None = None
+        self.etag: str | None = None
+        self._open(0)
+
+    def _get(self, headers: dict) -> requests.Response:
+        try:
+            r = self.session.get(self.location, headers=headers, stream=True,
+                                 timeout=self.timeout)
+        except requests.exceptions.SSLError as e:
+            raise SourceError(f"TLS verification failed for {self.location}: {e} (give the "
+                              "CA with --ca-file, or --insecure to skip verification)") from None
+        if r.status_code == 404:
+            r.close()
+            raise SourceError(2, f"{self.location}: not found (HTTP 404)")
+        if r.status_code >= 400:
+            r.close()
+            raise SourceError(f"{self.location}: HTTP {r.status_code} {r.reason}")
+        return r
+
+    def _open(self, pos: int) -> None:
+        headers = {"Accept-Encoding": "identity"}
+        if pos:
+            headers["Range"] = f"bytes={pos}-"
+            if self.etag:
+                headers["If-Range"] = self.etag
+        r = self._get(headers)
+        if pos:
+            m = re.match(r"bytes (\d+)-", r.headers.get("Content-Range", ""))
+            if r.status_code != 206 or not m or int(m.group(1)) != pos:
+                r.close()
+                raise SourceError(f"{self.location}: the connection dropped at byte {pos} and "
+                                  f"the server cannot resume there (HTTP {r.status_code}, no "
+                                  "matching Range answer)")
+        else:
+            length = r.headers.get("Content-Length")
+            self.size = int(length) if length and length.isdigit() else None
+            self.etag = r.headers.get("ETag")
+        self.response = r
+
+    def read(self, n: int = CHUNK) -> bytes:
+        failures = 0
+        while True:
+            try:
+                if self.response is None:
+                    self._open(self.pos)
+                data = self.response.raw.read(n, decode_content=False)
+                if not data and self.size is not None and self.pos < self.size:
+                    raise ConnectionError(f"connection closed at byte {self.pos} of {self.size}")
+                self.pos += len(data)
+                return data
+            except _DROPS as e:
+                if self.response is not None:
+                    self.response.close()
+                    self.response = None
+                failures += 1
+                if failures > self.retries:
+                    raise SourceError(f"{self.location}: connection lost at byte {self.pos} "
+                                      f"after {self.retries} resumes: {e}") from None
+                self.resumes += 1
+                time.sleep(min(self.backoff * failures, 5.0))
+
+    def tail(self, n: int) -> bytes | None:
+        if not self.size:
+            return None
+        n = min(n, self.size)
+        try:
+            r = self.session.get(self.location, timeout=self.timeout,
+                                 headers={"Range": f"bytes={self.size - n}-",
+                                          "Accept-Encoding": "identity"})
+        except _DROPS:
+            return None
+        return r.content if r.status_code == 206 and len(r.content) == n else None
+
+    def close(self) -> None:
+        if self.response is not None:
+            self.response.close()
+        self.session.close()
+
+
+def open_source(location: str, *, ca_file: str | None = None, insecure: bool = False,
+                **http) -> Source:
+    """A :class:`FileSource` or :class:`HttpSource` for ``location``."""
+    if is_url(location):
+        return HttpSource(location, ca_file=ca_file, insecure=insecure, **http)
+    if ca_file or insecure:
+        pass  # meaningless for a local file, harmless
+    return FileSource(location)
+
+
+def read_small(location: str, *, limit: int = 1 << 16, **kw) -> bytes | None:
+    """A small file (a ``.sha256``) in full, or None when it does not exist."""
+    try:
+        with open_source(location, **kw) as s:
+            data = b""
+            while len(data) < limit:
+                chunk = s.read(limit - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            return data
+    except SourceError as e:
+        if e.errno == 2:
+            return None
+        raise

@@ -1,0 +1,241 @@
+"""Writing an image onto the target disk, first MiB last.
+
+The order, after coreos-installer, so that a restore that fails or is
+interrupted at any point never leaves a disk that looks valid (a partition
+table over half an image would be mounted, booted or copied by somebody):
+
+1. :meth:`Target.wipe_ends` zeros the target's first MiB (the old MBR/GPT)
+   and last MiB (the old backup GPT), then fsyncs;
+2. the image's first MiB is held in memory; everything after it is written
+   with O_DIRECT (:func:`write_stream`, or qemu-img for container formats);
+3. fsync, then the image's checksum (when given) and the read-back
+   verification (O_DIRECT, :func:`toolkit.verify.verify_against` against
+   BLAKE3 region digests taken while writing, the first MiB counted as the
+   zeros it still is on the target);
+4. only then :meth:`Target.write_head` writes the first MiB, fsyncs and reads
+   it back.
+
+On any failure after step 1, :meth:`Target.wipe_ends` runs again (also over
+the image's own end, where its backup GPT landed), so what is left has no
+partition table that any tool would trust.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+from toolkit import blockdev, reading
+from toolkit.copy_result import SourceDigest, VerifyOutcome
+from toolkit.progress import Reporter
+from toolkit.reading import DEFAULT_CHUNK, RegionHasher, new_hasher, region_size_for
+from toolkit.verify import verify_against
+
+MiB = 1 << 20
+HEAD = MiB  # held back and written last
+
+
+class Failed(Exception):
+    """The restore stopped after it started writing; the target holds no valid table."""
+
+    def __init__(self, message: str, status: str = "failed"):
+        super().__init__(message)
+        self.status = status  # "failed", "mismatch", "cancelled"
+
+
+class Target:
+    """The target disk opened for writing: O_DIRECT, O_EXCL (not mounted, not held)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = blockdev.open_device(path, write=True, direct=True, exclusive=True)
+        self.size = blockdev.device_size(self.fd)
+        self.sector = blockdev.logical_sector_size(self.fd)
+        self.head_written = False
+
+    def _zero(self, start: int, length: int) -> None:
+        buf = blockdev.AlignedBuffer(MiB)
+        try:
+            pos, end = start, start + length
+            while pos < end:
+                n = min(MiB, end - pos)
+                blockdev.write_exact(self.fd, buf.view[:n], pos)
+                pos += n
+        finally:
+            buf.close()
+
+    def wipe_ends(self, image_end: int | None = None) -> None:
+        """Zero the first and the last MiB (and the MiB before ``image_end``), then fsync."""
+        mib = min(HEAD, self.size)
+        spots = {0, self.size - mib}
+        if image_end and image_end > mib:
+            end = min(self.size, -(-image_end // self.sector) * self.sector)
+            spots.add(end - mib)
+        for start in sorted(spots):
+            self._zero(start, mib)
+        os.fsync(self.fd)
+        self.head_written = False
+
+    def write_head(self, head: bytes) -> None:
+        """Write the image's first MiB (padded to a sector), fsync, read it back and compare."""
+        n = -(-len(head) // self.sector) * self.sector
+        buf = blockdev.AlignedBuffer(max(n, self.sector))
+        try:
+            buf.view[:len(head)] = head
+            buf.zero(len(head), n - len(head))
+            blockdev.write_exact(self.fd, buf.view[:n], 0)
+            os.fsync(self.fd)
+            self.head_written = True
+            buf.zero(0, n)
+            blockdev.read_exact(self.fd, buf.view[:n], 0)
+            if buf.mem[:len(head)] != head:
+                raise Failed("the first MiB read back from the target differs from the "
+                             "image's", "mismatch")
+        finally:
+            buf.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_full(reader, n: int) -> bytes:
+    """Exactly ``n`` bytes from ``reader`` (fewer only at its end)."""
+    parts, got = [], 0
+    while got < n:
+        data = reader.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+class _Producer(threading.Thread):
+    """Fills aligned buffers from the image reader (decompressing), hashing the image bytes."""
+
+    def __init__(self, reader, free: queue.Queue, out: queue.Queue, chunk: int,
+                 image_hasher, stop: threading.Event):
+        super().__init__(daemon=True, name="rtk-restore-read")
+        self.reader, self.free, self.out, self.chunk = reader, free, out, chunk
+        self.image_hasher, self.stop = image_hasher, stop
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        pos = HEAD
+        try:
+            while not self.stop.is_set():
+                buf = self.free.get()
+                n = 0
+                while n < self.chunk:
+                    data = self.reader.read(self.chunk - n)
+                    if not data:
+                        break
+                    buf.view[n:n + len(data)] = data
+                    n += len(data)
+                if not n:
+                    self.free.put(buf)
+                    break
+                self.image_hasher.update(buf.view[:n])
+                self.out.put(("data", pos, n, buf))
+                pos += n
+                if n < self.chunk:
+                    break
+        except BaseException as e:  # noqa: BLE001 - handed to the writer
+            self.error = e
+        finally:
+            self.out.put(("end", pos, 0, None))
+
+
+def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporter: Reporter,
+                 cancel: threading.Event, progress_of=None, total: int = 0,
+                 chunk: int = DEFAULT_CHUNK) -> tuple[int, object, SourceDigest]:
+    """Write the image after its first MiB (``head``, already read) at byte 1 MiB onwards.
+
+    Returns ``(image_size, image_hasher, digest)``: the image's length, its hash
+    object (``algorithm``, over every byte including the head) and the BLAKE3
+    region digests of what the target now holds (the head as zeros), for
+    :func:`toolkit.verify.verify_against`. ``progress_of(pos)`` maps the image
+    position to the progress count (default: the position itself).
+    """
+    image_hasher = new_hasher(algorithm)
+    image_hasher.update(head)
+    region = region_size_for(target.size, chunk)
+    digest = RegionHasher("blake3", target.size, region)
+    digest.update(0, memoryview(bytes(len(head))))
+    free = reading.buffer_pool(4, chunk)
+    q1, q2, stop = queue.Queue(5), queue.Queue(5), threading.Event()
+    producer = _Producer(reader, free, q1, chunk, image_hasher, stop)
+    hasher = reading.Hasher(digest, q1, q2)
+    producer.start()
+    hasher.start()
+    reporter.start("write", total)
+    end, error = HEAD, None
+    try:
+        while True:
+            kind, pos, n, buf = q2.get()
+            if kind == "end":
+                break
+            try:
+                if error is None and not cancel.is_set():
+                    error = _write(target, buf, pos, n)
+                    end = pos + n
+                    reporter.update(progress_of(end) if progress_of else end)
+                if error is not None or cancel.is_set():
+                    stop.set()  # drain: the threads end when their queues empty
+            finally:
+                free.put(buf)
+    finally:
+        stop.set()
+        producer.join()
+        hasher.join()
+        reading.close_pool(free)
+    if error is not None:
+        raise error
+    if cancel.is_set():
+        raise Failed("cancelled", "cancelled")
+    if producer.error is not None:
+        if isinstance(producer.error, Failed):
+            raise producer.error
+        raise Failed(f"reading the image failed at image byte {end}: {producer.error}")
+    os.fsync(target.fd)
+    return end, image_hasher, finish_digest(digest, end)
+
+
+def _write(target: Target, buf: blockdev.AlignedBuffer, pos: int, n: int) -> Failed | None:
+    if pos + n > target.size:
+        return Failed(f"the image is larger than the target: more than {pos + n} bytes, "
+                      f"the target {target.path} has {target.size}")
+    if n % target.sector:
+        return Failed(f"the image ends at byte {pos + n}, not on a {target.sector}-byte sector "
+                      "boundary: truncated, or not a disk image")
+    blockdev.write_exact(target.fd, buf.view[:n], pos)
+    return None
+
+
+def finish_digest(h: RegionHasher, size: int) -> SourceDigest:
+    """The digest of the first ``size`` bytes fed to ``h`` (whose size was an upper bound)."""
+    if h.pos % h.region_size and h.pos < h.size:
+        i = h.pos // h.region_size
+        h.regions[i * 16:(i + 1) * 16] = h.region.digest(length=16)
+    count = -(-size // h.region_size)
+    return SourceDigest(h.algorithm, h.stream.hexdigest(), size, h.region_size,
+                        bytes(h.regions[:count * 16]))
+
+
+def verify_written(target: Target, digest: SourceDigest, reporter: Reporter,
+                   cancel: threading.Event) -> VerifyOutcome:
+    """Read the target back (O_DIRECT) and compare with the digests taken while writing."""
+    blockdev.flush_buffers(target.fd)
+    out = verify_against(target.fd, digest, progress=reporter, cancel=cancel)
+    if cancel.is_set():
+        raise Failed("cancelled", "cancelled")
+    return out
