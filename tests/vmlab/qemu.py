@@ -34,6 +34,7 @@ KEYS = {
     "right": b"\x1b[C",
     "left": b"\x1b[D",
     "tab": b"\t",
+    "backspace": b"\x7f",
     "home": b"\x1b[1~",
     "end": b"\x1b[4~",
     "f5": b"\x1b[15~",
