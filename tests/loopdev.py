@@ -20,6 +20,8 @@ def run(*cmd: str) -> str:
 @contextlib.contextmanager
 def loop_device(image: Path, sector_size: int = 512, partitions: bool = True):
     dev = run("losetup", "-f", "--show", "-b", str(sector_size), str(image)).strip()
+    # a SOURCE-role test sets BLKROSET, which outlives the loop device's detach
+    run("blockdev", "--setrw", dev)
     try:
         if partitions:
             subprocess.run(["partx", "-a", dev], capture_output=True, check=False)

@@ -33,11 +33,11 @@ def test_main_menu_frame(app):
     assert len(screen) == 24 and all(len(line) == 80 for line in screen)
     assert screen[0].startswith(" Recovery Toolkit ")
     assert "Main menu" in screen[1]
-    for entry in ("Disks", "iSCSI Manager", "Disk Copy", "Network", "Logs", "Shell", "Reboot",
-                  "Power off"):
+    for entry in ("Disks", "iSCSI Manager", "Disk Copy", "Restore", "Network", "Logs", "Shell",
+                  "Reboot", "Power off"):
         assert entry in "\n".join(screen)
     # nothing that does not work yet is offered
-    for absent in ("Restore", "Unattended"):
+    for absent in ("Unattended",):
         assert absent not in "\n".join(screen[2:-1])
     assert "Enter select" in screen[-1] and "F10" in screen[-1]
 

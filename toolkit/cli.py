@@ -12,7 +12,7 @@ import json
 import sys
 
 import toolkit
-from toolkit import cli_copy, cli_iscsi, cli_net, cli_restore
+from toolkit import cli_copy, cli_iscsi, cli_net, cli_restore, cli_unattended
 from toolkit import disks as disks_mod
 from toolkit.units import human_size
 
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the raw probe (sysfs, udev, mounts) as JSON, for bug reports "
                         "and test fixtures")
     p.set_defaults(func=cmd_disks)
-    for module in (cli_iscsi, cli_net, cli_copy, cli_restore):
+    for module in (cli_iscsi, cli_net, cli_copy, cli_restore, cli_unattended):
         module.register(sub)
     return parser
 

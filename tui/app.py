@@ -17,6 +17,7 @@ from tui.controllers import DisksController, LogsController, SystemController
 from tui.copy_controller import CopyController
 from tui.iscsi_controller import IscsiController
 from tui.network_controller import NetworkController
+from tui.restore_controller import RestoreController
 from tui.views.menu import MainMenuView
 from tui.widgets import Dialog, View, hints_markup
 
@@ -64,6 +65,7 @@ class App:
         self.copy = CopyController(self, **({"list_disks": list_disks} if list_disks else {}))
         self.iscsi = IscsiController(self, **({"list_disks": list_disks} if list_disks else {}))
         self.network = NetworkController(self)
+        self.restore = RestoreController(self, **({"list_disks": list_disks} if list_disks else {}))
         self.refresh_header()
         self.push(MainMenuView([
             ("d", "Disks", "every disk: size, model, serial, transport, use", self.disks.show),
@@ -71,6 +73,8 @@ class App:
              self.iscsi.show),
             ("c", "Disk Copy", "copy a SOURCE disk onto a TARGET disk, verified",
              self.copy.show),
+            ("b", "Restore", "write an OS image to a disk (raw, zst, qcow2, VHDX...)",
+             self.restore.show),
             ("n", "Network", "NICs, DHCP or static address, MTU, VLAN, ping",
              self.network.show),
             ("l", "Logs", "toolkit reports, kernel messages, journal", self.logs.show),

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 
 import requests
 import urllib3
+
+from toolkit import blockdev
 
 CHUNK = 1 << 20
 _DROPS = (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
@@ -64,7 +67,10 @@ class FileSource(Source):
             self.f = open(path, "rb")  # noqa: SIM115 - closed by close()
         except OSError as e:
             raise SourceError(e.errno, f"cannot open the image {path}: {e.strerror}") from None
-        self.size = os.fstat(self.f.fileno()).st_size
+        st = os.fstat(self.f.fileno())
+        # a block device (an iSCSI LUN holding a raw image) has no st_size: ask the kernel
+        self.size = (blockdev.device_size(self.f.fileno()) if stat.S_ISBLK(st.st_mode)
+                     else st.st_size)
 
     def read(self, n: int = CHUNK) -> bytes:
         data = self.f.read(n)

@@ -1,0 +1,239 @@
+"""The Restore screens driven by keys: an image on a real ext4 "USB" partition (mounted
+read-only through the browse screen) and over HTTP on 127.0.0.1, restored onto
+loop devices."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+import restore_images as ri
+from loopdev import loop_device, make_image
+from screen import press, render
+from vmlab.http import HttpServer
+
+from toolkit import media
+from tui.app import App
+
+pytestmark = pytest.mark.host
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    d = tmp_path_factory.mktemp("image")
+    return ri.build_gpt_image(d / "gpt.img")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, need_root):
+    monkeypatch.setenv("RTK_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path / "run"))
+    return tmp_path
+
+
+@pytest.fixture
+def targets(env):
+    big = make_image(env / "big.img", 96 * MiB)
+    small = make_image(env / "small.img", 32 * MiB)
+    with loop_device(big, partitions=False) as b, loop_device(small, partitions=False) as s:
+        yield b, s
+
+
+@pytest.fixture
+def usb(env, image):
+    """A GPT "USB stick" whose ext4 partition holds images/gpt.img."""
+    root = env / "usbroot"
+    (root / "images").mkdir(parents=True)
+    subprocess.run(["cp", str(image.path), str(root / "images" / "gpt.img")], check=True)
+    (root / "notes.txt").write_text("restore me\n")
+    disk = make_image(env / "usb.img", 88 * MiB)
+    ri.run("sgdisk", "-n", "1:2048:0", "-t", "1:8300", str(disk))
+    (_num, start, length), = ri._partitions(disk)
+    fs = env / "usb.fs"
+    ri.run("mkfs.ext4", "-q", "-F", "-L", "RTKUSB", "-d", str(root), str(fs),
+           f"{length // 1024}k")
+    ri._place(disk, fs, start)
+    fs.unlink()
+    with loop_device(disk) as dev:
+        yield dev
+    for d in (env / "run" / "media").glob("*"):
+        media.unmount(str(d))
+
+
+def _wait_background(app) -> str:
+    app.worker.join(60)
+    app.drain()
+    return render(app)
+
+
+def _wait_result(app, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while app.restore.result is None and time.monotonic() < deadline:
+        app.restore.worker.join(0.1)
+        app.drain()
+    app.drain()
+    return render(app)
+
+
+def _type(app, text: str) -> str:
+    return press(app, *list(text))
+
+
+def _target_and_confirm(app, big: str, small: str) -> None:
+    screen = press(app, "enter")  # the inspection's "Choose the target disk"
+    assert "choose the TARGET" in screen, screen
+    reasons = {d.path: r for d, r in app.restore.target_choices()}
+    assert reasons[big] is None
+    assert "smaller than the image" in reasons[small], reasons[small]
+    screen = press(app, *["down"] * 30)
+    assert "cannot be chosen:" in screen
+    press(app, *["up"] * 30)
+    eligible = [d.path for d, r in app.restore.target_choices() if r is None]
+    press(app, *["down"] * eligible.index(big), "enter")
+    screen = _wait_background(app)
+    assert "IMAGE (read)" in screen and "TARGET (overwritten)" in screen, screen
+
+
+def _check_target(dev: str, built: ri.Built, grown: bool) -> None:
+    v = subprocess.run(["sgdisk", "-v", dev], capture_output=True, text=True).stdout
+    assert "No problems found" in v, v
+    # the partitions' bytes as in the image (the GPT headers are moved to the disk's end)
+    n = built.size - 2 * MiB if not grown else 45 * MiB  # grown: the ext4 (p3) changed
+    subprocess.run(["cmp", "-i", f"{MiB}:{MiB}", "-n", str(n), str(built.path), dev],
+                   check=True)
+    subprocess.run(["cmp", "-n", "440", str(built.path), dev], check=True)
+
+
+def test_restore_from_usb_file(env, image, usb, targets):
+    big, small = targets
+    app = App(log_dir=str(env / "logs"))
+    screen = press(app, "b")
+    assert "where is the image" in screen and "Browse local or USB media" in screen
+    screen = press(app, "enter")
+    assert "choose the medium" in screen
+    volumes = [v.path for v in media.data_volumes(app.restore.disks)]
+    part = f"{usb}p1"
+    assert part in volumes
+    press(app, *["down"] * volumes.index(part), "enter")
+    screen = _wait_background(app)
+    mnt = str(env / "run" / "media" / os.path.basename(part))
+    assert os.path.ismount(mnt) and "read-only)" in screen, screen
+    assert "images/" in screen and "notes.txt" in screen
+    with open("/proc/self/mountinfo") as f:
+        line = next(x for x in f if f" {mnt} " in x)
+    assert " ro," in line or " ro " in line
+    screen = press(app, "enter")  # into images/
+    assert "/images" in screen and "gpt.img" in screen and "67.1 MB" in screen, screen
+    screen = press(app, "backspace")
+    assert "notes.txt" in screen
+    press(app, "enter", "down", "enter")  # images/, past ../, gpt.img
+    screen = _wait_background(app)
+    assert "Restore: the image" in screen, screen
+    assert "raw disk image" in screen and "GPT" in screen
+    assert "Debian GNU/Linux 12 (bookworm)" in screen and "Windows" in screen
+    _target_and_confirm(app, big, small)
+    name = big.removeprefix("/dev/")
+    screen = render(app)
+    assert f"Type {name} to confirm" in screen
+    # a wrong confirmation starts nothing
+    _type(app, "loop999")
+    screen = press(app, "enter")
+    assert f"Type exactly {name}" in screen and app.restore.worker is None
+    press(app, *["backspace"] * 7)
+    _type(app, name)
+    press(app, "enter")
+    assert app.restore.worker is not None
+    screen = _wait_result(app)
+    assert "RESTORED AND VERIFIED" in screen, screen
+    assert app.restore.result.status == "ok"
+    assert "Debian GNU/Linux 12" in screen and "report:" in screen, screen
+    assert os.path.exists(app.restore.result.report.text)
+    assert not os.path.ismount(mnt)  # the medium is released after the restore
+    _check_target(big, image, grown=False)
+    screen = press(app, "enter")
+    assert "Main menu" in screen.splitlines()[1]
+
+
+def test_restore_from_url(env, image, targets):
+    big, small = targets
+    server = HttpServer(image.path.parent)
+    server.httpd.handle_error = lambda *a: None  # probing reads the head, then hangs up
+    try:
+        app = App(log_dir=str(env / "logs"))
+        press(app, "b", "down", "enter")
+        screen = render(app)
+        assert "image from a URL" in screen
+        screen = press(app, "down", "down", " ")  # untick "verify TLS"
+        assert "TLS NOT VERIFIED" in screen
+        screen = press(app, " ")
+        assert "TLS NOT VERIFIED" not in screen
+        press(app, "up", "up")
+        _type(app, "ftp://nowhere")
+        screen = press(app, "enter")
+        assert "starts with http:// or https://" in screen
+        press(app, *["backspace"] * len("ftp://nowhere"))
+        _type(app, server.url("gpt.img"))
+        press(app, "down")
+        _type(app, image.sha256)
+        press(app, "enter")
+        screen = _wait_background(app)
+        assert "Restore: the image" in screen, screen
+        assert "raw disk image" in screen and "GPT" in screen and "67.1 MB" in screen
+        assert "Linux" in screen  # the partitions, read from the first MiB
+        _target_and_confirm(app, big, small)
+        screen = render(app)
+        assert f"sha256 {image.sha256[:16]}... (command" in screen, screen  # the typed one
+        press(app, "up", "up", " ", "down", "down")  # tick "grow"
+        _type(app, big.removeprefix("/dev/"))
+        press(app, "enter")
+        screen = _wait_result(app)
+        res = app.restore.result
+        assert "RESTORED AND VERIFIED" in screen, (screen, res.message)
+        assert res.sha256_match and res.input_sha256 == image.sha256
+        assert res.fit and "Debian GNU/Linux 12" in screen
+        v = subprocess.run(["sgdisk", "-v", big], capture_output=True, text=True).stdout
+        assert "No problems found" in v, v
+        _check_target(big, image, grown=True)
+    finally:
+        server.stop()
+
+
+def test_restore_from_iscsi_disk(env, image, targets):
+    """A disk read as a raw image (an iSCSI LUN; here a read-only loop shown as iSCSI)."""
+    big, small = targets
+    from toolkit.disks import list_disks
+
+    with loop_device(image.path) as lun:
+        subprocess.run(["blockdev", "--setro", lun], check=True)
+
+        def disks():
+            found = list_disks()
+            for d in found:
+                if d.path == lun:
+                    d.transport = "iscsi"
+            return found
+
+        app = App(log_dir=str(env / "logs"), list_disks=disks)
+        screen = press(app, "b", "down", "down", "enter")
+        assert "iSCSI disk holding the image" in screen and lun in screen, screen
+        press(app, "enter")
+        screen = _wait_background(app)
+        assert "Restore: the image" in screen and "67.1 MB" in screen, screen
+        assert "Debian GNU/Linux 12 (bookworm)" in screen
+        reasons = {d.path: r for d, r in app.restore.target_choices()}
+        assert reasons[lun] == "this disk holds the image"
+        _target_and_confirm(app, big, small)
+        _type(app, big.removeprefix("/dev/"))
+        press(app, "enter")
+        if app.restore.worker.is_alive():
+            screen = press(app, "esc")  # asks before cancelling...
+            assert "Stop the restore?" in screen or app.restore.result is not None
+            press(app, "esc")  # ...and Esc is "Keep restoring"
+        screen = _wait_result(app)
+        assert app.restore.result.status == "ok", app.restore.result.message
+        assert "RESTORED AND VERIFIED" in screen, screen
+        _check_target(big, image, grown=False)

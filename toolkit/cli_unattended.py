@@ -1,0 +1,61 @@
+"""``rtk unattended``: run the plan of the kernel command line (docs/unattended.md).
+
+    rtk unattended [--cmdline TEXT] [--dry-run] [--medium DIR]
+
+Reads ``/proc/cmdline`` (or ``--cmdline``) and its ``rtk.plan=`` file, then runs
+:func:`toolkit.unattended.run`. Exit codes: 0 ok (or a dry run whose checks all
+passed), 5 stopped before writing anything, 4 checksum or verification mismatch,
+1 failed (possibly after writing), 2 the command line or plan is invalid, 6 no
+``rtk.mode=`` (nothing to do: the menu). The done action runs here after success
+(reboot, poweroff); "menu", "shell" and "stay" are printed as ``action: ...`` on
+the last line for the caller (the boot unit) to act on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from toolkit.plan import LIVE_MEDIUM
+
+EXIT_USAGE, EXIT_NO_MODE = 2, 6
+
+
+def cmd_unattended(args: argparse.Namespace) -> int:
+    from toolkit import cmdline, plan, unattended
+
+    try:
+        cl = cmdline.Cmdline(args.cmdline) if args.cmdline is not None else cmdline.Cmdline()
+        p = plan.read_plan(cl, medium=args.medium)
+    except OSError as e:
+        print(f"rtk: cannot read the kernel command line: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as e:  # CmdlineError, PlanError: the message names the parameter
+        console = unattended.Console()
+        console.banner("RTK UNATTENDED: INVALID PARAMETERS", [str(e), "Nothing was written.",
+                                                              "action: stay"])
+        return EXIT_USAGE
+    if p.mode is None:
+        print("rtk: no rtk.mode= on the command line: nothing to do unattended")
+        return EXIT_NO_MODE
+    outcome = unattended.run(p, dry_run=args.dry_run, medium=args.medium,
+                             power=None if args.no_power else unattended.runner.system.power)
+    print(f"action: {outcome.action}", flush=True)
+    return outcome.exit_code
+
+
+def register(sub) -> None:
+    """Add ``unattended`` to ``rtk``'s subcommands."""
+    p = sub.add_parser("unattended", help="run the unattended restore or copy that the kernel "
+                                          "command line (rtk.mode=...) asks for",
+                       description="Read rtk.* parameters (and the rtk.plan= file), check "
+                                   "everything, write, report, then the rtk.done= action.")
+    p.add_argument("--cmdline", metavar="TEXT",
+                   help="use TEXT instead of /proc/cmdline (tests, trying a PXE entry)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="every step up to, not including, the first write to a disk")
+    p.add_argument("--no-power", action="store_true",
+                   help="do not reboot or power off after success (only print the action)")
+    p.add_argument("--medium", default=LIVE_MEDIUM, metavar="DIR",
+                   help=f"where rtk.image= and rtk.plan= paths are read (default {LIVE_MEDIUM})")
+    p.set_defaults(func=cmd_unattended)

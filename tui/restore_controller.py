@@ -1,0 +1,321 @@
+"""Restore: choose the image (USB/local media, URL, iSCSI disk), inspect it, choose the
+target, confirm, restore in a worker thread, show the result.
+
+Probing an image (HTTP, qemu-img, loop devices) and planning take seconds: they
+run through ``app.background``. The restore runs in a worker thread whose
+progress reaches the screen through ``app.call_from_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+
+from toolkit import disks as disks_mod
+from toolkit import media, restore, roles
+from toolkit.copy_plan import endpoint_from_disk
+from toolkit.disks import Disk
+from toolkit.restore import checks, contents, detect, qemu, stream
+from toolkit.restore import source as sourcemod
+from toolkit.restore.plan import _read_head
+from tui.copy_controller import confirmation_word
+from tui.views.copy import ChooseDiskView
+from tui.views.restore import (
+    BrowseView,
+    InspectView,
+    RestoreProgressView,
+    RestoreResultView,
+    RestoreSourceView,
+    RestoreSummaryView,
+    UrlView,
+    VolumesView,
+)
+
+_NOT_DISKS = ("cdrom", "floppy")
+_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+@dataclass
+class Inspection:
+    info: restore.ImageInfo
+    partitions: list[dict] = field(default_factory=list)
+    systems: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _run(*cmd: str) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+@contextlib.contextmanager
+def _read_only_loop(path: str):
+    """``path`` (a raw image file or a disk) as a read-only loop device with partitions."""
+    dev = _run("losetup", "-r", "-f", "--show", path).strip()
+    try:
+        contents.refresh_partitions(dev)
+        yield dev
+    finally:
+        subprocess.run(["partx", "-d", dev], capture_output=True)
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+def _head(location: str, info: restore.ImageInfo, options: restore.RestoreOptions) -> bytes:
+    """The raw disk image's first MiB, when it can be had without downloading it all."""
+    if info.format == detect.RAW:
+        with sourcemod.open_source(location, **options.source_kw()) as src:
+            head = _read_head(src)
+        return stream.peek_decompressed(head, info.compression) if info.compression else head
+    if not info.compression and not info.is_url and info.size:
+        return qemu.first_mib(location, info.format, info.size)
+    return b""
+
+
+def inspect_image(location: str, options: restore.RestoreOptions) -> Inspection:
+    """Format, size and table (probe), partitions (from the first MiB) and, for a local
+    raw image or a disk, filesystems and operating systems (through a read-only loop)."""
+    info = restore.probe_image(location, options)  # raises restore.Refused
+    ins = Inspection(info)
+    local_raw = not info.is_url and info.format == detect.RAW and not info.compression
+    if local_raw:
+        try:
+            with _read_only_loop(location) as dev:
+                found = contents.inspect_disk(dev)
+            ins.partitions, ins.systems = found["partitions"], found["systems"]
+            return ins
+        except (OSError, subprocess.CalledProcessError) as e:
+            ins.notes.append(f"filesystems not inspected: {e}")
+    try:
+        head = _head(location, info, options)
+    except (OSError, stream.CorruptImage, qemu.QemuError) as e:
+        ins.notes.append(f"partitions not read: {e}")
+        head = b""
+    if head and info.table:
+        with tempfile.NamedTemporaryFile(prefix="rtk-head-") as f:
+            f.write(head)
+            f.truncate(max(info.size or 0, len(head)))  # sparse: the table's extent only
+            f.flush()
+            ins.partitions = contents.partitions(f.name)
+    if not local_raw:
+        ins.notes.append("The operating system is detected on the restored disk (shown in the "
+                         "result).")
+    return ins
+
+
+class RestoreController:
+    def __init__(self, app, list_disks=disks_mod.list_disks, source_keys=roles.source_keys):
+        self.app = app
+        self._list_disks = list_disks
+        self._source_keys = source_keys
+        self.disks: list[Disk] = []
+        self.mounted: list[str] = []
+        self.root = ""  # the mounted medium being browsed
+        self.location = ""
+        self.image_disk: str | None = None  # an iSCSI disk used as the image
+        self.options = restore.RestoreOptions(grow=False, verify=True)
+        self.inspection: Inspection | None = None
+        self.plan: restore.RestorePlan | None = None
+        self.worker: threading.Thread | None = None
+        self.cancel = threading.Event()
+        self.result: restore.RestoreResult | None = None
+        self.progress_view: RestoreProgressView | None = None
+        self.url_view: UrlView | None = None
+
+    def _error(self, title: str):
+        def show(e: Exception) -> None:
+            text = "\n".join(e.problems) if isinstance(e, restore.Refused) else str(e)
+            self.app.dialog(title, text, [("OK", self.app.close_dialog)])
+        return show
+
+    # --- source ----------------------------------------------------------------
+    def show(self) -> None:
+        self.unmount_all()
+        self.app.push(RestoreSourceView([
+            ("Browse local or USB media", "a file on a disk or USB stick (mounted read-only)",
+             self.browse_media),
+            ("Type a URL", "http:// or https://, optional SHA-256", self.type_url),
+            ("Pick an iSCSI disk", "an attached LUN, read as a raw image", self.pick_iscsi),
+        ]))
+
+    def browse_media(self) -> None:
+        try:
+            self.disks = self._list_disks()
+        except OSError as e:
+            self._error("Restore")(e)
+            return
+        self.app.push(VolumesView(media.data_volumes(self.disks), self.open_volume))
+
+    def open_volume(self, volume: media.Volume) -> None:
+        def done(mnt: str) -> None:
+            self.mounted.append(mnt)
+            self.root = mnt
+            self.app.push(self._browse_view(mnt))
+        self.app.background(f"Mounting {volume.path} read-only...",
+                            lambda: media.mount_ro(volume.path, volume.fstype, volume.name),
+                            done, self._error("Cannot open the medium"))
+
+    def _browse_view(self, path: str) -> BrowseView:
+        try:
+            entries = media.list_dir(path)
+        except media.MediaError as e:
+            entries = []
+            self._error("Restore")(e)
+        return BrowseView(self.root, path, entries, self._open_entry,
+                          lambda: self._up(path), self._leave_medium)
+
+    def _open_entry(self, entry: media.Entry) -> None:
+        if entry.is_dir:
+            self.app.replace(self._browse_view(entry.path))
+        else:
+            self.image_disk = None
+            self.choose_image(entry.path, restore.RestoreOptions())
+
+    def _up(self, path: str) -> None:
+        if os.path.normpath(path) != os.path.normpath(self.root):
+            self.app.replace(self._browse_view(os.path.dirname(path.rstrip("/"))))
+
+    def _leave_medium(self) -> None:
+        self.app.pop()
+        self.unmount_all()
+
+    def unmount_all(self) -> None:
+        while self.mounted:
+            media.unmount(self.mounted.pop())
+
+    def type_url(self) -> None:
+        self.url_view = UrlView(self._url_submitted, self.location if
+                                sourcemod.is_url(self.location) else "")
+        self.app.push(self.url_view)
+
+    def _url_submitted(self, url: str, sha256: str | None, insecure: bool) -> None:
+        assert self.url_view is not None
+        if not sourcemod.is_url(url):
+            self.url_view.show_error("The URL starts with http:// or https://.")
+            return
+        if sha256 and not _HEX.match(sha256):
+            self.url_view.show_error("The SHA-256 is 64 hexadecimal digits (or leave it empty).")
+            return
+        self.url_view.show_error("")
+        self.image_disk = None
+        self.choose_image(url, restore.RestoreOptions(sha256=sha256, insecure=insecure))
+
+    def pick_iscsi(self) -> None:
+        try:
+            self.disks = self._list_disks()
+        except OSError as e:
+            self._error("Restore")(e)
+            return
+        luns = [d for d in self.disks if d.transport == "iscsi"]
+        if not luns:
+            self.app.dialog("Restore", "No iSCSI disk is attached: attach the LUN in the "
+                            "iSCSI Manager first.", [("OK", self.app.close_dialog)])
+            return
+        luns.sort(key=lambda d: d.role != roles.SOURCE)
+        self.app.push(ChooseDiskView(
+            "Restore: choose the iSCSI disk holding the image",
+            "The disk is only read, as a raw disk image.", [(d, None) for d in luns],
+            self._iscsi_chosen))
+
+    def _iscsi_chosen(self, disk: Disk) -> None:
+        self.image_disk = disk.path
+        self.choose_image(disk.path, restore.RestoreOptions())
+
+    # --- inspection ----------------------------------------------------------
+    def choose_image(self, location: str, options: restore.RestoreOptions) -> None:
+        self.location, self.options = location, options
+
+        def done(ins: Inspection) -> None:
+            self.inspection = ins
+            self.app.push(InspectView(ins, self.show_targets))
+        self.app.background(f"Inspecting {location}...", lambda: inspect_image(location, options),
+                            done, self._error("Cannot use this image"))
+
+    # --- target --------------------------------------------------------------
+    def target_choices(self) -> list[tuple[Disk, str | None]]:
+        assert self.inspection is not None
+        info = self.inspection.info
+        role = self._source_keys()
+        out = []
+        for d in self.disks:
+            if d.path == self.image_disk:
+                out.append((d, "this disk holds the image"))
+                continue
+            problems, _w = checks.check_target(endpoint_from_disk(d), self.location,
+                                               info.size, info.sector_size, role)
+            out.append((d, problems[0] if problems else None))
+        return sorted(out, key=lambda c: (c[1] is not None, c[0].role != roles.TARGET))
+
+    def show_targets(self) -> None:
+        try:
+            self.disks = [d for d in self._list_disks() if d.transport not in _NOT_DISKS]
+        except OSError as e:
+            self._error("Restore")(e)
+            return
+        self.app.push(ChooseDiskView(
+            "Restore: choose the TARGET disk",
+            f"IMAGE: {self.location}. The TARGET is overwritten entirely.",
+            self.target_choices(), self.choose_target))
+
+    def choose_target(self, target: Disk) -> None:
+        disks, location, options = self.disks, self.location, self.options
+
+        def done(plan: restore.RestorePlan) -> None:
+            self.plan = plan
+            self.app.push(RestoreSummaryView(plan, self.inspection, confirmation_word(target),
+                                             self.start))
+        def work() -> restore.RestorePlan:
+            return restore.plan_restore(location, target.path, options, disks=disks)
+        self.app.background(f"Checking {target.path}...", work, done,
+                            self._error("Cannot restore"))
+
+    # --- running -------------------------------------------------------------
+    def start(self, *, grow: bool, verify: bool) -> None:
+        plan = self.plan
+        assert plan is not None
+        plan.options.grow, plan.options.verify = grow, verify
+        self.cancel = threading.Event()
+        self.result = None
+        view = self.progress_view = RestoreProgressView(plan, self.confirm_cancel)
+        self.app.push(view)
+
+        def progress(p: restore.Progress) -> None:
+            self.app.call_from_thread(lambda: view.update(p))
+
+        def work() -> None:
+            try:
+                result = restore.restore(plan, progress=progress, cancel=self.cancel)
+            except Exception as e:  # noqa: BLE001 - restore() should not raise; show it if it does
+                error = f"{type(e).__name__}: {e}"
+                self.app.call_from_thread(lambda: self._crashed(error))
+                return
+            self.app.call_from_thread(lambda: self._done(result))
+
+        self.worker = threading.Thread(target=work, name="restore", daemon=True)
+        self.worker.start()
+
+    def confirm_cancel(self) -> None:
+        if self.worker is None or not self.worker.is_alive():
+            return
+        self.app.dialog(
+            "Stop the restore?",
+            "The target is left without a partition table (its first and last MiB zeroed): "
+            "nothing will take a half-written disk for a valid one.",
+            [("Keep restoring", self.app.close_dialog), ("Stop", self._cancel)])
+
+    def _cancel(self) -> None:
+        self.app.close_dialog()
+        self.cancel.set()
+
+    def _crashed(self, message: str) -> None:
+        self.app.pop()
+        self.app.dialog("Restore failed", message, [("OK", self.app.close_dialog)])
+
+    def _done(self, result: restore.RestoreResult) -> None:
+        self.result = result
+        self.app.close_dialog()
+        self.unmount_all()
+        self.app.replace(RestoreResultView(result, self.app.pop_to_root))

@@ -1,0 +1,321 @@
+"""Restore screens: source, browse media, URL, inspection, confirm, progress, result.
+
+Views only build widgets; :mod:`tui.restore_controller` does the work. The
+target choice is Disk Copy's :class:`~tui.views.copy.ChooseDiskView`.
+"""
+
+from __future__ import annotations
+
+import urwid
+
+from toolkit.units import human_duration, human_rate, human_size
+from tui.views.copy import _side
+from tui.widgets import SelectableLine, View
+
+
+def _button(label: str, callback) -> urwid.Widget:
+    return urwid.Padding(urwid.AttrMap(urwid.Button(label, lambda _b: callback()), "button",
+                                       "focus"), width=len(label) + 4)
+
+
+class RestoreSourceView(View):
+    title = "Restore: where is the image?"
+    hints = (("↑↓", "move"), ("Enter", "choose"), ("Esc", "back"))
+
+    def __init__(self, entries):
+        """``entries``: (label, description, callback)."""
+        rows: list = [urwid.Text("The image is recognised by its content: raw (plain, gzip, "
+                                 "xz, zstd), qcow2, VHD, VHDX or VMDK."), urwid.Divider("─")]
+        for label, description, callback in entries:
+            rows.append(SelectableLine([f" {label:<28}", ("dim", description)], callback))
+        self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
+        self.listbox.focus_position = 2
+        super().__init__(self.listbox)
+
+
+class VolumesView(View):
+    title = "Restore: choose the medium"
+    hints = (("↑↓", "move"), ("Enter", "open read-only"), ("Esc", "back"))
+
+    def __init__(self, volumes, on_choose):
+        rows: list = [urwid.Text("Filesystems not in use (it is mounted read-only):"),
+                      urwid.Divider("─")]
+        for v in volumes:
+            label = f' "{v.label}"' if v.label else ""
+            model = v.disk.model or v.disk.transport
+            rows.append(SelectableLine(
+                [f"{v.path:<16} {human_size(v.size):>9}  {v.fstype:<6}{label}\n",
+                 ("dim", f"    on {v.disk.path} {model}")], lambda v=v: on_choose(v)))
+        if not volumes:
+            rows.append(urwid.Text(("warn", "No filesystem to open: plug in the USB medium, "
+                                            "then come back here.")))
+        self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
+        if volumes:
+            self.listbox.focus_position = 2
+        super().__init__(self.listbox)
+
+
+class BrowseView(View):
+    title = "Restore: choose the image file"
+    hints = (("↑↓", "move"), ("Enter", "open / choose"), ("Backspace", "up"),
+             ("Esc", "back"))
+
+    def __init__(self, root: str, path: str, entries, on_open, on_up, on_back):
+        self.on_up, self.on_back = on_up, on_back
+        shown = "/" + path.removeprefix(root).lstrip("/")
+        rows: list = [urwid.Text(f"{shown}   ({root}, read-only)"), urwid.Divider("─")]
+        if path != root:
+            rows.append(SelectableLine(" ../", on_up))
+        for e in entries:
+            if e.is_dir:
+                rows.append(SelectableLine(f" {e.name}/", lambda e=e: on_open(e)))
+            else:
+                rows.append(SelectableLine(f" {e.name:<56} {human_size(e.size or 0):>10}",
+                                           lambda e=e: on_open(e)))
+        if not entries:
+            rows.append(urwid.Text(("dim", " (empty)")))
+        self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
+        if len(rows) > 2 and rows[2].selectable():
+            self.listbox.focus_position = 2
+        super().__init__(self.listbox)
+
+    def keypress(self, size, key):
+        if key == "backspace":
+            self.on_up()
+            return None
+        if key == "esc":
+            self.on_back()
+            return None
+        return super().keypress(size, key)
+
+
+class UrlView(View):
+    title = "Restore: image from a URL"
+    hints = (("Tab/↑↓", "fields"), ("Space", "toggle"), ("Enter", "inspect"), ("Esc", "back"))
+
+    def __init__(self, on_submit, url: str = ""):
+        self.on_submit = on_submit
+        self.url = urwid.Edit("URL (http/https): ", url)
+        self.sha256 = urwid.Edit("SHA-256 (optional): ")
+        self.tls = urwid.CheckBox("Verify the server's TLS certificate", state=True,
+                                  on_state_change=lambda _c, s: self._tls_changed(s))
+        self.tls_warning = urwid.Text("")
+        self.error = urwid.Text("")
+        rows = [urwid.AttrMap(self.url, "body", "focus"),
+                urwid.AttrMap(self.sha256, "body", "focus"),
+                urwid.Text(("dim", "  without one, IMAGE.sha256 beside the image is used if "
+                                   "the server has it")),
+                self.tls, self.tls_warning, urwid.Divider(), self.error,
+                _button("Inspect the image", self._submit)]
+        self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
+        super().__init__(self.listbox)
+
+    def _tls_changed(self, state: bool) -> None:
+        self.tls_warning.set_text("" if state else (
+            "warn", "TLS NOT VERIFIED: anyone on the path can send another image. Only on a "
+                    "network you trust, preferably with a SHA-256."))
+
+    def show_error(self, text: str) -> None:
+        self.error.set_text(("warn", text))
+
+    def _submit(self) -> None:
+        self.on_submit(self.url.edit_text.strip(), self.sha256.edit_text.strip() or None,
+                       not self.tls.state)
+
+    def keypress(self, size, key):
+        if key == "enter" and self.listbox.focus.base_widget in (self.url, self.sha256):
+            self._submit()
+            return None
+        if key == "tab":
+            key = "down"
+        return super().keypress(size, key)
+
+
+def _partition_lines(parts: list[dict]) -> list:
+    out = []
+    for p in parts:
+        bits = [f"  {p['number']:>2}  {human_size(p['size']):>9}"]
+        if p.get("fstype"):
+            bits.append(p["fstype"])
+        if p.get("label"):
+            bits.append(f'"{p["label"]}"')
+        elif p.get("name"):
+            bits.append(f"({p['name']})")
+        if p.get("os"):
+            bits.append(p["os"])
+        out.append("  ".join(bits) + "\n")
+    return out
+
+
+class InspectView(View):
+    title = "Restore: the image"
+    hints = (("Enter", "choose the target disk"), ("Esc", "back"))
+
+    def __init__(self, inspection, on_continue):
+        self.on_continue = on_continue
+        info = inspection.info
+        size = f"{human_size(info.size)} ({info.size} bytes)" if info.size else \
+            "not known before writing"
+        lines: list = [("title", "Image\n"), f"  {info.location}\n",
+                       f"  format        {info.kind}\n", f"  disk size     {size}\n"]
+        if info.file_size and info.file_size != info.size:
+            lines.append(f"  file size     {human_size(info.file_size)}\n")
+        lines.append(f"  sector size   {info.sector_size or 'unknown (no GPT)'}\n")
+        lines.append(f"  partition table  {_TABLES.get(info.table, info.table or 'none found')}\n")
+        rows: list = [urwid.Text(lines)]
+        if inspection.partitions:
+            rows.append(urwid.Text([("title", "Partitions\n"),
+                                    *_partition_lines(inspection.partitions)]))
+        systems = inspection.systems
+        rows.append(urwid.Text([("title", "Detected OS\n"),
+                                *([f"  {s['name']} (partition {s['partition']})\n"
+                                   for s in systems] or ["  none found\n"])]))
+        rows += [urwid.Text(("dim", n)) for n in inspection.notes]
+        rows += [urwid.Divider(), _button("Choose the target disk", on_continue)]
+        self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
+        self.listbox.focus_position = len(rows) - 1
+        super().__init__(self.listbox)
+
+
+_TABLES = {"gpt": "GPT", "dos": "MBR (dos)"}
+
+
+def _image_side(plan, inspection) -> list:
+    img = plan.image
+    lines = [("title", "IMAGE (read)\n"), f"{img.location}\n", f"{img.kind}\n",
+             (f"{human_size(img.size)} ({img.size} B)\n" if img.size else "size unknown\n"),
+             f"table {_TABLES.get(img.table, img.table or 'none')}\n"]
+    sha = img.expected_sha256
+    lines.append(f"sha256 {sha[:16]}... ({img.sha256_from})\n" if sha else "sha256: none\n")
+    for s in inspection.systems if inspection else []:
+        lines.append(f"  {s['name']}\n")
+    return lines
+
+
+class RestoreSummaryView(View):
+    title = "Restore: confirm"
+    hints = (("↑↓", "options"), ("Space", "toggle"), ("Enter", "start"), ("Esc", "back"))
+
+    def __init__(self, plan, inspection, expected: str, on_start):
+        self.expected, self.on_start = expected, on_start
+        self.grow = urwid.CheckBox("Grow the last partition and its filesystem to the end of "
+                                   "the disk", state=plan.options.grow)
+        self.verify = urwid.CheckBox("Verify: read the target back and compare (recommended)",
+                                     state=plan.options.verify)
+        self.confirm = urwid.Edit(f"Type {expected} to confirm: ")
+        self.error = urwid.Text("")
+        confirm_row = urwid.AttrMap(self.confirm, "body", "focus")
+        rows: list = [
+            urwid.Columns([urwid.Text(_image_side(plan, inspection)),
+                           urwid.Text(_side("TARGET (overwritten)", plan.target))],
+                          dividechars=2),
+            urwid.Divider("─"),
+            urwid.Text(("warn", f"Everything on {plan.target.node} will be overwritten with "
+                                "the image.")),
+        ]
+        rows += [urwid.Text(("warn", w)) for w in plan.warnings]
+        rows += [self.grow, self.verify, urwid.Divider(), confirm_row, self.error,
+                 _button("Start the restore", self._start)]
+        self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
+        self.listbox.focus_position = rows.index(confirm_row)
+        super().__init__(self.listbox)
+
+    def _start(self, *_args) -> None:
+        typed = self.confirm.edit_text.strip()
+        if typed != self.expected:
+            self.error.set_text(("warn", f"Type exactly {self.expected} (you typed "
+                                         f"{typed or 'nothing'})."))
+            return
+        self.on_start(grow=self.grow.state, verify=self.verify.state)
+
+    def keypress(self, size, key):
+        if key == "enter" and self.listbox.focus.base_widget is self.confirm:
+            self._start()
+            return None
+        if key == "tab":
+            key = "down"
+        return super().keypress(size, key)
+
+
+_PHASES = {"download": "Downloading", "unpack": "Unpacking", "checksum": "Checking the SHA-256",
+           "write": "Writing", "verify": "Verifying", "finish": "Fitting and inspecting the disk"}
+
+
+class RestoreProgressView(View):
+    title = "Restore: running"
+    hints = (("Esc", "cancel (asks first)"),)
+
+    def __init__(self, plan, on_cancel):
+        self.on_cancel = on_cancel
+        self.is_url = plan.image.is_url
+        self.bar = urwid.ProgressBar("body", "focus", 0, 100)
+        self.phase = urwid.Text("starting")
+        self.figures = urwid.Text("")
+        self.rates = urwid.Text("")
+        self.seen: dict[str, float] = {}  # average rate of each phase so far
+        rows = [urwid.Text(f"{plan.image.location}\n  → {plan.target.label()}"),
+                urwid.Divider(), self.phase, self.bar, urwid.Divider(), self.figures,
+                self.rates, urwid.Divider(), _button("Cancel", on_cancel)]
+        super().__init__(urwid.Filler(urwid.Pile(rows), valign="top"))
+
+    def update(self, p) -> None:
+        self.phase.set_text(("title", _PHASES.get(p.phase, p.phase)))
+        self.bar.set_completion(100 * p.fraction)
+        eta = human_duration(p.eta) if p.eta is not None else "?"
+        self.figures.set_text(f"{human_size(p.done)} of {human_size(p.total)}   "
+                              f"{human_rate(p.rate)} now   ETA {eta}")
+        self.seen[p.phase] = p.average_rate
+        names = {"download": "download", "write": "download and write" if self.is_url
+                 else "write", "verify": "verify", "unpack": "unpack"}
+        self.rates.set_text("   ".join(f"{names[k]} {human_rate(v)}"
+                                       for k, v in self.seen.items() if k in names) + " average")
+
+    def keypress(self, size, key):
+        if key == "esc":
+            self.on_cancel()
+            return None
+        return super().keypress(size, key)
+
+
+_HEADLINES = {
+    "ok": ("ok", "RESTORED AND VERIFIED"),
+    "mismatch": ("warn", "MISMATCH: CHECKSUM OR VERIFICATION FAILED"),
+    "refused": ("warn", "REFUSED: NOTHING WAS WRITTEN"),
+    "failed": ("warn", "FAILED"),
+    "cancelled": ("warn", "CANCELLED"),
+}
+
+
+class RestoreResultView(View):
+    title = "Restore: result"
+    hints = (("Enter", "main menu"),)
+
+    def __init__(self, result, on_close):
+        self.on_close = on_close
+        attr, headline = _HEADLINES.get(result.status, ("warn", result.status.upper()))
+        if result.status == "ok" and not (result.verify and result.verify.get("match")):
+            headline = "RESTORED (NOT VERIFIED)"
+        rows: list = [urwid.Text((attr, f"  {headline}")), urwid.Divider(),
+                      urwid.Text(result.message)]
+        if result.status not in ("ok", "refused"):
+            rows.append(urwid.Text(("warn", "The target has no partition table now.")))
+        if result.input_sha256:
+            match = {True: " (matches)", False: " (MISMATCH)"}.get(result.sha256_match, "")
+            rows.append(urwid.Text(f"image sha256 {result.input_sha256}{match}"))
+        rows += [urwid.Text(f"fit: {step}") for step in result.fit]
+        contents = result.contents or {}
+        systems = contents.get("systems") or []
+        rows.append(urwid.Text("detected OS:" + ("".join(
+            f"\n  {s['name']} (partition {s['partition']})" for s in systems) or " none found")))
+        if result.boot:
+            rows.append(urwid.Text(f"boot ({result.boot.mode}): {result.boot.message}"))
+        if result.report:
+            rows.append(urwid.Text(f"report: {result.report.text}"))
+        rows += [urwid.Divider(), _button("Main menu", on_close)]
+        super().__init__(urwid.ListBox(urwid.SimpleFocusListWalker(rows)))
+
+    def keypress(self, size, key):
+        if key in ("esc", "enter"):
+            self.on_close()
+            return None
+        return super().keypress(size, key)
