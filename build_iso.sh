@@ -51,7 +51,7 @@ cp requirements.lock "$LB/config/includes.chroot/opt/rtk/requirements.lock"
 
 cd "$LB"
 # An interrupted build leaves /proc, /sys, /dev/pts mounted inside the chroot.
-findmnt -rn -o TARGET | grep "^$LB/" | sort -r | while read -r mnt; do umount -l "$mnt"; done
+{ findmnt -rn -o TARGET | grep "^$LB/" || true; } | sort -r | while read -r mnt; do umount -l "$mnt"; done
 lb clean >/dev/null 2>&1 || true   # drops chroot/ and binary/, keeps the package cache
 lb config
 lb build 2>&1 | tee "$BUILD/lb-build.log"
