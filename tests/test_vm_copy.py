@@ -58,7 +58,7 @@ def _discover(con) -> str:
     con.key("a")
     con.wait_screen(r"Portal address", timeout=20)
     _form(con, "10.0.2.2", str(PORT))
-    return con.wait_screen(r"targets at 10\.0\.2\.2", timeout=120)
+    return con.wait_screen(r"iSCSI Manager: targets at 10\.0\.2\.2", timeout=120)
 
 
 def test_menu_attaches_with_roles_and_copies(iso, lab):
