@@ -1,0 +1,85 @@
+"""Bare-metal restore through the menu in the live guest booted under UEFI
+(OVMF): a zstd-compressed GPT image (ESP with the Windows boot manager, NTFS,
+ext4) streamed from the host's HTTP server onto a larger virtio disk. The
+guest's NVRAM gets the boot entry; the host checks the disk's content."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+
+import pytest
+import restore_images as ri
+from vmlab.http import HttpServer
+from vmlab.qemu import Guest
+
+pytestmark = pytest.mark.vm
+
+MiB = 1024 * 1024
+SERIAL = "RTKRESTORE01"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, need_root):
+    work = tmp_path_factory.mktemp("vmrestore")
+    image = ri.build_gpt_image(work / "node1.img")
+    subprocess.run(["zstd", "-q", "-f", str(image.path), "-o", str(work / "node1.img.zst")],
+                   check=True)
+    zst_sha256 = hashlib.sha256((work / "node1.img.zst").read_bytes()).hexdigest()
+    target = work / "disk.img"
+    with open(target, "wb") as f:
+        f.truncate(96 * MiB)
+    server = HttpServer(work)
+    server.httpd.handle_error = lambda *a: None  # the inspection reads the head, then hangs up
+    yield {"work": work, "image": image, "sha256": zst_sha256, "target": target,
+           "server": server}
+    server.stop()
+
+
+def test_menu_restores_image_from_http_under_uefi(iso, lab):
+    guest = Guest(lab["work"], iso, uefi=True, disks=[(lab["target"], SERIAL)], name="restore")
+    con = guest.console
+    try:
+        guest.wait_menu(timeout=400)
+        con.key("b")
+        con.wait_screen(r"Restore: where is the image\?", timeout=60)
+        con.key("down", "enter")  # the second source: a URL
+        con.wait_screen(r"Restore: image from a URL", timeout=30)
+        url = lab["server"].url("node1.img.zst", host="10.0.2.2")
+        con.key(*url, pause=0.05)
+        con.key("down")
+        con.key(*lab["sha256"], pause=0.03)
+        con.key("enter")
+        screen = con.wait_screen(r"Restore: the image", timeout=180)
+        assert "zstd" in screen.lower() and "GPT" in screen, screen
+        con.key("enter")
+        screen = con.wait_screen(r"Restore: choose the TARGET", timeout=60)
+        assert "/dev/vda" in screen and SERIAL in screen
+        con.key("enter")
+        screen = con.wait_screen(r"Restore: confirm", timeout=120)
+        assert "TARGET (overwritten)" in screen
+        con.key(*SERIAL, pause=0.08)
+        con.key("enter")
+        screen = con.wait_screen(r"RESTORED AND VERIFIED|FAILED|REFUSED|CANCELLED|MISMATCH",
+                                 timeout=900)
+        assert "RESTORED AND VERIFIED" in screen, screen
+        assert "Windows Boot Manager" in screen
+        con.key("enter")
+        guest.wait_menu(timeout=60)
+
+        guest.open_shell()
+        entries = guest.run("efibootmgr -v")
+        assert "Windows Boot Manager" in entries, entries
+        assert "\\EFI\\Microsoft\\Boot\\bootmgfw.efi" in entries.replace("/", "\\"), entries
+        guest.close_shell()
+    finally:
+        guest.stop()
+    # the host confirms the disk's content: the partitions' bytes and the boot code
+    # (the GPT headers differ: the backup header moved to the larger disk's end)
+    built = lab["image"]
+    v = subprocess.run(["sgdisk", "-v", str(lab["target"])], capture_output=True, text=True)
+    assert "No problems found" in v.stdout, v.stdout
+    with open(built.path, "rb") as a, open(lab["target"], "rb") as b:
+        img, disk = a.read(), b.read(built.size)
+    assert img[:440] == disk[:440]
+    assert img[MiB:built.size - MiB] == disk[MiB:built.size - MiB]
