@@ -5,22 +5,26 @@
 
 Makes a disk image of ``--size`` (half random, half zeros, with a GPT), its
 zstd, gzip and qcow2 versions, and a target image 64 MiB larger, with a loop
-device over it. Each row runs as its own process, ``--repeat`` times; the
-table shows the median wall time, the image rate and the ratio to the
-matching shell pipeline (``zstd -dc IMG | dd of=DEV bs=4M oflag=direct
-conv=fdatasync``, ``qemu-img convert -n -t none``; higher is faster). The
-pipelines neither verify nor hold back the first MiB; ``rtk restore`` does
-both, so also shown with ``--no-verify``.
+device over it. The zstd image is also served over HTTP from 127.0.0.1.
+Each row runs as its own process, ``--repeat`` times; the table shows the
+median wall time, the image rate and the ratio to the matching shell pipeline
+(``curl URL | zstd -d | dd of=DEV bs=4M oflag=direct``, ``qemu-img convert
+-n -t none`` for qcow2 and VHDX; higher is faster). The pipelines neither
+verify nor hold back the first MiB; ``rtk restore`` does both, so also shown
+with ``--no-verify``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import http.server
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +43,11 @@ def sh(cmd: str) -> float:
     subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, cwd=ROOT)
     return time.perf_counter() - t0
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
 
 def make_image(path: Path, size: int) -> None:
@@ -62,8 +71,13 @@ def main() -> int:
         img = Path(d) / "disk.img"
         make_image(img, args.size)
         subprocess.run(f"zstd -q -1 -T0 -k {img} && gzip -1 -k {img}", shell=True, check=True)
-        subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(img), f"{img}.qcow2"],
-                       check=True)
+        for fmt in ("qcow2", "vhdx"):
+            subprocess.run(["qemu-img", "convert", "-O", fmt, str(img), f"{img}.{fmt}"],
+                           check=True)
+        handler = functools.partial(_QuietHandler, directory=d)
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/disk.img.zst"
         target = Path(d) / "target.img"
         with open(target, "wb") as f:
             f.truncate(args.size + 64 * MiB)
@@ -73,17 +87,25 @@ def main() -> int:
         rtk = f"{env} {sys.executable} -m toolkit.cli restore"
         yes = f"--yes --target-id {os.path.basename(dev)}"
         dd = f"dd of={dev} bs=4M oflag=direct conv=fdatasync iflag=fullblock"
+        qemu = "qemu-img convert -n -t none -O raw"
         rows = [
+            ("curl | zstd -d | dd (HTTP)", f"curl -s {url} | zstd -dc | {dd}", None),
+            ("rtk restore .zst over HTTP", f"{rtk} {url} {dev} {yes}",
+             "curl | zstd -d | dd (HTTP)"),
+            ("rtk restore .zst over HTTP --no-verify", f"{rtk} {url} {dev} {yes} --no-verify",
+             "curl | zstd -d | dd (HTTP)"),
             ("zstd -dc + dd", f"zstd -dc {img}.zst | {dd}", None),
             ("rtk restore .zst", f"{rtk} {img}.zst {dev} {yes}", "zstd -dc + dd"),
             ("rtk restore .zst --no-verify", f"{rtk} {img}.zst {dev} {yes} --no-verify",
              "zstd -dc + dd"),
             ("gzip -dc + dd", f"gzip -dc {img}.gz | {dd}", None),
             ("rtk restore .gz", f"{rtk} {img}.gz {dev} {yes}", "gzip -dc + dd"),
-            ("qemu-img convert -n -t none", f"qemu-img convert -n -t none -O raw "
-             f"{img}.qcow2 {dev}", None),
+            ("qemu-img convert -n -t none (qcow2)", f"{qemu} {img}.qcow2 {dev}", None),
             ("rtk restore .qcow2", f"{rtk} {img}.qcow2 {dev} {yes}",
-             "qemu-img convert -n -t none"),
+             "qemu-img convert -n -t none (qcow2)"),
+            ("qemu-img convert -n -t none (vhdx)", f"{qemu} {img}.vhdx {dev}", None),
+            ("rtk restore .vhdx", f"{rtk} {img}.vhdx {dev} {yes}",
+             "qemu-img convert -n -t none (vhdx)"),
         ]
         medians: dict[str, float] = {}
         print(f"image {args.size // MiB} MiB (half random), median of {args.repeat}\n")
@@ -95,6 +117,7 @@ def main() -> int:
                 ratio = f"{medians[base] / m:.2f}" if base else "1.00"
                 print(f"| {name} | {m:.2f} | {args.size / m / 1e6:.0f} | {ratio} |", flush=True)
         finally:
+            httpd.shutdown()
             subprocess.run(["partx", "-d", dev], capture_output=True)
             subprocess.run(["losetup", "-d", dev], check=False)
     return 0

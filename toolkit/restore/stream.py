@@ -66,14 +66,16 @@ class Decompressed:
     def __init__(self, raw: Input, kind: str):
         self.raw, self.kind = raw, kind
         self.obj = _new(kind)
-        self.buf = b""  # input not yet given to the decompressor
+        self.buf = b""  # input not yet given to the decompressor, from self.pos on
+        self.pos = 0
         self.done = False
-        self.pending = b""
+        self.pending = memoryview(b"")  # output not yet handed out (zstd gives more than asked)
+        self.offset = 0
         self.ratio = 4.0
 
     def _input(self, n: int) -> bytes:
-        if not self.buf:
-            self.buf = self.raw.read(CHUNK)
+        if self.pos >= len(self.buf):
+            self.buf, self.pos = self.raw.read(CHUNK), 0
             if not self.buf:
                 raise CorruptImage(f"the {self.kind} stream ends early (truncated image?) "
                                    f"after {self.raw.consumed} bytes")
@@ -81,13 +83,14 @@ class Decompressed:
             data, self.buf = self.buf, b""
             return data
         take = int(min(CHUNK, max(1024, n / self.ratio)))
-        data, self.buf = self.buf[:take], self.buf[take:]
+        data = self.buf[self.pos:self.pos + take]  # copies only what is taken
+        self.pos += len(data)
         return data
 
     def _next_member(self) -> bool:
         """After the end of a member: start the next one, or report the end of the input."""
-        data = self.obj.unused_data + self.buf
-        self.buf = b""
+        data = self.obj.unused_data + self.buf[self.pos:]
+        self.buf, self.pos = b"", 0
         while True:
             if self.kind == detect.XZ:
                 data = data.lstrip(b"\0")  # stream padding
@@ -96,7 +99,7 @@ class Decompressed:
             data = self.raw.read(CHUNK)
             if not data:
                 return False
-        self.obj, self.buf = _new(self.kind), data
+        self.obj, self.buf, self.pos = _new(self.kind), data, 0
         return True
 
     def _step(self, n: int) -> bytes:
@@ -120,18 +123,17 @@ class Decompressed:
                                f"{self.raw.consumed}: {e}") from None
 
     def read(self, n: int = CHUNK) -> bytes:
-        if self.pending:  # zstd can give more than asked for
-            out, self.pending = self.pending[:n], self.pending[n:]
-            return out
-        while not self.done:
+        while self.offset >= len(self.pending) and not self.done:
             if self.obj.eof and not self._next_member():
                 self.done = True
                 break
             out = self._step(n)
             if out:
-                out, self.pending = out[:n], out[n:]
-                return out
-        return b""
+                self.pending, self.offset = memoryview(out), 0
+        # hand out from the pending output without copying what stays behind
+        out = bytes(self.pending[self.offset:self.offset + n])
+        self.offset += len(out)
+        return out
 
 
 def decompressor(raw: Input, kind: str | None):
