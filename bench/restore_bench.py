@@ -89,11 +89,11 @@ def main() -> int:
         dd = f"dd of={dev} bs=4M oflag=direct conv=fdatasync iflag=fullblock"
         qemu = "qemu-img convert -n -t none -O raw"
         rows = [
-            ("curl | zstd -d | dd (HTTP)", f"curl -s {url} | zstd -dc | {dd}", None),
+            ("curl, zstd -d, dd (HTTP)", f"curl -s {url} | zstd -dc | {dd}", None),
             ("rtk restore .zst over HTTP", f"{rtk} {url} {dev} {yes}",
-             "curl | zstd -d | dd (HTTP)"),
+             "curl, zstd -d, dd (HTTP)"),
             ("rtk restore .zst over HTTP --no-verify", f"{rtk} {url} {dev} {yes} --no-verify",
-             "curl | zstd -d | dd (HTTP)"),
+             "curl, zstd -d, dd (HTTP)"),
             ("zstd -dc + dd", f"zstd -dc {img}.zst | {dd}", None),
             ("rtk restore .zst", f"{rtk} {img}.zst {dev} {yes}", "zstd -dc + dd"),
             ("rtk restore .zst --no-verify", f"{rtk} {img}.zst {dev} {yes} --no-verify",
