@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import urwid
 
+from toolkit.units import human_duration, human_rate, human_size
+
 
 class SelectableLine(urwid.WidgetWrap):
     """A focusable block of text that calls ``on_activate`` on Enter."""
@@ -66,3 +68,57 @@ def hints_markup(hints) -> list:
     for key, label in hints:
         out += [("hint_key", f" {key}"), ("footer", f" {label} ")]
     return out
+
+
+def button(label: str, callback) -> urwid.Widget:
+    """A button as wide as its label, calling ``callback()`` when pressed."""
+    return urwid.Padding(urwid.AttrMap(urwid.Button(label, lambda _b: callback()), "button",
+                                       "focus"), width=len(label) + 4)
+
+
+class ProgressView(View):
+    """Long work under way: what is copied where, phase, bar, amounts, rate and ETA,
+    lines of its own (``extra``), a Cancel button; Esc asks to cancel too."""
+
+    hints = (("Esc", "cancel (asks first)"),)
+    phases: dict[str, str] = {}  # phase -> what the technician reads
+
+    def __init__(self, heading: str, on_cancel, extra: tuple = ()):
+        self.on_cancel = on_cancel
+        self.bar = urwid.ProgressBar("body", "focus", 0, 100)
+        self.phase = urwid.Text("starting")
+        self.figures = urwid.Text("")
+        rows = [urwid.Text(heading), urwid.Divider(), self.phase, self.bar, urwid.Divider(),
+                self.figures, *extra, urwid.Divider(), button("Cancel", on_cancel)]
+        super().__init__(urwid.Filler(urwid.Pile(rows), valign="top"))
+
+    def update(self, p) -> None:
+        self.phase.set_text(("title", self.phases.get(p.phase, p.phase)))
+        self.bar.set_completion(100 * p.fraction)
+        eta = human_duration(p.eta) if p.eta is not None else "?"
+        self.figures.set_text(f"{human_size(p.done)} of {human_size(p.total)}   "
+                              f"{human_rate(p.rate)} now   ETA {eta}")
+
+    def keypress(self, size, key):
+        if key == "esc":
+            self.on_cancel()
+            return None
+        return super().keypress(size, key)
+
+
+class ResultView(View):
+    """The end of long work: a headline, the details, back to the main menu."""
+
+    hints = (("Enter", "main menu"),)
+
+    def __init__(self, attr: str, headline: str, rows: list, on_close):
+        self.on_close = on_close
+        body = [urwid.Text((attr, f"  {headline}")), urwid.Divider(), *rows, urwid.Divider(),
+                button("Main menu", on_close)]
+        super().__init__(urwid.ListBox(urwid.SimpleFocusListWalker(body)))
+
+    def keypress(self, size, key):
+        if key in ("esc", "enter"):
+            self.on_close()
+            return None
+        return super().keypress(size, key)

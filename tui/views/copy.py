@@ -5,9 +5,9 @@ from __future__ import annotations
 import urwid
 
 from toolkit.disks import Disk
-from toolkit.units import human_duration, human_rate, human_size
+from toolkit.units import human_rate, human_size
 from tui.views.disks import disk_markup
-from tui.widgets import SelectableLine, View
+from tui.widgets import ProgressView, ResultView, SelectableLine, View, button
 
 
 class ChooseDiskView(View):
@@ -92,8 +92,7 @@ class CopySummaryView(View):
         rows += [self.verify, urwid.Columns([(20, self.blake3), (16, self.sha256)]),
                  self.skip_zeros, urwid.Divider(), confirm_row,
                  self.error,
-                 urwid.Padding(urwid.AttrMap(urwid.Button("Start the copy", self._start),
-                                             "button", "focus"), width=20)]
+                 button("Start the copy", self._start)]
         self.walker = urwid.SimpleFocusListWalker(rows)
         self.listbox = urwid.ListBox(self.walker)
         self.listbox.focus_position = rows.index(confirm_row)  # options are above
@@ -119,41 +118,23 @@ class CopySummaryView(View):
         return super().keypress(size, key)
 
 
-class CopyProgressView(View):
+class CopyProgressView(ProgressView):
     title = "Disk Copy: running"
-    hints = (("Esc", "cancel (asks first)"),)
+    phases = {"copy": "Copying", "trim": "Re-reading failed areas",
+              "scrape": "Narrowing down unreadable sectors", "verify": "Verifying"}
 
     def __init__(self, plan, on_cancel):
-        self.on_cancel = on_cancel
-        self.bar = urwid.ProgressBar("body", "focus", 0, 100)
-        self.phase = urwid.Text("starting")
-        self.figures = urwid.Text("")
         self.errors = urwid.Text("")
-        rows = [urwid.Text(f"{plan.source.label()}\n  → {plan.target.label()}"),
-                urwid.Divider(), self.phase, self.bar, urwid.Divider(), self.figures,
-                self.errors, urwid.Divider(),
-                urwid.Padding(urwid.AttrMap(urwid.Button("Cancel", lambda _b: on_cancel()),
-                                            "button", "focus"), width=12)]
-        super().__init__(urwid.Filler(urwid.Pile(rows), valign="top"))
+        super().__init__(f"{plan.source.label()}\n  → {plan.target.label()}", on_cancel,
+                         (self.errors,))
 
     def update(self, p) -> None:
-        names = {"copy": "Copying", "trim": "Re-reading failed areas",
-                 "scrape": "Narrowing down unreadable sectors", "verify": "Verifying"}
-        self.phase.set_text(("title", names.get(p.phase, p.phase)))
-        self.bar.set_completion(100 * p.fraction)
-        eta = human_duration(p.eta) if p.eta is not None else "?"
-        self.figures.set_text(f"{human_size(p.done)} of {human_size(p.total)}   "
-                              f"{human_rate(p.rate)} now, {human_rate(p.average_rate)} average"
-                              f"   ETA {eta}")
+        super().update(p)
         self.errors.set_text(("warn", f"read errors: {p.read_errors}, unreadable "
-                                      f"{human_size(p.unreadable_bytes)}")
-                             if p.read_errors else "read errors: none")
-
-    def keypress(self, size, key):
-        if key == "esc":
-            self.on_cancel()
-            return None
-        return super().keypress(size, key)
+                                      f"{human_size(p.unreadable_bytes)}; average "
+                                      f"{human_rate(p.average_rate)}")
+                             if p.read_errors else
+                             f"read errors: none; average {human_rate(p.average_rate)}")
 
 
 _HEADLINES = {
@@ -165,16 +146,14 @@ _HEADLINES = {
 }
 
 
-class CopyResultView(View):
+class CopyResultView(ResultView):
     title = "Disk Copy: result"
-    hints = (("Enter", "main menu"),)
 
     def __init__(self, result, on_close):
-        self.on_close = on_close
         attr, headline = _HEADLINES.get(result.status, ("warn", result.status.upper()))
         if result.status == "ok" and not (result.verify and result.verify.match):
             headline = "COPIED (NOT VERIFIED)"
-        rows = [urwid.Text((attr, f"  {headline}")), urwid.Divider(), urwid.Text(result.message)]
+        rows = [urwid.Text(result.message)]
         if result.unreadable:
             rows.append(urwid.Text(f"{len(result.unreadable)} unreadable range(s), "
                                    f"{result.unreadable_bytes} bytes:"))
@@ -189,12 +168,4 @@ class CopyResultView(View):
             rows.append(urwid.Text(f"mapfile: {result.mapfile}"))
         if result.report:
             rows.append(urwid.Text(f"report: {result.report.text}"))
-        rows += [urwid.Divider(), urwid.Padding(urwid.AttrMap(
-            urwid.Button("Main menu", lambda _b: on_close()), "button", "focus"), width=13)]
-        super().__init__(urwid.ListBox(urwid.SimpleFocusListWalker(rows)))
-
-    def keypress(self, size, key):
-        if key in ("esc", "enter"):
-            self.on_close()
-            return None
-        return super().keypress(size, key)
+        super().__init__(attr, headline, rows, on_close)

@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import urwid
 
-from toolkit.units import human_duration, human_rate, human_size
+from toolkit.units import human_rate, human_size
 from tui.views.copy import _side
-from tui.widgets import SelectableLine, View
-
-
-def _button(label: str, callback) -> urwid.Widget:
-    return urwid.Padding(urwid.AttrMap(urwid.Button(label, lambda _b: callback()), "button",
-                                       "focus"), width=len(label) + 4)
+from tui.widgets import ProgressView, ResultView, SelectableLine, View, button
 
 
 class RestoreSourceView(View):
@@ -106,7 +101,7 @@ class UrlView(View):
                 urwid.Text(("dim", "  without one, IMAGE.sha256 beside the image is used if "
                                    "the server has it")),
                 self.tls, self.tls_warning, urwid.Divider(), self.error,
-                _button("Inspect the image", self._submit)]
+                button("Inspect the image", self._submit)]
         self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
         super().__init__(self.listbox)
 
@@ -171,7 +166,7 @@ class InspectView(View):
                                 *([f"  {s['name']} (partition {s['partition']})\n"
                                    for s in systems] or ["  none found\n"])]))
         rows += [urwid.Text(("dim", n)) for n in inspection.notes]
-        rows += [urwid.Divider(), _button("Choose the target disk", on_continue)]
+        rows += [urwid.Divider(), button("Choose the target disk", on_continue)]
         self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
         self.listbox.focus_position = len(rows) - 1
         super().__init__(self.listbox)
@@ -215,7 +210,7 @@ class RestoreSummaryView(View):
         ]
         rows += [urwid.Text(("warn", w)) for w in plan.warnings]
         rows += [self.grow, self.verify, urwid.Divider(), confirm_row, self.error,
-                 _button("Start the restore", self._start)]
+                 button("Start the restore", self._start)]
         self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
         self.listbox.focus_position = rows.index(confirm_row)
         super().__init__(self.listbox)
@@ -241,40 +236,24 @@ _PHASES = {"download": "Downloading", "unpack": "Unpacking", "checksum": "Checki
            "write": "Writing", "verify": "Verifying", "finish": "Fitting and inspecting the disk"}
 
 
-class RestoreProgressView(View):
+class RestoreProgressView(ProgressView):
     title = "Restore: running"
-    hints = (("Esc", "cancel (asks first)"),)
+    phases = _PHASES
 
     def __init__(self, plan, on_cancel):
-        self.on_cancel = on_cancel
         self.is_url = plan.image.is_url
-        self.bar = urwid.ProgressBar("body", "focus", 0, 100)
-        self.phase = urwid.Text("starting")
-        self.figures = urwid.Text("")
         self.rates = urwid.Text("")
         self.seen: dict[str, float] = {}  # average rate of each phase so far
-        rows = [urwid.Text(f"{plan.image.location}\n  → {plan.target.label()}"),
-                urwid.Divider(), self.phase, self.bar, urwid.Divider(), self.figures,
-                self.rates, urwid.Divider(), _button("Cancel", on_cancel)]
-        super().__init__(urwid.Filler(urwid.Pile(rows), valign="top"))
+        super().__init__(f"{plan.image.location}\n  → {plan.target.label()}", on_cancel,
+                         (self.rates,))
 
     def update(self, p) -> None:
-        self.phase.set_text(("title", _PHASES.get(p.phase, p.phase)))
-        self.bar.set_completion(100 * p.fraction)
-        eta = human_duration(p.eta) if p.eta is not None else "?"
-        self.figures.set_text(f"{human_size(p.done)} of {human_size(p.total)}   "
-                              f"{human_rate(p.rate)} now   ETA {eta}")
+        super().update(p)
         self.seen[p.phase] = p.average_rate
         names = {"download": "download", "write": "download and write" if self.is_url
                  else "write", "verify": "verify", "unpack": "unpack"}
         self.rates.set_text("   ".join(f"{names[k]} {human_rate(v)}"
                                        for k, v in self.seen.items() if k in names) + " average")
-
-    def keypress(self, size, key):
-        if key == "esc":
-            self.on_cancel()
-            return None
-        return super().keypress(size, key)
 
 
 _HEADLINES = {
@@ -286,17 +265,14 @@ _HEADLINES = {
 }
 
 
-class RestoreResultView(View):
+class RestoreResultView(ResultView):
     title = "Restore: result"
-    hints = (("Enter", "main menu"),)
 
     def __init__(self, result, on_close):
-        self.on_close = on_close
         attr, headline = _HEADLINES.get(result.status, ("warn", result.status.upper()))
         if result.status == "ok" and not (result.verify and result.verify.get("match")):
             headline = "RESTORED (NOT VERIFIED)"
-        rows: list = [urwid.Text((attr, f"  {headline}")), urwid.Divider(),
-                      urwid.Text(result.message)]
+        rows: list = [urwid.Text(result.message)]
         if result.status not in ("ok", "refused"):
             rows.append(urwid.Text(("warn", "The target has no partition table now.")))
         if result.input_sha256:
@@ -311,11 +287,4 @@ class RestoreResultView(View):
             rows.append(urwid.Text(f"boot ({result.boot.mode}): {result.boot.message}"))
         if result.report:
             rows.append(urwid.Text(f"report: {result.report.text}"))
-        rows += [urwid.Divider(), _button("Main menu", on_close)]
-        super().__init__(urwid.ListBox(urwid.SimpleFocusListWalker(rows)))
-
-    def keypress(self, size, key):
-        if key in ("esc", "enter"):
-            self.on_close()
-            return None
-        return super().keypress(size, key)
+        super().__init__(attr, headline, rows, on_close)
