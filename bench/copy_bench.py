@@ -25,14 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import MiB, losetup, parse_size
+
 ROOT = Path(__file__).resolve().parent.parent
-MiB = 1 << 20
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.upper().rstrip("B").removesuffix("I")
-    return int(float(t[:-1]) * units[t[-1]]) if t[-1] in units else int(t)
 
 
 def timed(cmd: str, env: dict) -> tuple[float, int]:
@@ -67,11 +62,6 @@ def make_mostly_zero(path: Path, size: int) -> None:
         for i in range(0, pieces, 10):
             f.seek(i * 4 * MiB)
             f.write(rnd.randbytes(4 * MiB))
-
-
-def losetup(path: Path) -> str:
-    return subprocess.run(["losetup", "-f", "--show", str(path)], check=True,
-                          capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:

@@ -28,14 +28,9 @@ import threading
 import time
 from pathlib import Path
 
+from common import MiB, losetup, parse_size
+
 ROOT = Path(__file__).resolve().parent.parent
-MiB = 1 << 20
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    t = text.upper().rstrip("B").removesuffix("I")
-    return int(float(t[:-1]) * units[t[-1]]) if t[-1] in units else int(t)
 
 
 def sh(cmd: str) -> float:
@@ -81,8 +76,7 @@ def main() -> int:
         target = Path(d) / "target.img"
         with open(target, "wb") as f:
             f.truncate(args.size + 64 * MiB)
-        dev = subprocess.run(["losetup", "-f", "--show", str(target)], check=True,
-                             capture_output=True, text=True).stdout.strip()
+        dev = losetup(target)
         env = f"RTK_LOG_DIR={d}/log RTK_RUN_DIR={d}/run"
         rtk = f"{env} {sys.executable} -m toolkit.cli restore"
         yes = f"--yes --target-id {os.path.basename(dev)}"
