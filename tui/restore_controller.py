@@ -22,7 +22,7 @@ from toolkit.copy_plan import endpoint_from_disk
 from toolkit.disks import Disk
 from toolkit.restore import checks, contents, detect, qemu, stream
 from toolkit.restore import source as sourcemod
-from toolkit.restore.plan import _read_head
+from toolkit.restore.write import HEAD, read_full
 from tui.copy_controller import confirmation_word
 from tui.views.copy import ChooseDiskView
 from tui.views.restore import (
@@ -68,7 +68,7 @@ def _head(location: str, info: restore.ImageInfo, options: restore.RestoreOption
     """The raw disk image's first MiB, when it can be had without downloading it all."""
     if info.format == detect.RAW:
         with sourcemod.open_source(location, **options.source_kw()) as src:
-            head = _read_head(src)
+            head = read_full(src, HEAD)
         return stream.peek_decompressed(head, info.compression) if info.compression else head
     if not info.compression and not info.is_url and info.size:
         return qemu.first_mib(location, info.format, info.size)

@@ -19,7 +19,7 @@ from toolkit.copy_plan import Endpoint, Refused, resolve
 from toolkit.disks import Disk, list_disks
 from toolkit.restore import checks, detect, qemu, stream
 from toolkit.restore import source as sourcemod
-from toolkit.restore.write import HEAD
+from toolkit.restore.write import HEAD, read_full
 
 
 @dataclass
@@ -74,7 +74,7 @@ def probe_image(location: str, options: RestoreOptions) -> ImageInfo:
     """Detect compression, container format, size and sector size by content."""
     try:
         with sourcemod.open_source(location, **options.source_kw()) as src:
-            head = _read_head(src)
+            head = read_full(src, HEAD)
             tail = src.tail(512)
             file_size = src.size
     except sourcemod.SourceError as e:
@@ -114,17 +114,6 @@ def container_size(path: str, fmt: str) -> int:
         return int(qemu.info(path, fmt)["virtual-size"])
     except qemu.QemuError as e:
         raise Refused(f"{path}: {e}") from None
-
-
-def _read_head(src: sourcemod.Source) -> bytes:
-    parts, got = [], 0
-    while got < HEAD:
-        data = src.read(HEAD - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
 
 
 def plan_restore(image: str, target: str, options: RestoreOptions | None = None, *,
