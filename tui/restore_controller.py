@@ -8,21 +8,17 @@ progress reaches the screen through ``app.call_from_thread``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import subprocess
-import tempfile
 import threading
-from dataclasses import dataclass, field
 
 from toolkit import disks as disks_mod
 from toolkit import media, restore, roles
 from toolkit.copy_plan import endpoint_from_disk
 from toolkit.disks import Disk
-from toolkit.restore import checks, contents, detect, qemu, stream
+from toolkit.restore import checks
 from toolkit.restore import source as sourcemod
-from toolkit.restore.write import HEAD, read_full
+from toolkit.restore.inspect import Inspection, inspect_image
 from tui.copy_controller import confirmation_word
 from tui.views.copy import ChooseDiskView
 from tui.views.restore import (
@@ -38,72 +34,6 @@ from tui.views.restore import (
 
 _NOT_DISKS = ("cdrom", "floppy")
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-@dataclass
-class Inspection:
-    info: restore.ImageInfo
-    partitions: list[dict] = field(default_factory=list)
-    systems: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def _run(*cmd: str) -> str:
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-
-
-@contextlib.contextmanager
-def _read_only_loop(path: str):
-    """``path`` (a raw image file or a disk) as a read-only loop device with partitions."""
-    dev = _run("losetup", "-r", "-f", "--show", path).strip()
-    try:
-        contents.refresh_partitions(dev)
-        yield dev
-    finally:
-        subprocess.run(["partx", "-d", dev], capture_output=True)
-        subprocess.run(["losetup", "-d", dev], capture_output=True)
-
-
-def _head(location: str, info: restore.ImageInfo, options: restore.RestoreOptions) -> bytes:
-    """The raw disk image's first MiB, when it can be had without downloading it all."""
-    if info.format == detect.RAW:
-        with sourcemod.open_source(location, **options.source_kw()) as src:
-            head = read_full(src, HEAD)
-        return stream.peek_decompressed(head, info.compression) if info.compression else head
-    if not info.compression and not info.is_url and info.size:
-        return qemu.first_mib(location, info.format, info.size)
-    return b""
-
-
-def inspect_image(location: str, options: restore.RestoreOptions) -> Inspection:
-    """Format, size and table (probe), partitions (from the first MiB) and, for a local
-    raw image or a disk, filesystems and operating systems (through a read-only loop)."""
-    info = restore.probe_image(location, options)  # raises restore.Refused
-    ins = Inspection(info)
-    local_raw = not info.is_url and info.format == detect.RAW and not info.compression
-    if local_raw:
-        try:
-            with _read_only_loop(location) as dev:
-                found = contents.inspect_disk(dev)
-            ins.partitions, ins.systems = found["partitions"], found["systems"]
-            return ins
-        except (OSError, subprocess.CalledProcessError) as e:
-            ins.notes.append(f"filesystems not inspected: {e}")
-    try:
-        head = _head(location, info, options)
-    except (OSError, stream.CorruptImage, qemu.QemuError) as e:
-        ins.notes.append(f"partitions not read: {e}")
-        head = b""
-    if head and info.table:
-        with tempfile.NamedTemporaryFile(prefix="rtk-head-") as f:
-            f.write(head)
-            f.truncate(max(info.size or 0, len(head)))  # sparse: the table's extent only
-            f.flush()
-            ins.partitions = contents.partitions(f.name)
-    if not local_raw:
-        ins.notes.append("The operating system is detected on the restored disk (shown in the "
-                         "result).")
-    return ins
 
 
 class RestoreController:
