@@ -1,10 +1,13 @@
 #!/bin/bash
 # Build the Recovery Toolkit live ISO: build/rtk.iso (and the versioned file it
-# points to). Run as root on Debian 12 or newer; installs its own build
-# dependencies. Takes about 10 minutes on 2 cores the first time.
+# points to), and the netboot artifacts in build/netboot/. Run as root on
+# Debian 12 or newer; installs its own build dependencies. Takes about 5 minutes
+# on 2 cores the first time.
 #
 #   ./build_iso.sh            build (reuses live-build's package cache in build/iso/cache)
 #   ./build_iso.sh --clean    forget the cache first
+#   RTK_NETBOOT_URL=http://pxe.example/rtk ./build_iso.sh
+#                             the URL build/netboot/ will be served from (in its examples)
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 ROOT=$PWD
@@ -62,9 +65,12 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 ISO=$BUILD/rtk-$VERSION-amd64.iso
 mv "$LB/live-image-amd64.hybrid.iso" "$ISO"
 ln -sfn "$(basename "$ISO")" "$BUILD/rtk.iso"
-# Kernel and initrd beside the ISO, for tests that pass -kernel/-append.
-mkdir -p "$BUILD/live"
-cp "$LB/binary/live/vmlinuz" "$LB/binary/live/initrd.img" "$BUILD/live/"
+# Netboot: kernel, initrd and squashfs with example iPXE/PXELINUX/GRUB entries
+# (live-boot's fetch=), for RTK_NETBOOT_URL, the URL they will be served from.
+APPEND=$(. "$LB/config/binary" && echo "$LB_BOOTAPPEND_LIVE")
+iso/netboot/make_netboot.sh "$LB/binary" "$BUILD/netboot" "$APPEND" \
+    "${RTK_NETBOOT_URL:-http://192.0.2.10/rtk}"
+rm -rf "$BUILD/live"   # older builds put the kernel there
 size=$(stat -c %s "$ISO")
 echo "== $ISO: $((size / 1000000)) MB, built in $(( $(date +%s) - start )) s"
 if [ "$size" -gt 400000000 ]; then

@@ -20,6 +20,7 @@ class Console:
         self.interval, self.prefix = interval, prefix
         self.last, self.phase = 0.0, None
         self.lines: list[str] = []
+        self.last_banner: list[str] = []
 
     def say(self, text: str) -> None:
         for line in text.splitlines() or [""]:
@@ -41,4 +42,5 @@ class Console:
     def banner(self, title: str, lines: list[str]) -> None:
         """A block that stands out on a screen full of lines."""
         bar = "*" * 72
+        self.last_banner = [title, *lines]
         self.say("\n".join([bar, title, *lines, bar]))
