@@ -4,7 +4,9 @@
 and ``EFI/Microsoft/Boot/bootmgfw.efi`` copied in with mcopy), an NTFS
 partition (mkntfs, ``Windows/System32`` written through an ntfs-3g FUSE
 mount) and an ext4 partition last (mkfs.ext4 -d, with ``/etc/os-release``).
-:func:`build_mbr_image`: an MBR disk with ext4 first and NTFS last. Each
+:func:`build_mbr_image`: an MBR disk with ext4 first and NTFS last.
+:func:`build_xfs_image`: a GPT disk with ext4 first and XFS last (mkfs.xfs -p, a
+protofile, so nothing is mounted; 300 MiB, mkfs.xfs's minimum, sparse). Each
 filesystem is made in its own file and copied into the disk image at its
 partition's offset, so no loop device is needed. :func:`convert` and
 :func:`compress` make the other formats with qemu-img, gzip, xz and zstd.
@@ -47,10 +49,15 @@ def sha256_file(path: Path | str) -> str:
 
 
 def _place(disk: Path, fs: Path, start: int) -> None:
+    """Copy ``fs`` into the (new, sparse) ``disk`` at ``start``, leaving zeros as holes."""
+    zeros = bytes(4 * MiB)
     with open(fs, "rb") as src, open(disk, "r+b") as dst:
         dst.seek(start)
         while chunk := src.read(4 * MiB):
-            dst.write(chunk)
+            if chunk == zeros[:len(chunk)]:
+                dst.seek(len(chunk), os.SEEK_CUR)
+            else:
+                dst.write(chunk)
 
 
 def _fat(path: Path, size: int, files: dict[str, bytes]) -> None:
@@ -96,6 +103,33 @@ def _ext4(path: Path, size: int, files: dict[str, bytes]) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
         run("mkfs.ext4", "-q", "-F", "-L", "linux", "-d", root, str(path), f"{size // 1024}k")
+
+
+def _xfs(path: Path, size: int, files: dict[str, bytes]) -> None:
+    """mkfs.xfs with a protofile listing ``files`` (no mount needed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree: dict = {}
+        for i, (name, data) in enumerate(files.items()):
+            *dirs, base = name.strip("/").split("/")
+            node = tree
+            for d in dirs:
+                node = node.setdefault(d, {})
+            node[base] = Path(tmp) / f"f{i}"
+            node[base].write_bytes(data)
+
+        def lines(node: dict) -> list[str]:
+            out = []
+            for name, v in node.items():
+                if isinstance(v, dict):
+                    out += [f"{name} d--755 0 0", *lines(v), "$"]
+                else:
+                    out.append(f"{name} ---644 0 0 {v}")
+            return out
+        proto = Path(tmp) / "proto"
+        proto.write_text("\n".join(["rtk", "0 0", "d--755 0 0", *lines(tree), "$"]) + "\n")
+        with open(path, "wb") as f:
+            f.truncate(size)
+        run("mkfs.xfs", "-q", "-f", "-L", "root", "-p", str(proto), str(path))
 
 
 def _payload(seed: int, n: int) -> bytes:
@@ -155,6 +189,28 @@ def build_mbr_image(path: Path, size: int = 64 * MiB) -> Built:
     return built
 
 
+def build_xfs_image(path: Path) -> Built:
+    """GPT: p1 ext4 (8 MiB, a /boot), p2 XFS (300 MiB, last: grown with xfs_growfs)."""
+    size = 310 * MiB
+    with open(path, "wb") as f:
+        f.truncate(size)
+    run("sgdisk", "-n", "1:2048:+8M", "-t", "1:8300", "-c", "1:boot",
+        "-n", "2:0:+300M", "-t", "2:8300", "-c", "2:root", str(path))
+    (n1, s1, l1), (n2, s2, l2) = _partitions(path)
+    boot = {"/grub/grub.cfg": b"set default=0\n"}
+    root = {"/etc/os-release": OS_RELEASE.encode(), "/srv/data.bin": _payload(7, 3 << 20)}
+    built = Built(path, size)
+    with tempfile.TemporaryDirectory() as tmp:
+        _ext4(Path(tmp) / "a", l1, boot)
+        _xfs(Path(tmp) / "b", l2, root)
+        _place(path, Path(tmp) / "a", s1)
+        _place(path, Path(tmp) / "b", s2)
+    for n, files in ((n1, boot), (n2, root)):
+        built.files.update({f"p{n}:{k}": hashlib.sha256(v).hexdigest() for k, v in files.items()})
+    built.sha256 = sha256_file(path)
+    return built
+
+
 def _partitions(path: Path) -> list[tuple[int, int, int]]:
     """(number, start byte, size bytes) from partx, which reads the table itself."""
     out = run("partx", "-g", "-b", "-o", "NR,START,SECTORS", str(path))
@@ -203,10 +259,12 @@ class RangeServer:
     ``drop_after``: bytes sent on every GET without Range before the server
     closes the connection mid-body (a resumed GET, with Range, gets the rest);
     ``ranges=False`` makes it ignore Range (answers 200 with the whole file,
-    dropped again), like a server that cannot resume.
+    dropped again), like a server that cannot resume. ``tls``: (certificate,
+    key) files, e.g. from :func:`self_signed`: the server speaks HTTPS.
     """
 
-    def __init__(self, directory: Path, drop_after: int | None = None, ranges: bool = True):
+    def __init__(self, directory: Path, drop_after: int | None = None, ranges: bool = True,
+                 tls: tuple[Path, Path] | None = None):
         import http.server
         import threading
 
@@ -261,13 +319,28 @@ class RangeServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.httpd.handle_error = lambda *a: None  # the dropped connections are on purpose
+        if tls:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*map(str, tls))
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.scheme = "https" if tls else "http"
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA) and its key, by openssl."""
+    cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        "-keyout", str(key), "-out", str(cert))
+    return cert, key

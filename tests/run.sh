@@ -15,7 +15,7 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 
 APT_PACKAGES=(python3 python3-venv qemu-system-x86 qemu-utils ovmf tgt gdisk fdisk util-linux libfuse2 fuse3
               dosfstools e2fsprogs ntfs-3g xfsprogs gddrescue zstd xz-utils curl mtools
-              cloud-guest-utils iproute2 iputils-ping)
+              cloud-guest-utils iproute2 iputils-ping openssl)
 need=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")

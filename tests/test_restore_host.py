@@ -3,9 +3,11 @@
 A 64 MiB GPT disk (ESP with FAT and EFI loaders, NTFS with Windows/System32,
 ext4 with /etc/os-release) and an MBR disk (ext4, then NTFS last), as raw,
 gzip, xz, zstd, qcow2, VHD (dynamic and fixed), VHDX and VMDK, restored onto
-larger loop devices; refusals leave a marker in the target's first MiB;
-failures while writing leave no partition table; an HTTP server that drops
-the connection is resumed. Needs root; about a minute.
+larger loop devices; a GPT disk with XFS last, grown with xfs_growfs (and one
+the kernel cannot mount, which fails with a clear message); refusals leave a
+marker in the target's first MiB; failures while writing leave no partition
+table; an HTTP server that drops the connection is resumed. Needs root; about
+a minute.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import restore_images as ri
 from loopdev import loop_device, make_image
 
 from toolkit import restore
-from toolkit.restore import contents
+from toolkit.restore import contents, fit
 
 pytestmark = pytest.mark.host
 
@@ -231,3 +234,112 @@ def test_http_drop_is_resumed(images, target, fmt):
         check_disk(dev, images["built"], grown=True)
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def xfs_image(tmp_path_factory):
+    return ri.build_xfs_image(tmp_path_factory.mktemp("xfs") / "xfs.img")
+
+
+def xfs_sb(node: str, *fields: str) -> dict[str, int]:
+    """Superblock fields (``dblocks``, ``blocksize``...) read with ``xfs_db -r``."""
+    out = subprocess.run(["xfs_db", "-r", "-c", "sb 0", *[f"-cp {f}" for f in fields], node],
+                         capture_output=True, text=True, check=True).stdout
+    return {k.strip(): int(v, 0) for k, v in (line.split("=") for line in out.splitlines())}
+
+
+@contextlib.contextmanager
+def mounted(what: str, where: Path, *options: str):
+    where.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-o", ",".join(["ro", *options]), what, str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def leftovers(before: set[str]) -> set[str]:
+    """fit's temporary XFS mount points still there, and mounts of them."""
+    tmp = Path(tempfile.gettempdir())
+    dirs = {str(p) for p in tmp.glob("rtk-xfs-*")} - before
+    mounts = {line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+              if "/rtk-xfs-" in line.split()[1]}
+    return dirs | mounts
+
+
+def test_gpt_image_grows_xfs_last(xfs_image, target, tmp_path):
+    """The XFS root (last) is mounted on a temporary directory and grown by xfs_growfs.
+    Meanwhile the image's own XFS is mounted read-only (a copy being looked at: the
+    same UUID), which XFS refuses for a second mount without ``nouuid``."""
+    before_dirs = {str(p) for p in Path(tempfile.gettempdir()).glob("rtk-xfs-*")}
+    (_n, start, length), = [p for p in ri._partitions(xfs_image.path) if p[0] == 2]
+    dev = target(400 * MiB)
+    with mounted(str(xfs_image.path), tmp_path / "orig", "loop", f"offset={start}",
+                 f"sizelimit={length}") as orig:
+        src = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(orig)], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        before = xfs_sb(src, "dblocks", "blocksize")
+        res = do(xfs_image.path, dev, grow=True)
+    assert res.status == "ok", res.message
+    assert any("xfs_growfs" in s for s in res.fit), res.fit
+    assert not leftovers(before_dirs)
+    v = subprocess.run(["sgdisk", "-v", dev], capture_output=True, text=True).stdout
+    assert "No problems found" in v, v
+    parts = {p["number"]: p for p in contents.partitions(dev)}
+    disk_end = int(Path(f"/sys/class/block/{os.path.basename(dev)}/size").read_text()) * 512
+    end = parts[2]["start"] + parts[2]["size"]
+    assert disk_end - 2 * MiB < end <= disk_end, (end, disk_end)
+    node = parts[2]["node"]
+    r = subprocess.run(["xfs_repair", "-n", node], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = xfs_sb(node, "dblocks", "blocksize")
+    assert before == {"dblocks": length // 4096, "blocksize": 4096}
+    assert after["blocksize"] == 4096
+    assert parts[2]["size"] - MiB < after["dblocks"] * 4096 <= parts[2]["size"], after
+    with mounted(node, tmp_path / "restored") as mnt:
+        got = {f"p2:{n}": ri.sha256_file(mnt / n.lstrip("/")) for n in ("/etc/os-release",
+                                                                         "/srv/data.bin")}
+    assert got == {k: v for k, v in xfs_image.files.items() if k.startswith("p2:")}
+    assert ri.file_hashes(parts[1]["node"], "ext4", ["/grub/grub.cfg"]) == \
+        {"/grub/grub.cfg": xfs_image.files["p1:/grub/grub.cfg"]}
+
+
+@pytest.mark.parametrize("case", ["newer-xfs", "kernel-without-xfs"])
+def test_xfs_that_cannot_be_mounted_fails_clearly(xfs_image, target, tmp_path, monkeypatch,
+                                                  case):
+    """xfs_growfs needs the filesystem mounted. A real mount failure: the image's XFS has
+    an incompatible feature this kernel does not know (an image from a newer system).
+    ``kernel-without-xfs``: fit reads a /proc/filesystems without xfs, as on a kernel
+    without the module, and says so. The restore is done (table and data kept), exit 1."""
+    img = tmp_path / "newer.img"
+    subprocess.run(["cp", "--sparse=always", str(xfs_image.path), str(img)], check=True)
+    with loop_device(img) as src:
+        node = contents.partition_node(src, 2)
+        incompat = xfs_sb(node, "features_incompat")["features_incompat"]
+        subprocess.run(["xfs_db", "-x", "-c", "sb 0", "-c",
+                        f"write -d features_incompat {incompat | 0x80000000:#x}", node],
+                       capture_output=True, check=True)
+    if case == "kernel-without-xfs":
+        lines = Path("/proc/filesystems").read_text().splitlines()
+        fake = tmp_path / "filesystems"
+        fake.write_text("".join(f"{x}\n" for x in lines if x.split()[-1] != "xfs"))
+        monkeypatch.setattr(fit, "FILESYSTEMS", str(fake))
+    before_dirs = {str(p) for p in Path(tempfile.gettempdir()).glob("rtk-xfs-*")}
+    dev = target(400 * MiB)
+    res = do(img, dev, grow=True)
+    assert res.status == "failed" and res.exit_code == 1, res.message
+    assert res.message.startswith(f"restored {xfs_image.size} bytes onto {dev}, verified, but "
+                                  "fitting"), res.message
+    assert "partition 2 fills the disk now, its filesystem does not" in res.message
+    assert "xfs_growfs works only on a mounted filesystem" in res.message
+    if case == "newer-xfs":
+        assert "Superblock has unknown incompatible features (0x80000000)" in res.message, \
+            res.message
+    else:
+        assert "this kernel cannot mount XFS" in res.message, res.message
+    assert "zeroed" not in res.message
+    assert not leftovers(before_dirs)
+    v = subprocess.run(["sgdisk", "-v", dev], capture_output=True, text=True).stdout
+    assert "No problems found" in v, v
+    grown = contents.partition_node(dev, 2)
+    assert xfs_sb(grown, "dblocks")["dblocks"] == 300 * MiB // 4096

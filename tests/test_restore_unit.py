@@ -1,6 +1,7 @@
 """Image restore, the parts that need no device: format detection by content,
 GPT/MBR geometry, decompression with truncation and corruption, the HTTP
-source's resume over a real server on 127.0.0.1, checksum files, the refusals
+source's resume over a real server on 127.0.0.1, TLS verification against an HTTPS
+server with a self-signed certificate (openssl), checksum files, the refusals
 on inventory objects, the boot loader choice, qemu option strings."""
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ import gzip
 import hashlib
 import lzma
 import os
+import re
 import struct
 import zlib
 
 import pytest
 import zstandard
-from restore_images import RangeServer
+from restore_images import RangeServer, run, self_signed
 
 from toolkit.copy_plan import endpoint_from_disk
 from toolkit.disks import Disk
@@ -149,6 +151,43 @@ def test_http_source_without_range_fails_instead_of_corrupting(served):
             pytest.raises(sourcemod.SourceError, match="cannot resume"):
         while src.read(256 * 1024):
             pass
+
+
+@pytest.mark.parametrize("env", [False, True])
+def test_https_source_verifies_tls(served, tmp_path, monkeypatch, env):
+    """Refused without the CA, read with it as the CA file or with verification skipped;
+    ``env``: $REQUESTS_CA_BUNDLE and $CURL_CA_BUNDLE set (requests lets them override a
+    session's CA file and verify=False, so the source passes them per request)."""
+    import certifi
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        if env:
+            monkeypatch.setenv(var, certifi.where())
+        else:
+            monkeypatch.delenv(var, raising=False)
+    data, make = served
+    srv = make(tls=self_signed(tmp_path))
+    url = srv.url("img")
+    with pytest.raises(sourcemod.SourceError, match=f"TLS verification failed for "
+                                                    f"{re.escape(url)}: self-signed certificate"):
+        sourcemod.open_source(url)
+    for kw in ({"ca_file": str(tmp_path / "cert.pem")}, {"insecure": True}):
+        with sourcemod.open_source(url, **kw) as src:
+            assert src.size == len(data)
+            assert src.tail(512) == data[-512:]
+            assert b"".join(iter(src.read, b"")) == data
+
+
+def test_check_ca_file(tmp_path):
+    cert, _key = self_signed(tmp_path)
+    der = tmp_path / "ca.cer"
+    run("openssl", "x509", "-in", str(cert), "-outform", "der", "-out", str(der))
+    assert sourcemod.check_ca_file(str(cert)) is None
+    assert sourcemod.check_ca_file(str(tmp_path / "no.pem")) == \
+        f"the CA file {tmp_path / 'no.pem'} does not exist"
+    assert "is a directory" in sourcemod.check_ca_file(str(tmp_path))
+    assert "holds no PEM certificate" in sourcemod.check_ca_file(str(der))
+    with pytest.raises(sourcemod.SourceError, match="does not exist"):  # before connecting
+        sourcemod.open_source("https://127.0.0.1:9/x", ca_file=str(tmp_path / "no.pem"))
 
 
 def test_missing_url_and_sidecar(served, tmp_path):

@@ -1,6 +1,7 @@
 """The Restore screens driven by keys: an image on a real ext4 "USB" partition (mounted
-read-only through the browse screen) and over HTTP on 127.0.0.1, restored onto
-loop devices."""
+read-only through the browse screen), over HTTP and over HTTPS (a self-signed
+certificate made by openssl: refused, then verified with it as the CA file, or not
+verified when asked) on 127.0.0.1, restored onto loop devices."""
 
 from __future__ import annotations
 
@@ -167,16 +168,21 @@ def test_restore_from_url(env, image, targets):
         press(app, "b", "down", "enter")
         screen = render(app)
         assert "image from a URL" in screen
-        screen = press(app, "down", "down", " ")  # untick "verify TLS"
+        screen = press(app, "down", "down", "down", " ")  # tick "skip TLS verification"
         assert "TLS NOT VERIFIED" in screen
         screen = press(app, " ")
         assert "TLS NOT VERIFIED" not in screen
-        press(app, "up", "up")
+        press(app, "up", "up", "up")
         _type(app, "ftp://nowhere")
         screen = press(app, "enter")
         assert "starts with http:// or https://" in screen
         press(app, *["backspace"] * len("ftp://nowhere"))
         _type(app, server.url("gpt.img"))
+        press(app, "down", "down")  # the CA file field
+        _type(app, "/etc/hostname")
+        screen = press(app, "enter")
+        assert "A CA file is for an https:// URL" in screen, screen
+        press(app, *["backspace"] * len("/etc/hostname"), "up", "up")
         press(app, "down")
         _type(app, image.sha256)
         press(app, "enter")
@@ -184,6 +190,7 @@ def test_restore_from_url(env, image, targets):
         assert "Restore: the image" in screen, screen
         assert "raw disk image" in screen and "GPT" in screen and "67.1 MB" in screen
         assert "Linux" in screen  # the partitions, read from the first MiB
+        assert "plain HTTP (no TLS)" in screen
         _target_and_confirm(app, big, small)
         screen = render(app)
         assert f"sha256 {image.sha256[:16]}... (command" in screen, screen  # the typed one
@@ -200,6 +207,116 @@ def test_restore_from_url(env, image, targets):
         _check_target(big, image, grown=True)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def https(env, image):
+    """An HTTPS server for the image, with a self-signed certificate: (server, its cert)."""
+    cert, key = ri.self_signed(env)
+    server = ri.RangeServer(image.path.parent, tls=(cert, key))
+    yield server, cert
+    server.stop()
+
+
+def _words(screen: str) -> str:
+    """The screen's text in one line (long messages wrap)."""
+    return " ".join(screen.split())
+
+
+def _dialog(screen: str) -> str:
+    """The text inside the dialog's box, in one line (the screen shows beside it)."""
+    lines = screen.splitlines()
+    top = next(i for i, line in enumerate(lines) if "┌" in line)
+    inside = []
+    for line in lines[top + 1:]:
+        if "└" in line:
+            break
+        inside.append(line[line.index("│") + 1:line.rindex("│")])
+    return _words(" ".join(inside))
+
+
+def _retype(app, text: str) -> str:
+    """Clear the focused field (to its end), then type ``text``."""
+    press(app, "end", *["backspace"] * 200)
+    return _type(app, text)
+
+
+def test_https_needs_the_ca_file(env, image, https, targets):
+    """Without a CA file the self-signed server fails TLS verification; the CA file is
+    checked on the URL screen (missing, a DER file); with it, inspection and restore work."""
+    big, small = targets
+    server, cert = https
+    der = env / "ca.cer"
+    ri.run("openssl", "x509", "-in", str(cert), "-outform", "der", "-out", str(der))
+    app = App(log_dir=str(env / "logs"))
+    press(app, "b", "down", "enter")
+    _type(app, server.url("gpt.img"))
+    press(app, "enter")
+    screen = _wait_background(app)
+    assert "Cannot use this image" in screen, screen
+    text = _dialog(screen)
+    assert text.startswith(f"TLS verification failed for {server.url('gpt.img')}: self-signed "
+                           "certificate (give the CA certificate that signed the server's: a CA "
+                           "file"), text
+    assert app.restore.inspection is None
+    screen = press(app, "esc")  # the dialog's OK
+    assert "image from a URL" in screen and "CA file (optional)" in screen
+    press(app, "down", "down")  # the CA file field
+    _type(app, "/nonexistent/ca.pem")
+    screen = _words(press(app, "enter"))
+    assert "The CA file /nonexistent/ca.pem does not exist." in screen, screen
+    assert "Please wait" not in screen and app.restore.inspection is None
+    _retype(app, str(der))
+    screen = _words(press(app, "enter"))
+    assert f"{der} holds no PEM certificate" in screen, screen
+    assert "openssl x509 -inform der" in screen
+    _retype(app, str(cert))
+    press(app, "down", " ", "down", "enter")  # tick "skip", then the button
+    screen = _words(render(app))
+    assert "Give a CA file or skip TLS verification, not both." in screen, screen
+    press(app, "up", " ", "up")  # untick, back to the CA file field
+    press(app, "enter")
+    screen = _wait_background(app)
+    assert "Restore: the image" in screen, screen
+    assert f"TLS verified with the CA file {cert}" in _words(screen), screen
+    assert "raw disk image" in screen and "67.1 MB" in screen
+    assert app.restore.options.ca_file == str(cert) and not app.restore.options.insecure
+    _target_and_confirm(app, big, small)
+    screen = render(app)
+    assert "TLS verified" in screen and "TLS NOT VERIFIED" not in screen, screen
+    _type(app, big.removeprefix("/dev/"))
+    press(app, "enter")
+    screen = _wait_result(app)
+    assert "RESTORED AND VERIFIED" in screen, (screen, app.restore.result.message)
+    _check_target(big, image, grown=False)
+
+
+def test_https_without_verification_is_shown(env, image, https, targets):
+    """"Skip TLS verification": the self-signed server is accepted, and every screen up
+    to the confirmation says TLS NOT VERIFIED (the plan's warnings carry it to the report)."""
+    big, small = targets
+    server, _cert = https
+    app = App(log_dir=str(env / "logs"))
+    press(app, "b", "down", "enter")
+    _type(app, server.url("gpt.img"))
+    screen = press(app, "down", "down", "down", " ")  # tick "skip TLS verification"
+    assert "TLS NOT VERIFIED" in screen, screen
+    press(app, "down", "enter")  # the button
+    screen = _wait_background(app)
+    assert "Restore: the image" in screen, screen
+    assert "TLS NOT VERIFIED: the server's certificate was not checked" in _words(screen)
+    assert app.restore.options.insecure and app.restore.options.ca_file is None
+    _target_and_confirm(app, big, small)
+    screen = _words(render(app))
+    assert "TLS NOT VERIFIED: the server's certificate is not checked, anyone on the path " \
+           "could send another image (and no SHA-256 checks it)" in screen, screen
+    assert app.restore.plan.options.insecure
+    press(app, "esc", "esc", "esc")  # back to the URL screen: nothing written
+    assert app.restore.worker is None
+    screen = press(app, "esc")
+    assert "where is the image" in screen, screen
+    screen = press(app, "enter")  # the URL screen again: "skip" is not kept
+    assert server.url("gpt.img") in screen and "TLS NOT VERIFIED" not in screen, screen
 
 
 def test_restore_from_iscsi_disk(env, image, targets):

@@ -67,7 +67,8 @@ class RestoreController:
         self.app.push(RestoreSourceView([
             ("Browse local or USB media", "a file on a disk or USB stick (mounted read-only)",
              self.browse_media),
-            ("Type a URL", "http:// or https://, optional SHA-256", self.type_url),
+            ("Type a URL", "http:// or https://, optional SHA-256 and CA file",
+             self.type_url),
             ("Pick an iSCSI disk", "an attached LUN, read as a raw image", self.pick_iscsi),
         ]))
 
@@ -117,21 +118,23 @@ class RestoreController:
             media.unmount(self.mounted.pop())
 
     def type_url(self) -> None:
-        self.url_view = UrlView(self._url_submitted, self.location if
-                                sourcemod.is_url(self.location) else "")
+        """The URL screen, with the last URL and CA file (never "skip TLS verification")."""
+        was_url = sourcemod.is_url(self.location)
+        self.url_view = UrlView(self._url_submitted, self.location if was_url else "",
+                                (was_url and self.options.ca_file) or "")
         self.app.push(self.url_view)
 
-    def _url_submitted(self, url: str, sha256: str | None, insecure: bool) -> None:
+    def _url_submitted(self, url: str, sha256: str | None, ca_file: str | None,
+                       insecure: bool) -> None:
         assert self.url_view is not None
-        if not sourcemod.is_url(url):
-            self.url_view.show_error("The URL starts with http:// or https://.")
-            return
-        if sha256 and not _HEX.match(sha256):
-            self.url_view.show_error("The SHA-256 is 64 hexadecimal digits (or leave it empty).")
+        problem = _url_problem(url, sha256, ca_file, insecure)
+        if problem:
+            self.url_view.show_error(problem)
             return
         self.url_view.show_error("")
         self.image_disk = None
-        self.choose_image(url, restore.RestoreOptions(sha256=sha256, insecure=insecure))
+        self.choose_image(url, restore.RestoreOptions(sha256=sha256, ca_file=ca_file,
+                                                      insecure=insecure))
 
     def pick_iscsi(self) -> None:
         try:
@@ -160,7 +163,7 @@ class RestoreController:
 
         def done(ins: Inspection) -> None:
             self.inspection = ins
-            self.app.push(InspectView(ins, self.show_targets))
+            self.app.push(InspectView(ins, options, self.show_targets))
         self.app.background(f"Inspecting {location}...", lambda: inspect_image(location, options),
                             done, self._error("Cannot use this image"))
 
@@ -249,3 +252,18 @@ class RestoreController:
         self.app.close_dialog()
         self.unmount_all()
         self.app.replace(RestoreResultView(result, self.app.pop_to_root))
+
+
+def _url_problem(url: str, sha256: str | None, ca_file: str | None, insecure: bool) -> str | None:
+    """What is wrong with the URL screen's fields (the CA file is read: it must exist, be
+    readable and hold a PEM certificate), or None."""
+    if not sourcemod.is_url(url):
+        return "The URL starts with http:// or https://."
+    if sha256 and not _HEX.match(sha256):
+        return "The SHA-256 is 64 hexadecimal digits (or leave it empty)."
+    if ca_file and insecure:
+        return "Give a CA file or skip TLS verification, not both."
+    if ca_file and not url.startswith("https://"):
+        return "A CA file is for an https:// URL (this one has no TLS)."
+    problem = ca_file and sourcemod.check_ca_file(ca_file)
+    return f"{problem[0].upper()}{problem[1:]}." if problem else None

@@ -6,17 +6,22 @@
 - ``--grow``: ``growpart DISK N`` grows the partition that ends last (GPT or
   MBR), then its filesystem, offline where the tool allows it:
   ext2/3/4 with ``e2fsck -f -y`` then ``resize2fs``; NTFS with ``ntfsresize``
-  (answers its question with "y"); XFS only mounted (``xfs_growfs``), on a
-  temporary mount point. Other filesystems keep their size (reported).
+  (answers its question with "y"); XFS only mounted (``xfs_growfs -d``), on a
+  temporary mount point, with ``nouuid`` (another copy of the same image may be
+  mounted: XFS refuses a second filesystem with the same UUID otherwise).
+  Other filesystems keep their size (reported).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
 
 from toolkit.restore import contents
+
+FILESYSTEMS = "/proc/filesystems"  # read after a failed mount: can this kernel mount XFS?
 
 
 class FitError(RuntimeError):
@@ -51,14 +56,71 @@ def grow_filesystem(node: str, fstype: str | None) -> str:
         _run("ntfsresize", "--force", node, input="y\n")
         return "NTFS grown with ntfsresize (Windows runs chkdsk at its next boot)"
     if fstype == "xfs":
-        with tempfile.TemporaryDirectory(prefix="rtk-xfs-") as mnt:
-            _run("mount", "-t", "xfs", node, mnt)
-            try:
-                _run("xfs_growfs", mnt)
-            finally:
-                _run("umount", mnt)
+        grow_xfs(node)
         return "XFS grown with xfs_growfs (mounted for the purpose)"
     return f"filesystem {fstype or 'unknown'} left at its size (no offline grow tool)"
+
+
+def grow_xfs(node: str) -> None:
+    """Mount ``node`` on a temporary directory, ``xfs_growfs -d``, unmount."""
+    mnt = tempfile.mkdtemp(prefix="rtk-xfs-")
+    try:
+        mark = _kernel_log()[-1:]  # the kernel's last line before mounting
+        p = subprocess.run(["mount", "-t", "xfs", "-o", "nouuid", node, mnt],
+                           capture_output=True, text=True)
+        if p.returncode:
+            said = (p.stderr or p.stdout).strip().splitlines()
+            raise FitError(_xfs_mount_error(node, said[0] if said else f"exit {p.returncode}",
+                                            _kernel_log_since(mark)))
+        try:
+            _run("xfs_growfs", "-d", mnt)
+        finally:
+            p = subprocess.run(["umount", mnt], capture_output=True, text=True)
+            if p.returncode:
+                raise FitError(f"{node} is still mounted on {mnt} (umount: "
+                               f"{p.stderr.strip()}): unmount it before using the disk")
+    finally:
+        with contextlib.suppress(OSError):
+            os.rmdir(mnt)  # never a recursive removal: a mount point still mounted keeps its files
+
+
+def _xfs_mount_error(node: str, said: str, log: list[str]) -> str:
+    """Why the XFS could not be mounted (xfs_growfs works only on a mounted filesystem).
+    ``said``: mount's message; ``log``: the kernel's lines since (its own reason), e.g.
+    ``[ 36.12] XFS (sdb2): Superblock has unknown incompatible features (0x80000000) enabled.``
+    """
+    later = "grow it with xfs_growfs once the restored system has booted"
+    if not _kernel_has("xfs"):
+        return (f"this kernel cannot mount XFS (no xfs in {FILESYSTEMS}: the module is "
+                f"missing), and xfs_growfs works only on a mounted filesystem: {later}")
+    tag = f"XFS ({os.path.basename(node)}): "
+    kernel = [line.split(tag, 1)[1] for line in log if tag in line][:3]
+    return (f"mounting the XFS filesystem on {node} failed ({said}"
+            f"{'; kernel: ' + ' / '.join(kernel) if kernel else ''}), and xfs_growfs works "
+            f"only on a mounted filesystem: {later}")
+
+
+def _kernel_has(fstype: str) -> bool:
+    """``fstype`` in /proc/filesystems (read after mount has tried to load the module)."""
+    try:
+        with open(FILESYSTEMS) as f:
+            return fstype in {line.split()[-1] for line in f if line.strip()}
+    except OSError:
+        return True  # unknown: say what mount said
+
+
+def _kernel_log() -> list[str]:
+    try:
+        return subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()
+    except OSError:
+        return []
+
+
+def _kernel_log_since(mark: list[str]) -> list[str]:
+    """The kernel's lines after ``mark`` (timestamped, so unique; the ring buffer may
+    have dropped its oldest lines meanwhile, so no counting)."""
+    log = _kernel_log()
+    return log[log.index(mark[0]) + 1:] if mark and mark[0] in log else log
 
 
 def fit(disk: str, *, image_size: int, disk_size: int, grow: bool) -> list[str]:
@@ -88,5 +150,9 @@ def fit(disk: str, *, image_size: int, disk_size: int, grow: bool) -> list[str]:
     node = last["node"]
     if not os.path.exists(node):
         raise FitError(f"{node} did not appear after growing partition {last['number']}")
-    steps.append(grow_filesystem(node, contents.filesystem(node).get("fstype")))
+    try:
+        steps.append(grow_filesystem(node, contents.filesystem(node).get("fstype")))
+    except FitError as e:
+        raise FitError(f"partition {last['number']} fills the disk now, its filesystem does "
+                       f"not: {e}") from None
     return steps

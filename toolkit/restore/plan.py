@@ -136,4 +136,8 @@ def plan_restore(image: str, target: str, options: RestoreOptions | None = None,
                         "or not a disk image")
     if problems:
         raise Refused(problems)
+    if options.insecure and image.startswith("https://"):
+        warnings.append("TLS NOT VERIFIED: the server's certificate is not checked, anyone on "
+                        "the path could send another image" + (
+                            "" if info.expected_sha256 else " (and no SHA-256 checks it)"))
     return RestorePlan(info, dst, options, warnings)

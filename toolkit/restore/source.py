@@ -6,8 +6,9 @@
 with a ``Range: bytes=POS-`` request when the connection drops, up to
 ``retries`` times in a row; a server that ignores Range (answers 200) or
 sends another part of the file fails the restore instead of corrupting it.
-TLS is verified by default (the system's CAs, or ``ca_file``); ``insecure``
-turns verification off, and must be asked for explicitly.
+TLS is verified by default (the system's CAs, or ``ca_file``, checked first by
+:func:`check_ca_file`); ``insecure`` turns verification off, and must be asked
+for explicitly.
 """
 
 from __future__ import annotations
@@ -29,6 +30,32 @@ _DROPS = (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
 
 class SourceError(OSError):
     """The image cannot be read (missing, HTTP error, connection lost for good)."""
+
+
+PEM_CERT = b"-----BEGIN CERTIFICATE-----"
+
+
+def check_ca_file(path: str) -> str | None:
+    """What is wrong with ``path`` as a CA file (PEM certificates), or None."""
+    if not os.path.exists(path):
+        return f"the CA file {path} does not exist"
+    if os.path.isdir(path):
+        return f"{path} is a directory: give the CA certificate file (PEM)"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError as e:
+        return f"cannot read the CA file {path}: {e.strerror}"
+    if PEM_CERT not in data:
+        return (f"{path} holds no PEM certificate ({PEM_CERT.decode()}); a DER file (.cer, "
+                f".der) converts with: openssl x509 -inform der -in {path} -out ca.pem")
+    return None
+
+
+def _tls_reason(e: Exception) -> str:
+    """``self-signed certificate`` out of requests' long SSLError text, else all of it."""
+    m = re.search(r"certificate verify failed: ([^(']+)", str(e))
+    return m.group(1).strip() if m else str(e)
 
 
 def is_url(location: str) -> bool:
@@ -91,8 +118,13 @@ class HttpSource(Source):
     def __init__(self, url: str, *, ca_file: str | None = None, insecure: bool = False,
                  timeout: float = 30.0, retries: int = 10, backoff: float = 0.5):
         self.location, self.timeout, self.retries, self.backoff = url, timeout, retries, backoff
+        problem = ca_file and not insecure and check_ca_file(ca_file)
+        if problem:
+            raise SourceError(problem)
         self.session = requests.Session()
-        self.session.verify = False if insecure else (ca_file or True)
+        # per request: requests lets $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE override a
+        # session's verify (a CA file or False), never a request's
+        self.verify: bool | str = False if insecure else (ca_file or True)
         if insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.response: requests.Response | None = None
@@ -102,10 +134,11 @@ class HttpSource(Source):
     def _get(self, headers: dict) -> requests.Response:
         try:
             r = self.session.get(self.location, headers=headers, stream=True,
-                                 timeout=self.timeout)
+                                 timeout=self.timeout, verify=self.verify)
         except requests.exceptions.SSLError as e:
-            raise SourceError(f"TLS verification failed for {self.location}: {e} (give the "
-                              "CA with --ca-file, or --insecure to skip verification)") from None
+            raise SourceError(f"TLS verification failed for {self.location}: {_tls_reason(e)} "
+                              "(give the CA certificate that signed the server's: a CA file, "
+                              "--ca-file; or skip TLS verification, --insecure)") from None
         if r.status_code == 404:
             r.close()
             raise SourceError(2, f"{self.location}: not found (HTTP 404)")
@@ -161,7 +194,7 @@ class HttpSource(Source):
             return None
         n = min(n, self.size)
         try:
-            r = self.session.get(self.location, timeout=self.timeout,
+            r = self.session.get(self.location, timeout=self.timeout, verify=self.verify,
                                  headers={"Range": f"bytes={self.size - n}-",
                                           "Accept-Encoding": "identity"})
         except _DROPS:

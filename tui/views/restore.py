@@ -84,46 +84,68 @@ class BrowseView(View):
         return super().keypress(size, key)
 
 
+TLS_NOT_VERIFIED = "TLS NOT VERIFIED"
+
+
 class UrlView(View):
     title = "Restore: image from a URL"
     hints = (("Tab/↑↓", "fields"), ("Space", "toggle"), ("Enter", "inspect"), ("Esc", "back"))
 
-    def __init__(self, on_submit, url: str = ""):
+    def __init__(self, on_submit, url: str = "", ca_file: str = ""):
+        """``on_submit(url, sha256, ca_file, insecure)``: None for the empty fields."""
         self.on_submit = on_submit
         self.url = urwid.Edit("URL (http/https): ", url)
         self.sha256 = urwid.Edit("SHA-256 (optional): ")
-        self.tls = urwid.CheckBox("Verify the server's TLS certificate", state=True,
-                                  on_state_change=lambda _c, s: self._tls_changed(s))
+        self.ca_file = urwid.Edit("CA file (optional): ", ca_file)
+        self.insecure = urwid.CheckBox("Skip TLS verification (insecure)", state=False,
+                                       on_state_change=lambda _c, s: self._tls_changed(s))
         self.tls_warning = urwid.Text("")
         self.error = urwid.Text("")
         rows = [urwid.AttrMap(self.url, "body", "focus"),
                 urwid.AttrMap(self.sha256, "body", "focus"),
                 urwid.Text(("dim", "  without one, IMAGE.sha256 beside the image is used if "
                                    "the server has it")),
-                self.tls, self.tls_warning, urwid.Divider(), self.error,
+                urwid.AttrMap(self.ca_file, "body", "focus"),
+                urwid.Text(("dim", "  PEM: the CA that signed the server's certificate "
+                                   "(default: the system's CAs)")),
+                self.insecure, self.tls_warning, urwid.Divider(), self.error,
                 button("Inspect the image", self._submit)]
         self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
         super().__init__(self.listbox)
 
-    def _tls_changed(self, state: bool) -> None:
-        self.tls_warning.set_text("" if state else (
-            "warn", "TLS NOT VERIFIED: anyone on the path can send another image. Only on a "
-                    "network you trust, preferably with a SHA-256."))
+    def _tls_changed(self, skip: bool) -> None:
+        self.tls_warning.set_text(("warn", TLS_NOT_VERIFIED + ": anyone on the path can send "
+                                           "another image. Only on a network you trust, "
+                                           "preferably with a SHA-256.") if skip else "")
 
     def show_error(self, text: str) -> None:
         self.error.set_text(("warn", text))
 
     def _submit(self) -> None:
         self.on_submit(self.url.edit_text.strip(), self.sha256.edit_text.strip() or None,
-                       not self.tls.state)
+                       self.ca_file.edit_text.strip() or None, self.insecure.state)
 
     def keypress(self, size, key):
-        if key == "enter" and self.listbox.focus.base_widget in (self.url, self.sha256):
+        if key == "enter" and self.listbox.focus.base_widget in (self.url, self.sha256,
+                                                                 self.ca_file):
             self._submit()
             return None
         if key == "tab":
             key = "down"
         return super().keypress(size, key)
+
+
+def tls_markup(location: str, options):
+    """How the image's server was authenticated (None for a file or a disk)."""
+    if location.startswith("http://"):
+        return ("dim", "plain HTTP (no TLS)")
+    if not location.startswith("https://"):
+        return None
+    if options.insecure:
+        return ("warn", f"{TLS_NOT_VERIFIED}: the server's certificate was not checked")
+    if options.ca_file:
+        return f"TLS verified with the CA file {options.ca_file}"
+    return "TLS verified with the system's CAs"
 
 
 def _partition_lines(parts: list[dict]) -> list:
@@ -146,13 +168,16 @@ class InspectView(View):
     title = "Restore: the image"
     hints = (("Enter", "choose the target disk"), ("Esc", "back"))
 
-    def __init__(self, inspection, on_continue):
+    def __init__(self, inspection, options, on_continue):
         self.on_continue = on_continue
         info = inspection.info
         size = f"{human_size(info.size)} ({info.size} bytes)" if info.size else \
             "not known before writing"
-        lines: list = [("title", "Image\n"), f"  {info.location}\n",
-                       f"  format        {info.kind}\n", f"  disk size     {size}\n"]
+        lines: list = [("title", "Image\n"), f"  {info.location}\n"]
+        tls = tls_markup(info.location, options)
+        if tls:
+            lines += ["  ", tls, "\n"]
+        lines += [f"  format        {info.kind}\n", f"  disk size     {size}\n"]
         if info.file_size and info.file_size != info.size:
             lines.append(f"  file size     {human_size(info.file_size)}\n")
         lines.append(f"  sector size   {info.sector_size or 'unknown (no GPT)'}\n")
@@ -177,9 +202,13 @@ _TABLES = {"gpt": "GPT", "dos": "MBR (dos)"}
 
 def _image_side(plan, inspection) -> list:
     img = plan.image
-    lines = [("title", "IMAGE (read)\n"), f"{img.location}\n", f"{img.kind}\n",
-             (f"{human_size(img.size)} ({img.size} B)\n" if img.size else "size unknown\n"),
-             f"table {_TABLES.get(img.table, img.table or 'none')}\n"]
+    lines = [("title", "IMAGE (read)\n"), f"{img.location}\n"]
+    tls = tls_markup(img.location, plan.options)
+    if tls:
+        lines += [tls, "\n"]
+    lines += [f"{img.kind}\n",
+              (f"{human_size(img.size)} ({img.size} B)\n" if img.size else "size unknown\n"),
+              f"table {_TABLES.get(img.table, img.table or 'none')}\n"]
     sha = img.expected_sha256
     lines.append(f"sha256 {sha[:16]}... ({img.sha256_from})\n" if sha else "sha256: none\n")
     for s in inspection.systems if inspection else []:
