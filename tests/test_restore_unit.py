@@ -11,6 +11,7 @@ import hashlib
 import lzma
 import os
 import re
+import socket
 import struct
 import zlib
 
@@ -198,6 +199,16 @@ def test_missing_url_and_sidecar(served, tmp_path):
     assert checks.expected_sha256(srv.url("img"), None) == ("ab" * 32, srv.url("img.sha256"))
     with pytest.raises(ValueError):
         checks.expected_sha256("x", "not-hex")
+
+
+def test_unreachable_server_is_a_clear_source_error():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/node1.img"
+    with pytest.raises(sourcemod.SourceError) as e:
+        sourcemod.open_source(url)
+    assert str(e.value).startswith(f"cannot reach {url}: Connection refused"), str(e.value)
 
 
 def test_parse_sha256_picks_the_named_line():

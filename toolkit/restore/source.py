@@ -58,6 +58,14 @@ def _tls_reason(e: Exception) -> str:
     return m.group(1).strip() if m else str(e)
 
 
+def _net_reason(e: Exception) -> str:
+    """``Connection refused`` out of requests' long ConnectionError text, else all of it."""
+    if isinstance(e, requests.Timeout):
+        return "no answer (timed out)"
+    m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(e))
+    return m.group(1).strip() if m else str(e)
+
+
 def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
@@ -129,7 +137,11 @@ class HttpSource(Source):
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.response: requests.Response | None = None
         self.etag: str | None = None
-        self._open(0)
+        try:
+            self._open(0)
+        except _DROPS as e:
+            raise SourceError(f"cannot reach {self.location}: {_net_reason(e)} (is the server "
+                              "up, and this machine's network configured?)") from None
 
     def _get(self, headers: dict) -> requests.Response:
         try:
