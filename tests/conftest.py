@@ -28,6 +28,16 @@ def iso() -> Path:
 
 
 @pytest.fixture(scope="session")
+def netboot() -> Path:
+    """build/netboot: vmlinuz, initrd.img, filesystem.squashfs and the example entries."""
+    path = Path(os.environ.get("RTK_NETBOOT", ROOT / "build" / "netboot"))
+    if not (path / "filesystem.squashfs").exists():
+        pytest.fail(f"{path} has no netboot artifacts: run ./build_iso.sh first "
+                    "(or set RTK_NETBOOT)")
+    return path.resolve()
+
+
+@pytest.fixture(scope="session")
 def need_root():
     if os.geteuid() != 0:
         pytest.fail("this layer needs root (loop devices, mkfs, tgtd)")

@@ -13,7 +13,7 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 
 [ "$(id -u)" = 0 ] || { echo "tests/run.sh: run as root (loop devices, mkfs, tgtd, QEMU)" >&2; exit 1; }
 
-APT_PACKAGES=(python3 python3-venv qemu-system-x86 qemu-utils ovmf tgt gdisk fdisk util-linux libfuse2 fuse3
+APT_PACKAGES=(python3 python3-venv qemu-system-x86 ipxe-qemu qemu-utils ovmf tgt gdisk fdisk util-linux libfuse2 fuse3
               dosfstools e2fsprogs ntfs-3g xfsprogs gddrescue zstd xz-utils curl mtools
               cloud-guest-utils iproute2 iputils-ping openssl)
 need=()

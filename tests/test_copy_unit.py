@@ -155,6 +155,9 @@ def test_progress_event_line_and_fraction():
     line = p.line()
     assert "25.0%" in line and "500.0 MB/s" in line and "400.0 MB/s" in line
     assert "ETA 0:02" in line and "read errors 2" in line
+    # a step without bytes (restore's "finish": fit, inspection, boot entry)
+    assert progress.Progress("finish", 0, 1, 0.0, 0.0, None).line() == "finish working"
+    assert progress.Progress("finish", 1, 1, 0.0, 0.0, 0.0).line() == "finish done"
 
 
 def test_reporter_throttles_callbacks():

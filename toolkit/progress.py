@@ -35,7 +35,10 @@ class Progress:
         return self.done / self.total if self.total else 1.0
 
     def line(self) -> str:
-        """``copy  42.0%  1.2 GB of 3.0 GB  850.0 MB/s (avg 830.0 MB/s)  ETA 0:02``."""
+        """``copy  42.0%  1.2 GB of 3.0 GB  850.0 MB/s (avg 830.0 MB/s)  ETA 0:02``; a step
+        counted in steps, not bytes (total 0 or 1): ``finish  working`` or ``done``."""
+        if self.total <= 1:
+            return f"{self.phase:<6} {'done' if self.done >= self.total > 0 else 'working'}"
         eta = human_duration(self.eta) if self.eta is not None else "?"
         s = (f"{self.phase:<6} {100 * self.fraction:5.1f}%  {human_size(self.done)} of "
              f"{human_size(self.total)}  {human_rate(self.rate)} (avg "

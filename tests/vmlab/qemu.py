@@ -144,10 +144,14 @@ class SerialTerminal:
 class Guest:
     """A QEMU guest booted from the ISO (or its kernel), with virtio disks."""
 
-    def __init__(self, workdir: Path, iso: Path, *, uefi: bool = False,
+    def __init__(self, workdir: Path, iso: Path | None, *, uefi: bool = False,
                  disks: list[tuple[Path, str]] = (), kernel: Path | None = None,
                  initrd: Path | None = None, append: str | None = None,
-                 memory: int = 2048, name: str = "guest"):
+                 netboot: str | None = None, mac: str | None = None, memory: int = 2048,
+                 name: str = "guest"):
+        """``iso``: the CD (None: no CD). ``kernel``/``initrd``/``append``: QEMU loads
+        them directly. ``netboot``: a URL handed out by QEMU's DHCP as the boot file;
+        the NIC's iPXE ROM fetches it over HTTP and runs it (no CD, no kernel)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -160,15 +164,17 @@ class Guest:
                "-chardev", f"socket,id=s0,path={serial0},server=on,wait=off",
                "-serial", "chardev:s0",
                "-monitor", f"unix:{monitor},server=on,wait=off",
-               "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
-               "-drive", f"file={iso},media=cdrom,readonly=on,if=ide,index=1"]
+               "-netdev", "user,id=n0" + (f",bootfile={netboot}" if netboot else ""),
+               "-device", "virtio-net-pci,netdev=n0" + (f",mac={mac}" if mac else "")]
+        if iso:
+            cmd += ["-drive", f"file={iso},media=cdrom,readonly=on,if=ide,index=1"]
         if uefi:
             vars_copy = self.workdir / f"{name}-OVMF_VARS.fd"
             shutil.copy(OVMF_VARS, vars_copy)
             cmd += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
                     "-drive", f"if=pflash,format=raw,file={vars_copy}"]
         else:
-            cmd += ["-boot", "d"]
+            cmd += ["-boot", "n" if netboot else "d"]
         for i, (path, serial) in enumerate(disks):
             cmd += ["-drive", f"if=none,id=d{i},file={path},format=raw,cache=unsafe",
                     "-device", f"virtio-blk-pci,drive=d{i},serial={serial}"]

@@ -38,14 +38,18 @@ class Tgt:
                               capture_output=True, text=True, check=check)
 
     def add_target(self, iqn: str, luns: list[Path], *, chap: tuple[str, str] | None = None,
-                   mutual: tuple[str, str] | None = None) -> int:
-        """Serve ``luns`` (image files) as LUN 1, 2, ... of a new target; returns its tid."""
+                   mutual: tuple[str, str] | None = None, serials: list[str] = ()) -> int:
+        """Serve ``luns`` (image files) as LUN 1, 2, ... of a new target; returns its tid.
+        ``serials``: the LUNs' SCSI serial numbers (default: tgtd's ``beaf<tid><lun>``)."""
         tid = str(self.next_tid)
         self.next_tid += 1
         self.adm("--op", "new", "--mode", "target", "--tid", tid, "-T", iqn)
         for lun, path in enumerate(luns, start=1):
             self.adm("--op", "new", "--mode", "logicalunit", "--tid", tid, "--lun", str(lun),
                      "-b", str(path))
+            if lun <= len(serials):
+                self.adm("--op", "update", "--mode", "logicalunit", "--tid", tid, "--lun",
+                         str(lun), "--params", f"scsi_sn={serials[lun - 1]}")
         self.adm("--op", "bind", "--mode", "target", "--tid", tid, "-I", "ALL")
         if chap:
             self.adm("--op", "new", "--mode", "account", "--user", chap[0], "--password", chap[1])
