@@ -15,10 +15,12 @@ def parse_size(text: str) -> int:
     return int(float(t[:-1]) * units[t[-1]]) if t[-1] in units else int(t)
 
 
-def losetup(path: Path) -> str:
+def losetup(path: Path, direct_io: bool = False) -> str:
     """A loop device over ``path``, writable: a read-only flag set on a device (an iSCSI
-    SOURCE role, BLKROSET) outlives the loop device's detach and is reused with its number."""
-    dev = subprocess.run(["losetup", "-f", "--show", str(path)], check=True,
-                         capture_output=True, text=True).stdout.strip()
+    SOURCE role, BLKROSET) outlives the loop device's detach and is reused with its number.
+    ``direct_io``: the loop device reads and writes its file with O_DIRECT (the disk
+    under the file, not the page cache, is then the limit)."""
+    dev = subprocess.run(["losetup", "-f", "--show", *(["--direct-io=on"] if direct_io else []),
+                          str(path)], check=True, capture_output=True, text=True).stdout.strip()
     subprocess.run(["blockdev", "--setrw", dev], check=True)
     return dev
