@@ -4,6 +4,7 @@ URL), the command line over the file, completeness per mode, no secret shown."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -273,3 +274,55 @@ def test_command_line_overrides_the_file_and_keeps_its_chap(tmp_path):
 
 def test_cmdline_values_are_only_those_given():
     assert from_cmdline(Cmdline("quiet ip=dhcp rtk.grow=no")) == {"grow": False}
+
+
+# --- property-based: the schema ------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SECRET_MARK = "Zq-SECRET-7"  # every string value below carries it: errors must never show it
+_text = st.text(min_size=0, max_size=12).map(lambda s: SECRET_MARK + s)
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000),
+                     st.floats(allow_nan=False), _text)
+_json = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8)
+_keys = st.sampled_from([*SCHEMA["properties"], "consnet", "Mode", ""])
+_luns = st.fixed_dictionaries({"host": _text, "iqn": _text}, optional={
+    "lun": st.integers(-2, 5), "port": st.integers(0, 70000),
+    "chap": st.fixed_dictionaries({"username": _text, "password": _text}),
+    "mutual": st.dictionaries(st.sampled_from(["username", "password", "pass"]), _json)})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, st.one_of(_json, st.lists(_luns, max_size=2)), max_size=6))
+def test_any_plan_file_is_accepted_or_refused_with_paths_and_no_values(data):
+    """Whatever a plan file holds: from_file() returns, or raises PlanError naming each
+    problem by its path; no other exception, and no value (a secret) in the message."""
+    try:
+        from_file(data)
+    except PlanError as e:
+        text = str(e)
+        assert SECRET_MARK not in text
+        if text.startswith("the plan file does not fit the schema:"):
+            lines = text.splitlines()[1:]
+            assert lines and all(re.match(r"  plan(\.|\[|:)", line) for line in lines), text
+    errors = schema_errors(data, SCHEMA)
+    assert all(SECRET_MARK not in e for e in errors)
+    # every unknown top-level key is named
+    for k in data:
+        if k not in SCHEMA["properties"]:
+            assert f"plan.{k}: unknown key" in "\n".join(errors)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_plan_text_is_a_mapping_or_a_clear_error(text):
+    for name in ("p.yaml", "p.json"):
+        try:
+            data = planmod.parse_plan_text(text, name)
+        except PlanError as e:
+            assert str(e).startswith(f"plan {name}: ")
+        else:
+            assert isinstance(data, dict)

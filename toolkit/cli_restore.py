@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from toolkit import cli_copy, restore
+from toolkit import cli_copy
 from toolkit.copy_result import EXIT_FAILED, EXIT_REFUSED
 from toolkit.units import human_size
 
 
-def _summary(plan: restore.RestorePlan) -> None:
+def _summary(plan) -> None:
     img, t = plan.image, plan.target
     size = f"{img.size} bytes ({human_size(img.size)})" if img.size else "unknown until written"
     print(f"image:  {img.location} ({img.kind}, {size})", file=sys.stderr)
@@ -34,7 +34,7 @@ def _summary(plan: restore.RestorePlan) -> None:
         print(f"warning: {w}", file=sys.stderr)
 
 
-def _finish(result: restore.RestoreResult) -> int:
+def _finish(result) -> int:
     print(result.message)
     if result.input_sha256:
         print(f"sha256 image file: {result.input_sha256}")
@@ -52,6 +52,8 @@ def _finish(result: restore.RestoreResult) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from toolkit import restore  # imported here: `rtk copy` need not load requests
+
     options = restore.RestoreOptions(
         verify=args.verify, grow=args.grow, sha256=args.sha256, ca_file=args.ca_file,
         insecure=args.insecure, tmpdir=args.tmpdir, algorithm=args.algorithm)
