@@ -72,6 +72,10 @@ def main() -> None:
     ap.add_argument("--direct-io", action="store_true",
                     help="loop devices with --direct-io=on: the disk under --dir is the limit, "
                          "not the page cache")
+    ap.add_argument("--target-dir", metavar="DIR",
+                    help="put the target image here instead (e.g. /dev/shm: the target in RAM, "
+                         "so the source's disk is the only limit, as with a BDR LUN copied to "
+                         "a SAN LUN on another array)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (loop devices)")
@@ -80,14 +84,19 @@ def main() -> None:
     py = sys.executable
     env = {**os.environ, "RTK_LOG_DIR": str(work / "log"), "PYTHONPATH": str(ROOT)}
     devs: list[str] = []
+    tdir = work
     try:
         make_random(work / "src.img", size)
         make_mostly_zero(work / "zero.img", size)
-        with open(work / "dst.img", "wb") as f:
+        if args.target_dir:
+            tdir = Path(tempfile.mkdtemp(prefix="rtk-bench-", dir=args.target_dir))
+        with open(tdir / "dst.img", "wb") as f:
             f.truncate(size)
-        src, zsrc, dst = (losetup(work / n, args.direct_io)
-                          for n in ("src.img", "zero.img", "dst.img"))
-        devs += [src, zsrc, dst]
+        src, zsrc = (losetup(work / n, args.direct_io) for n in ("src.img", "zero.img"))
+        devs += [src, zsrc]
+        # a target in RAM (tmpfs) has no disk under it: no direct I/O for its loop device
+        dst = losetup(tdir / "dst.img", args.direct_io and not args.target_dir)
+        devs.append(dst)
         mapfile = work / "bench.map"
         rtk = (f"{py} -m toolkit.cli copy --yes "
                f"--target-id {os.path.basename(dst)} --mapfile {mapfile}")
@@ -131,6 +140,8 @@ def main() -> None:
             results.append((name, statistics.median(times), baseline))
             print(f"  {name}: {statistics.median(times):.2f} s", file=sys.stderr)
         kind = "direct-I/O loop devices" if args.direct_io else "loop devices (page cache)"
+        if args.target_dir:
+            kind += f", the target in {args.target_dir}"
         print(f"\n{size / MiB:.0f} MiB on {kind}, {os.cpu_count()} cores, median of "
               f"{args.repeat} runs, wall time including process start-up; \"vs dd\" is the "
               "speed relative to dd on the same source (higher is faster)\n")
@@ -142,8 +153,9 @@ def main() -> None:
     finally:
         for d in devs:
             subprocess.run(["losetup", "-d", d], check=False)
-        with contextlib.suppress(OSError):
-            shutil.rmtree(work)
+        for d in {work, tdir}:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(d)
 
 
 if __name__ == "__main__":

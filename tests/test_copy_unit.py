@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit import cli_copy, copy_plan, copy_result, progress, reading, report
+from toolkit import blockdev, cli_copy, copy_plan, copy_result, progress, reading, report
 from toolkit import copy as copymod
 from toolkit.cli import build_parser
 from toolkit.disks import Disk, IscsiLocation, Partition
@@ -368,3 +368,25 @@ def test_exit_codes():
         codes[status] = r.exit_code
     assert codes == {"ok": 0, "unreadable": 3, "mismatch": 4, "failed": 1, "cancelled": 1}
     assert copy_result.EXIT_REFUSED == 5
+
+
+@pytest.mark.parametrize("memcmp", [True, False], ids=["libc-memcmp", "bytes-compare"])
+def test_zero_chunk_detection(memcmp, monkeypatch):
+    """--skip-zeros decides per chunk: one non-zero byte anywhere (first, last, middle)
+    makes a chunk data; a short last chunk is checked over its own length only."""
+    if not memcmp:
+        monkeypatch.setattr(blockdev, "_MEMCMP", None)
+    n = 1 << 20
+    buf, zeros = blockdev.AlignedBuffer(n), bytes(n)
+    try:
+        assert buf.is_zero(n, zeros) and buf.is_zero(0, zeros)
+        for pos in (0, n // 2 + 1, n - 1):
+            buf.view[pos] = 0x80
+            assert not buf.is_zero(n, zeros)
+            assert buf.is_zero(pos, zeros)  # the bytes before it are zero
+            buf.view[pos] = 0
+        assert buf.is_zero(n, zeros)
+        with pytest.raises(ValueError):
+            buf.is_zero(n, zeros[:-1])
+    finally:
+        buf.close()

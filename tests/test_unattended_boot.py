@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_streams_clear_the_virtual_console_only_and_stamp_the_log(env):
 ])
 def test_hand_over(env, action, units):
     path = boot.hand_over(action, ["why", "report: x"], ["tty1", "ttyS0"])
-    assert json.loads(open(path).read()) == {"action": action, "lines": ["why", "report: x"]}
+    assert json.loads(Path(path).read_text()) == {"action": action, "lines": ["why", "report: x"]}
     assert env["started"] == units
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import restore_images as ri
 from loopdev import loop_device, make_image
-from test_unattended_unit import ReportServer, closed_port_url
+from test_unattended_unit import closed_port_url
+from vmlab.report import ReportServer
 
 from toolkit import disks as disks_mod
 from toolkit.cmdline import Cmdline

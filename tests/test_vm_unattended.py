@@ -158,9 +158,14 @@ def boot_kernel(lab, name: str, disks: list[tuple[Path, str]], params: str) -> G
                  append=f"{lab['append']} {params}", disks=disks, name=name)
 
 
-def assert_no_reboot(guest: Guest, seconds: float = 15) -> None:
-    time.sleep(seconds)  # -no-reboot: a reboot or power-off would end QEMU
+def held_screen(guest: Guest) -> str:
+    """Wait for a run that stopped before writing and its held console; the screen's
+    text without line breaks (a long line wraps at 80 columns)."""
+    guest.console.wait_raw(r"STOPPED before writing anything", timeout=900)
+    screen = guest.console.wait_screen(r"Press Enter for the menu", timeout=120)
+    time.sleep(15)  # -no-reboot: a reboot or power-off would end QEMU
     assert guest.proc.poll() is None, "the guest rebooted or powered off after a failure"
+    return "".join(screen.splitlines())
 
 
 def test_b1_consent_for_another_disk_writes_nothing_and_stays(lab):
@@ -173,10 +178,8 @@ def test_b1_consent_for_another_disk_writes_nothing_and_stays(lab):
     guest = boot_kernel(lab, "b1", [(disk, "RTKB1DISK")], params)
     con = guest.console
     try:
-        con.wait_raw(r"STOPPED before writing anything", timeout=900)
-        screen = "".join(con.wait_screen(r"Press Enter for the menu", timeout=120).splitlines())
+        screen = held_screen(guest)
         assert "ANOTHER-MACHINE" in screen and "RTKB1DISK" in screen, screen
-        assert_no_reboot(guest)
         ev = events_of(reports)
         assert [e["event"] for e in ev][0] == "start" and ev[-1]["event"] == "end"
         end = ev[-1]
@@ -190,7 +193,8 @@ def test_b1_consent_for_another_disk_writes_nothing_and_stays(lab):
         journal = guest.run("journalctl -b -u rtk-unattended -o cat --no-pager")
         assert "rtk.consent=serial:ANOTHER-MACHINE does not name the disk found" in journal
         assert "STOPPED" in guest.run("cat /var/log/rtk/unattended.log")
-        assert "STOPPED before writing" in guest.run("tr -s ' ' < /dev/vcs1")
+        tty1 = guest.run("tr -s ' ' < /dev/vcs1")  # the text on tty1's screen
+        assert "rtk: disk: found vda" in tty1 and "STOPPED before writing" in tty1, tty1
         assert "written\": false" in guest.run("cat /var/log/rtk/unattended-*.json")
         guest.close_shell()
     finally:
@@ -206,12 +210,9 @@ def test_b2_rule_matching_two_disks_writes_nothing(lab):
               "rtk.disk=rule:transport=virtio,size>=60M rtk.consent=serial:RTKTWIN1 "
               f"rtk.done=poweroff rtk.report={reports.url_for(HOST)}")
     guest = boot_kernel(lab, "b2", twins, params)
-    con = guest.console
     try:
-        con.wait_raw(r"STOPPED before writing anything", timeout=900)
-        screen = "".join(con.wait_screen(r"Press Enter for the menu", timeout=120).splitlines())
+        screen = held_screen(guest)
         assert "RTKTWIN1" in screen and "RTKTWIN2" in screen, screen
-        assert_no_reboot(guest)
     finally:
         guest.stop()
     end = events_of(reports)[-1]

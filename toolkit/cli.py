@@ -47,9 +47,17 @@ def cmd_disks(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """``--version``: the package metadata is read only when asked (it is slow to load)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"rtk {toolkit.__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtk", description="Recovery Toolkit command line")
-    parser.add_argument("--version", action="version", version=f"rtk {toolkit.__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("disks", help="list block devices with identity, transport and use")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from toolkit.plan import LIVE_MEDIUM
+from toolkit.system import LIVE_MEDIUM
 
 EXIT_USAGE, EXIT_NO_MODE = 2, 6
 

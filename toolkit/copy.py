@@ -146,8 +146,13 @@ class _Copier:
         return self.size - self.map.bytes_with(NON_TRIED, NON_TRIMMED, NON_SCRAPED)
 
     # writing ----------------------------------------------------------------------------
-    def write(self, buf: blockdev.AlignedBuffer, pos: int, n: int) -> None:
-        if self.opts.skip_zeros and buf.is_zero(n, self.zeros):
+    def write(self, buf: blockdev.AlignedBuffer, pos: int, n: int, *, zero: bool | None = None
+              ) -> None:
+        """Write ``n`` bytes at ``pos``; with --skip-zeros not an all-zero chunk (``zero``:
+        already checked by the pipeline's middle stage)."""
+        if zero is None:
+            zero = self.opts.skip_zeros and buf.is_zero(n, self.zeros)
+        if zero:
             self.skipped += n
             return
         blockdev.write_exact(self.dst_fd, buf.view[:n], pos)
@@ -162,12 +167,14 @@ class _Copier:
         free = reading.buffer_pool(opts.buffers, opts.chunk_size)
         stop = threading.Event()
         read_q: queue.Queue = queue.Queue(opts.buffers + 1)
-        write_q: queue.Queue = queue.Queue(opts.buffers + 1) if hasher else read_q
+        middle = hasher is not None or opts.skip_zeros  # a stage between reader and writer
+        write_q: queue.Queue = queue.Queue(opts.buffers + 1) if middle else read_q
         max_skip = max(opts.chunk_size, min(GiB, self.size // 100)) if skipping else 0
         reader = reading.Reader(self.src_fd, list(self.map.ranges(NON_TRIED)),
                                 opts.chunk_size, free, read_q, stop, skip_errors=True,
                                 max_skip=max_skip, max_rate=opts.max_rate)
-        hash_thread = reading.Hasher(hasher, read_q, write_q) if hasher else None
+        hash_thread = reading.Hasher(hasher, read_q, write_q, self.zeros if opts.skip_zeros
+                                     else None) if middle else None
         self.map.phase, self.map.current_pass = "?", 1 if skipping else 2
         reader.start()
         if hash_thread:
@@ -187,7 +194,7 @@ class _Copier:
                     continue
                 try:
                     if self.failure is None:
-                        self.write(payload, pos, n)
+                        self.write(payload, pos, n, zero=kind == "zero")
                         self.map.set(pos, n, FINISHED)
                         self.copied += n
                         done += n
@@ -208,7 +215,7 @@ class _Copier:
             reading.close_pool(free)
         if reader.crash:
             raise reader.crash
-        return bool(hash_thread and hash_thread.valid)
+        return bool(hasher and hash_thread and hash_thread.valid)
 
     # passes 2 and 3: narrowing down read errors -----------------------------------------
     def narrow(self, status: str, step: int, fail_status: str, phase: str) -> None:

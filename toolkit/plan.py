@@ -28,8 +28,8 @@ from toolkit.selectors import DEFAULT_PORT, SOURCE, TARGET, IscsiLun, Selector
 from toolkit.selectors import parse_consent as _consent
 from toolkit.selectors import parse_iscsi as _iscsi
 from toolkit.selectors import parse_selector as _selector
+from toolkit.system import LIVE_MEDIUM
 
-LIVE_MEDIUM = "/run/live/medium"
 MODES = ("restore", "copy")
 DONE = ("reboot", "poweroff", "menu", "shell")
 PARAMS = tuple(f"rtk.{p}" for p in ("mode", "initiator", "source", "target", "image", "sha256",

@@ -164,19 +164,25 @@ class Reader(threading.Thread):
 
 
 class Hasher(threading.Thread):
-    """Between reader and writer: feeds data items to a :class:`RegionHasher`."""
+    """Between reader and writer: feeds data items to a :class:`RegionHasher` (if any)
+    and, given ``zeros``, turns all-zero data items into ("zero", pos, n, buffer)
+    items, so that neither the hash nor the zero check holds up the writer."""
 
-    def __init__(self, hasher: RegionHasher, inq: queue.Queue, out: queue.Queue):
+    def __init__(self, hasher: RegionHasher | None, inq: queue.Queue, out: queue.Queue,
+                 zeros: bytes | None = None):
         super().__init__(daemon=True, name="rtk-hasher")
-        self.hasher, self.inq, self.out = hasher, inq, out
-        self.valid = True
+        self.hasher, self.inq, self.out, self.zeros = hasher, inq, out, zeros
+        self.valid = hasher is not None
 
     def run(self) -> None:
         while True:
             item = self.inq.get()
             kind, pos, n, buf = item
-            if kind == "data" and self.valid:
-                self.valid = self.hasher.update(pos, buf.view[:n])
+            if kind == "data":
+                if self.valid:
+                    self.valid = self.hasher.update(pos, buf.view[:n])
+                if self.zeros is not None and buf.is_zero(n, self.zeros):
+                    item = ("zero", pos, n, buf)
             elif kind == "bad":
                 self.valid = False
             self.out.put(item)

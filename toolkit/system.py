@@ -9,6 +9,7 @@ import subprocess
 import psutil
 
 LOG_DIR = os.environ.get("RTK_LOG_DIR", "/var/log/rtk")
+LIVE_MEDIUM = "/run/live/medium"  # where live-boot mounts the boot medium
 
 
 def hostname() -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 
 from toolkit import copy as dc
 from toolkit import disks as disks_mod
 from toolkit import roles
 from toolkit.disks import Disk
 from toolkit.mapfile import BAD, FINISHED, Mapfile, MapfileError
+from tui.job import Job
 from tui.views.copy import ChooseDiskView, CopyProgressView, CopyResultView, CopySummaryView
 
 # Devices that are never a sensible SOURCE or TARGET of a disk copy.
@@ -30,8 +30,9 @@ class CopyController:
         self.disks: list[Disk] = []
         self.source: Disk | None = None
         self.plan: dc.CopyPlan | None = None
-        self.worker: threading.Thread | None = None
-        self.cancel = threading.Event()
+        self.job = Job(app, "Stop the copy?",
+                       "The copy stops at a consistent point. Choosing the same SOURCE and "
+                       "TARGET again offers to resume it.", "Keep copying")
         self.result: dc.CopyResult | None = None
         self.progress_view: CopyProgressView | None = None
 
@@ -107,39 +108,17 @@ class CopyController:
             os.unlink(mapfile)
         options = dc.CopyOptions(verify=verify, algorithm=algorithm, skip_zeros=skip_zeros,
                                  mapfile=mapfile)
-        self.cancel = threading.Event()
         self.result = None
-        self.progress_view = CopyProgressView(plan, self.confirm_cancel)
-        self.app.push(self.progress_view)
-        view = self.progress_view
+        view = self.progress_view = CopyProgressView(plan, self.job.confirm_cancel)
+        self.app.push(view)
+        progress = self.job.progress_to(view)
+        self.job.start("disk-copy", lambda cancel: dc.copy(plan, options, progress=progress,
+                                                           cancel=cancel),
+                       self._done, lambda e: self._refused(str(e)), errors=(dc.Refused,))
 
-        def progress(p: dc.Progress) -> None:
-            self.app.call_from_thread(lambda: view.update(p))
-
-        def work() -> None:
-            try:
-                result = dc.copy(plan, options, progress=progress, cancel=self.cancel)
-            except dc.Refused as e:
-                message = str(e)  # `e` is unbound once the except block ends
-                self.app.call_from_thread(lambda: self._refused(message))
-                return
-            self.app.call_from_thread(lambda: self._done(result))
-
-        self.worker = threading.Thread(target=work, name="disk-copy", daemon=True)
-        self.worker.start()
-
-    def confirm_cancel(self) -> None:
-        if self.worker is None or not self.worker.is_alive():
-            return
-        self.app.dialog(
-            "Stop the copy?",
-            "The copy stops at a consistent point. Choosing the same SOURCE and TARGET again "
-            "offers to resume it.",
-            [("Keep copying", self.app.close_dialog), ("Stop", self._cancel)])
-
-    def _cancel(self) -> None:
-        self.app.close_dialog()
-        self.cancel.set()
+    @property
+    def worker(self):
+        return self.job.worker
 
     def _refused(self, message: str) -> None:
         self.app.pop()

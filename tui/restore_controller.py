@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 
 from toolkit import disks as disks_mod
 from toolkit import media, restore, roles
@@ -20,6 +19,7 @@ from toolkit.restore import checks
 from toolkit.restore import source as sourcemod
 from toolkit.restore.inspect import Inspection, inspect_image
 from tui.copy_controller import confirmation_word
+from tui.job import Job
 from tui.views.copy import ChooseDiskView
 from tui.views.restore import (
     BrowseView,
@@ -49,8 +49,10 @@ class RestoreController:
         self.options = restore.RestoreOptions(grow=False, verify=True)
         self.inspection: Inspection | None = None
         self.plan: restore.RestorePlan | None = None
-        self.worker: threading.Thread | None = None
-        self.cancel = threading.Event()
+        self.job = Job(app, "Stop the restore?",
+                       "The target is left without a partition table (its first and last MiB "
+                       "zeroed): nothing will take a half-written disk for a valid one.",
+                       "Keep restoring")
         self.result: restore.RestoreResult | None = None
         self.progress_view: RestoreProgressView | None = None
         self.url_view: UrlView | None = None
@@ -210,38 +212,18 @@ class RestoreController:
         plan = self.plan
         assert plan is not None
         plan.options.grow, plan.options.verify = grow, verify
-        self.cancel = threading.Event()
         self.result = None
-        view = self.progress_view = RestoreProgressView(plan, self.confirm_cancel)
+        view = self.progress_view = RestoreProgressView(plan, self.job.confirm_cancel)
         self.app.push(view)
+        progress = self.job.progress_to(view)
+        # restore() does not raise for a failed restore; anything else is shown
+        self.job.start("restore", lambda cancel: restore.restore(plan, progress=progress,
+                                                                 cancel=cancel),
+                       self._done, lambda e: self._crashed(f"{type(e).__name__}: {e}"))
 
-        def progress(p: restore.Progress) -> None:
-            self.app.call_from_thread(lambda: view.update(p))
-
-        def work() -> None:
-            try:
-                result = restore.restore(plan, progress=progress, cancel=self.cancel)
-            except Exception as e:  # noqa: BLE001 - restore() should not raise; show it if it does
-                error = f"{type(e).__name__}: {e}"
-                self.app.call_from_thread(lambda: self._crashed(error))
-                return
-            self.app.call_from_thread(lambda: self._done(result))
-
-        self.worker = threading.Thread(target=work, name="restore", daemon=True)
-        self.worker.start()
-
-    def confirm_cancel(self) -> None:
-        if self.worker is None or not self.worker.is_alive():
-            return
-        self.app.dialog(
-            "Stop the restore?",
-            "The target is left without a partition table (its first and last MiB zeroed): "
-            "nothing will take a half-written disk for a valid one.",
-            [("Keep restoring", self.app.close_dialog), ("Stop", self._cancel)])
-
-    def _cancel(self) -> None:
-        self.app.close_dialog()
-        self.cancel.set()
+    @property
+    def worker(self):
+        return self.job.worker
 
     def _crashed(self, message: str) -> None:
         self.app.pop()
