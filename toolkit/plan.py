@@ -67,6 +67,13 @@ _TYPES = {"object": (dict, "a mapping"), "array": (list, "a list"), "string": (s
           "integer": (int, "an integer"), "boolean": (bool, "true or false")}
 
 
+def _key(k) -> str:
+    """A key as the error shows it: quoted when empty or not plain printable text (a
+    newline in a key must not break the list of errors into misleading lines)."""
+    text = str(k)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
 def schema_errors(value, schema: dict, path: str = "plan") -> list[str]:
     """What is wrong with ``value`` for the JSON-Schema subset :data:`SCHEMA` uses (type, enum,
     required, properties, additionalProperties, items, minLength, pattern, minimum, maximum).
@@ -91,7 +98,7 @@ def schema_errors(value, schema: dict, path: str = "plan") -> list[str]:
             if k in props:
                 errors += schema_errors(v, props[k], f"{path}.{k}")
             elif schema.get("additionalProperties") is False:
-                errors.append(f"{path}.{k}: unknown key (known: {', '.join(props)})")
+                errors.append(f"{path}.{_key(k)}: unknown key (known: {', '.join(props)})")
     if t == "array":
         for i, item in enumerate(value):
             errors += schema_errors(item, schema["items"], f"{path}[{i}]")
