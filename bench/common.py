@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 from pathlib import Path
 
@@ -24,3 +25,15 @@ def losetup(path: Path, direct_io: bool = False) -> str:
                           str(path)], check=True, capture_output=True, text=True).stdout.strip()
     subprocess.run(["blockdev", "--setrw", dev], check=True)
     return dev
+
+
+def bench_parser(doc: str, default_size: str) -> argparse.ArgumentParser:
+    """The options every loop-device benchmark takes: --size, --repeat, --dir, --direct-io."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--size", type=parse_size, default=parse_size(default_size))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dir", default="/var/tmp", help="where the images go")
+    ap.add_argument("--direct-io", action="store_true",
+                    help="loop devices with --direct-io=on: the disk under --dir is the limit, "
+                         "not the page cache")
+    return ap

@@ -13,7 +13,6 @@ from wait4). Times include process start-up, for every tool alike.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import random
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import MiB, losetup, parse_size
+from common import MiB, bench_parser, losetup
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,13 +64,7 @@ def make_mostly_zero(path: Path, size: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=parse_size, default=parse_size("1G"))
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dir", default="/var/tmp")
-    ap.add_argument("--direct-io", action="store_true",
-                    help="loop devices with --direct-io=on: the disk under --dir is the limit, "
-                         "not the page cache")
+    ap = bench_parser(__doc__, "1G")
     ap.add_argument("--target-dir", metavar="DIR",
                     help="put the target image here instead (e.g. /dev/shm: the target in RAM, "
                          "so the source's disk is the only limit, as with a BDR LUN copied to "

@@ -16,7 +16,6 @@ with ``--no-verify``.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import http.server
 import os
@@ -28,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import MiB, losetup, parse_size
+from common import MiB, bench_parser, losetup
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,14 +56,7 @@ def make_image(path: Path, size: int) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=parse_size, default=parse_size("512M"))
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dir", default="/var/tmp")
-    ap.add_argument("--direct-io", action="store_true",
-                    help="the target's loop device with --direct-io=on: the disk under --dir "
-                         "is the limit, not the page cache")
-    args = ap.parse_args()
+    args = bench_parser(__doc__, "512M").parse_args()
     with tempfile.TemporaryDirectory(prefix="rtk-restore-bench-", dir=args.dir) as d:
         img = Path(d) / "disk.img"
         make_image(img, args.size)

@@ -37,6 +37,15 @@ def netboot() -> Path:
     return path.resolve()
 
 
+@pytest.fixture
+def rtk_dirs(tmp_path, monkeypatch) -> Path:
+    """Reports in ``tmp_path/log`` (RTK_LOG_DIR), roles and mounts under ``tmp_path/run``
+    (RTK_RUN_DIR): a test never touches /var/log/rtk or /run/rtk."""
+    monkeypatch.setenv("RTK_LOG_DIR", str(tmp_path / "log"))
+    monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path / "run"))
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def need_root():
     if os.geteuid() != 0:

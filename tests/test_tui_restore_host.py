@@ -30,10 +30,8 @@ def image(tmp_path_factory):
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch, need_root):
-    monkeypatch.setenv("RTK_LOG_DIR", str(tmp_path / "logs"))
-    monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path / "run"))
-    return tmp_path
+def env(rtk_dirs, need_root):
+    return rtk_dirs
 
 
 @pytest.fixture
@@ -111,7 +109,7 @@ def _check_target(dev: str, built: ri.Built, grown: bool) -> None:
 
 def test_restore_from_usb_file(env, image, usb, targets):
     big, small = targets
-    app = App(log_dir=str(env / "logs"))
+    app = App(log_dir=str(env / "log"))
     screen = press(app, "b")
     assert "where is the image" in screen and "Browse local or USB media" in screen
     screen = press(app, "enter")
@@ -164,7 +162,7 @@ def test_restore_from_url(env, image, targets):
     server = HttpServer(image.path.parent)
     server.httpd.handle_error = lambda *a: None  # probing reads the head, then hangs up
     try:
-        app = App(log_dir=str(env / "logs"))
+        app = App(log_dir=str(env / "log"))
         press(app, "b", "down", "enter")
         screen = render(app)
         assert "image from a URL" in screen
@@ -248,7 +246,7 @@ def test_https_needs_the_ca_file(env, image, https, targets):
     server, cert = https
     der = env / "ca.cer"
     ri.run("openssl", "x509", "-in", str(cert), "-outform", "der", "-out", str(der))
-    app = App(log_dir=str(env / "logs"))
+    app = App(log_dir=str(env / "log"))
     press(app, "b", "down", "enter")
     _type(app, server.url("gpt.img"))
     press(app, "enter")
@@ -296,7 +294,7 @@ def test_https_without_verification_is_shown(env, image, https, targets):
     to the confirmation says TLS NOT VERIFIED (the plan's warnings carry it to the report)."""
     big, small = targets
     server, _cert = https
-    app = App(log_dir=str(env / "logs"))
+    app = App(log_dir=str(env / "log"))
     press(app, "b", "down", "enter")
     _type(app, server.url("gpt.img"))
     screen = press(app, "down", "down", "down", " ")  # tick "skip TLS verification"
@@ -334,7 +332,7 @@ def test_restore_from_iscsi_disk(env, image, targets):
                     d.transport = "iscsi"
             return found
 
-        app = App(log_dir=str(env / "logs"), list_disks=disks)
+        app = App(log_dir=str(env / "log"), list_disks=disks)
         screen = press(app, "b", "down", "down", "enter")
         assert "iSCSI disk holding the image" in screen and lun in screen, screen
         press(app, "enter")

@@ -49,9 +49,8 @@ def image(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def env(tmp_path, monkeypatch, need_root):
-    monkeypatch.setenv("RTK_LOG_DIR", str(tmp_path / "log"))
-    monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path / "run"))
+def env(rtk_dirs, need_root):
+    pass
 
 
 @pytest.fixture
