@@ -172,7 +172,7 @@ def test_refusals_leave_the_target_untouched(images, target):
     # a container is checked before anything is written
     res = do(images["qcow2"], dev, sha256="0" * 64)
     assert res.status == "refused" and "SHA-256 mismatch" in res.message
-    assert head_of(dev).startswith(MARKER)
+    assert head_of(dev).startswith(MARKER) and not res.wiped
 
 
 def test_truncated_container_is_refused(images, target, tmp_path):
@@ -203,7 +203,7 @@ def test_failures_while_writing_leave_no_table(images, target, tmp_path, case):
         res = do(bad, dev)
         assert res.status == "failed", res.message
     assert no_table(dev), res.message
-    assert "zeroed again" in res.message
+    assert "zeroed again" in res.message and res.wiped  # the result screen says so
 
 
 def test_cancel_leaves_no_table(images, target):
@@ -228,7 +228,7 @@ def test_http_drop_is_resumed(images, target, fmt):
         url = srv.url(Path(images[fmt]).name)
         res = do(url, dev, grow=True)
         assert res.status == "ok", res.message
-        assert res.resumes == 1
+        assert res.resumes == 1 and not res.wiped
         assert res.input_sha256 == ri.sha256_file(images[fmt])
         check_disk(dev, images["built"], grown=True)
     finally:

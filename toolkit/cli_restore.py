@@ -19,6 +19,7 @@ import sys
 
 from toolkit import cli_copy
 from toolkit.copy_result import EXIT_FAILED, EXIT_REFUSED
+from toolkit.reading import ALGORITHMS
 from toolkit.units import human_size
 
 
@@ -92,7 +93,7 @@ def register(sub) -> None:
                    help="grow the last partition and its filesystem to the end of the disk")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                    help="read the target back and compare (default: on)")
-    p.add_argument("--hash", dest="algorithm", choices=("blake3", "sha256"), default="blake3",
+    p.add_argument("--hash", dest="algorithm", choices=ALGORITHMS, default="blake3",
                    help="hash of the written image bytes in the report (default: blake3)")
     p.add_argument("--ca-file", metavar="FILE", help="CA certificate(s) for an https:// IMAGE")
     p.add_argument("--insecure", action="store_true",

@@ -24,7 +24,7 @@ EXIT_USAGE, EXIT_NO_MODE = 2, 6
 
 
 def cmd_unattended(args: argparse.Namespace) -> int:
-    from toolkit import cmdline, plan, unattended
+    from toolkit import cmdline, plan, system, unattended
     from toolkit.unattended import boot
 
     ttys = ["tty1"]
@@ -56,7 +56,7 @@ def cmd_unattended(args: argparse.Namespace) -> int:
         console.say("no rtk.mode= on the command line: nothing to do unattended")
         return finish("menu", EXIT_NO_MODE)
     outcome = unattended.run(p, dry_run=args.dry_run, medium=args.medium, console=console,
-                             power=None if args.no_power else unattended.runner.system.power)
+                             power=None if args.no_power else system.power)
     return finish(outcome.action, outcome.exit_code)
 
 

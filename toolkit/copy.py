@@ -215,7 +215,7 @@ class _Copier:
             reading.close_pool(free)
         if reader.crash:
             raise reader.crash
-        return bool(hasher and hash_thread and hash_thread.valid)
+        return bool(hash_thread and hash_thread.valid)  # valid: a hasher that kept up
 
     # passes 2 and 3: narrowing down read errors -----------------------------------------
     def narrow(self, status: str, step: int, fail_status: str, phase: str) -> None:

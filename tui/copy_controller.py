@@ -34,7 +34,6 @@ class CopyController:
                        "The copy stops at a consistent point. Choosing the same SOURCE and "
                        "TARGET again offers to resume it.", "Keep copying")
         self.result: dc.CopyResult | None = None
-        self.progress_view: CopyProgressView | None = None
 
     # --- choosing ------------------------------------------------------------
     def _candidates(self) -> list[Disk]:
@@ -109,7 +108,7 @@ class CopyController:
         options = dc.CopyOptions(verify=verify, algorithm=algorithm, skip_zeros=skip_zeros,
                                  mapfile=mapfile)
         self.result = None
-        view = self.progress_view = CopyProgressView(plan, self.job.confirm_cancel)
+        view = CopyProgressView(plan, self.job.confirm_cancel)
         self.app.push(view)
         progress = self.job.progress_to(view)
         self.job.start("disk-copy", lambda cancel: dc.copy(plan, options, progress=progress,

@@ -54,7 +54,6 @@ class RestoreController:
                        "zeroed): nothing will take a half-written disk for a valid one.",
                        "Keep restoring")
         self.result: restore.RestoreResult | None = None
-        self.progress_view: RestoreProgressView | None = None
         self.url_view: UrlView | None = None
 
     def _error(self, title: str):
@@ -213,7 +212,7 @@ class RestoreController:
         assert plan is not None
         plan.options.grow, plan.options.verify = grow, verify
         self.result = None
-        view = self.progress_view = RestoreProgressView(plan, self.job.confirm_cancel)
+        view = RestoreProgressView(plan, self.job.confirm_cancel)
         self.app.push(view)
         progress = self.job.progress_to(view)
         # restore() does not raise for a failed restore; anything else is shown

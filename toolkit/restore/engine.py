@@ -13,6 +13,7 @@ disk fitted (:mod:`toolkit.restore.fit`), inspected
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import threading
@@ -22,9 +23,10 @@ from toolkit.copy_plan import Refused
 from toolkit.progress import Reporter
 from toolkit.restore import boot, checks, contents, detect, fit, qemu, stream
 from toolkit.restore import source as sourcemod
-from toolkit.restore.plan import RestorePlan
+from toolkit.restore.plan import RestorePlan, container_size
 from toolkit.restore.report import RestoreResult, write_restore_report
-from toolkit.restore.write import HEAD, Failed, Target, read_full, verify_written, write_stream
+from toolkit.restore.source import read_full
+from toolkit.restore.write import HEAD, Failed, Target, verify_written, write_stream
 
 ERRORS = (OSError, stream.CorruptImage, qemu.QemuError, fit.FitError)
 
@@ -110,6 +112,7 @@ def _stream(plan: RestorePlan, target: Target, reporter: Reporter, cancel, res) 
                          f"{where.get('start')}-{where.get('end')} "
                          f"({out.differing_regions} regions){extra}", "mismatch")
     target.write_head(head)
+    res.wiped = False  # the image's own first MiB is back: a valid table
 
 
 def _check_sha(img, res, written: bool) -> None:
@@ -171,7 +174,6 @@ def _container(plan: RestorePlan, target: Target, reporter: Reporter, cancel, re
             _check_sha(img, res, written=False)
         size = img.size if curl else None
         if not curl:
-            from toolkit.restore.plan import container_size
             size = container_size(path, img.format)
         head = qemu.first_mib(path, img.format, size, curl=curl)
         geo = detect.geometry(head)
@@ -195,10 +197,10 @@ def _container(plan: RestorePlan, target: Target, reporter: Reporter, cancel, re
             if diff:
                 raise Failed(f"verification failed: {diff}", "mismatch")
         target.write_head(head)
+        res.wiped = False
 
 
 def _hash_file(path: str, reporter: Reporter, cancel) -> str:
-    import hashlib
     h, done = hashlib.sha256(), 0
     reporter.start("checksum", os.path.getsize(path))
     with open(path, "rb") as f:

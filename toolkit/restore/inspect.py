@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from toolkit import restore
 from toolkit.restore import contents, detect, qemu, stream
 from toolkit.restore import source as sourcemod
-from toolkit.restore.write import HEAD, read_full
+from toolkit.restore.source import read_full
+from toolkit.restore.write import HEAD
 
 
 @dataclass

@@ -19,7 +19,8 @@ from toolkit.copy_plan import Endpoint, Refused, resolve
 from toolkit.disks import Disk, list_disks
 from toolkit.restore import checks, detect, qemu, stream
 from toolkit.restore import source as sourcemod
-from toolkit.restore.write import HEAD, read_full
+from toolkit.restore.source import read_full
+from toolkit.restore.write import HEAD
 
 
 @dataclass

@@ -41,7 +41,7 @@ class RestoreResult:
     contents: dict | None = None
     boot: object = None  # boot.BootPlan
     resumes: int = 0
-    wiped: bool = False
+    wiped: bool = False  # the target's ends are zeroed: no valid table until the head is back
     report: report.ReportPaths | None = None
 
     @property

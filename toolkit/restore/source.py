@@ -224,22 +224,26 @@ def open_source(location: str, *, ca_file: str | None = None, insecure: bool = F
     """A :class:`FileSource` or :class:`HttpSource` for ``location``."""
     if is_url(location):
         return HttpSource(location, ca_file=ca_file, insecure=insecure, **http)
-    if ca_file or insecure:
-        pass  # meaningless for a local file, harmless
-    return FileSource(location)
+    return FileSource(location)  # ca_file and insecure mean nothing for a file
+
+
+def read_full(reader, n: int) -> bytes:
+    """Exactly ``n`` bytes from ``reader`` (fewer only at its end)."""
+    parts, got = [], 0
+    while got < n:
+        data = reader.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
 
 
 def read_small(location: str, *, limit: int = 1 << 16, **kw) -> bytes | None:
     """A small file (a ``.sha256``) in full, or None when it does not exist."""
     try:
         with open_source(location, **kw) as s:
-            data = b""
-            while len(data) < limit:
-                chunk = s.read(limit - len(data))
-                if not chunk:
-                    break
-                data += chunk
-            return data
+            return read_full(s, limit)
     except SourceError as e:
         if e.errno == 2:
             return None

@@ -107,18 +107,6 @@ class Target:
         self.close()
 
 
-def read_full(reader, n: int) -> bytes:
-    """Exactly ``n`` bytes from ``reader`` (fewer only at its end)."""
-    parts, got = [], 0
-    while got < n:
-        data = reader.read(n - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
-
-
 class _Producer(threading.Thread):
     """Fills aligned buffers from the image reader (decompressing), hashing the image bytes."""
 

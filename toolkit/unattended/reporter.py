@@ -27,7 +27,6 @@ from toolkit.report import iso_time
 
 SCHEMA = "rtk-unattended/1"
 MASK = "********"
-EVENTS = ("start", "progress", "end")
 
 
 def safe_url(url: str | None) -> str | None:
@@ -123,9 +122,6 @@ class ReportClient:
                     self.sleep(wait)
         self.failed += 1
         return False
-
-    def describe(self) -> str:
-        return safe_url(self.url) or ""
 
 
 class RunReporter:

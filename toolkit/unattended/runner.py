@@ -41,7 +41,6 @@ from toolkit.unattended.console import Console
 from toolkit.unattended.reporter import ReportClient, RunReporter, safe_url
 
 PHASES = ("network", "iscsi", "select", "check", "write")
-EXIT_DRY_RUN = EXIT_OK
 
 
 class Stop(Exception):
@@ -58,7 +57,7 @@ class Outcome:
     """How the run ended. ``status``: "ok", "dry-run", "refused" (nothing written),
     "failed", "mismatch", "cancelled", "unreadable" (copy: ok but some source ranges
     unreadable). ``action``: ``plan.done`` after success, else "stay" (``reason`` says
-    why). ``executed``: the power action was started."""
+    why)."""
 
     status: str
     exit_code: int
@@ -68,12 +67,7 @@ class Outcome:
     phase: str
     run_id: str
     reports: dict[str, str] = field(default_factory=dict)
-    executed: bool = False
     written: bool = False  # something may have been written to the disk
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
 
 
 def decide_done(status: str, done: str, dry_run: bool = False) -> str:
@@ -353,7 +347,7 @@ class _Run:
         return res.status, res.message
 
 
-_EXIT = {"ok": EXIT_OK, "dry-run": EXIT_DRY_RUN, "refused": EXIT_REFUSED,
+_EXIT = {"ok": EXIT_OK, "dry-run": EXIT_OK, "refused": EXIT_REFUSED,
          "mismatch": EXIT_MISMATCH, "unreadable": 3}
 
 
@@ -469,7 +463,6 @@ def run(plan: Plan, *, reporter: RunReporter | None = None, console: Console | N
     if action in ("reboot", "poweroff") and power is not None:
         try:
             power(action)
-            out.executed = True
         except Exception as e:  # noqa: BLE001
             console.say(f"{action} failed: {e}")
             out.action, out.reason = "stay", f"{action} failed: {e}"

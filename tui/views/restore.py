@@ -302,7 +302,7 @@ class RestoreResultView(ResultView):
         if result.status == "ok" and not (result.verify and result.verify.get("match")):
             headline = "RESTORED (NOT VERIFIED)"
         rows: list = [urwid.Text(result.message)]
-        if result.status not in ("ok", "refused"):
+        if result.wiped:
             rows.append(urwid.Text(("warn", "The target has no partition table now.")))
         if result.input_sha256:
             match = {True: " (matches)", False: " (MISMATCH)"}.get(result.sha256_match, "")
