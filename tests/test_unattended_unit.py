@@ -241,3 +241,12 @@ def test_consent_must_name_the_disk_found(server):
               power=Never("power"))
     assert out.status == "refused" and "does not name the disk found" in out.message
     assert server.bodies[-1]["disk"]["serial"] == "A1"
+
+
+def test_a_secret_inside_another_is_masked_whole():
+    from toolkit.iscsi.adm import redact
+    # the longer secret first: masking "s3cret" first would leave "X-********-tail" visible
+    assert redact("pw=X-s3cret-tail and s3cret", ["s3cret", "X-s3cret-tail"]) == \
+        "pw=******** and ********"
+    assert scrub({"k X-s3cret-tail": ["s3cret"]}, ["s3cret", "X-s3cret-tail"]) == \
+        {"k ********": ["********"]}

@@ -55,9 +55,10 @@ def mask_args(args: Sequence[str], secrets: Iterable[str] = ()) -> list[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, MASK)
+    """``text`` with every secret replaced by ``********`` (the longest first: a secret
+    that contains another is masked whole)."""
+    for s in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(s, MASK)
     return text
 
 

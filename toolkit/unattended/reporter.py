@@ -22,11 +22,11 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from toolkit import system
+from toolkit.iscsi.adm import redact
 from toolkit.progress import Progress
 from toolkit.report import iso_time
 
 SCHEMA = "rtk-unattended/1"
-MASK = "********"
 
 
 def safe_url(url: str | None) -> str | None:
@@ -43,14 +43,12 @@ def safe_url(url: str | None) -> str | None:
 
 def scrub(value, secrets: Iterable[str]):
     """``value`` (JSON-able) with every secret replaced by ``********``, in keys and values."""
-    secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    secrets = [s for s in secrets if s]
     if not secrets:
         return value
 
     def text(s: str) -> str:
-        for secret in secrets:
-            s = s.replace(secret, MASK)
-        return s
+        return redact(s, secrets)
 
     def walk(v):
         if isinstance(v, str):

@@ -34,11 +34,12 @@ from toolkit import disks as disks_mod
 from toolkit import iscsi, report, roles, selectors, system
 from toolkit.copy_result import EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, EXIT_REFUSED
 from toolkit.disks import Disk
+from toolkit.iscsi.adm import redact
 from toolkit.plan import LIVE_MEDIUM, Plan
 from toolkit.progress import Progress, Reporter
 from toolkit.selectors import SOURCE, TARGET, IscsiLun, Selector
 from toolkit.unattended.console import Console
-from toolkit.unattended.reporter import ReportClient, RunReporter, safe_url
+from toolkit.unattended.reporter import ReportClient, RunReporter, safe_url, scrub
 
 PHASES = ("network", "iscsi", "select", "check", "write")
 
@@ -142,9 +143,7 @@ class _Run:
         self.secrets = plan_secrets(plan)
 
     def clean(self, text: str) -> str:
-        for s in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(s, "********")
-        return text
+        return redact(text, self.secrets)
 
     def enter(self, phase: str, text: str) -> None:
         self.phase = phase
@@ -437,7 +436,6 @@ def run(plan: Plan, *, reporter: RunReporter | None = None, console: Console | N
                  "report_server": {"url": safe_url(plan.report), "posts_ok":
                                    getattr(reporter.client, "sent", 0), "posts_failed":
                                    getattr(reporter.client, "failed", 0)}}
-        from toolkit.unattended.reporter import scrub
         local = scrub(report.to_jsonable(local), reporter.secrets)
         paths = report.write_report("unattended", local, _render(local, reason))
         reports["json"], reports["text"] = paths.json, paths.text
