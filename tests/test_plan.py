@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 import requests
+from restore_images import RangeServer, self_signed
 
 from toolkit import plan as planmod
 from toolkit.cmdline import Cmdline, CmdlineError
@@ -228,35 +229,26 @@ def test_unreadable_plan_files(name, text, message):
     assert "hunter" not in str(e.value)
 
 
-class FakeResponse:
-    def __init__(self, status: int, text: str = ""):
-        self.status_code, self.text = status, text
-
-    def raise_for_status(self):
-        if self.status_code >= 400:
-            raise requests.HTTPError(f"{self.status_code}", response=self)
-
-
-def test_load_from_url_verifies_tls_and_hides_credentials(monkeypatch):
-    calls = []
-
-    def get(url, **kw):
-        calls.append((url, kw))
-        return FakeResponse(200, YAML) if url.endswith(".yaml") else FakeResponse(404)
-
-    monkeypatch.setattr(planmod.requests, "get", get)
-    assert load_plan("https://cfg.example/p.yaml")["mode"] == "restore"
-    assert calls[0][1]["verify"] is True and calls[0][1]["timeout"] > 0
-    with pytest.raises(PlanError, match=r"rtk.plan=https://cfg.example/p.json: cannot fetch "
-                       "the plan: HTTP 404"):
-        load_plan("https://u:hunter22@cfg.example/p.json?token=hunter33")
-
-    def refuse(url, **kw):
-        raise requests.exceptions.SSLError("certificate verify failed")
-
-    monkeypatch.setattr(planmod.requests, "get", refuse)
-    with pytest.raises(PlanError, match="cannot fetch the plan: SSLError"):
-        load_plan("https://cfg.example/p.yaml")
+def test_load_from_url_verifies_tls_and_hides_credentials(tmp_path, monkeypatch):
+    """A real HTTPS server on 127.0.0.1 with a self-signed certificate."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "p.yaml").write_text(YAML)
+    cert, _key = tls = self_signed(tmp_path)
+    srv = RangeServer(tmp_path / "www", tls=tls)
+    try:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # this machine trusts it
+        assert load_plan(srv.url("p.yaml"))["mode"] == "restore"
+        secret_url = srv.url("p.json?token=hunter33").replace("https://", "https://u:hunter22@")
+        with pytest.raises(PlanError, match=r"rtk.plan=https://127.0.0.1:\d+/p.json: cannot "
+                           "fetch the plan: HTTP 404") as e:
+            load_plan(secret_url)
+        assert "hunter" not in str(e.value)
+        # the system's CAs do not know the certificate: refused, TLS is verified
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", requests.certs.where())
+        with pytest.raises(PlanError, match="cannot fetch the plan: SSLError"):
+            load_plan(srv.url("p.yaml"))
+    finally:
+        srv.stop()
 
 
 def test_command_line_overrides_the_file_and_keeps_its_chap(tmp_path):

@@ -24,6 +24,7 @@ from toolkit.cmdline import Cmdline, CmdlineError
 from toolkit.iscsi.adm import Chap
 from toolkit.iscsi.parse import valid_iscsi_name
 from toolkit.net.settings import NetSettings, validate
+from toolkit.report import safe_url
 from toolkit.selectors import DEFAULT_PORT, SOURCE, TARGET, IscsiLun, Selector
 from toolkit.selectors import parse_consent as _consent
 from toolkit.selectors import parse_iscsi as _iscsi
@@ -300,9 +301,8 @@ def load_plan(source: str, medium: str = LIVE_MEDIUM, timeout: float = 30) -> di
         except requests.RequestException as e:
             status = getattr(e.response, "status_code", None)
             why = f"HTTP {status}" if status else type(e).__name__
-            u = urlsplit(source)  # shown without user:password@ or ?query (tokens)
-            raise PlanError(f"rtk.plan={u.scheme}://{u.hostname}{u.path}: cannot fetch the "
-                            f"plan: {why}") from None
+            raise PlanError(f"rtk.plan={safe_url(source)}: cannot fetch the plan: {why}"
+                            ) from None  # shown without user:password@ or ?query (tokens)
         return parse_plan_text(r.text, urlsplit(source).path)
     path = os.path.join(medium, source.lstrip("/"))
     try:

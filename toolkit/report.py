@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
 
 from toolkit import system
 
@@ -27,6 +28,18 @@ class ReportPaths:
 def log_dir() -> str:
     """The report directory (``RTK_LOG_DIR`` is read each time, for tests)."""
     return os.environ.get("RTK_LOG_DIR", system.LOG_DIR)
+
+
+def safe_url(url: str | None) -> str | None:
+    """``url`` without ``user:password@`` and without its query (tokens)."""
+    if not url or "://" not in url:
+        return url
+    u = urlsplit(url)
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{u.port}" if u.port else "")
+    return urlunsplit((u.scheme, netloc, u.path, "", ""))
 
 
 def iso_time(t: float) -> str:

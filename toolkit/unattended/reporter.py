@@ -17,28 +17,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from toolkit import system
 from toolkit.iscsi.adm import redact
 from toolkit.progress import Progress
-from toolkit.report import iso_time
+from toolkit.report import iso_time, safe_url  # noqa: F401 - part of this module's API
 
 SCHEMA = "rtk-unattended/1"
-
-
-def safe_url(url: str | None) -> str | None:
-    """``url`` without ``user:password@`` and without its query (tokens)."""
-    if not url or "://" not in url:
-        return url
-    u = urlsplit(url)
-    host = u.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{u.port}" if u.port else "")
-    return urlunsplit((u.scheme, netloc, u.path, "", ""))
 
 
 def scrub(value, secrets: Iterable[str]):
