@@ -21,7 +21,6 @@ import argparse
 import http.server
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import MiB, parse_size  # noqa: E402
+from vmlab.netboot import unattended_ipxe  # noqa: E402
 from vmlab.qemu import Guest  # noqa: E402
 from vmlab.report import ReportServer  # noqa: E402
 
@@ -94,12 +94,8 @@ def prepare(www: Path, netboot: Path, srv: LoggingServer, reports: ReportServer)
     for name in ("vmlinuz", "initrd.img", "filesystem.squashfs"):
         if not (www / "rtk" / name).exists():
             os.symlink(netboot / name, www / "rtk" / name)
-    script = (netboot / "boot.ipxe").read_text()
-    built = re.search(r"^set base (\S+)$", script, re.M).group(1)
-    script = script.replace(built, srv.url("rtk"))
-    script = re.sub(r"^# (set rtk rtk\.mode=restore .*)$", r"\1", script, flags=re.M)
-    script = re.sub(r"rtk\.report=\S+", f"rtk.report={reports.url_for(HOST)}", script)
-    (www / "rtk" / "boot.ipxe").write_text(script)
+    (www / "rtk" / "boot.ipxe").write_text(
+        unattended_ipxe(netboot, srv.url("rtk"), reports.url_for(HOST)))
 
 
 def run_fleet(n: int, work: Path, www: Path, srv: LoggingServer, reports: ReportServer,

@@ -16,20 +16,19 @@ with ``--no-verify``.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from common import MiB, bench_parser, losetup
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from vmlab.http import HttpServer  # noqa: E402
 
 
 def sh(cmd: str) -> float:
@@ -37,11 +36,6 @@ def sh(cmd: str) -> float:
     subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, cwd=ROOT)
     return time.perf_counter() - t0
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 def make_image(path: Path, size: int) -> None:
@@ -64,10 +58,9 @@ def main() -> int:
         for fmt in ("qcow2", "vhdx"):
             subprocess.run(["qemu-img", "convert", "-O", fmt, str(img), f"{img}.{fmt}"],
                            check=True)
-        handler = functools.partial(_QuietHandler, directory=d)
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/disk.img.zst"
+        server = HttpServer(Path(d))
+        server.httpd.handle_error = lambda *a: None  # the image probe reads a head, hangs up
+        url = server.url("disk.img.zst")
         target = Path(d) / "target.img"
         with open(target, "wb") as f:
             f.truncate(args.size + 64 * MiB)
@@ -112,7 +105,7 @@ def main() -> int:
                 ratio = f"{medians[base] / m:.2f}" if base else "1.00"
                 print(f"| {name} | {m:.2f} | {args.size / m / 1e6:.0f} | {ratio} |", flush=True)
         finally:
-            httpd.shutdown()
+            server.stop()
             subprocess.run(["partx", "-d", dev], capture_output=True)
             subprocess.run(["losetup", "-d", dev], check=False)
     return 0

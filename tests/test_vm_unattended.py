@@ -27,6 +27,7 @@ import pytest
 import restore_images as ri
 from loopdev import make_image
 from vmlab.http import HttpServer
+from vmlab.netboot import unattended_ipxe
 from vmlab.qemu import Guest
 from vmlab.report import ReportServer
 from vmlab.tgt import Tgt
@@ -93,13 +94,8 @@ def test_a_netboot_restores_from_http_reports_and_powers_off(lab):
     www, server, reports = lab["www"], lab["server"], lab["reports"]
     base = server.url("rtk", host=HOST)
     # our example iPXE script, served from here, with its unattended line switched on
-    script = (lab["netboot"] / "boot.ipxe").read_text()
-    built_base = re.search(r"^set base (\S+)$", script, re.M).group(1)
-    script = script.replace(built_base, base)
-    script, n = re.subn(r"^# (set rtk rtk\.mode=restore .*)$", r"\1", script, flags=re.M)
-    assert n == 1, "the example iPXE script lost its unattended line"
-    script = re.sub(r"rtk\.report=\S+", f"rtk.report={reports.url_for(HOST)}", script)
-    (www / "rtk" / "boot.ipxe").write_text(script)
+    (www / "rtk" / "boot.ipxe").write_text(
+        unattended_ipxe(lab["netboot"], base, reports.url_for(HOST)))
     # the plan file of this machine, named after its MAC address
     disk = make_image(lab["work"] / "node1-disk.img", 96 * MiB)
     plan = {"version": 1, "mode": "restore",
