@@ -29,7 +29,13 @@ import threading
 from toolkit import blockdev, reading
 from toolkit.copy_result import SourceDigest, VerifyOutcome
 from toolkit.progress import Reporter
-from toolkit.reading import DEFAULT_CHUNK, RegionHasher, new_hasher, region_size_for
+from toolkit.reading import (
+    DEFAULT_CHUNK,
+    REGION_DIGEST,
+    RegionHasher,
+    new_hasher,
+    region_size_for,
+)
 from toolkit.verify import verify_against
 
 MiB = 1 << 20
@@ -213,10 +219,10 @@ def finish_digest(h: RegionHasher, size: int) -> SourceDigest:
     """The digest of the first ``size`` bytes fed to ``h`` (whose size was an upper bound)."""
     if h.pos % h.region_size and h.pos < h.size:
         i = h.pos // h.region_size
-        h.regions[i * 16:(i + 1) * 16] = h.region.digest(length=16)
+        h.regions[i * REGION_DIGEST:(i + 1) * REGION_DIGEST] = h.region.digest(length=REGION_DIGEST)
     count = -(-size // h.region_size)
     return SourceDigest(h.algorithm, h.stream.hexdigest(), size, h.region_size,
-                        bytes(h.regions[:count * 16]))
+                        bytes(h.regions[:count * REGION_DIGEST]))
 
 
 def verify_written(target: Target, digest: SourceDigest, reporter: Reporter,
