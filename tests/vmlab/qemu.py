@@ -192,8 +192,10 @@ class Guest:
 
     # --- the menu ------------------------------------------------------------
     def wait_menu(self, timeout: float = 300) -> str:
-        """Wait for the main menu on the serial console; returns the screen."""
-        return self.console.wait_screen(r"Recovery Toolkit .*\n.*Main menu", timeout)
+        """Wait for the main menu on the serial console, drawn in full (up to the footer's
+        last key: urwid's frame can arrive in pieces); returns the screen."""
+        return self.console.wait_screen(r"Recovery Toolkit .*\n.*Main menu(?s:.*)F10 power",
+                                        timeout)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
