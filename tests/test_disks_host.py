@@ -49,6 +49,19 @@ def test_partitioned_disk_identity_and_filesystems(cluster_disk):
     assert disk.in_use == []
 
 
+def test_a_blank_disk_listed_first_hides_no_filesystem(tmp_path, need_root):
+    """An empty disk before a formatted one: ``blkid -p`` given both stops at the
+    blank one; the formatted one must still show its filesystem."""
+    blank = make_image(tmp_path / "blank.img", 8 * MiB)
+    fs = make_image(tmp_path / "fs.img", 16 * MiB)
+    run("mkfs.ext4", "-q", "-L", "after", str(fs))
+    with loop_device(blank, partitions=False) as b, loop_device(fs, partitions=False) as f:
+        assert int(b.removeprefix("/dev/loop")) < int(f.removeprefix("/dev/loop"))
+        disks = list_disks()
+        assert find_disk(disks, b).fstype is None
+        assert (find_disk(disks, f).fstype, find_disk(disks, f).label) == ("ext4", "after")
+
+
 def test_mounted_partition_makes_disk_in_use(cluster_disk, tmp_path):
     dev, _img = cluster_disk
     mnt = tmp_path / "mnt"

@@ -73,25 +73,23 @@ def _udev(sys_path: str) -> tuple[dict[str, str], list[str]]:
 def _blkid(paths: list[str]) -> dict[str, dict[str, str]]:
     """Low-level probe (``blkid -p``) of devices, keyed by device path.
 
-    Output sample (``-o export``, one blank-line separated block per device)::
+    One call per device: given several, ``blkid -p`` stops at the first one in
+    which it finds nothing (exit 2), and the devices after it go unprobed.
+    Output sample (``-o export``)::
 
         DEVNAME=/dev/loop0p2
         LABEL=Vol1
         TYPE=ntfs
     """
-    if not paths:
-        return {}
-    try:
-        proc = subprocess.run(
-            ["blkid", "-p", "-o", "export", *paths],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return parse_blkid_export(proc.stdout)
+    out: dict[str, dict[str, str]] = {}
+    for path in paths:
+        try:
+            proc = subprocess.run(["blkid", "-p", "-o", "export", path], capture_output=True,
+                                  text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        out.update(parse_blkid_export(proc.stdout))
+    return out
 
 
 def parse_blkid_export(text: str) -> dict[str, dict[str, str]]:
