@@ -271,6 +271,7 @@ class RangeServer:
         server = self
         self.directory, self.drop_after, self.ranges = Path(directory), drop_after, ranges
         self.dropped: set[str] = set()
+        self.completed: list[str] = []  # names whose whole answer was sent
         self.requests: list[tuple[str, str | None]] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -315,6 +316,7 @@ class RangeServer:
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
                 self.wfile.write(body)
+                server.completed.append(name)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -113,10 +113,70 @@ def test_decompress_members_truncation_and_corruption(kind):
     assert stream.peek_decompressed(c[:65536], kind, MiB)[:1000] == DATA[:1000]
 
 
-def test_input_hashes_what_passes():
-    i = stream.Input(_Bytes(b"world"), prefix=b"hello ")
+@pytest.mark.parametrize("background", [False, True])
+def test_input_hashes_what_passes(background):
+    i = stream.Input(_Bytes(b"world"), prefix=b"hello ", background=background)
     assert i.read(3) + i.read(100) + i.read(100) + i.read(100) == b"hello world"
     assert i.sha256.hexdigest() == hashlib.sha256(b"hello world").hexdigest()
+    i.close()
+
+
+class _Failing(_Bytes):
+    def read(self, n=MiB):
+        if self.pos >= 2 * MiB:
+            raise OSError("connection lost for good")
+        return super().read(n)
+
+
+def test_background_input_hands_over_the_readers_error_every_time():
+    i = stream.Input(_Failing(os.urandom(3 * MiB)), background=True)
+    got = i.read(MiB) + i.read(MiB)
+    assert len(got) == 2 * MiB
+    for _ in range(2):  # never mistaken for the end of the image
+        with pytest.raises(OSError, match="lost for good"):
+            i.read(MiB)
+    i.close()
+
+
+def _zstd_frames(data: bytes, **kw) -> bytes:
+    return zstandard.ZstdCompressor(**kw).compress(data)
+
+
+@pytest.mark.parametrize("kw", [{"write_checksum": True}, {"write_checksum": False},
+                                {"write_content_size": False, "level": 19}])
+def test_zstd_frames_tell_whole_from_cut_at_every_byte(kw):
+    skippable = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"12345"
+    c = _zstd_frames(os.urandom(1000) + bytes(300_000), **kw) + skippable + \
+        _zstd_frames(b"tail", **kw)
+    whole = stream.ZstdFrames()
+    whole.feed(c)
+    assert whole.complete() and whole.frames == 2
+    for cut in range(1, len(c)):
+        f = stream.ZstdFrames()
+        f.feed(c[:cut])
+        assert f.complete() == (cut == len(c) - len(skippable) - len(_zstd_frames(b"tail", **kw))
+                                or cut == len(c) - len(_zstd_frames(b"tail", **kw))), cut
+
+
+def test_zstd_frames_refuse_what_is_not_a_frame():
+    f = stream.ZstdFrames()
+    with pytest.raises(stream.CorruptImage, match="no frame starts there"):
+        f.feed(_zstd_frames(b"abc") + b"garbage!")
+
+
+def test_zstd_stream_reads_into_a_buffer_and_catches_a_cut_in_a_block():
+    c = _zstd_frames(DATA, write_checksum=True)
+    buf = bytearray(3 * MiB)
+    for cut, ok in ((len(c), True), (len(c) - 2, False), (len(c) // 2, False)):
+        z = stream.ZstdStream(stream.Input(_Bytes(c[:cut]), background=True))
+        out = []
+        try:
+            while n := z.readinto(memoryview(buf)):
+                out.append(bytes(buf[:n]))
+        except stream.CorruptImage as e:
+            assert not ok and "ends early" in str(e)
+        else:
+            assert ok and b"".join(out) == DATA
 
 
 @pytest.fixture
@@ -152,6 +212,21 @@ def test_http_source_without_range_fails_instead_of_corrupting(served):
             pytest.raises(sourcemod.SourceError, match="cannot resume"):
         while src.read(256 * 1024):
             pass
+
+
+def test_tail_from_a_server_without_range_downloads_nothing(tmp_path):
+    """A server that ignores Range answers the tail request with the whole image: that
+    answer is dropped after its headers, not downloaded."""
+    (tmp_path / "big").write_bytes(bytes(64 * MiB))
+    srv = RangeServer(tmp_path, ranges=False)
+    try:
+        with sourcemod.open_source(srv.url("big")) as src:
+            assert src.read(MiB) == bytes(MiB)
+            assert src.tail(512) is None
+        assert [r for _n, r in srv.requests] == [None, "bytes=67108352-"]
+        assert srv.completed == []  # neither the stream nor the tail's 200 went out whole
+    finally:
+        srv.stop()
 
 
 @pytest.mark.parametrize("env", [False, True])

@@ -76,13 +76,13 @@ def probe_image(location: str, options: RestoreOptions) -> ImageInfo:
     try:
         with sourcemod.open_source(location, **options.source_kw()) as src:
             head = read_full(src, HEAD)
-            tail = src.tail(512)
+            comp = detect.compression(head)
+            tail = None if comp else src.tail(512)  # a VHD's footer; never of a stream
             file_size = src.size
     except sourcemod.SourceError as e:
         raise Refused(str(e)) from None
     if not head:
         raise Refused(f"{location} is empty")
-    comp = detect.compression(head)
     try:
         data = stream.peek_decompressed(head, comp, HEAD) if comp else head
     except stream.CorruptImage as e:

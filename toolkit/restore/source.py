@@ -206,12 +206,17 @@ class HttpSource(Source):
             return None
         n = min(n, self.size)
         try:
-            r = self.session.get(self.location, timeout=self.timeout, verify=self.verify,
-                                 headers={"Range": f"bytes={self.size - n}-",
-                                          "Accept-Encoding": "identity"})
+            # streamed: a server that ignores Range answers 200 with the whole image,
+            # which is then not downloaded (only its headers are read)
+            with self.session.get(self.location, timeout=self.timeout, verify=self.verify,
+                                  stream=True, headers={"Range": f"bytes={self.size - n}-",
+                                                        "Accept-Encoding": "identity"}) as r:
+                if r.status_code != 206:
+                    return None
+                data = r.raw.read(n + 1, decode_content=False)
         except _DROPS:
             return None
-        return r.content if r.status_code == 206 and len(r.content) == n else None
+        return data if len(data) == n else None
 
     def close(self) -> None:
         if self.response is not None:
