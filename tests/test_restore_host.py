@@ -13,6 +13,7 @@ a minute.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import sys
@@ -233,6 +234,45 @@ def test_http_drop_is_resumed(images, target, fmt):
         check_disk(dev, images["built"], grown=True)
     finally:
         srv.stop()
+
+
+def test_zero_chunks_are_zeroed_by_the_device_over_old_data(images, target):
+    """The image's all-zero chunks are zeroed with BLKZEROOUT, not written: over a
+    target full of old data they must still read back as zeros."""
+    dev = target()
+    with open(dev, "r+b") as f:  # old data everywhere, not just the marker
+        f.write(os.urandom(96 * MiB))
+    res = do(images["zstd"], dev)
+    assert res.status == "ok", res.message
+    image = Path(images["raw"]).read_bytes()
+    with open(dev, "rb") as f:  # fitting rewrote the table at both ends
+        assert f.read(len(image) - MiB)[MiB:] == image[MiB:-MiB]
+    zero_chunks = sum(image[p:p + 8 * MiB] == bytes(8 * MiB)
+                      for p in range(MiB, len(image), 8 * MiB))
+    assert zero_chunks and res.zeroed_bytes == zero_chunks * 8 * MiB
+    assert "zeroed by the device" in Path(res.report.text).read_text()
+
+
+def test_zeros_are_written_where_the_target_cannot_zero(tmp_path):
+    """A target without BLKZEROOUT (a regular file here): the zeros are written."""
+    from toolkit.progress import Reporter
+    from toolkit.restore.write import Target, write_stream
+
+    data = os.urandom(MiB) + bytes(16 * MiB) + os.urandom(MiB)
+    path = tmp_path / "target"
+    path.write_bytes(os.urandom(24 * MiB))
+    with Target(str(path)) as t:
+        reader = stream_reader(data[MiB:])
+        end, digest = write_stream(reader, t, head=data[:MiB], algorithm="sha256",
+                                   reporter=Reporter(None, 1), cancel=threading.Event())
+        assert (end, t.zeroout, t.zeroed) == (len(data), False, 0)
+    assert path.read_bytes()[MiB:len(data)] == data[MiB:]
+    assert digest.hexdigest == hashlib.sha256(data).hexdigest()  # head included
+
+
+def stream_reader(data: bytes):
+    import io
+    return io.BytesIO(data)
 
 
 @pytest.fixture(scope="module")

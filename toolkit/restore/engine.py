@@ -80,8 +80,8 @@ def restore(plan: RestorePlan, progress=None, cancel: threading.Event | None = N
 def _stream(plan: RestorePlan, target: Target, reporter: Reporter, cancel, res) -> None:
     img = plan.image
     src = sourcemod.open_source(img.location, **plan.options.source_kw())
+    raw = stream.Input(src, background=True)
     try:
-        raw = stream.Input(src)
         reader = stream.decompressor(raw, img.compression)
         head = read_full(reader, HEAD)
         if not head:
@@ -90,19 +90,21 @@ def _stream(plan: RestorePlan, target: Target, reporter: Reporter, cancel, res) 
         res.wiped = True
         known = img.size is not None
         size = len(head) if len(head) < HEAD else None
-        end, hasher, digest = write_stream(
+        end, digest = write_stream(
             reader, target, head=head, algorithm=plan.options.algorithm, reporter=reporter,
             cancel=cancel, total=img.size if known else (img.file_size or 0),
             progress_of=None if known else (lambda _pos: raw.consumed))
         res.image_size = size or end
         res.resumes = getattr(src, "resumes", 0)
+        res.zeroed_bytes = target.zeroed
     finally:
+        raw.close()
         src.close()
     res.input_sha256 = raw.sha256.hexdigest()
-    res.image_hash, res.algorithm = hasher.hexdigest(), plan.options.algorithm
+    res.image_hash, res.algorithm = digest.hexdigest, plan.options.algorithm
     _check_sha(img, res, written=True)
     if plan.options.verify:
-        out = verify_written(target, digest, reporter, cancel)
+        out = verify_written(target, digest, head, reporter, cancel)
         res.verify = {"method": "read back (O_DIRECT), BLAKE3 per region", "match": out.match,
                       "first_difference": out.first_difference, "error": out.error}
         if not out.match:
@@ -132,18 +134,21 @@ def _local_copy(plan: RestorePlan, reporter: Reporter, cancel, res, tmp: str) ->
     img = plan.image
     path = os.path.join(tmp, "image." + img.format)
     with sourcemod.open_source(img.location, **plan.options.source_kw()) as src:
-        raw = stream.Input(src)
-        reader = stream.decompressor(raw, img.compression)
-        reporter.start("download" if img.is_url else "unpack", img.file_size or 0)
-        with open(path, "wb") as f:
-            while True:
-                if cancel.is_set():
-                    raise Failed("cancelled", "cancelled")
-                data = reader.read(8 << 20)
-                if not data:
-                    break
-                f.write(data)
-                reporter.update(raw.consumed)
+        raw = stream.Input(src, background=True)
+        try:
+            reader = stream.decompressor(raw, img.compression)
+            reporter.start("download" if img.is_url else "unpack", img.file_size or 0)
+            with open(path, "wb") as f:
+                while True:
+                    if cancel.is_set():
+                        raise Failed("cancelled", "cancelled")
+                    data = reader.read(8 << 20)
+                    if not data:
+                        break
+                    f.write(data)
+                    reporter.update(raw.consumed)
+        finally:
+            raw.close()
         res.resumes = getattr(src, "resumes", 0)
     reporter.update(raw.consumed, force=True)
     res.input_sha256 = raw.sha256.hexdigest()
@@ -214,10 +219,12 @@ def _hash_file(path: str, reporter: Reporter, cancel) -> str:
 
 
 def _after(plan: RestorePlan, reporter: Reporter, res) -> None:
-    """Re-read the table, fit the disk, inspect it, plan (and in UEFI mode make) the boot."""
+    """Fit the disk, re-read its table, inspect it, plan (and in UEFI mode make) the boot.
+
+    The fitting tools read the table from the disk itself, so the kernel is told
+    about it once, afterwards."""
     disk = plan.target.node
     reporter.start("finish", 1)
-    contents.refresh_partitions(disk)
     res.fit = fit.fit(disk, image_size=res.image_size, disk_size=plan.target.size,
                       grow=plan.options.grow)
     contents.refresh_partitions(disk)

@@ -1,8 +1,12 @@
 """Fit a restored image to a larger disk.
 
-- GPT: ``sgdisk -e`` moves the backup header and table to the disk's real
-  end (an image from a smaller disk has them in the middle, and firmware or
-  Windows may then call the disk damaged). Always done on a larger target.
+- GPT: ``sfdisk --relocate gpt-bak-std`` moves the backup header and table
+  to the disk's real end, and makes the space up to it usable (an image from
+  a smaller disk has them in the middle, and firmware or Windows may then call
+  the disk damaged). Always done on a larger target. ``sgdisk -e`` does the
+  same, but sleeps a second before asking the kernel to re-read the table
+  (gptfdisk's DiskSync); sfdisk is told not to, the restore re-reads it once
+  (:func:`toolkit.restore.contents.refresh_partitions`).
 - ``--grow``: ``growpart DISK N`` grows the partition that ends last (GPT or
   MBR), then its filesystem, offline where the tool allows it:
   ext2/3/4 with ``e2fsck -f -y`` then ``resize2fs``; NTFS with ``ntfsresize``
@@ -37,8 +41,8 @@ def _run(*cmd: str, input: str | None = None, ok=(0,)) -> str:
 
 
 def relocate_gpt_backup(disk: str) -> None:
-    """``sgdisk -e``: the backup GPT header and table to the end of the disk."""
-    _run("sgdisk", "-e", disk)
+    """The backup GPT header and table to the end of the disk (the caller re-reads it)."""
+    _run("sfdisk", "--relocate", "gpt-bak-std", "--no-reread", "--no-tell-kernel", disk)
 
 
 def last_partition(disk: str) -> dict | None:
@@ -129,7 +133,7 @@ def fit(disk: str, *, image_size: int, disk_size: int, grow: bool) -> list[str]:
     table = contents.table_type(disk)
     if disk_size > image_size and table == "gpt":
         relocate_gpt_backup(disk)
-        steps.append("backup GPT moved to the end of the disk (sgdisk -e)")
+        steps.append("backup GPT moved to the end of the disk (sfdisk --relocate)")
     if not grow:
         return steps
     if disk_size <= image_size:

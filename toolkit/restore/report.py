@@ -41,6 +41,7 @@ class RestoreResult:
     contents: dict | None = None
     boot: object = None  # boot.BootPlan
     resumes: int = 0
+    zeroed_bytes: int = 0  # all-zero chunks zeroed by the device (BLKZEROOUT), not written
     wiped: bool = False  # the target's ends are zeroed: no valid table until the head is back
     report: report.ReportPaths | None = None
 
@@ -58,7 +59,8 @@ class RestoreResult:
         img["kind"] = self.image.kind
         img.update(sha256=self.input_sha256, sha256_match=self.sha256_match,
                    written_size=self.image_size, written_hash=self.image_hash,
-                   written_hash_algorithm=self.algorithm, http_resumes=self.resumes)
+                   written_hash_algorithm=self.algorithm, http_resumes=self.resumes,
+                   zeroed_by_device=self.zeroed_bytes)
         return {
             "operation": "restore", "status": self.status, "message": self.message,
             "started": report.iso_time(self.started), "finished": report.iso_time(self.finished),
@@ -68,6 +70,10 @@ class RestoreResult:
             "boot": report.to_jsonable(self.boot) if self.boot else None,
             "warnings": self.warnings,
         }
+
+
+def _zeroed(n: int | None) -> str | None:
+    return f"{n} bytes ({human_size(n)}) of zeros, BLKZEROOUT" if n else None
 
 
 def render(data: dict) -> str:
@@ -81,6 +87,7 @@ def render(data: dict) -> str:
                   ("sha256", sha),
                   (f"written hash ({img.get('written_hash_algorithm') or '-'})",
                    img.get("written_hash")),
+                  ("zeroed by the device", _zeroed(img.get("zeroed_by_device"))),
                   ("HTTP resumes", img.get("http_resumes"))]
     rows_target = [("device", tgt["node"]), ("model", tgt.get("model")),
                    ("serial", tgt.get("serial") or tgt.get("wwn")),

@@ -10,8 +10,8 @@ table over half an image would be mounted, booted or copied by somebody):
    with O_DIRECT (:func:`write_stream`, or qemu-img for container formats);
 3. fsync, then the image's checksum (when given) and the read-back
    verification (O_DIRECT, :func:`toolkit.verify.verify_against` against
-   BLAKE3 region digests taken while writing, the first MiB counted as the
-   zeros it still is on the target);
+   BLAKE3 region digests taken while writing, the held-back first MiB
+   standing in for the zeros still on the target);
 4. only then :meth:`Target.write_head` writes the first MiB, fsyncs and reads
    it back.
 
@@ -29,13 +29,7 @@ import threading
 from toolkit import blockdev, reading
 from toolkit.copy_result import SourceDigest, VerifyOutcome
 from toolkit.progress import Reporter
-from toolkit.reading import (
-    DEFAULT_CHUNK,
-    REGION_DIGEST,
-    RegionHasher,
-    new_hasher,
-    region_size_for,
-)
+from toolkit.reading import DEFAULT_CHUNK, REGION_DIGEST, RegionHasher, region_size_for
 from toolkit.verify import verify_against
 
 MiB = 1 << 20
@@ -59,6 +53,8 @@ class Target:
         self.size = blockdev.device_size(self.fd)
         self.sector = blockdev.logical_sector_size(self.fd)
         self.head_written = False
+        self.zeroout = True  # BLKZEROOUT for all-zero chunks, until the device refuses it
+        self.zeroed = 0  # bytes zeroed that way
 
     def _zero(self, start: int, length: int) -> None:
         buf = blockdev.AlignedBuffer(MiB)
@@ -114,31 +110,38 @@ class Target:
 
 
 class _Producer(threading.Thread):
-    """Fills aligned buffers from the image reader (decompressing), hashing the image bytes."""
+    """Fills aligned buffers from the image reader (decompressing into them when the
+    reader has ``readinto``) and queues them in order."""
 
     def __init__(self, reader, free: queue.Queue, out: queue.Queue, chunk: int,
-                 image_hasher, stop: threading.Event):
+                 stop: threading.Event):
         super().__init__(daemon=True, name="rtk-restore-read")
-        self.reader, self.free, self.out, self.chunk = reader, free, out, chunk
-        self.image_hasher, self.stop = image_hasher, stop
+        self.reader, self.free, self.out, self.chunk, self.stop = reader, free, out, chunk, stop
         self.error: BaseException | None = None
+
+    def _fill(self, buf: blockdev.AlignedBuffer) -> int:
+        n, into = 0, getattr(self.reader, "readinto", None)
+        while n < self.chunk:
+            if into is not None:
+                got = into(buf.view[n:self.chunk])
+            else:
+                data = self.reader.read(self.chunk - n)
+                got = len(data)
+                buf.view[n:n + got] = data
+            if not got:
+                break
+            n += got
+        return n
 
     def run(self) -> None:
         pos = HEAD
         try:
             while not self.stop.is_set():
                 buf = self.free.get()
-                n = 0
-                while n < self.chunk:
-                    data = self.reader.read(self.chunk - n)
-                    if not data:
-                        break
-                    buf.view[n:n + len(data)] = data
-                    n += len(data)
+                n = self._fill(buf)
                 if not n:
                     self.free.put(buf)
                     break
-                self.image_hasher.update(buf.view[:n])
                 self.out.put(("data", pos, n, buf))
                 pos += n
                 if n < self.chunk:
@@ -151,24 +154,28 @@ class _Producer(threading.Thread):
 
 def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporter: Reporter,
                  cancel: threading.Event, progress_of=None, total: int = 0,
-                 chunk: int = DEFAULT_CHUNK) -> tuple[int, object, SourceDigest]:
+                 chunk: int = DEFAULT_CHUNK) -> tuple[int, SourceDigest]:
     """Write the image after its first MiB (``head``, already read) at byte 1 MiB onwards.
 
-    Returns ``(image_size, image_hasher, digest)``: the image's length, its hash
-    object (``algorithm``, over every byte including the head) and the BLAKE3
-    region digests of what the target now holds (the head as zeros), for
-    :func:`toolkit.verify.verify_against`. ``progress_of(pos)`` maps the image
+    Four stages, each a thread: the download (:class:`toolkit.restore.stream.Input`
+    in the background), the decompression (:class:`_Producer`), the hashes and
+    the zero check (:class:`toolkit.reading.Hasher`), and the writes (here).
+    An all-zero chunk is not written but zeroed by the device (BLKZEROOUT: the
+    same result, read back by the verification; a SAN does it without the data
+    crossing the network, a thin LUN keeps it allocated).
+
+    Returns ``(image_size, digest)``: the image's length, and its digest: the
+    hash (``algorithm``) of every byte including the head, and BLAKE3 region
+    digests, for :func:`verify_written`. ``progress_of(pos)`` maps the image
     position to the progress count (default: the position itself).
     """
-    image_hasher = new_hasher(algorithm)
-    image_hasher.update(head)
     region = region_size_for(target.size, chunk)
-    digest = RegionHasher("blake3", target.size, region)
-    digest.update(0, memoryview(bytes(len(head))))
+    digest = RegionHasher(algorithm, target.size, region)
+    digest.update(0, memoryview(head))
     free = reading.buffer_pool(4, chunk)
     q1, q2, stop = queue.Queue(5), queue.Queue(5), threading.Event()
-    producer = _Producer(reader, free, q1, chunk, image_hasher, stop)
-    hasher = reading.Hasher(digest, q1, q2)
+    producer = _Producer(reader, free, q1, chunk, stop)
+    hasher = reading.Hasher(digest, q1, q2, zeros=bytes(chunk))
     producer.start()
     hasher.start()
     reporter.start("write", total)
@@ -180,7 +187,7 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
                 break
             try:
                 if error is None and not cancel.is_set():
-                    error = _write(target, buf, pos, n)
+                    error = _write(target, buf, pos, n, zero=kind == "zero")
                     end = pos + n
                     reporter.update(progress_of(end) if progress_of else end)
                 if error is not None or cancel.is_set():
@@ -201,16 +208,24 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
             raise producer.error
         raise Failed(f"reading the image failed at image byte {end}: {producer.error}")
     os.fsync(target.fd)
-    return end, image_hasher, finish_digest(digest, end)
+    return end, finish_digest(digest, end)
 
 
-def _write(target: Target, buf: blockdev.AlignedBuffer, pos: int, n: int) -> Failed | None:
+def _write(target: Target, buf: blockdev.AlignedBuffer, pos: int, n: int, *, zero: bool
+           ) -> Failed | None:
     if pos + n > target.size:
         return Failed(f"the image is larger than the target: more than {pos + n} bytes, "
                       f"the target {target.path} has {target.size}")
     if n % target.sector:
         return Failed(f"the image ends at byte {pos + n}, not on a {target.sector}-byte sector "
                       "boundary: truncated, or not a disk image")
+    if zero and target.zeroout:
+        try:
+            blockdev.zero_out(target.fd, pos, n)
+            target.zeroed += n
+            return None
+        except OSError:
+            target.zeroout = False  # not offered by this device: write the zeros
     blockdev.write_exact(target.fd, buf.view[:n], pos)
     return None
 
@@ -225,11 +240,16 @@ def finish_digest(h: RegionHasher, size: int) -> SourceDigest:
                         bytes(h.regions[:count * REGION_DIGEST]))
 
 
-def verify_written(target: Target, digest: SourceDigest, reporter: Reporter,
+def verify_written(target: Target, digest: SourceDigest, head: bytes, reporter: Reporter,
                    cancel: threading.Event) -> VerifyOutcome:
-    """Read the target back (O_DIRECT) and compare with the digests taken while writing."""
+    """Read the target back (O_DIRECT) and compare with the digests taken while writing.
+
+    The target's first MiB is still zeros (the head is written last, and read back
+    then): ``head`` stands in for it, so the target's hash is the image's.
+    """
     blockdev.flush_buffers(target.fd)
-    out = verify_against(target.fd, digest, progress=reporter, cancel=cancel)
+    out = verify_against(target.fd, digest, progress=reporter, cancel=cancel,
+                         overlay=(0, head))
     if cancel.is_set():
         raise Failed("cancelled", "cancelled")
     return out
