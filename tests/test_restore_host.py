@@ -253,6 +253,27 @@ def test_zero_chunks_are_zeroed_by_the_device_over_old_data(images, target):
     assert "zeroed by the device" in Path(res.report.text).read_text()
 
 
+def test_container_verification_names_the_differing_byte(images, target):
+    """qemu-img compare runs in pieces at once; a difference is named by its disk byte."""
+    from toolkit.restore import qemu
+    dev = target()
+    assert do(images["qcow2"], dev).status == "ok"
+    size = Path(images["raw"]).stat().st_size
+    seen: list[float] = []
+    assert qemu.compare_rest(str(images["qcow2"]), "qcow2", dev, size, seen.append,
+                             threading.Event()) is None
+    assert qemu.COMPARE_PIECES > 1 and seen and abs(max(seen) - 1.0) < 1e-9
+    spot = 40 * MiB + 7 * 512  # in the third of four pieces
+    with open(dev, "r+b") as f:
+        f.seek(spot)
+        old = f.read(1)
+        f.seek(spot)
+        f.write(bytes([old[0] ^ 0xFF]))
+    out = qemu.compare_rest(str(images["qcow2"]), "qcow2", dev, size, lambda f: None,
+                            threading.Event())
+    assert out == f"the target differs from the image at byte {spot} (qemu-img compare)"
+
+
 def test_zeros_are_written_where_the_target_cannot_zero(tmp_path):
     """A target without BLKZEROOUT (a regular file here): the zeros are written."""
     from toolkit.progress import Reporter

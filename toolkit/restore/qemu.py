@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -127,9 +128,9 @@ def _with_progress(args: list[str], progress, cancel: threading.Event) -> subpro
                 return
 
     threading.Thread(target=watch, daemon=True).start()
-    buf = b""
+    buf, said = b"", []
     while True:
-        data = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(64)
+        data = proc.stdout.read1(4096)
         if not data:
             break
         buf += data
@@ -139,8 +140,11 @@ def _with_progress(args: list[str], progress, cancel: threading.Event) -> subpro
             if text.startswith("(") and "/100%" in text:
                 with contextlib.suppress(ValueError):
                     progress(float(text[1:text.index("/")]) / 100)
+            elif text:
+                said.append(text)  # e.g. compare's "Content mismatch at offset N!"
     proc.wait()
     stop.set()
+    proc.stdout_text = "\n".join([*said, buf.decode(errors="replace").strip()]).strip()
     proc.stderr_text = proc.stderr.read().decode(errors="replace").strip()
     return proc
 
@@ -161,23 +165,59 @@ def convert_rest(location: str, fmt: str, target: str, virtual_size: int, progre
         raise Failed(f"qemu-img convert failed: {proc.stderr_text}")
 
 
+COMPARE_PIECES = 4  # qemu-img compare reads one request at a time: run several
+
+
 def compare_rest(location: str, fmt: str, target: str, virtual_size: int, progress,
                  cancel: threading.Event, curl: dict | None = None) -> str | None:
-    """None when the target holds the image's bytes after its first MiB, else what differs."""
+    """None when the target holds the image's bytes after its first MiB, else what differs.
+
+    The range is split into :data:`COMPARE_PIECES` pieces compared at once (the
+    target's reads are O_DIRECT, one at a time per qemu-img: several keep the
+    device busy); a difference is named by its byte on the disk.
+    """
     size = virtual_size - HEAD
     if size <= 0:
         return None
-    args = ["compare", "-p", "--image-opts", source_opts(location, fmt, HEAD, size, curl=curl),
-            target_opts(target, HEAD, size)]
-    proc = _with_progress(args, progress, cancel)
+    step = -(-size // COMPARE_PIECES // HEAD) * HEAD
+    pieces = [(off, min(step, size - off)) for off in range(0, size, step)]
+    done = [0.0] * len(pieces)
+    results: list = [None] * len(pieces)
+    lock = threading.Lock()
+
+    def run(i: int, off: int, n: int) -> None:
+        def part(f: float) -> None:
+            with lock:
+                done[i] = f * n
+                progress(sum(done) / size)
+        args = ["compare", "-p", "--image-opts",
+                source_opts(location, fmt, HEAD + off, n, curl=curl),
+                target_opts(target, HEAD + off, n)]
+        try:
+            results[i] = _with_progress(args, part, cancel)
+        except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i, off, n), daemon=True)
+               for i, (off, n) in enumerate(pieces)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     if cancel.is_set():
         raise Failed("cancelled", "cancelled")
-    if proc.returncode == 0:
-        return None
-    if proc.returncode == 1:
-        out = proc.stderr_text or "content differs"
-        return f"the target differs from the image after its first MiB ({out})"
-    raise Failed(f"qemu-img compare failed: {proc.stderr_text}")
+    for proc in results:
+        if isinstance(proc, BaseException):
+            raise proc
+    for (off, _n), proc in zip(pieces, results, strict=True):
+        if proc.returncode == 1:
+            m = re.search(r"offset (\d+)", proc.stderr_text + proc.stdout_text)
+            where = f"at byte {HEAD + off + int(m.group(1))}" if m else \
+                f"in bytes {HEAD + off}-{HEAD + off + _n}"
+            return f"the target differs from the image {where} (qemu-img compare)"
+        if proc.returncode:
+            raise Failed(f"qemu-img compare failed: {proc.stderr_text}")
+    return None
 
 
 def http_strategy(size: int | None, tmpdir: str, *, want_hash: bool, ca_file: str | None
