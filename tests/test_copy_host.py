@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from loopdev import loop_device, make_image, run
 
-from toolkit import blockdev
+from toolkit import allocation, blockdev
 from toolkit import copy as copymod
 from toolkit.mapfile import Mapfile
 from toolkit.reading import RegionHasher
@@ -416,7 +416,42 @@ def test_skip_zeros_writes_only_data_chunks(tmp_path, loops, logdir):
     assert r.status == "ok" and r.verify.match
     assert r.written_bytes == 4 * MiB and r.write_calls == 1
     assert r.skipped_zero_bytes == size - 4 * MiB
+    # the file's holes are not even read
+    assert (r.unread_hole_bytes, r.source_map) == (size - 4 * MiB,
+                                                   "holes of the loop device's file")
     assert same(src, dst, size)
     # the default writes everything
     r = copymod.copy(plan, quick_options(mapfile=str(tmp_path / "all.map")))
     assert r.written_bytes == size and r.skipped_zero_bytes == 0
+
+
+def test_skip_zeros_reads_around_holes_and_sees_unsynced_writes(tmp_path, loops, logdir):
+    """A sparse source file: chunks wholly in a hole are not read, chunks partly in
+    one are read around it, and what was just written through the loop device
+    (still in its cache, not yet in the file) is copied, not taken for a hole."""
+    size = 40 * MiB
+    img = make_image(tmp_path / "src.img", size)
+    part = os.urandom(MiB)
+    with open(img, "r+b") as f:
+        f.seek(12 * MiB + 512 * 1024)  # inside the chunk [12, 16) MiB, holes around it
+        f.write(part)
+    src = loops(img)
+    late = os.urandom(64 * 1024)
+    writer = os.open(src, os.O_RDWR)  # buffered, and kept open (the last close syncs)
+    try:
+        os.pwrite(writer, late, 30 * MiB)
+        holes = allocation.file_holes(str(img), 0, size)  # in the cache, not in the file
+        assert any(p <= 30 * MiB and p + n >= 31 * MiB for p, n in holes), holes
+        dst = loops(make_image(tmp_path / "dst.img", size))
+        r = copymod.copy(copymod.plan_copy(src, dst),
+                         quick_options(skip_zeros=True, mapfile=str(tmp_path / "h.map")))
+    finally:
+        os.close(writer)
+    assert r.status == "ok" and r.verify.match, r.message
+    assert r.unread_hole_bytes == size - 8 * MiB  # all but [12, 16) and [28, 32)
+    with open(dst, "rb") as f:
+        f.seek(12 * MiB + 512 * 1024)
+        assert f.read(MiB) == part
+        f.seek(30 * MiB)
+        assert f.read(len(late)) == late
+    assert same(src, dst, size)

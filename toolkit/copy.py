@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from toolkit import blockdev, reading, report
+from toolkit import allocation, blockdev, reading, report
 from toolkit.copy_plan import (
     CopyPlan,
     Refused,
@@ -97,6 +97,8 @@ class _Copier:
         self.last_save = time.monotonic()
         self.unsynced = 0
         self.zeros = bytes(opts.chunk_size)
+        self.unallocated: list[tuple[int, int]] | None = None  # source holes (skip-zeros)
+        self.unread = 0  # bytes of those holes not read
         self.src_fd = self.dst_fd = -1
         self.map: Mapfile
 
@@ -172,7 +174,8 @@ class _Copier:
         max_skip = max(opts.chunk_size, min(GiB, self.size // 100)) if skipping else 0
         reader = reading.Reader(self.src_fd, list(self.map.ranges(NON_TRIED)),
                                 opts.chunk_size, free, read_q, stop, skip_errors=True,
-                                max_skip=max_skip, max_rate=opts.max_rate)
+                                max_skip=max_skip, max_rate=opts.max_rate,
+                                unallocated=self.unallocated or ())
         hash_thread = reading.Hasher(hasher, read_q, write_q, self.zeros if opts.skip_zeros
                                      else None) if middle else None
         self.map.phase, self.map.current_pass = "?", 1 if skipping else 2
@@ -213,6 +216,7 @@ class _Copier:
             if hash_thread:
                 hash_thread.join()
             reading.close_pool(free)
+        self.unread += reader.unread
         if reader.crash:
             raise reader.crash
         return bool(hash_thread and hash_thread.valid)  # valid: a hasher that kept up
@@ -275,6 +279,9 @@ class _Copier:
                 if blockdev.device_size(fd) != e.size:
                     raise Refused(f"{e.node} changed size since it was checked")
             resumed = self.load_map()
+            if opts.skip_zeros:  # holes read as zeros, the target reads back zeros
+                self.unallocated = allocation.unallocated(plan.source.path, self.src_fd,
+                                                          self.size, self.sector)
             return self._run(started, resumed)
         finally:
             for fd in (self.src_fd, self.dst_fd):
@@ -314,7 +321,9 @@ class _Copier:
             target=plan.target.describe(), size=self.size, started=started, finished=0.0,
             algorithm=opts.algorithm, resumed=resumed, mapfile=self.mapfile_path,
             copied_bytes=self.copied, written_bytes=self.written,
-            skipped_zero_bytes=self.skipped, write_calls=self.write_calls,
+            skipped_zero_bytes=self.skipped, unread_hole_bytes=self.unread,
+            source_map=None if self.unallocated is None else "holes of the loop device's file",
+            write_calls=self.write_calls,
             read_errors=self.read_errors, copy_seconds=copy_seconds, unreadable=unreadable,
             source_digest=digest, warnings=list(plan.warnings),
             options={"verify": opts.verify, "skip_zeros": opts.skip_zeros,

@@ -21,6 +21,7 @@ def report_data(r: CopyResult) -> dict:
         "copy": None if r.operation != "copy" else {
             "resumed": r.resumed, "mapfile": r.mapfile, "copied_bytes": r.copied_bytes,
             "written_bytes": r.written_bytes, "skipped_zero_bytes": r.skipped_zero_bytes,
+            "unread_hole_bytes": r.unread_hole_bytes, "source_map": r.source_map,
             "write_calls": r.write_calls, "read_errors": r.read_errors,
             "seconds": round(r.copy_seconds, 3),
             "bytes_per_second": round(copy_rate) if copy_rate else None,
@@ -77,7 +78,9 @@ def report_text(r: CopyResult) -> str:
             ("copied", f"{r.copied_bytes} bytes in {human_duration(r.copy_seconds)}"
                        + (f" ({rate})" if rate else "")),
             ("written", f"{r.written_bytes} bytes in {r.write_calls} writes"),
-            ("zeros skipped", f"{r.skipped_zero_bytes} bytes"),
+            ("zeros skipped", f"{r.skipped_zero_bytes} bytes"
+                              + (f", {r.unread_hole_bytes} of them not read ({r.source_map})"
+                                 if r.source_map else "")),
             ("read errors", r.read_errors)]))
     h = data["hash"]
     sections.append(("Hash", [("algorithm", h["algorithm"]), ("source", h["source"]),

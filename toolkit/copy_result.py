@@ -58,6 +58,8 @@ class CopyResult:
     copied_bytes: int = 0  # read from the source and handled in this run
     written_bytes: int = 0
     skipped_zero_bytes: int = 0
+    unread_hole_bytes: int = 0  # of those, in the source's holes: not even read
+    source_map: str | None = None  # where the holes came from (skip-zeros only)
     write_calls: int = 0
     read_errors: int = 0
     copy_seconds: float = 0.0

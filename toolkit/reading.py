@@ -8,6 +8,7 @@ whole-stream hash plus one short BLAKE3 digest per region).
 
 from __future__ import annotations
 
+import bisect
 import errno
 import hashlib
 import os
@@ -97,6 +98,28 @@ class _Throttle:
             self.stop.wait(delay)
 
 
+class RangeSet:
+    """Sorted, non-overlapping ``(start, length)`` ranges, looked up by position."""
+
+    def __init__(self, ranges: Iterable[tuple[int, int]] = ()):
+        self.ranges = sorted((p, n) for p, n in ranges if n > 0)
+        self.starts = [p for p, _n in self.ranges]
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges)
+
+    def covers(self, pos: int, n: int) -> bool:
+        """Whether one range holds all of ``[pos, pos+n)``."""
+        i = bisect.bisect_right(self.starts, pos) - 1
+        return i >= 0 and sum(self.ranges[i]) >= pos + n
+
+    def within(self, pos: int, n: int) -> list[tuple[int, int]]:
+        """The ranges that meet ``[pos, pos+n)``."""
+        i = max(0, bisect.bisect_right(self.starts, pos) - 1)
+        j = bisect.bisect_left(self.starts, pos + n)
+        return [r for r in self.ranges[i:j] if sum(r) > pos]
+
+
 def _read_holes(fd: int, buf: blockdev.AlignedBuffer, pos: int, n: int,
                 holes: list[tuple[int, int]]) -> None:
     """Read ``n`` bytes at ``pos``, zeros instead of reading inside ``holes``."""
@@ -120,19 +143,37 @@ class Reader(threading.Thread):
 
     With ``skip_errors`` a failed chunk is reported and the reader skips ahead
     (ddrescue style, the skipped part is left for a later pass); otherwise it stops.
+    ``holes`` are read as zeros (unreadable ranges already given up on);
+    ``unallocated`` too (:mod:`toolkit.allocation`), and a chunk that lies
+    wholly in one is not read at all: ("zero", pos, n, buffer), the buffer's
+    content undefined. ``unread`` counts those bytes.
     """
 
     def __init__(self, fd: int, ranges: Iterable[tuple[int, int]], chunk: int,
                  free: queue.Queue, out: queue.Queue, stop: threading.Event, *,
                  skip_errors: bool = False, max_skip: int = 0, holes=(),
-                 max_rate: float | None = None):
+                 unallocated=(), max_rate: float | None = None):
         super().__init__(daemon=True, name="rtk-reader")
         self.fd, self.ranges, self.chunk = fd, ranges, chunk
         self.free, self.out, self.stop = free, out, stop
         self.skip_errors, self.max_skip = skip_errors, max_skip
-        self.holes = sorted(holes)
+        self.holes = RangeSet(holes)
+        self.unallocated = RangeSet(unallocated)
+        self.unread = 0
         self.throttle = _Throttle(max_rate, stop)
         self.crash: BaseException | None = None
+
+    def _read(self, buf: blockdev.AlignedBuffer, pos: int, n: int) -> str:
+        """Fill ``buf`` with the ``n`` bytes at ``pos``; the item's kind."""
+        if self.unallocated.covers(pos, n):
+            self.unread += n
+            return "zero"
+        skip = self.holes.within(pos, n) + self.unallocated.within(pos, n)
+        if skip:
+            _read_holes(self.fd, buf, pos, n, sorted(skip))
+        else:
+            blockdev.read_exact(self.fd, buf.view[:n], pos)
+        return "data"
 
     def run(self) -> None:
         try:
@@ -143,10 +184,7 @@ class Reader(threading.Thread):
                     n = min(self.chunk, end - pos)
                     buf = self.free.get()
                     try:
-                        if self.holes:
-                            _read_holes(self.fd, buf, pos, n, self.holes)
-                        else:
-                            blockdev.read_exact(self.fd, buf.view[:n], pos)
+                        kind = self._read(buf, pos, n)
                     except OSError as e:
                         self.free.put(buf)
                         self.out.put(("bad", pos, n, f"{os.strerror(e.errno or errno.EIO)} "
@@ -159,9 +197,10 @@ class Reader(threading.Thread):
                             pos = min(end, pos + skip)
                         continue
                     skip = 0
-                    self.out.put(("data", pos, n, buf))
+                    self.out.put((kind, pos, n, buf))
                     pos += n
-                    self.throttle.add(n)
+                    if kind == "data":
+                        self.throttle.add(n)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             self.crash = e
         finally:
@@ -171,7 +210,8 @@ class Reader(threading.Thread):
 class Hasher(threading.Thread):
     """Between reader and writer: feeds data items to a :class:`RegionHasher` (if any)
     and, given ``zeros``, turns all-zero data items into ("zero", pos, n, buffer)
-    items, so that neither the hash nor the zero check holds up the writer."""
+    items, so that neither the hash nor the zero check holds up the writer.
+    The reader's own "zero" items (needs ``zeros``) are hashed as zeros."""
 
     def __init__(self, hasher: RegionHasher | None, inq: queue.Queue, out: queue.Queue,
                  zeros: bytes | None = None):
@@ -188,6 +228,9 @@ class Hasher(threading.Thread):
                     self.valid = self.hasher.update(pos, buf.view[:n])
                 if self.zeros is not None and buf.is_zero(n, self.zeros):
                     item = ("zero", pos, n, buf)
+            elif kind == "zero":  # not read: the source holds no data there
+                if self.valid:
+                    self.valid = self.hasher.update(pos, memoryview(self.zeros)[:n])
             elif kind == "bad":
                 self.valid = False
             self.out.put(item)
