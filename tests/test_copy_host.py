@@ -449,6 +449,7 @@ def test_skip_zeros_reads_around_holes_and_sees_unsynced_writes(tmp_path, loops,
         os.close(writer)
     assert r.status == "ok" and r.verify.match, r.message
     assert r.unread_hole_bytes == size - 8 * MiB  # all but [12, 16) and [28, 32)
+    assert r.written_bytes == len(part) + len(late)  # not the holes around them either
     with open(dst, "rb") as f:
         f.seek(12 * MiB + 512 * 1024)
         assert f.read(MiB) == part

@@ -1,7 +1,10 @@
 """The Cluster Shared Volume case through the menu, in the live guest, one boot:
 the iSCSI Manager discovers the portal, attaches the BDR snapshot LUN as SOURCE
 and the SAN LUN (mutual CHAP; a wrong secret first) as TARGET; Disk Copy copies
-SOURCE onto TARGET; the host compares the two backing files of its real tgtd."""
+SOURCE onto TARGET; the host compares the two backing files of its real tgtd.
+Then, from the shell, ``rtk copy --skip-zeros`` of the thin SOURCE LUN: its
+deallocated blocks (SCSI GET LBA STATUS, answered by tgtd from the backing
+file's holes) are not read."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import pytest
 from loopdev import loop_device, make_image, run
 from vmlab.qemu import Guest
 from vmlab.tgt import Tgt
+
+from toolkit import allocation
 
 pytestmark = pytest.mark.vm
 
@@ -37,7 +42,7 @@ def lab(tmp_path_factory, need_root):
         run("mkntfs", "-Q", "-F", "-L", "CSV-Vol1", f"{dev}p1")
     dst = make_image(work / "san-lun1.img", 32 * MiB)
     tgt = Tgt(work, port=PORT)
-    tgt.add_target(BDR, [src])
+    tgt.add_target(BDR, [src], thin=True)  # a thin snapshot: GET LBA STATUS knows its holes
     tgt.add_target(SAN, [dst], chap=CHAP, mutual=MUTUAL)
     yield {"work": work, "src": src, "dst": dst}
     tgt.stop()
@@ -121,6 +126,22 @@ def test_menu_attaches_with_roles_and_copies(iso, lab):
             hits = guest.run(f"grep -rl -- '{secret}' /var/log/rtk; journalctl -b | "
                              f"grep -c -- '{secret}'; true")
             assert hits.strip() == "0", hits
+        # --skip-zeros from the thin SOURCE LUN: its deallocated blocks are not read
+        san_dev = guest.run(f"readlink -f /dev/disk/by-path/ip-10.0.2.2:{PORT}-iscsi-{SAN}-lun-1")
+        guest.run(f"blkdiscard -z {san_dev.strip()}")  # the target reads back zeros
+        out = guest.run(f"rtk copy --skip-zeros --chunk-size 1M --mapfile /tmp/thin.map --yes "
+                        f"--target-id {serial} {src_dev.strip()} {san_dev.strip()}; echo rc=$?",
+                        timeout=600)
+        assert "rc=0" in out, out
+        report = re.search(r"report: (\S+)\.txt", out).group(1) + ".json"
+        got = guest.run("python3 -c \"import json,sys; c=json.load(open(sys.argv[1]))['copy']; "
+                        "print(c['unread_hole_bytes'], '|', c['source_map'])\" " + report)
+        unread, how = (x.strip() for x in got.strip().splitlines()[-1].split("|"))
+        assert how == allocation.SCSI_MAP
+        holes = allocation.file_holes(str(lab["src"]), 0, SIZE)  # what tgtd answers from
+        whole = sum(MiB for k in range(SIZE // MiB)
+                    if any(p <= k * MiB and (k + 1) * MiB <= p + n for p, n in holes))
+        assert whole and int(unread) == whole, (unread, whole, holes)
         guest.close_shell()
     finally:
         guest.stop()

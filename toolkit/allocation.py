@@ -1,16 +1,19 @@
 """Which parts of a source device hold no data: what need not be read.
 
-A thin source (a sparse image file behind a loop device, a thin snapshot)
+A thin source (a sparse image file behind a loop device, a thin snapshot LUN)
 stores only what was written; the rest reads as zeros. With ``--skip-zeros``
 (the target reads back zeros), those parts need neither reading nor writing.
-What is known here:
+What is known here, after an ``fsync`` of the source (so that nothing written
+through it is still only in its cache):
 
 - a loop device (or a partition of one) over a regular file: the file's holes
-  (``lseek`` ``SEEK_DATA``/``SEEK_HOLE``), at the loop's offset; the source's
-  dirty pages are flushed first, so a hole is never data still in the cache.
+  (``lseek`` ``SEEK_DATA``/``SEEK_HOLE``), at the loop's offset;
+- a SCSI disk (an iSCSI LUN, or a partition of one) that does logical block
+  provisioning and reads unmapped blocks as zeros (LBPME and LBPRZ): its
+  deallocated blocks, from GET LBA STATUS (:mod:`toolkit.sgio`).
 
-Anything else (a SCSI LUN: GET LBA STATUS is not asked yet) gives None: no map,
-every byte is read. Boundaries are rounded inwards to the logical sector.
+Anything else gives None: no map, every byte is read. Boundaries are rounded
+inwards to the logical sector.
 """
 
 from __future__ import annotations
@@ -19,7 +22,11 @@ import errno
 import os
 from pathlib import Path
 
+from toolkit import sgio
+
 SYS_BLOCK = Path("/sys/class/block")
+LOOP_FILE = "holes of the loop device's file"
+SCSI_MAP = "SCSI GET LBA STATUS (deallocated blocks, LBPRZ)"
 
 
 def _read(path: Path) -> str | None:
@@ -29,15 +36,19 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def whole_disk(device: str) -> tuple[str, int]:
+    """``(disk name, byte offset of device on it)``: a partition's disk and start."""
+    name = os.path.basename(os.path.realpath(device))
+    sysdir = SYS_BLOCK / name
+    if (sysdir / "partition").exists():
+        return sysdir.resolve().parent.name, int(_read(sysdir / "start") or 0) * 512
+    return name, 0
+
+
 def loop_backing(device: str) -> tuple[str, int] | None:
     """``(backing file, byte offset of this device in it)`` for a loop device or a
     partition of one; None for anything else."""
-    name = os.path.basename(os.path.realpath(device))
-    sysdir = SYS_BLOCK / name
-    start = 0
-    if (sysdir / "partition").exists():
-        start = int(_read(sysdir / "start") or 0) * 512
-        name = sysdir.resolve().parent.name
+    name, start = whole_disk(device)
     loop = SYS_BLOCK / name / "loop"
     backing = _read(loop / "backing_file")
     if not backing or backing.endswith(" (deleted)"):
@@ -69,20 +80,42 @@ def file_holes(path: str, start: int, size: int) -> list[tuple[int, int]]:
     return holes
 
 
-def unallocated(device: str, fd: int, size: int, sector: int) -> list[tuple[int, int]] | None:
-    """Sector-aligned ranges of ``device`` (open as ``fd``) that hold no data, or None
-    when this cannot be known."""
-    found = loop_backing(device)
-    if found is None:
-        return None
+def scsi_unmapped(disk: str, start: int, size: int) -> list[tuple[int, int]]:
+    """Deallocated ranges of SCSI disk ``disk`` within ``[start, start+size)``, relative
+    to ``start``; raises OSError when the disk cannot tell."""
+    fd = os.open(f"/dev/{disk}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        os.fsync(fd)  # written through the device but still cached: into the file first
-        holes = file_holes(*found, size)
+        runs, block = sgio.deallocated_runs(fd)
+    finally:
+        os.close(fd)
+    out = []
+    for lba, count in runs:
+        a, b = max(lba * block, start), min((lba + count) * block, start + size)
+        if b > a:
+            out.append((a - start, b - a))
+    return out
+
+
+def unallocated(device: str, fd: int, size: int, sector: int
+                ) -> tuple[list[tuple[int, int]], str] | tuple[None, None]:
+    """``(sector-aligned ranges of device that hold no data, where that came from)``,
+    or ``(None, None)`` when this cannot be known. ``fd``: the device, open."""
+    disk, start = whole_disk(device)
+    try:
+        found = loop_backing(device)
+        if found is not None:
+            os.fsync(fd)
+            holes, how = file_holes(*found, size), LOOP_FILE
+        elif (SYS_BLOCK / disk / "device" / "scsi_disk").exists():
+            os.fsync(fd)
+            holes, how = scsi_unmapped(disk, start, size), SCSI_MAP
+        else:
+            return None, None
     except OSError:
-        return None
+        return None, None
     out = []
     for pos, n in holes:
         a, b = -(-pos // sector) * sector, (pos + n) // sector * sector
         if b > a:
             out.append((a, b - a))
-    return out
+    return out, how

@@ -98,6 +98,8 @@ class _Copier:
         self.unsynced = 0
         self.zeros = bytes(opts.chunk_size)
         self.unallocated: list[tuple[int, int]] | None = None  # source holes (skip-zeros)
+        self.source_map: str | None = None  # where they came from
+        self.hole_set = reading.RangeSet()
         self.unread = 0  # bytes of those holes not read
         self.src_fd = self.dst_fd = -1
         self.map: Mapfile
@@ -151,16 +153,31 @@ class _Copier:
     def write(self, buf: blockdev.AlignedBuffer, pos: int, n: int, *, zero: bool | None = None
               ) -> None:
         """Write ``n`` bytes at ``pos``; with --skip-zeros not an all-zero chunk (``zero``:
-        already checked by the pipeline's middle stage)."""
+        already checked by the pipeline's middle stage), nor the parts of a chunk in
+        the source's holes."""
+        written_before = self.written
         if zero is None:
             zero = self.opts.skip_zeros and buf.is_zero(n, self.zeros)
         if zero:
             self.skipped += n
             return
-        blockdev.write_exact(self.dst_fd, buf.view[:n], pos)
-        self.written += n
-        self.write_calls += 1
-        self.unsynced += n
+        for a, b in self._data_parts(pos, n):
+            blockdev.write_exact(self.dst_fd, buf.view[a - pos:b - pos], a)
+            self.written += b - a
+            self.write_calls += 1
+            self.unsynced += b - a
+        self.skipped += n - (self.written - written_before)
+
+    def _data_parts(self, pos: int, n: int) -> list[tuple[int, int]]:
+        """``[pos, pos+n)`` less the source's holes (skip-zeros: the target is zeros)."""
+        parts, cur = [], pos
+        for hp, hs in self.hole_set.within(pos, n) if self.hole_set else ():
+            if hp > cur:
+                parts.append((cur, hp))
+            cur = max(cur, hp + hs)
+        if cur < pos + n:
+            parts.append((cur, pos + n))
+        return parts
 
     # pass 1: the pipeline -------------------------------------------------------------
     def copy_pass(self, hasher: reading.RegionHasher | None, skipping: bool) -> bool:
@@ -280,8 +297,9 @@ class _Copier:
                     raise Refused(f"{e.node} changed size since it was checked")
             resumed = self.load_map()
             if opts.skip_zeros:  # holes read as zeros, the target reads back zeros
-                self.unallocated = allocation.unallocated(plan.source.path, self.src_fd,
-                                                          self.size, self.sector)
+                self.unallocated, self.source_map = allocation.unallocated(
+                    plan.source.path, self.src_fd, self.size, self.sector)
+                self.hole_set = reading.RangeSet(self.unallocated or ())
             return self._run(started, resumed)
         finally:
             for fd in (self.src_fd, self.dst_fd):
@@ -322,7 +340,7 @@ class _Copier:
             algorithm=opts.algorithm, resumed=resumed, mapfile=self.mapfile_path,
             copied_bytes=self.copied, written_bytes=self.written,
             skipped_zero_bytes=self.skipped, unread_hole_bytes=self.unread,
-            source_map=None if self.unallocated is None else "holes of the loop device's file",
+            source_map=self.source_map,
             write_calls=self.write_calls,
             read_errors=self.read_errors, copy_seconds=copy_seconds, unreadable=unreadable,
             source_digest=digest, warnings=list(plan.warnings),

@@ -108,10 +108,11 @@ class RangeSet:
     def __bool__(self) -> bool:
         return bool(self.ranges)
 
-    def covers(self, pos: int, n: int) -> bool:
-        """Whether one range holds all of ``[pos, pos+n)``."""
+    def covers(self, pos: int, n: int) -> int:
+        """The end of the range holding all of ``[pos, pos+n)``, or 0 if none does."""
         i = bisect.bisect_right(self.starts, pos) - 1
-        return i >= 0 and sum(self.ranges[i]) >= pos + n
+        end = sum(self.ranges[i]) if i >= 0 else 0
+        return end if end >= pos + n else 0
 
     def within(self, pos: int, n: int) -> list[tuple[int, int]]:
         """The ranges that meet ``[pos, pos+n)``."""
@@ -144,9 +145,10 @@ class Reader(threading.Thread):
     With ``skip_errors`` a failed chunk is reported and the reader skips ahead
     (ddrescue style, the skipped part is left for a later pass); otherwise it stops.
     ``holes`` are read as zeros (unreadable ranges already given up on);
-    ``unallocated`` too (:mod:`toolkit.allocation`), and a chunk that lies
-    wholly in one is not read at all: ("zero", pos, n, buffer), the buffer's
-    content undefined. ``unread`` counts those bytes.
+    ``unallocated`` too (:mod:`toolkit.allocation`), and where a chunk lies
+    wholly in one, the rest of that range (within the area) is not read at
+    all: one ("zero", pos, n, buffer) item, ``n`` possibly many chunks, the
+    buffer's content undefined. ``unread`` counts those bytes.
     """
 
     def __init__(self, fd: int, ranges: Iterable[tuple[int, int]], chunk: int,
@@ -163,17 +165,21 @@ class Reader(threading.Thread):
         self.throttle = _Throttle(max_rate, stop)
         self.crash: BaseException | None = None
 
-    def _read(self, buf: blockdev.AlignedBuffer, pos: int, n: int) -> str:
-        """Fill ``buf`` with the ``n`` bytes at ``pos``; the item's kind."""
-        if self.unallocated.covers(pos, n):
+    def _read(self, buf: blockdev.AlignedBuffer, pos: int, n: int, end: int
+              ) -> tuple[str, int]:
+        """Fill ``buf`` with the ``n`` bytes at ``pos`` (or, in an unallocated range,
+        skip up to its end, at most ``end``); the item's kind and length."""
+        hole_end = self.unallocated.covers(pos, n)
+        if hole_end:
+            n = min(hole_end, end) - pos
             self.unread += n
-            return "zero"
+            return "zero", n
         skip = self.holes.within(pos, n) + self.unallocated.within(pos, n)
         if skip:
             _read_holes(self.fd, buf, pos, n, sorted(skip))
         else:
             blockdev.read_exact(self.fd, buf.view[:n], pos)
-        return "data"
+        return "data", n
 
     def run(self) -> None:
         try:
@@ -184,7 +190,7 @@ class Reader(threading.Thread):
                     n = min(self.chunk, end - pos)
                     buf = self.free.get()
                     try:
-                        kind = self._read(buf, pos, n)
+                        kind, n = self._read(buf, pos, n, end)
                     except OSError as e:
                         self.free.put(buf)
                         self.out.put(("bad", pos, n, f"{os.strerror(e.errno or errno.EIO)} "
@@ -229,8 +235,11 @@ class Hasher(threading.Thread):
                 if self.zeros is not None and buf.is_zero(n, self.zeros):
                     item = ("zero", pos, n, buf)
             elif kind == "zero":  # not read: the source holds no data there
-                if self.valid:
-                    self.valid = self.hasher.update(pos, memoryview(self.zeros)[:n])
+                zeros = memoryview(self.zeros)
+                for off in range(0, n, len(zeros)):
+                    if self.valid:
+                        self.valid = self.hasher.update(pos + off, zeros[:min(len(zeros),
+                                                                             n - off)])
             elif kind == "bad":
                 self.valid = False
             self.out.put(item)

@@ -38,9 +38,12 @@ class Tgt:
                               capture_output=True, text=True, check=check)
 
     def add_target(self, iqn: str, luns: list[Path], *, chap: tuple[str, str] | None = None,
-                   mutual: tuple[str, str] | None = None, serials: list[str] = ()) -> int:
+                   mutual: tuple[str, str] | None = None, serials: list[str] = (),
+                   thin: bool = False) -> int:
         """Serve ``luns`` (image files) as LUN 1, 2, ... of a new target; returns its tid.
-        ``serials``: the LUNs' SCSI serial numbers (default: tgtd's ``beaf<tid><lun>``)."""
+        ``serials``: the LUNs' SCSI serial numbers (default: tgtd's ``beaf<tid><lun>``).
+        ``thin``: thin-provisioned LUNs (LBPME, LBPRZ; GET LBA STATUS answers from the
+        files' holes, UNMAP punches holes)."""
         tid = str(self.next_tid)
         self.next_tid += 1
         self.adm("--op", "new", "--mode", "target", "--tid", tid, "-T", iqn)
@@ -50,6 +53,9 @@ class Tgt:
             if lun <= len(serials):
                 self.adm("--op", "update", "--mode", "logicalunit", "--tid", tid, "--lun",
                          str(lun), "--params", f"scsi_sn={serials[lun - 1]}")
+            if thin:
+                self.adm("--op", "update", "--mode", "logicalunit", "--tid", tid, "--lun",
+                         str(lun), "--params", "thin_provisioning=1")
         self.adm("--op", "bind", "--mode", "target", "--tid", tid, "-I", "ALL")
         if chap:
             self.adm("--op", "new", "--mode", "account", "--user", chap[0], "--password", chap[1])
