@@ -18,14 +18,18 @@ import re
 import stat
 import time
 
-import requests
-import urllib3
-
 from toolkit import blockdev
 
 CHUNK = 1 << 20
-_DROPS = (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-          requests.Timeout, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+
+def _drops() -> tuple:
+    """What a dropped connection raises. requests is imported only for an HTTP source:
+    it takes a tenth of a second, most of a local restore's start-up."""
+    import requests
+    import urllib3
+    return (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+            requests.Timeout, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
 
 
 class SourceError(OSError):
@@ -60,6 +64,7 @@ def _tls_reason(e: Exception) -> str:
 
 def _net_reason(e: Exception) -> str:
     """``Connection refused`` out of requests' long ConnectionError text, else all of it."""
+    import requests
     if isinstance(e, requests.Timeout):
         return "no answer (timed out)"
     m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(e))
@@ -129,21 +134,24 @@ class HttpSource(Source):
         problem = ca_file and not insecure and check_ca_file(ca_file)
         if problem:
             raise SourceError(problem)
+        import requests
+        import urllib3
         self.session = requests.Session()
         # per request: requests lets $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE override a
         # session's verify (a CA file or False), never a request's
         self.verify: bool | str = False if insecure else (ca_file or True)
         if insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        self.response: requests.Response | None = None
+        self.response = None  # the current requests.Response
         self.etag: str | None = None
         try:
             self._open(0)
-        except _DROPS as e:
+        except _drops() as e:
             raise SourceError(f"cannot reach {self.location}: {_net_reason(e)} (is the server "
                               "up, and this machine's network configured?)") from None
 
-    def _get(self, headers: dict) -> requests.Response:
+    def _get(self, headers: dict):
+        import requests
         try:
             r = self.session.get(self.location, headers=headers, stream=True,
                                  timeout=self.timeout, verify=self.verify)
@@ -190,7 +198,7 @@ class HttpSource(Source):
                     raise ConnectionError(f"connection closed at byte {self.pos} of {self.size}")
                 self.pos += len(data)
                 return data
-            except _DROPS as e:
+            except _drops() as e:
                 if self.response is not None:
                     self.response.close()
                     self.response = None
@@ -214,7 +222,7 @@ class HttpSource(Source):
                 if r.status_code != 206:
                     return None
                 data = r.raw.read(n + 1, decode_content=False)
-        except _DROPS:
+        except _drops():
             return None
         return data if len(data) == n else None
 
