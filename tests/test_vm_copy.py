@@ -128,7 +128,7 @@ def test_menu_attaches_with_roles_and_copies(iso, lab):
             assert hits.strip() == "0", hits
         # --skip-zeros from the thin SOURCE LUN: its deallocated blocks are not read
         san_dev = guest.run(f"readlink -f /dev/disk/by-path/ip-10.0.2.2:{PORT}-iscsi-{SAN}-lun-1")
-        guest.run(f"blkdiscard -z {san_dev.strip()}")  # the target reads back zeros
+        guest.run(f"blkdiscard -f -z {san_dev.strip()}")  # the target reads back zeros
         out = guest.run(f"rtk copy --skip-zeros --chunk-size 1M --mapfile /tmp/thin.map --yes "
                         f"--target-id {serial} {src_dev.strip()} {san_dev.strip()}; echo rc=$?",
                         timeout=600)
