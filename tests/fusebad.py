@@ -3,6 +3,11 @@ in given byte ranges: a source disk with bad sectors, once a loop device is
 put over it (``losetup -r /dev/loopN MOUNT/disk.img``).
 
     python tests/fusebad.py BACKING_FILE MOUNTPOINT START:LENGTH [START:LENGTH ...]
+    python tests/fusebad.py --lost-writes BACKING_FILE MOUNTPOINT START:LENGTH ...
+
+With ``--lost-writes`` the file is writable, reads never fail, and writes to
+the given ranges are acknowledged but dropped: a target disk that lies (a
+firmware or cache fault), which only reading back can catch.
 
 Runs in the foreground until the mount point is unmounted. Mounted with
 ``direct_io``, so every read the loop device makes reaches this process with
@@ -25,8 +30,9 @@ NAME = "disk.img"
 
 
 class BadSectorFile(Operations):
-    def __init__(self, backing: str, bad: list[tuple[int, int]]):
-        self.fd = os.open(backing, os.O_RDONLY)
+    def __init__(self, backing: str, bad: list[tuple[int, int]], lost: bool = False):
+        self.lost = lost
+        self.fd = os.open(backing, os.O_RDWR if lost else os.O_RDONLY)
         self.size = os.fstat(self.fd).st_size
         self.bad = bad
         self.mutex = threading.Lock()
@@ -36,7 +42,8 @@ class BadSectorFile(Operations):
         if path == "/":
             return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
         if path == "/" + NAME:
-            return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": self.size}
+            mode = 0o644 if self.lost else 0o444
+            return {"st_mode": stat.S_IFREG | mode, "st_nlink": 1, "st_size": self.size}
         raise FuseOSError(errno.ENOENT)
 
     def readdir(self, path, fh):
@@ -49,11 +56,32 @@ class BadSectorFile(Operations):
 
     def read(self, path, size, offset, fh):
         end = offset + size
-        if any(s < end and offset < s + n for s, n in self.bad):
+        if not self.lost and any(s < end and offset < s + n for s, n in self.bad):
             with self.mutex:
                 self.failed_reads += 1
             raise FuseOSError(errno.EIO)
         return os.pread(self.fd, size, offset)
+
+    def write(self, path, data, offset, fh):
+        if not self.lost:
+            raise FuseOSError(errno.EROFS)
+        kept = bytearray(data)  # what lands: the old bytes stay in the lost ranges
+        for s, n in self.bad:
+            lo, hi = max(s, offset), min(s + n, offset + len(data))
+            if lo < hi:
+                kept[lo - offset:hi - offset] = os.pread(self.fd, hi - lo, lo)
+        os.pwrite(self.fd, bytes(kept), offset)
+        return len(data)
+
+    def truncate(self, path, length, fh=None):
+        raise FuseOSError(errno.EPERM)
+
+    def flush(self, path, fh):
+        return 0
+
+    def fsync(self, path, datasync, fh):
+        os.fsync(self.fd)
+        return 0
 
 
 def parse_ranges(args: list[str]) -> list[tuple[int, int]]:
@@ -65,9 +93,10 @@ def parse_ranges(args: list[str]) -> list[tuple[int, int]]:
 
 
 def main(argv: list[str]) -> None:
-    backing, mountpoint, *ranges = argv
-    FUSE(BadSectorFile(backing, parse_ranges(ranges)), mountpoint, foreground=True,
-         nothreads=False, ro=True, direct_io=True, fsname="fusebad")
+    lost = argv[0] == "--lost-writes"
+    backing, mountpoint, *ranges = argv[1:] if lost else argv
+    FUSE(BadSectorFile(backing, parse_ranges(ranges), lost), mountpoint, foreground=True,
+         nothreads=False, ro=not lost, direct_io=True, fsname="fusebad")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,56 @@ def test_zero_chunks_are_zeroed_by_the_device_over_old_data(images, target):
     assert "zeroed by the device" in Path(res.report.text).read_text()
 
 
+@pytest.fixture
+def lying_target(tmp_path, need_root):
+    """``make(lost)``: a loop device over a FUSE file (old random data) that drops the
+    writes in ``lost`` ranges while acknowledging them: a disk that lies."""
+    with contextlib.ExitStack() as stack:
+        def make(lost: list[tuple[int, int]], size: int = 96 * MiB) -> str:
+            backing = tmp_path / "lying.img"
+            backing.write_bytes(os.urandom(size))
+            mnt = tmp_path / "fuse"
+            mnt.mkdir()
+            server = subprocess.Popen(
+                [sys.executable, str(ROOT / "tests" / "fusebad.py"), "--lost-writes",
+                 str(backing), str(mnt)] + [f"{a}:{n}" for a, n in lost],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            stack.callback(server.wait, 10)
+            stack.callback(subprocess.run, ["umount", str(mnt)], check=False)
+            for _ in range(100):
+                if (mnt / "disk.img").exists():
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("FUSE server did not come up: " + server.stdout.read1().decode())
+            return stack.enter_context(loop_device(mnt / "disk.img", partitions=False))
+        yield make
+
+
+@pytest.mark.parametrize("fmt", ["zstd", "qcow2"])
+def test_a_target_that_drops_writes_fails_verification(images, lying_target, fmt,
+                                                       monkeypatch):
+    """The read-back reads the device, not what was meant to be written: a lost write
+    (inside the image's data) is a mismatch naming its region, and no table is left.
+    A stream is read back behind the writer (flushed every 8 MiB here)."""
+    from toolkit.restore import write
+    monkeypatch.setattr(write, "SYNC_EVERY", 8 * MiB)
+    image = Path(images["raw"]).read_bytes()
+    spot = next(p for p in range(40 * MiB, len(image), 4096)
+                if image[p:p + 4096] != bytes(4096))
+    dev = lying_target([(spot, 4096)])
+    res = do(images[fmt], dev)
+    assert res.status == "mismatch" and res.exit_code == 4, res.message
+    assert res.verify and not res.verify["match"]
+    if fmt == "zstd":  # per region, 8 MiB each
+        assert res.verify["read_while_writing"] >= 8 * MiB
+        start = spot // (8 * MiB) * (8 * MiB)
+        assert f"in bytes {start}-{start + 8 * MiB} (1 regions)" in res.message, res.message
+    else:
+        assert f"at byte {spot} (qemu-img compare)" in res.message, res.message
+    assert no_table(dev), res.message
+
+
 def test_container_verification_names_the_differing_byte(images, target):
     """qemu-img compare runs in pieces at once; a difference is named by its disk byte."""
     from toolkit.restore import qemu
@@ -284,8 +335,9 @@ def test_zeros_are_written_where_the_target_cannot_zero(tmp_path):
     path.write_bytes(os.urandom(24 * MiB))
     with Target(str(path)) as t:
         reader = stream_reader(data[MiB:])
-        end, digest = write_stream(reader, t, head=data[:MiB], algorithm="sha256",
-                                   reporter=Reporter(None, 1), cancel=threading.Event())
+        end, digest, back = write_stream(reader, t, head=data[:MiB], algorithm="sha256",
+                                         reporter=Reporter(None, 1), cancel=threading.Event())
+        assert back is None  # no read-back asked for
         assert (end, t.zeroout, t.zeroed) == (len(data), False, 0)
     assert path.read_bytes()[MiB:len(data)] == data[MiB:]
     assert digest.hexdigest == hashlib.sha256(data).hexdigest()  # head included

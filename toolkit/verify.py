@@ -38,14 +38,11 @@ from toolkit.reading import (
 
 
 def verify_against(fd: int, digest: SourceDigest, *, progress=None, cancel=None,
-                   chunk_size: int = DEFAULT_CHUNK, buffers: int = 4,
-                   overlay: tuple[int, bytes] | None = None) -> VerifyOutcome:
+                   chunk_size: int = DEFAULT_CHUNK, buffers: int = 4) -> VerifyOutcome:
     """Read ``digest.size`` bytes of ``fd`` with O_DIRECT and compare with ``digest``.
 
     ``progress``: a callback or a :class:`Reporter`. The first region whose
-    digest differs is named in ``first_difference``. ``overlay=(offset, data)``:
-    bytes taken as read there instead of the device's (a restore's first MiB,
-    written only after this verification, and read back then).
+    digest differs is named in ``first_difference``.
     """
     reporter = progress if isinstance(progress, Reporter) else Reporter(progress, 0.25)
     cancel = cancel or threading.Event()
@@ -67,8 +64,6 @@ def verify_against(fd: int, digest: SourceDigest, *, progress=None, cancel=None,
             if kind == "bad":
                 out.error = f"cannot read the target: {payload}"
                 continue
-            if overlay:
-                _lay_over(payload, pos, n, *overlay)
             hasher.update(pos, payload.view[:n])
             free.put(payload)
             full = hasher.pos // digest.region_size if hasher.pos < digest.size else \
@@ -96,13 +91,6 @@ def verify_against(fd: int, digest: SourceDigest, *, progress=None, cancel=None,
     out.seconds = time.monotonic() - t0
     reporter.update(hasher.pos, force=True)
     return out
-
-
-def _lay_over(buf: blockdev.AlignedBuffer, pos: int, n: int, start: int, data: bytes) -> None:
-    """Put the part of ``data`` (at ``start``) that falls in ``[pos, pos+n)`` into ``buf``."""
-    lo, hi = max(pos, start), min(pos + n, start + len(data))
-    if lo < hi:
-        buf.view[lo - pos:hi - pos] = data[lo - start:hi - start]
 
 
 def _first_diff(a: blockdev.AlignedBuffer, b: blockdev.AlignedBuffer, n: int) -> int:

@@ -26,7 +26,7 @@ from toolkit.restore import source as sourcemod
 from toolkit.restore.plan import RestorePlan, container_size
 from toolkit.restore.report import RestoreResult, write_restore_report
 from toolkit.restore.source import read_full
-from toolkit.restore.write import HEAD, Failed, Target, verify_written, write_stream
+from toolkit.restore.write import HEAD, Failed, Target, write_stream
 
 ERRORS = (OSError, stream.CorruptImage, qemu.QemuError, fit.FitError)
 
@@ -90,29 +90,36 @@ def _stream(plan: RestorePlan, target: Target, reporter: Reporter, cancel, res) 
         res.wiped = True
         known = img.size is not None
         size = len(head) if len(head) < HEAD else None
-        end, digest = write_stream(
+        end, digest, back = write_stream(
             reader, target, head=head, algorithm=plan.options.algorithm, reporter=reporter,
             cancel=cancel, total=img.size if known else (img.file_size or 0),
-            progress_of=None if known else (lambda _pos: raw.consumed))
+            progress_of=None if known else (lambda _pos: raw.consumed),
+            read_back=plan.options.verify)
         res.image_size = size or end
         res.resumes = getattr(src, "resumes", 0)
         res.zeroed_bytes = target.zeroed
     finally:
         raw.close()
         src.close()
-    res.input_sha256 = raw.sha256.hexdigest()
-    res.image_hash, res.algorithm = digest.hexdigest, plan.options.algorithm
-    _check_sha(img, res, written=True)
-    if plan.options.verify:
-        out = verify_written(target, digest, head, reporter, cancel)
-        res.verify = {"method": "read back (O_DIRECT), BLAKE3 per region", "match": out.match,
-                      "first_difference": out.first_difference, "error": out.error}
-        if not out.match:
-            where = out.first_difference or {}
-            extra = f"; {out.error}" if out.error else ""
-            raise Failed(f"verification failed: the target differs from the image in bytes "
-                         f"{where.get('start')}-{where.get('end')} "
-                         f"({out.differing_regions} regions){extra}", "mismatch")
+    try:
+        res.input_sha256 = raw.sha256.hexdigest()
+        res.image_hash, res.algorithm = digest.hexdigest, plan.options.algorithm
+        _check_sha(img, res, written=True)
+        if back:
+            out = back.finish(digest, reporter, cancel)
+            res.verify = {"method": "read back (O_DIRECT) behind the writer, after each "
+                                    "fdatasync; BLAKE3 per region",
+                          "match": out.match, "first_difference": out.first_difference,
+                          "error": out.error, "read_while_writing": back.while_writing}
+            if not out.match:
+                where = out.first_difference or {}
+                extra = f"; {out.error}" if out.error else ""
+                raise Failed(f"verification failed: the target differs from the image in "
+                             f"bytes {where.get('start')}-{where.get('end')} "
+                             f"({out.differing_regions} regions){extra}", "mismatch")
+    finally:
+        if back:
+            back.stop()
     target.write_head(head)
     res.wiped = False  # the image's own first MiB is back: a valid table
 

@@ -9,9 +9,10 @@ table over half an image would be mounted, booted or copied by somebody):
 2. the image's first MiB is held in memory; everything after it is written
    with O_DIRECT (:func:`write_stream`, or qemu-img for container formats);
 3. fsync, then the image's checksum (when given) and the read-back
-   verification (O_DIRECT, :func:`toolkit.verify.verify_against` against
-   BLAKE3 region digests taken while writing, the held-back first MiB
-   standing in for the zeros still on the target);
+   verification (O_DIRECT, :class:`ReadBack`, reading behind the writer
+   what it has fdatasync'ed, hashed like the image: its hash and BLAKE3
+   region digests, the held-back first MiB standing in for the zeros still
+   on the target);
 4. only then :meth:`Target.write_head` writes the first MiB, fsyncs and reads
    it back.
 
@@ -25,15 +26,16 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 
 from toolkit import blockdev, reading
 from toolkit.copy_result import SourceDigest, VerifyOutcome
 from toolkit.progress import Reporter
 from toolkit.reading import DEFAULT_CHUNK, REGION_DIGEST, RegionHasher, region_size_for
-from toolkit.verify import verify_against
 
 MiB = 1 << 20
 HEAD = MiB  # held back and written last
+SYNC_EVERY = 256 * MiB  # with read-back: flush this often, and read back what was flushed
 
 
 class Failed(Exception):
@@ -154,7 +156,8 @@ class _Producer(threading.Thread):
 
 def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporter: Reporter,
                  cancel: threading.Event, progress_of=None, total: int = 0,
-                 chunk: int = DEFAULT_CHUNK) -> tuple[int, SourceDigest]:
+                 chunk: int = DEFAULT_CHUNK, read_back: bool = False
+                 ) -> tuple[int, SourceDigest, ReadBack | None]:
     """Write the image after its first MiB (``head``, already read) at byte 1 MiB onwards.
 
     Four stages, each a thread: the download (:class:`toolkit.restore.stream.Input`
@@ -164,10 +167,13 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
     same result, read back by the verification; a SAN does it without the data
     crossing the network, a thin LUN keeps it allocated).
 
-    Returns ``(image_size, digest)``: the image's length, and its digest: the
-    hash (``algorithm``) of every byte including the head, and BLAKE3 region
-    digests, for :func:`verify_written`. ``progress_of(pos)`` maps the image
-    position to the progress count (default: the position itself).
+    Returns ``(image_size, digest, read_back)``: the image's length; its digest
+    (the hash, ``algorithm``, of every byte including the head, and BLAKE3
+    region digests); and with ``read_back`` a running :class:`ReadBack`, which
+    has been reading the target back behind the writer (the writer fdatasyncs
+    every :data:`SYNC_EVERY` bytes, and hands it what is on the disk):
+    :meth:`ReadBack.finish` completes the verification. ``progress_of(pos)``
+    maps the image position to the progress count (default: the position itself).
     """
     region = region_size_for(target.size, chunk)
     digest = RegionHasher(algorithm, target.size, region)
@@ -176,10 +182,13 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
     q1, q2, stop = queue.Queue(5), queue.Queue(5), threading.Event()
     producer = _Producer(reader, free, q1, chunk, stop)
     hasher = reading.Hasher(digest, q1, q2, zeros=bytes(chunk))
+    back = ReadBack(target, algorithm, region, head, chunk) if read_back else None
     producer.start()
     hasher.start()
+    if back:
+        back.start()
     reporter.start("write", total)
-    end, error = HEAD, None
+    end, error, unsynced = HEAD, None, 0
     try:
         while True:
             kind, pos, n, buf = q2.get()
@@ -188,27 +197,35 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
             try:
                 if error is None and not cancel.is_set():
                     error = _write(target, buf, pos, n, zero=kind == "zero")
-                    end = pos + n
+                    end, unsynced = pos + n, unsynced + n
                     reporter.update(progress_of(end) if progress_of else end)
+                    if back and error is None and unsynced >= SYNC_EVERY:
+                        os.fdatasync(target.fd)
+                        back.advance(end)
+                        unsynced = 0
                 if error is not None or cancel.is_set():
                     stop.set()  # drain: the threads end when their queues empty
             finally:
                 free.put(buf)
+        if error is not None:
+            raise error
+        if cancel.is_set():
+            raise Failed("cancelled", "cancelled")
+        if producer.error is not None:
+            if isinstance(producer.error, Failed):
+                raise producer.error
+            raise Failed(f"reading the image failed at image byte {end}: {producer.error}")
+        os.fsync(target.fd)
+    except BaseException:
+        if back:
+            back.stop()
+        raise
     finally:
         stop.set()
         producer.join()
         hasher.join()
         reading.close_pool(free)
-    if error is not None:
-        raise error
-    if cancel.is_set():
-        raise Failed("cancelled", "cancelled")
-    if producer.error is not None:
-        if isinstance(producer.error, Failed):
-            raise producer.error
-        raise Failed(f"reading the image failed at image byte {end}: {producer.error}")
-    os.fsync(target.fd)
-    return end, finish_digest(digest, end)
+    return end, finish_digest(digest, end), back
 
 
 def _write(target: Target, buf: blockdev.AlignedBuffer, pos: int, n: int, *, zero: bool
@@ -240,16 +257,90 @@ def finish_digest(h: RegionHasher, size: int) -> SourceDigest:
                         bytes(h.regions[:count * REGION_DIGEST]))
 
 
-def verify_written(target: Target, digest: SourceDigest, head: bytes, reporter: Reporter,
-                   cancel: threading.Event) -> VerifyOutcome:
-    """Read the target back (O_DIRECT) and compare with the digests taken while writing.
+class ReadBack(threading.Thread):
+    """The verification, overlapped with writing: reads the target back (O_DIRECT)
+    behind the writer, each part once the writer has fdatasync'ed it (as after
+    writing everything: the bytes come from the device, not from a cache of
+    ours), and hashes it as the image was hashed, the held-back head standing
+    in for the target's first MiB (still zeros; written last, and read back
+    then). Where the writer waits for a download or the decompression, the
+    reading costs nothing; :meth:`finish` reads the rest and compares."""
 
-    The target's first MiB is still zeros (the head is written last, and read back
-    then): ``head`` stands in for it, so the target's hash is the image's.
-    """
-    blockdev.flush_buffers(target.fd)
-    out = verify_against(target.fd, digest, progress=reporter, cancel=cancel,
-                         overlay=(0, head))
-    if cancel.is_set():
-        raise Failed("cancelled", "cancelled")
-    return out
+    def __init__(self, target: Target, algorithm: str, region_size: int, head: bytes,
+                 chunk: int):
+        super().__init__(daemon=True, name="rtk-read-back")
+        self.fd, self.head, self.chunk = target.fd, head, chunk
+        self.hasher = RegionHasher(algorithm, target.size, region_size)
+        self.cond = threading.Condition()
+        self.synced = 0  # what the writer has written and flushed, from byte 0
+        self.final = False
+        self.stopped = False
+        self.error: str | None = None
+        self.while_writing = 0  # bytes read back before the writer finished
+        self.t0 = time.monotonic()
+
+    def advance(self, synced: int, final: bool = False) -> None:
+        with self.cond:
+            self.synced, self.final = synced, final
+            self.cond.notify()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
+        if self.ident is not None:
+            self.join()
+
+    def run(self) -> None:
+        buf = blockdev.AlignedBuffer(self.chunk)
+        pos = 0
+        try:
+            while True:
+                with self.cond:
+                    while not self.stopped and pos >= self.synced and not self.final:
+                        self.cond.wait()
+                    if self.stopped or pos >= self.synced:
+                        return
+                    limit = self.synced
+                n = min(self.chunk, limit - pos)
+                blockdev.read_exact(self.fd, buf.view[:n], pos)
+                if pos < len(self.head):
+                    top = min(len(self.head), pos + n)
+                    buf.view[:top - pos] = self.head[pos:top]
+                self.hasher.update(pos, buf.view[:n])
+                pos += n
+        except OSError as e:
+            self.error = f"cannot read the target back at byte {pos}: {e.strerror or e}"
+        finally:
+            buf.close()
+
+    def finish(self, digest: SourceDigest, reporter: Reporter, cancel: threading.Event
+               ) -> VerifyOutcome:
+        """Read what is left (up to ``digest.size``, all of it flushed now) and compare."""
+        self.advance(digest.size, final=True)
+        self.while_writing = self.hasher.pos
+        reporter.start("verify", digest.size, self.hasher.pos)
+        while self.is_alive():
+            if cancel.is_set():
+                self.stop()
+                raise Failed("cancelled", "cancelled")
+            self.join(0.25)
+            reporter.update(self.hasher.pos)
+        reporter.update(self.hasher.pos, force=True)
+        out = VerifyOutcome(match=False, method="read back target", source_hash=digest.hexdigest,
+                            error=self.error, seconds=time.monotonic() - self.t0)
+        if self.error or self.hasher.pos != digest.size:
+            out.error = out.error or "the target was not read back in full"
+            return out
+        got = finish_digest(self.hasher, digest.size)
+        out.target_hash = got.hexdigest
+        for i in range(len(digest.regions) // REGION_DIGEST):
+            sl = slice(i * REGION_DIGEST, (i + 1) * REGION_DIGEST)
+            if got.regions[sl] != digest.regions[sl]:
+                out.differing_regions += 1
+                if out.first_difference is None:
+                    start = i * digest.region_size
+                    out.first_difference = {"start": start,
+                                            "end": min(digest.size, start + digest.region_size)}
+        out.match = out.differing_regions == 0 and got.hexdigest == digest.hexdigest
+        return out
