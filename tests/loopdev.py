@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
+import time
 from pathlib import Path
+
+FUSEBAD = Path(__file__).resolve().parent / "fusebad.py"
 
 
 def run(*cmd: str) -> str:
@@ -35,3 +39,29 @@ def make_image(path: Path, size: int) -> Path:
     with open(path, "wb") as f:
         f.truncate(size)
     return path
+
+
+@contextlib.contextmanager
+def fuse_disk(backing: Path, mountpoint: Path, ranges, *, lost_writes: bool = False):
+    """Serve ``backing`` as ``MOUNTPOINT/disk.img`` through ``fusebad.py``: reads in
+    ``ranges`` fail with EIO, or with ``lost_writes`` writes there are dropped;
+    yields the file's path, unmounts at the end."""
+    mountpoint.mkdir(exist_ok=True)
+    args = [sys.executable, str(FUSEBAD), *(["--lost-writes"] if lost_writes else []),
+            str(backing), str(mountpoint), *(f"{s}:{n}" for s, n in ranges)]
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            if (mountpoint / "disk.img").exists():
+                break
+            time.sleep(0.05)
+        else:
+            server.kill()
+            raise RuntimeError("FUSE server did not come up: " + server.stdout.read1().decode())
+        yield mountpoint / "disk.img"
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()

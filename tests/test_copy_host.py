@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from loopdev import loop_device, make_image, run
+from loopdev import fuse_disk, loop_device, make_image, run
 
 from toolkit import allocation, blockdev
 from toolkit import copy as copymod
@@ -282,29 +282,12 @@ BAD = [(3 * MiB + 7 * 512, 5 * 512), (9 * MiB + 512, 512), (16 * MiB - 1024, 102
 def bad_source(tmp_path, need_root):
     """A loop device over a FUSE file whose reads fail with EIO in :data:`BAD`."""
     backing = random_image(tmp_path / "backing.img", 16 * MiB, seed=5)
-    mnt = tmp_path / "fuse"
-    mnt.mkdir()
-    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fusebad.py"), str(backing),
-                               str(mnt)] + [f"{s}:{n}" for s, n in BAD],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(100):
-            if (mnt / "disk.img").exists():
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("FUSE server did not come up: " + server.stdout.read1().decode())
-        dev = run("losetup", "-r", "-f", "--show", str(mnt / "disk.img")).strip()
+    with fuse_disk(backing, tmp_path / "fuse", BAD) as disk:
+        dev = run("losetup", "-r", "-f", "--show", str(disk)).strip()
         try:
             yield dev, backing
         finally:
             subprocess.run(["losetup", "-d", dev], check=False)
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def test_unreadable_sectors_recorded_exactly(tmp_path, loops, bad_source, logdir):

@@ -19,12 +19,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import restore_images as ri
-from loopdev import loop_device, make_image
+from loopdev import fuse_disk, loop_device, make_image
 
 from toolkit import restore
 from toolkit.restore import contents, fit
@@ -262,21 +261,9 @@ def lying_target(tmp_path, need_root):
         def make(lost: list[tuple[int, int]], size: int = 96 * MiB) -> str:
             backing = tmp_path / "lying.img"
             backing.write_bytes(os.urandom(size))
-            mnt = tmp_path / "fuse"
-            mnt.mkdir()
-            server = subprocess.Popen(
-                [sys.executable, str(ROOT / "tests" / "fusebad.py"), "--lost-writes",
-                 str(backing), str(mnt)] + [f"{a}:{n}" for a, n in lost],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            stack.callback(server.wait, 10)
-            stack.callback(subprocess.run, ["umount", str(mnt)], check=False)
-            for _ in range(100):
-                if (mnt / "disk.img").exists():
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail("FUSE server did not come up: " + server.stdout.read1().decode())
-            return stack.enter_context(loop_device(mnt / "disk.img", partitions=False))
+            disk = stack.enter_context(fuse_disk(backing, tmp_path / "fuse", lost,
+                                                 lost_writes=True))
+            return stack.enter_context(loop_device(disk, partitions=False))
         yield make
 
 
