@@ -4,10 +4,12 @@ put over it (``losetup -r /dev/loopN MOUNT/disk.img``).
 
     python tests/fusebad.py BACKING_FILE MOUNTPOINT START:LENGTH [START:LENGTH ...]
     python tests/fusebad.py --lost-writes BACKING_FILE MOUNTPOINT START:LENGTH ...
+    python tests/fusebad.py --eio-writes BACKING_FILE MOUNTPOINT START:LENGTH ...
 
 With ``--lost-writes`` the file is writable, reads never fail, and writes to
 the given ranges are acknowledged but dropped: a target disk that lies (a
-firmware or cache fault), which only reading back can catch.
+firmware or cache fault), which only reading back can catch. With
+``--eio-writes`` writes touching the ranges fail with EIO: a failing target.
 
 Runs in the foreground until the mount point is unmounted. Mounted with
 ``direct_io``, so every read the loop device makes reaches this process with
@@ -30,8 +32,8 @@ NAME = "disk.img"
 
 
 class BadSectorFile(Operations):
-    def __init__(self, backing: str, bad: list[tuple[int, int]], lost: bool = False):
-        self.lost = lost
+    def __init__(self, backing: str, bad: list[tuple[int, int]], lost: str | None = None):
+        self.lost = lost  # None (read-only), "--lost-writes" or "--eio-writes"
         self.fd = os.open(backing, os.O_RDWR if lost else os.O_RDONLY)
         self.size = os.fstat(self.fd).st_size
         self.bad = bad
@@ -65,6 +67,11 @@ class BadSectorFile(Operations):
     def write(self, path, data, offset, fh):
         if not self.lost:
             raise FuseOSError(errno.EROFS)
+        if self.lost == "--eio-writes":
+            if any(s < offset + len(data) and offset < s + n for s, n in self.bad):
+                raise FuseOSError(errno.EIO)
+            os.pwrite(self.fd, data, offset)
+            return len(data)
         kept = bytearray(data)  # what lands: the old bytes stay in the lost ranges
         for s, n in self.bad:
             lo, hi = max(s, offset), min(s + n, offset + len(data))
@@ -93,7 +100,7 @@ def parse_ranges(args: list[str]) -> list[tuple[int, int]]:
 
 
 def main(argv: list[str]) -> None:
-    lost = argv[0] == "--lost-writes"
+    lost = argv[0] if argv[0] in ("--lost-writes", "--eio-writes") else None
     backing, mountpoint, *ranges = argv[1:] if lost else argv
     FUSE(BadSectorFile(backing, parse_ranges(ranges), lost), mountpoint, foreground=True,
          nothreads=False, ro=not lost, direct_io=True, fsname="fusebad")

@@ -42,12 +42,12 @@ def make_image(path: Path, size: int) -> Path:
 
 
 @contextlib.contextmanager
-def fuse_disk(backing: Path, mountpoint: Path, ranges, *, lost_writes: bool = False):
+def fuse_disk(backing: Path, mountpoint: Path, ranges, *, writes: str | None = None):
     """Serve ``backing`` as ``MOUNTPOINT/disk.img`` through ``fusebad.py``: reads in
-    ``ranges`` fail with EIO, or with ``lost_writes`` writes there are dropped;
-    yields the file's path, unmounts at the end."""
+    ``ranges`` fail with EIO; or, ``writes="lost"``, writes there are dropped, or
+    ``writes="eio"``, they fail. Yields the file's path, unmounts at the end."""
     mountpoint.mkdir(exist_ok=True)
-    args = [sys.executable, str(FUSEBAD), *(["--lost-writes"] if lost_writes else []),
+    args = [sys.executable, str(FUSEBAD), *([f"--{writes}-writes"] if writes else []),
             str(backing), str(mountpoint), *(f"{s}:{n}" for s, n in ranges)]
     server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -439,3 +439,43 @@ def test_skip_zeros_reads_around_holes_and_sees_unsynced_writes(tmp_path, loops,
         f.seek(30 * MiB)
         assert f.read(len(late)) == late
     assert same(src, dst, size)
+
+
+def test_skip_zeros_maps_the_loops_own_file_not_the_one_now_at_its_path(tmp_path, loops,
+                                                                        logdir):
+    """The loop device's file renamed and another, all holes, put at its old path: the
+    map is the loop's own file's (the kernel follows the rename; its device and inode
+    are checked), so no real data is taken for a hole."""
+    size = 16 * MiB
+    img = random_image(tmp_path / "src.img", size, seed=9)
+    src = loops(img)
+    img.rename(tmp_path / "src.old")
+    make_image(tmp_path / "src.img", size)  # sparse: one big hole
+    dst = loops(make_image(tmp_path / "dst.img", size))
+    r = copymod.copy(copymod.plan_copy(src, dst),
+                     quick_options(skip_zeros=True, mapfile=str(tmp_path / "r.map")))
+    assert r.status == "ok" and r.verify.match, r.message
+    assert (r.unread_hole_bytes, r.source_map) == (0, "holes of the loop device's file")
+    assert r.written_bytes == size
+    assert same(src, dst, size)
+
+
+def test_skip_zeros_trusts_no_map_when_another_file_is_mounted_over_the_loops(tmp_path,
+                                                                              loops, logdir):
+    """Another file, all holes, bind-mounted over the loop device's file: the path in
+    sysfs now opens that one. Its device and inode are not the loop's: no map at all,
+    every byte read (its holes would have made real data skipped, then "verified")."""
+    size = 16 * MiB
+    img = random_image(tmp_path / "src.img", size, seed=11)
+    src = loops(img)
+    other = make_image(tmp_path / "other.img", size)  # sparse: one big hole
+    run("mount", "--bind", str(other), str(img))
+    try:
+        dst = loops(make_image(tmp_path / "dst.img", size))
+        r = copymod.copy(copymod.plan_copy(src, dst),
+                         quick_options(skip_zeros=True, mapfile=str(tmp_path / "m.map")))
+    finally:
+        run("umount", str(img))
+    assert r.status == "ok" and r.verify.match, r.message
+    assert (r.unread_hole_bytes, r.source_map) == (0, None)
+    assert r.written_bytes == size and same(src, dst, size)

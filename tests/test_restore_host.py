@@ -255,14 +255,16 @@ def test_zero_chunks_are_zeroed_by_the_device_over_old_data(images, target):
 
 @pytest.fixture
 def lying_target(tmp_path, need_root):
-    """``make(lost)``: a loop device over a FUSE file (old random data) that drops the
-    writes in ``lost`` ranges while acknowledging them: a disk that lies."""
+    """``make(ranges, writes="lost")``: a loop device over a FUSE file (old random
+    data) that drops the writes in ``ranges`` while acknowledging them (a disk
+    that lies), or with ``writes="eio"`` fails them (a failing disk)."""
     with contextlib.ExitStack() as stack:
-        def make(lost: list[tuple[int, int]], size: int = 96 * MiB) -> str:
+        def make(lost: list[tuple[int, int]], size: int = 96 * MiB, writes: str = "lost"
+                 ) -> str:
             backing = tmp_path / "lying.img"
             backing.write_bytes(os.urandom(size))
             disk = stack.enter_context(fuse_disk(backing, tmp_path / "fuse", lost,
-                                                 lost_writes=True))
+                                                 writes=writes))
             return stack.enter_context(loop_device(disk, partitions=False))
         yield make
 
@@ -289,6 +291,47 @@ def test_a_target_that_drops_writes_fails_verification(images, lying_target, fmt
     else:
         assert f"at byte {spot} (qemu-img compare)" in res.message, res.message
     assert no_table(dev), res.message
+
+
+def test_a_target_that_fails_writes_stops_the_restore_cleanly(images, target):
+    """A write error in mid-image (the device turned read-only under the open
+    target: EPERM from then on): a clear failure, not a hang with the queues full."""
+    dev = target()
+    turned: list[int] = []
+
+    def progress(p):
+        if p.phase == "write" and p.done >= 16 * MiB and not turned:
+            subprocess.run(["blockdev", "--setro", dev], check=True)
+            turned.append(p.done)
+    plan = restore.plan_restore(str(images["zstd"]), dev, restore.RestoreOptions(interval=0),
+                                source_role=())
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(restore.restore(plan, progress)),
+                              daemon=True)
+    try:
+        worker.start()
+        worker.join(120)
+    finally:
+        subprocess.run(["blockdev", "--setrw", dev], check=True)
+    assert done, "the restore hung after a write error"
+    res = done[0]
+    assert turned and res.status == "failed", res.message
+    assert "write error on the target" in res.message, res.message
+    assert head_of(dev) == bytes(MiB)  # the head was never written
+
+
+def test_an_image_under_one_mib_is_restored_and_verified(target, tmp_path):
+    """The whole image is its held-back head: written last, verified all the same."""
+    img = tmp_path / "tiny.img"
+    img.write_bytes(os.urandom(512 * 1024))
+    for name in ("tiny.img", "tiny.img.zst"):
+        if name.endswith(".zst"):
+            subprocess.run(["zstd", "-q", "-f", str(img), "-o", str(tmp_path / name)],
+                           check=True)
+        dev = target()
+        res = do(tmp_path / name, dev)
+        assert res.status == "ok" and res.verify["match"], res.message
+        assert res.image_size == 512 * 1024 and head_of(dev, 512 * 1024) == img.read_bytes()
 
 
 def test_container_verification_names_the_differing_byte(images, target):

@@ -7,10 +7,11 @@ What is known here, after an ``fsync`` of the source (so that nothing written
 through it is still only in its cache):
 
 - a loop device (or a partition of one) over a regular file: the file's holes
-  (``lseek`` ``SEEK_DATA``/``SEEK_HOLE``), at the loop's offset;
-- a SCSI disk (an iSCSI LUN, or a partition of one) that does logical block
-  provisioning and reads unmapped blocks as zeros (LBPME and LBPRZ): its
-  deallocated blocks, from GET LBA STATUS (:mod:`toolkit.sgio`).
+  (``lseek`` ``SEEK_DATA``/``SEEK_HOLE``), at the loop's offset, in the very
+  file the loop driver uses (device and inode checked);
+- a SCSI disk (an iSCSI LUN, or a partition of one) that the kernel found
+  thin-provisioned and that reads unmapped blocks as zeros (LBPME and
+  LBPRZ): its deallocated blocks, from GET LBA STATUS (:mod:`toolkit.sgio`).
 
 Anything else gives None: no map, every byte is read. Boundaries are rounded
 inwards to the logical sector.
@@ -19,7 +20,9 @@ inwards to the logical sector.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import struct
 from pathlib import Path
 
 from toolkit import sgio
@@ -45,23 +48,43 @@ def whole_disk(device: str) -> tuple[str, int]:
     return name, 0
 
 
-def loop_backing(device: str) -> tuple[str, int] | None:
-    """``(backing file, byte offset of this device in it)`` for a loop device or a
-    partition of one; None for anything else."""
+LOOP_GET_STATUS64 = 0x4C05
+_LOOP_INFO64 = struct.Struct("=5Q4I64s64s32s2Q")  # struct loop_info64 (<linux/loop.h>)
+
+
+def loop_backing(device: str) -> tuple[str, int, int, int] | None:
+    """``(backing file, byte offset of this device in it, st_dev, st_ino)`` for a loop
+    device or a partition of one; None for anything else. The file is named by sysfs
+    and identified by the loop driver itself (LOOP_GET_STATUS64), as losetup does:
+    the name may since lead elsewhere (renamed, replaced, mounted over)."""
     name, start = whole_disk(device)
-    loop = SYS_BLOCK / name / "loop"
-    backing = _read(loop / "backing_file")
+    try:
+        backing = (SYS_BLOCK / name / "loop" / "backing_file").read_text().rstrip("\n")
+    except OSError:
+        return None
     if not backing or backing.endswith(" (deleted)"):
         return None
-    return backing, int(_read(loop / "offset") or 0) + start
+    fd = os.open(f"/dev/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        info = fcntl.ioctl(fd, LOOP_GET_STATUS64, bytes(_LOOP_INFO64.size))
+    finally:
+        os.close(fd)
+    st_dev, st_ino, _rdev, offset = _LOOP_INFO64.unpack(info)[:4]
+    return backing, offset + start, st_dev, st_ino
 
 
-def file_holes(path: str, start: int, size: int) -> list[tuple[int, int]]:
-    """The holes of ``path`` within ``[start, start+size)``, relative to ``start``."""
+def file_holes(path: str, start: int, size: int, identity: tuple[int, int] | None = None
+               ) -> list[tuple[int, int]]:
+    """The holes of ``path`` within ``[start, start+size)``, relative to ``start``;
+    ``identity=(st_dev, st_ino)``: raises OSError unless the file opened is that one."""
     holes: list[tuple[int, int]] = []
     end = start + size
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        st = os.fstat(fd)
+        if identity and (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) != \
+                (os.major(identity[0]), os.minor(identity[0]), identity[1]):
+            raise OSError(errno.ESTALE, f"{path} is not the loop device's file any more")
         pos = start
         while pos < end:
             try:
@@ -78,6 +101,15 @@ def file_holes(path: str, start: int, size: int) -> list[tuple[int, int]]:
     finally:
         os.close(fd)
     return holes
+
+
+def thin_scsi(disk: str) -> bool:
+    """Whether the kernel found SCSI disk ``disk`` thin-provisioned (LBPME): only those
+    are asked GET LBA STATUS (a USB bridge may hang on commands it does not know)."""
+    for attr in (SYS_BLOCK / disk / "device" / "scsi_disk").glob("*/thin_provisioning"):
+        if _read(attr) == "1":
+            return True
+    return False
 
 
 def scsi_unmapped(disk: str, start: int, size: int) -> list[tuple[int, int]]:
@@ -105,8 +137,9 @@ def unallocated(device: str, fd: int, size: int, sector: int
         found = loop_backing(device)
         if found is not None:
             os.fsync(fd)
-            holes, how = file_holes(*found, size), LOOP_FILE
-        elif (SYS_BLOCK / disk / "device" / "scsi_disk").exists():
+            path, offset, st_dev, st_ino = found
+            holes, how = file_holes(path, offset, size, (st_dev, st_ino)), LOOP_FILE
+        elif thin_scsi(disk):
             os.fsync(fd)
             holes, how = scsi_unmapped(disk, start, size), SCSI_MAP
         else:

@@ -11,6 +11,7 @@ Nothing here decides whether a write is safe: that is :mod:`toolkit.copy`'s job.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -131,8 +132,11 @@ class AlignedBuffer:
         self.view[start:start + length] = bytes(length)
 
     def close(self) -> None:
+        """Unmap now, or, while a slice of it is still referenced (by the traceback of
+        a failed read or write, say), when that goes: never mask the real error."""
         self.view.release()
-        self.mem.close()
+        with contextlib.suppress(BufferError):
+            self.mem.close()
 
 
 def read_exact(fd: int, view: memoryview, offset: int) -> None:

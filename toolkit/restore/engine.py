@@ -81,27 +81,28 @@ def _stream(plan: RestorePlan, target: Target, reporter: Reporter, cancel, res) 
     img = plan.image
     src = sourcemod.open_source(img.location, **plan.options.source_kw())
     raw = stream.Input(src, background=True)
+    back = None  # the read-back thread, stopped on every way out
     try:
-        reader = stream.decompressor(raw, img.compression)
-        head = read_full(reader, HEAD)
-        if not head:
-            raise Failed(f"{img.location} holds no data")
-        target.wipe_ends(img.size)
-        res.wiped = True
-        known = img.size is not None
-        size = len(head) if len(head) < HEAD else None
-        end, digest, back = write_stream(
-            reader, target, head=head, algorithm=plan.options.algorithm, reporter=reporter,
-            cancel=cancel, total=img.size if known else (img.file_size or 0),
-            progress_of=None if known else (lambda _pos: raw.consumed),
-            read_back=plan.options.verify)
-        res.image_size = size or end
-        res.resumes = getattr(src, "resumes", 0)
-        res.zeroed_bytes = target.zeroed
-    finally:
-        raw.close()
-        src.close()
-    try:
+        try:
+            reader = stream.decompressor(raw, img.compression)
+            head = read_full(reader, HEAD)
+            if not head:
+                raise Failed(f"{img.location} holds no data")
+            target.wipe_ends(img.size)
+            res.wiped = True
+            known = img.size is not None
+            end, digest, back = write_stream(
+                reader, target, head=head, algorithm=plan.options.algorithm,
+                reporter=reporter, cancel=cancel,
+                total=img.size if known else (img.file_size or 0),
+                progress_of=None if known else (lambda _pos: raw.consumed),
+                read_back=plan.options.verify)
+            res.image_size = end
+            res.resumes = getattr(src, "resumes", 0)
+            res.zeroed_bytes = target.zeroed
+        finally:
+            raw.close()
+            src.close()
         res.input_sha256 = raw.sha256.hexdigest()
         res.image_hash, res.algorithm = digest.hexdigest, plan.options.algorithm
         _check_sha(img, res, written=True)

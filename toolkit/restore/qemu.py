@@ -172,13 +172,24 @@ def convert_rest(location: str, fmt: str, target: str, virtual_size: int, progre
 COMPARE_PIECES = 4  # qemu-img compare reads one request at a time: run several
 
 
+class _Either:
+    """``is_set()`` of the caller's cancel event, or of this comparison's own."""
+
+    def __init__(self, cancel: threading.Event):
+        self.cancel, self.event = cancel, threading.Event()
+
+    def is_set(self) -> bool:
+        return self.cancel.is_set() or self.event.is_set()
+
+
 def compare_rest(location: str, fmt: str, target: str, virtual_size: int, progress,
                  cancel: threading.Event, curl: dict | None = None) -> str | None:
     """None when the target holds the image's bytes after its first MiB, else what differs.
 
     The range is split into :data:`COMPARE_PIECES` pieces compared at once (the
     target's reads are O_DIRECT, one at a time per qemu-img: several keep the
-    device busy); a difference is named by its byte on the disk.
+    device busy); the first piece to find a difference stops the others, and
+    the difference is named by its byte on the disk.
     """
     size = virtual_size - HEAD
     if size <= 0:
@@ -188,6 +199,7 @@ def compare_rest(location: str, fmt: str, target: str, virtual_size: int, progre
     done = [0.0] * len(pieces)
     results: list = [None] * len(pieces)
     lock = threading.Lock()
+    found = _Either(cancel)  # set by the first piece that differs or fails: stop the others
 
     def run(i: int, off: int, n: int) -> None:
         def part(f: float) -> None:
@@ -198,9 +210,12 @@ def compare_rest(location: str, fmt: str, target: str, virtual_size: int, progre
                 source_opts(location, fmt, HEAD + off, n, curl=curl),
                 target_opts(target, HEAD + off, n)]
         try:
-            results[i] = _with_progress(args, part, cancel)
+            results[i] = _with_progress(args, part, found)
+            if results[i].returncode:
+                found.event.set()
         except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
             results[i] = e
+            found.event.set()
 
     threads = [threading.Thread(target=run, args=(i, off, n), daemon=True)
                for i, (off, n) in enumerate(pieces)]
@@ -214,6 +229,8 @@ def compare_rest(location: str, fmt: str, target: str, virtual_size: int, progre
         if isinstance(proc, BaseException):
             raise proc
     for (off, _n), proc in zip(pieces, results, strict=True):
+        if proc.returncode < 0:  # stopped: another piece differed or failed
+            continue
         if proc.returncode == 1:
             m = re.search(r"offset (\d+)", proc.stderr_text + proc.stdout_text)
             where = f"at byte {HEAD + off + int(m.group(1))}" if m else \

@@ -135,11 +135,22 @@ class _Producer(threading.Thread):
             n += got
         return n
 
+    def _free_buffer(self) -> blockdev.AlignedBuffer | None:
+        """A free buffer, or None once told to stop (the writer may hold none back)."""
+        while not self.stop.is_set():
+            try:
+                return self.free.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        return None
+
     def run(self) -> None:
         pos = HEAD
         try:
             while not self.stop.is_set():
-                buf = self.free.get()
+                buf = self._free_buffer()
+                if buf is None:
+                    break
                 n = self._fill(buf)
                 if not n:
                     self.free.put(buf)
@@ -188,7 +199,7 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
     if back:
         back.start()
     reporter.start("write", total)
-    end, error, unsynced = HEAD, None, 0
+    end, error, unsynced = len(head), None, 0  # a head under 1 MiB is the whole image
     try:
         while True:
             kind, pos, n, buf = q2.get()
@@ -196,13 +207,17 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
                 break
             try:
                 if error is None and not cancel.is_set():
-                    error = _write(target, buf, pos, n, zero=kind == "zero")
-                    end, unsynced = pos + n, unsynced + n
-                    reporter.update(progress_of(end) if progress_of else end)
-                    if back and error is None and unsynced >= SYNC_EVERY:
-                        os.fdatasync(target.fd)
-                        back.advance(end)
-                        unsynced = 0
+                    try:
+                        error = _write(target, buf, pos, n, zero=kind == "zero")
+                        end, unsynced = pos + n, unsynced + n
+                        if back and error is None and unsynced >= SYNC_EVERY:
+                            os.fdatasync(target.fd)
+                            back.advance(end)
+                            unsynced = 0
+                        reporter.update(progress_of(end) if progress_of else end)
+                    except OSError as e:  # the target failed: stop, but drain the queues
+                        error = Failed(f"write error on the target {target.path} at byte "
+                                       f"{pos}: {e.strerror or e}")
                 if error is not None or cancel.is_set():
                     stop.set()  # drain: the threads end when their queues empty
             finally:
@@ -217,6 +232,7 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
             raise Failed(f"reading the image failed at image byte {end}: {producer.error}")
         os.fsync(target.fd)
     except BaseException:
+        stop.set()
         if back:
             back.stop()
         raise
@@ -303,7 +319,8 @@ class ReadBack(threading.Thread):
                         return
                     limit = self.synced
                 n = min(self.chunk, limit - pos)
-                blockdev.read_exact(self.fd, buf.view[:n], pos)
+                if pos + n > len(self.head):  # not all of it the head (which is not read)
+                    blockdev.read_exact(self.fd, buf.view[:n], pos)
                 if pos < len(self.head):
                     top = min(len(self.head), pos + n)
                     buf.view[:top - pos] = self.head[pos:top]
