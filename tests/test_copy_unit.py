@@ -390,3 +390,14 @@ def test_zero_chunk_detection(memcmp, monkeypatch):
             buf.is_zero(n, zeros[:-1])
     finally:
         buf.close()
+
+
+def test_gaps_are_what_overlapping_ranges_leave_uncovered():
+    ranges = [(0, 10), (5, 10), (30, 5), (50, 100)]  # sorted, overlapping
+    assert reading.gaps(ranges, 0, 60) == [(15, 30), (35, 50)]
+    assert reading.gaps(ranges, 12, 10) == [(15, 22)]
+    assert reading.gaps([], 7, 3) == [(7, 10)]
+    assert reading.gaps(ranges, 50, 20) == []
+    rs = reading.RangeSet([(30, 5), (0, 15)])
+    assert rs.covers(2, 8) == 15 and rs.covers(10, 10) == 0
+    assert rs.within(12, 20) == [(0, 15), (30, 5)]

@@ -97,9 +97,8 @@ class _Copier:
         self.last_save = time.monotonic()
         self.unsynced = 0
         self.zeros = bytes(opts.chunk_size)
-        self.unallocated: list[tuple[int, int]] | None = None  # source holes (skip-zeros)
-        self.source_map: str | None = None  # where they came from
-        self.hole_set = reading.RangeSet()
+        self.holes = reading.RangeSet()  # the source's holes (skip-zeros), from
+        self.source_map: str | None = None  # this map (None: none known)
         self.unread = 0  # bytes of those holes not read
         self.src_fd = self.dst_fd = -1
         self.map: Mapfile
@@ -161,23 +160,13 @@ class _Copier:
         if zero:
             self.skipped += n
             return
-        for a, b in self._data_parts(pos, n):
+        # the parts in the source's holes are not written (skip-zeros: the target is zeros)
+        for a, b in reading.gaps(self.holes.within(pos, n), pos, n):
             blockdev.write_exact(self.dst_fd, buf.view[a - pos:b - pos], a)
             self.written += b - a
             self.write_calls += 1
             self.unsynced += b - a
         self.skipped += n - (self.written - written_before)
-
-    def _data_parts(self, pos: int, n: int) -> list[tuple[int, int]]:
-        """``[pos, pos+n)`` less the source's holes (skip-zeros: the target is zeros)."""
-        parts, cur = [], pos
-        for hp, hs in self.hole_set.within(pos, n) if self.hole_set else ():
-            if hp > cur:
-                parts.append((cur, hp))
-            cur = max(cur, hp + hs)
-        if cur < pos + n:
-            parts.append((cur, pos + n))
-        return parts
 
     # pass 1: the pipeline -------------------------------------------------------------
     def copy_pass(self, hasher: reading.RegionHasher | None, skipping: bool) -> bool:
@@ -192,7 +181,7 @@ class _Copier:
         reader = reading.Reader(self.src_fd, list(self.map.ranges(NON_TRIED)),
                                 opts.chunk_size, free, read_q, stop, skip_errors=True,
                                 max_skip=max_skip, max_rate=opts.max_rate,
-                                unallocated=self.unallocated or ())
+                                unallocated=self.holes.ranges)
         hash_thread = reading.Hasher(hasher, read_q, write_q, self.zeros if opts.skip_zeros
                                      else None) if middle else None
         self.map.phase, self.map.current_pass = "?", 1 if skipping else 2
@@ -297,9 +286,9 @@ class _Copier:
                     raise Refused(f"{e.node} changed size since it was checked")
             resumed = self.load_map()
             if opts.skip_zeros:  # holes read as zeros, the target reads back zeros
-                self.unallocated, self.source_map = allocation.unallocated(
+                holes, self.source_map = allocation.unallocated(
                     plan.source.path, self.src_fd, self.size, self.sector)
-                self.hole_set = reading.RangeSet(self.unallocated or ())
+                self.holes = reading.RangeSet(holes or ())
             return self._run(started, resumed)
         finally:
             for fd in (self.src_fd, self.dst_fd):

@@ -121,21 +121,30 @@ class RangeSet:
         return [r for r in self.ranges[i:j] if sum(r) > pos]
 
 
+def gaps(ranges: Iterable[tuple[int, int]], pos: int, n: int) -> list[tuple[int, int]]:
+    """The ``(start, end)`` pieces of ``[pos, pos+n)`` outside ``ranges`` (sorted by
+    start; they may overlap)."""
+    parts, cur = [], pos
+    for rp, rs in ranges:
+        if rp > cur:
+            parts.append((cur, min(rp, pos + n)))
+        cur = max(cur, rp + rs)
+        if cur >= pos + n:
+            break
+    if cur < pos + n:
+        parts.append((cur, pos + n))
+    return [(a, b) for a, b in parts if b > a]
+
+
 def _read_holes(fd: int, buf: blockdev.AlignedBuffer, pos: int, n: int,
                 holes: list[tuple[int, int]]) -> None:
-    """Read ``n`` bytes at ``pos``, zeros instead of reading inside ``holes``."""
+    """Read ``n`` bytes at ``pos``, zeros instead of reading inside ``holes`` (sorted)."""
     cur = pos
-    for hp, hs in holes:
-        if hp + hs <= cur or hp >= pos + n:
-            continue
-        if hp > cur:
-            blockdev.read_exact(fd, buf.view[cur - pos:hp - pos], cur)
-            cur = hp
-        hend = min(hp + hs, pos + n)
-        buf.zero(cur - pos, hend - cur)
-        cur = hend
-    if cur < pos + n:
-        blockdev.read_exact(fd, buf.view[cur - pos:n], cur)
+    for a, b in gaps(holes, pos, n):
+        buf.zero(cur - pos, a - cur)
+        blockdev.read_exact(fd, buf.view[a - pos:b - pos], a)
+        cur = b
+    buf.zero(cur - pos, pos + n - cur)
 
 
 class Reader(threading.Thread):

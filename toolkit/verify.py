@@ -37,6 +37,20 @@ from toolkit.reading import (
 )
 
 
+def compare_regions(out: VerifyOutcome, regions, digest: SourceDigest, first: int,
+                    last: int) -> None:
+    """Compare region digests ``first`` to ``last - 1`` of ``regions`` with ``digest``'s:
+    count those that differ, and name the first in ``out.first_difference``."""
+    for i in range(first, last):
+        sl = slice(i * REGION_DIGEST, (i + 1) * REGION_DIGEST)
+        if regions[sl] != digest.regions[sl]:
+            out.differing_regions += 1
+            if out.first_difference is None:
+                start = i * digest.region_size
+                out.first_difference = {"start": start,
+                                        "end": min(digest.size, start + digest.region_size)}
+
+
 def verify_against(fd: int, digest: SourceDigest, *, progress=None, cancel=None,
                    chunk_size: int = DEFAULT_CHUNK, buffers: int = 4) -> VerifyOutcome:
     """Read ``digest.size`` bytes of ``fd`` with O_DIRECT and compare with ``digest``.
@@ -68,14 +82,7 @@ def verify_against(fd: int, digest: SourceDigest, *, progress=None, cancel=None,
             free.put(payload)
             full = hasher.pos // digest.region_size if hasher.pos < digest.size else \
                 len(digest.regions) // REGION_DIGEST
-            for i in range(checked, full):
-                sl = slice(i * REGION_DIGEST, (i + 1) * REGION_DIGEST)
-                if hasher.regions[sl] != digest.regions[sl]:
-                    out.differing_regions += 1
-                    if out.first_difference is None:
-                        start = i * digest.region_size
-                        out.first_difference = {
-                            "start": start, "end": min(digest.size, start + digest.region_size)}
+            compare_regions(out, hasher.regions, digest, checked, full)
             checked = full
             reporter.update(pos + n)
     finally:

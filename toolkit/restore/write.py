@@ -32,6 +32,7 @@ from toolkit import blockdev, reading
 from toolkit.copy_result import SourceDigest, VerifyOutcome
 from toolkit.progress import Reporter
 from toolkit.reading import DEFAULT_CHUNK, REGION_DIGEST, RegionHasher, region_size_for
+from toolkit.verify import compare_regions
 
 MiB = 1 << 20
 HEAD = MiB  # held back and written last
@@ -351,13 +352,6 @@ class ReadBack(threading.Thread):
             return out
         got = finish_digest(self.hasher, digest.size)
         out.target_hash = got.hexdigest
-        for i in range(len(digest.regions) // REGION_DIGEST):
-            sl = slice(i * REGION_DIGEST, (i + 1) * REGION_DIGEST)
-            if got.regions[sl] != digest.regions[sl]:
-                out.differing_regions += 1
-                if out.first_difference is None:
-                    start = i * digest.region_size
-                    out.first_difference = {"start": start,
-                                            "end": min(digest.size, start + digest.region_size)}
+        compare_regions(out, got.regions, digest, 0, len(digest.regions) // REGION_DIGEST)
         out.match = out.differing_regions == 0 and got.hexdigest == digest.hexdigest
         return out
