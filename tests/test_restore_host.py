@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -364,18 +365,13 @@ def test_zeros_are_written_where_the_target_cannot_zero(tmp_path):
     path = tmp_path / "target"
     path.write_bytes(os.urandom(24 * MiB))
     with Target(str(path)) as t:
-        reader = stream_reader(data[MiB:])
+        reader = io.BytesIO(data[MiB:])
         end, digest, back = write_stream(reader, t, head=data[:MiB], algorithm="sha256",
                                          reporter=Reporter(None, 1), cancel=threading.Event())
         assert back is None  # no read-back asked for
         assert (end, t.zeroout, t.zeroed) == (len(data), False, 0)
     assert path.read_bytes()[MiB:len(data)] == data[MiB:]
     assert digest.hexdigest == hashlib.sha256(data).hexdigest()  # head included
-
-
-def stream_reader(data: bytes):
-    import io
-    return io.BytesIO(data)
 
 
 @pytest.fixture(scope="module")

@@ -228,13 +228,13 @@ def compare_rest(location: str, fmt: str, target: str, virtual_size: int, progre
     for proc in results:
         if isinstance(proc, BaseException):
             raise proc
-    for (off, _n), proc in zip(pieces, results, strict=True):
+    for (off, n), proc in zip(pieces, results, strict=True):
         if proc.returncode < 0:  # stopped: another piece differed or failed
             continue
         if proc.returncode == 1:
             m = re.search(r"offset (\d+)", proc.stderr_text + proc.stdout_text)
             where = f"at byte {HEAD + off + int(m.group(1))}" if m else \
-                f"in bytes {HEAD + off}-{HEAD + off + _n}"
+                f"in bytes {HEAD + off}-{HEAD + off + n}"
             return f"the target differs from the image {where} (qemu-img compare)"
         if proc.returncode:
             raise Failed(f"qemu-img compare failed: {proc.stderr_text}")
