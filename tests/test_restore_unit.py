@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import struct
+import sys
 import zlib
 
 import pytest
@@ -333,6 +334,43 @@ def test_qemu_options_escape_commas_and_choose_download(tmp_path):
     assert qemu.http_strategy(MiB, str(tmp_path), want_hash=True, ca_file=None) == "download"
     with pytest.raises(ValueError, match="SHA-256"):
         qemu.http_strategy(1 << 60, str(tmp_path), want_hash=True, ca_file=None)
+
+
+def test_qemu_probes_of_an_unchanged_file_run_once(tmp_path, monkeypatch):
+    """The plan and the restore ask qemu-img the same questions: asked once while the file
+    is unchanged, again once it changed (here resized by qemu-img itself)."""
+    img, log = tmp_path / "a.qcow2", tmp_path / "calls"
+    run("qemu-img", "create", "-q", "-f", "qcow2", str(img), "64M")
+    wrapper = tmp_path / "qemu-img"
+    wrapper.write_text(f'#!/bin/sh\necho "$1" >> {log}\nexec qemu-img "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(qemu, "QEMU_IMG", str(wrapper))
+    monkeypatch.setattr(qemu, "_PROBED", {})
+    for _ in range(2):
+        assert qemu.check(str(img), "qcow2") == []
+        assert qemu.info(str(img), "qcow2")["virtual-size"] == 64 * MiB
+        assert qemu.first_mib(str(img), "qcow2", 64 * MiB) == bytes(MiB)
+    assert log.read_text().split() == ["check", "info", "convert"]
+    qemu.info(str(img), "qcow2")["virtual-size"] = 0  # a caller's change stays its own
+    run("qemu-img", "resize", "-q", str(img), "128M")
+    assert qemu.info(str(img), "qcow2")["virtual-size"] == 128 * MiB
+    assert qemu.check(str(img), "qcow2") == []
+    assert log.read_text().split() == ["check", "info", "convert", "info", "check"]
+
+
+def test_rtk_restore_loads_neither_the_copy_engine_nor_psutil():
+    """`rtk restore` builds only its own subcommand's parser: the other subcommands'
+    imports (the copy engine, psutil for `net`, iSCSI) cost start-up time."""
+    code = ("import sys; from toolkit import cli; "
+            "cli.build_parser('restore').parse_args(['restore', 'a.img', '/dev/sdz']); "
+            "import toolkit.restore.engine; "
+            "print(sorted(m for m in ('toolkit.copy', 'psutil', 'toolkit.iscsi', 'requests') "
+            "if m in sys.modules))")
+    assert run(sys.executable, "-c", code).strip() == "[]"
+    every = ("from toolkit import cli; p = cli.build_parser(); "
+             "[p.parse_args(a) for a in (['net', 'list'], ['copy', 'a', 'b'], "
+             "['iscsi', 'list'], ['restore', 'a', 'b'], ['disks'])]")
+    run(sys.executable, "-c", every)
 
 
 def test_partition_node_names():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import mmap
@@ -91,8 +90,10 @@ def zero_out(fd: int, offset: int, length: int) -> None:
 
 
 def _libc_memcmp():
+    # dlopen(NULL): the process's own symbols, libc's among them (no ldconfig lookup,
+    # which ctypes.util.find_library runs as a subprocess at every start-up)
     try:
-        f = ctypes.CDLL(ctypes.util.find_library("c") or None).memcmp
+        f = ctypes.CDLL(None).memcmp
     except (OSError, AttributeError):
         return None
     f.restype, f.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]

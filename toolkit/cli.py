@@ -8,11 +8,11 @@ Exit codes: 0 ok, 1 failed (or interrupted), 2 usage error (argparse); ``rtk cop
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
 import toolkit
-from toolkit import cli_copy, cli_iscsi, cli_net, cli_restore, cli_unattended
 from toolkit import disks as disks_mod
 from toolkit.units import human_size
 
@@ -55,7 +55,14 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+# the modules that define the subcommands, by name: a run imports only its own (the
+# others' imports, psutil for `net`, the copy engine for `copy`, cost start-up time)
+COMMANDS = {"iscsi": "cli_iscsi", "net": "cli_net", "copy": "cli_copy", "verify": "cli_copy",
+            "restore": "cli_restore", "unattended": "cli_unattended"}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for every subcommand, or for ``command``'s module only when it names one."""
     parser = argparse.ArgumentParser(prog="rtk", description="Recovery Toolkit command line")
     parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,13 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the raw probe (sysfs, udev, mounts) as JSON, for bug reports "
                         "and test fixtures")
     p.set_defaults(func=cmd_disks)
-    for module in (cli_iscsi, cli_net, cli_copy, cli_restore, cli_unattended):
-        module.register(sub)
+    if command == "disks":
+        names = []
+    elif command in COMMANDS:
+        names = [COMMANDS[command]]
+    else:  # help, --version, or a mistyped command (argparse lists them all)
+        names = list(dict.fromkeys(COMMANDS.values()))
+    for name in names:
+        importlib.import_module(f"toolkit.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     return args.func(args)
 
 

@@ -24,12 +24,15 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from toolkit import copy as copymod
 from toolkit import roles
-from toolkit.copy_plan import Endpoint
+from toolkit.copy_plan import Endpoint, Refused
 from toolkit.copy_result import EXIT_FAILED, EXIT_REFUSED
-from toolkit.reading import DEFAULT_CHUNK
+from toolkit.reading import ALGORITHMS, DEFAULT_CHUNK
+
+if TYPE_CHECKING:  # the engine itself is imported by the commands that run it, not by
+    from toolkit import copy as copymod  # `rtk restore`, which shares the helpers here
 from toolkit.units import human_size
 
 
@@ -79,7 +82,7 @@ def _err(msg: str) -> None:
     print(f"rtk: {msg}", file=sys.stderr)
 
 
-def _refused(e: copymod.Refused, what: str) -> int:
+def _refused(e: Refused, what: str) -> int:
     _err(f"{what} refused:")
     for p in e.problems:
         print(f"  - {p}", file=sys.stderr)
@@ -152,9 +155,11 @@ def _finish(result: copymod.CopyResult) -> int:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
+    from toolkit import copy as copymod
+
     try:
         plan = copymod.plan_copy(args.source, args.target, source_role=roles.source_keys())
-    except copymod.Refused as e:
+    except Refused as e:
         return _refused(e, "copy")
     _summary(plan, args)
     why = _confirm(args, plan)
@@ -176,7 +181,7 @@ def _run(operation: str, work) -> int:
     cancel = _cancel_on_signals()
     try:
         result = work(line, cancel)
-    except copymod.Refused as e:
+    except Refused as e:
         line.end()
         return _refused(e, operation)
     except OSError as e:
@@ -194,6 +199,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.expected and not args.target:
         _err("verify: give SRC DST, or DISK --hash HEX")
         return 2
+    from toolkit import copy as copymod
+
     if args.expected:
         return _run("verify", lambda line, cancel: copymod.verify_hash(
             args.source, args.expected, algorithm=args.algo, size=args.size, progress=line,
@@ -219,7 +226,7 @@ def register(sub) -> None:
     p.add_argument("target", metavar="DST")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                    help="read the target back and compare (default: on)")
-    p.add_argument("--hash", dest="algorithm", choices=copymod.ALGORITHMS, default="blake3",
+    p.add_argument("--hash", dest="algorithm", choices=ALGORITHMS, default="blake3",
                    help="hash algorithm (default: blake3)")
     p.add_argument("--mapfile", metavar="PATH",
                    help="GNU ddrescue mapfile (default: under the log directory, named after "
@@ -239,7 +246,7 @@ def register(sub) -> None:
     v.add_argument("source", metavar="SRC|DISK")
     v.add_argument("target", metavar="DST", nargs="?")
     v.add_argument("--hash", dest="expected", metavar="HEX", help="the expected hash of DISK")
-    v.add_argument("--algo", choices=copymod.ALGORITHMS, default="blake3",
+    v.add_argument("--algo", choices=ALGORITHMS, default="blake3",
                    help="hash algorithm (default: blake3)")
     v.add_argument("--size", type=_size, default=None,
                    help="with --hash: hash only the first SIZE bytes (default: all)")

@@ -6,8 +6,6 @@ import os
 import socket
 import subprocess
 
-import psutil
-
 LOG_DIR = os.environ.get("RTK_LOG_DIR", "/var/log/rtk")
 LIVE_MEDIUM = "/run/live/medium"  # where live-boot mounts the boot medium
 
@@ -18,6 +16,8 @@ def hostname() -> str:
 
 def ip_addresses() -> list[tuple[str, str]]:
     """(interface, address/prefix) for every non-loopback IPv4 and global IPv6 address."""
+    import psutil  # here: only the menu header asks, and every report imports this module
+
     out = []
     for nic, addrs in sorted(psutil.net_if_addrs().items()):
         if nic == "lo":

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -49,6 +50,29 @@ def _run(*args: str) -> str:
     return p.stdout
 
 
+_PROBED: dict[tuple, object] = {}  # answers about unchanged local files: see _once
+
+
+def _once(what: str, path: str, fmt: str, ask, *more):
+    """``ask()``, or its earlier answer for the same unchanged regular file.
+
+    The plan probes the image (check, info, first MiB) and the restore needs the
+    same answers a moment later: each costs a qemu-img run (5-10 ms), a few
+    per cent of a small restore. A file that changed since (other device, inode,
+    size, or change time) is asked again; URLs and devices are never cached.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ask()
+    if not stat.S_ISREG(st.st_mode):
+        return ask()
+    key = (what, fmt, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, *more)
+    if key not in _PROBED:
+        _PROBED[key] = ask()
+    return _PROBED[key]
+
+
 def has_curl() -> bool:
     """Whether this qemu-img lists the ``https`` block driver (libcurl)."""
     try:
@@ -63,7 +87,8 @@ def has_curl() -> bool:
 
 def info(location: str, fmt: str) -> dict:
     """``qemu-img info --output=json`` of the image (format forced: never probed)."""
-    return json.loads(_run("info", "--output=json", "-f", fmt, location))
+    return dict(_once("info", location, fmt,
+                      lambda: json.loads(_run("info", "--output=json", "-f", fmt, location))))
 
 
 def check(path: str, fmt: str) -> list[str]:
@@ -73,6 +98,10 @@ def check(path: str, fmt: str) -> list[str]:
     Exit codes: 0 clean, 3 leaked clusters only (harmless), 63 the format has no
     check (VHD: its open already fails on a truncated file), 1 and 2 errors.
     """
+    return list(_once("check", path, fmt, lambda: _check(path, fmt)))
+
+
+def _check(path: str, fmt: str) -> list[str]:
     p = subprocess.run([QEMU_IMG, "check", "-f", fmt, path], capture_output=True, text=True)
     if p.returncode in (0, 3, 63):
         return []
@@ -109,6 +138,13 @@ def target_opts(path: str, offset: int, size: int) -> str:
 
 def first_mib(location: str, fmt: str, virtual_size: int, curl: dict | None = None) -> bytes:
     """The image's first MiB (or all of it, when smaller), read by qemu-img."""
+    if curl is None:
+        return _once("head", location, fmt, lambda: _first_mib(location, fmt, virtual_size),
+                     virtual_size)
+    return _first_mib(location, fmt, virtual_size, curl)
+
+
+def _first_mib(location: str, fmt: str, virtual_size: int, curl: dict | None = None) -> bytes:
     n = min(HEAD, virtual_size)
     with tempfile.TemporaryDirectory(prefix="rtk-head-") as d:
         out = os.path.join(d, "head")
