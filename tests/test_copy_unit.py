@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 from pathlib import Path
 
 import blake3
@@ -392,6 +393,35 @@ def test_zero_chunk_detection(memcmp, monkeypatch):
             buf.is_zero(n, zeros[:-1])
     finally:
         buf.close()
+
+
+def test_a_failing_hasher_still_passes_every_item_on():
+    """The hash stage between reader and writer: when hashing fails, the items keep
+    flowing (the writer would otherwise wait forever) and the failure is kept."""
+    class Failing(reading.RegionHasher):
+        def update(self, pos, data):
+            if pos >= 2 * MiB:
+                raise RuntimeError("made to fail")
+            return super().update(pos, data)
+
+    inq, out = queue.Queue(), queue.Queue()
+    bufs = [blockdev.AlignedBuffer(MiB) for _ in range(3)]
+    try:
+        items = [("data", i * MiB, MiB, b) for i, b in enumerate(bufs)]
+        items += [("zero", 3 * MiB, MiB, None), ("end", 0, 0, None)]
+        for item in items:
+            inq.put(item)
+        stage = reading.Hasher(Failing("blake3", 8 * MiB, MiB), inq, out, zeros=bytes(MiB))
+        stage.start()
+        stage.join(10)
+        assert not stage.is_alive()
+        got = [out.get_nowait() for _ in items]
+        assert [(k, pos) for k, pos, _n, _b in got] == [
+            ("zero", 0), ("zero", MiB), ("data", 2 * MiB), ("zero", 3 * MiB), ("end", 0)]
+        assert isinstance(stage.crash, RuntimeError) and not stage.valid
+    finally:
+        for b in bufs:
+            b.close()
 
 
 def test_gaps_are_what_overlapping_ranges_leave_uncovered():

@@ -26,7 +26,7 @@ import pytest
 import restore_images as ri
 from loopdev import fuse_disk, loop_device, make_image
 
-from toolkit import restore
+from toolkit import reading, restore
 from toolkit.restore import contents, fit
 
 pytestmark = pytest.mark.host
@@ -319,6 +319,31 @@ def test_a_target_that_fails_writes_stops_the_restore_cleanly(images, target):
     assert turned and res.status == "failed", res.message
     assert "write error on the target" in res.message, res.message
     assert head_of(dev) == bytes(MiB)  # the head was never written
+
+
+def test_a_hashing_failure_stops_the_restore_cleanly(images, target, monkeypatch):
+    """Should the hashing stage fail in mid-image (here made to: a bug, or memory), the
+    restore fails with that named, instead of the writer waiting for it forever."""
+    dev = target()
+    real = reading.RegionHasher.update
+
+    def update(self, pos, data):
+        if threading.current_thread().name == "rtk-hasher" and pos >= 8 * MiB:
+            raise MemoryError("made to fail")
+        return real(self, pos, data)
+
+    monkeypatch.setattr(reading.RegionHasher, "update", update)
+    plan = restore.plan_restore(str(images["zstd"]), dev, restore.RestoreOptions(),
+                                source_role=())
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(restore.restore(plan)), daemon=True)
+    worker.start()
+    worker.join(120)
+    assert done, "the restore hung after the hasher failed"
+    res = done[0]
+    assert res.status == "failed", res.message
+    assert "hashing the image failed" in res.message and "made to fail" in res.message
+    assert no_table(dev)
 
 
 def test_an_image_under_one_mib_is_restored_and_verified(target, tmp_path):

@@ -223,8 +223,9 @@ class _Copier:
                 hash_thread.join()
             reading.close_pool(free)
         self.unread += reader.unread
-        if reader.crash:
-            raise reader.crash
+        for stage in (reader, hash_thread):
+            if stage and stage.crash:
+                raise stage.crash
         return bool(hash_thread and hash_thread.valid)  # valid: a hasher that kept up
 
     # passes 2 and 3: narrowing down read errors -----------------------------------------

@@ -226,34 +226,46 @@ class Hasher(threading.Thread):
     """Between reader and writer: feeds data items to a :class:`RegionHasher` (if any)
     and, given ``zeros``, turns all-zero data items into ("zero", pos, n, buffer)
     items, so that neither the hash nor the zero check holds up the writer.
-    The reader's own "zero" items (needs ``zeros``) are hashed as zeros."""
+    The reader's own "zero" items (needs ``zeros``) are hashed as zeros.
+
+    Should the hashing itself fail (``crash``: a bug, memory), every later item
+    still passes through unhashed, so the writer never waits for an item that
+    will not come; the consumer then raises ``crash`` (the hash is lost)."""
 
     def __init__(self, hasher: RegionHasher | None, inq: queue.Queue, out: queue.Queue,
                  zeros: bytes | None = None):
         super().__init__(daemon=True, name="rtk-hasher")
         self.hasher, self.inq, self.out, self.zeros = hasher, inq, out, zeros
         self.valid = hasher is not None
+        self.crash: BaseException | None = None
 
     def run(self) -> None:
         while True:
             item = self.inq.get()
-            kind, pos, n, buf = item
-            if kind == "data":
-                if self.valid:
-                    self.valid = self.hasher.update(pos, buf.view[:n])
-                if self.zeros is not None and buf.is_zero(n, self.zeros):
-                    item = ("zero", pos, n, buf)
-            elif kind == "zero":  # not read: the source holds no data there
-                zeros = memoryview(self.zeros)
-                for off in range(0, n, len(zeros)):
-                    if self.valid:
-                        self.valid = self.hasher.update(pos + off, zeros[:min(len(zeros),
-                                                                             n - off)])
-            elif kind == "bad":
-                self.valid = False
+            if self.crash is None:
+                try:
+                    item = self._process(item)
+                except BaseException as e:  # noqa: BLE001 - handed to the consumer
+                    self.crash, self.valid = e, False
             self.out.put(item)
-            if kind == "end":
+            if item[0] == "end":
                 return
+
+    def _process(self, item: tuple) -> tuple:
+        kind, pos, n, buf = item
+        if kind == "data":
+            if self.valid:
+                self.valid = self.hasher.update(pos, buf.view[:n])
+            if self.zeros is not None and buf.is_zero(n, self.zeros):
+                return ("zero", pos, n, buf)
+        elif kind == "zero":  # not read: the source holds no data there
+            zeros = memoryview(self.zeros)
+            for off in range(0, n, len(zeros)):
+                if self.valid:
+                    self.valid = self.hasher.update(pos + off, zeros[:min(len(zeros), n - off)])
+        elif kind == "bad":
+            self.valid = False
+        return item
 
 
 def buffer_pool(count: int, size: int) -> queue.Queue:

@@ -227,6 +227,8 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
             raise error
         if cancel.is_set():
             raise Failed("cancelled", "cancelled")
+        if hasher.crash is not None:
+            raise Failed(f"hashing the image failed at image byte {end}: {hasher.crash!r}")
         if producer.error is not None:
             if isinstance(producer.error, Failed):
                 raise producer.error
