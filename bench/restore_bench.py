@@ -3,6 +3,7 @@
 
     sudo .venv/bin/python bench/restore_bench.py [--size 512M] [--repeat 3] [--dir /var/tmp]
                                                  [--direct-io] [--only qcow2,vhdx]
+                                                 [--slow-source MB/S]
 
 Makes a disk image of ``--size`` (half random, half zeros, with a GPT), its
 zstd, gzip, qcow2 and VHDX versions, and a target image 64 MiB larger, with a
@@ -18,6 +19,12 @@ with ``--no-verify``. A verified container restore is also compared with
 the same work (the target's tail is zeroed before, untimed, so that the
 comparison of the image with the larger disk can pass).
 
+``--slow-source MB/S``: the images live on a filesystem of their own, on a
+loop device whose reads are throttled to MB/S (a blkio cgroup holding every
+timed command), and their page cache is dropped before each run: the shape
+of a restore from a USB disk or a slow share, where the target is the faster
+side.
+
 ``rtk`` runs from compiled bytecode, as on the live system (pip compiles the
 installed package): a bytecode cache in the temporary directory, whatever
 ``PYTHONDONTWRITEBYTECODE`` says, warmed by one run before the timed ones.
@@ -25,6 +32,7 @@ installed package): a bytecode cache in the temporary directory, whatever
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -40,11 +48,51 @@ sys.path.insert(0, str(ROOT / "tests"))
 from vmlab.http import HttpServer  # noqa: E402
 
 
-def sh(cmd: str, env: dict | None = None) -> float:
+def sh(cmd: str, env: dict | None = None, cgroup: Path | None = None) -> float:
+    def enter() -> None:  # in the child, before the command: into the throttled group
+        (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
     t0 = time.perf_counter()
     subprocess.run(cmd, shell=True, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+                   stderr=subprocess.DEVNULL, cwd=ROOT, env=env,
+                   preexec_fn=enter if cgroup else None)
     return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def slow_filesystem(d: Path, size: int, mbps: float):
+    """An ext4 of ``size`` bytes on a direct-I/O loop device, mounted under ``d``, and a
+    blkio cgroup whose reads from that device are throttled to ``mbps`` MB/s."""
+    fs, mnt = d / "source.fs", d / "source"
+    with open(fs, "wb") as f:
+        f.truncate(size)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(fs)], check=True)
+    dev = losetup(fs, direct_io=True)
+    mnt.mkdir()
+    cg = Path("/sys/fs/cgroup/blkio/rtk-restore-bench")
+    try:
+        subprocess.run(["mount", dev, str(mnt)], check=True)
+        cg.mkdir(exist_ok=True)
+        rdev = os.stat(dev).st_rdev
+        (cg / "blkio.throttle.read_bps_device").write_text(
+            f"{os.major(rdev)}:{os.minor(rdev)} {int(mbps * 1e6)}")
+        yield mnt, cg
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        subprocess.run(["losetup", "-d", dev], check=False)
+        with contextlib.suppress(OSError):
+            cg.rmdir()
+
+
+def drop_cache(d: Path) -> None:
+    """Forget the page cache of every file in ``d`` (as if the medium were just plugged)."""
+    for f in d.iterdir():
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 def bytecode_env(tmp: str) -> dict:
@@ -69,11 +117,19 @@ def main() -> int:
     ap = bench_parser(__doc__, "512M")
     ap.add_argument("--only", default="", help="comma-separated words: run the rows whose name "
                     "holds one of them (and their baselines), e.g. qcow2,vhdx")
+    ap.add_argument("--slow-source", type=float, default=0, metavar="MB/S",
+                    help="images on a loop device whose reads are throttled to MB/S, their "
+                         "page cache dropped before each run (a USB disk)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="rtk-restore-bench-", dir=args.dir) as d:
-        img = Path(d) / "disk.img"
+    with tempfile.TemporaryDirectory(prefix="rtk-restore-bench-", dir=args.dir) as d, \
+            contextlib.ExitStack() as stack:
+        src, cgroup = Path(d), None
+        if args.slow_source:
+            src, cgroup = stack.enter_context(
+                slow_filesystem(Path(d), 4 * args.size + 256 * MiB, args.slow_source))
+        img = src / "disk.img"
         make_image(img, args.size)
-        server = HttpServer(Path(d))
+        server = HttpServer(src)
         server.httpd.handle_error = lambda *a: None  # the image probe reads a head, hangs up
         url = server.url("disk.img.zst")
         target = Path(d) / "target.img"
@@ -91,6 +147,7 @@ def main() -> int:
         env = bytecode_env(d)
         sh(f"{rtk} --help", env)  # compile the bytecode once, untimed
         rows = [
+            ("source read, qcow2 (cat)", f"cat {img}.qcow2 > /dev/null", None),
             ("curl, zstd -d, dd (HTTP)", f"curl -s {url} | zstd -dc | {dd}", None),
             ("rtk restore .zst over HTTP", f"{rtk} {url} {dev} {yes}",
              "curl, zstd -d, dd (HTTP)"),
@@ -132,6 +189,8 @@ def main() -> int:
                 subprocess.run(make, shell=True, check=True)
         medians: dict[str, float] = {}
         kind = "a direct-I/O loop device" if args.direct_io else "a loop device (page cache)"
+        if args.slow_source:
+            kind += f", from a source read at {args.slow_source:g} MB/s, not cached"
         print(f"image {args.size // MiB} MiB (half random) onto {kind}, median of "
               f"{args.repeat}\n")
         print("| tool | seconds | MB/s | vs baseline |\n|---|---:|---:|---:|")
@@ -145,7 +204,9 @@ def main() -> int:
                         continue
                     if "compare" in cmd:
                         sh(zero_tail)
-                    times[name].append(sh(cmd, env if "toolkit.cli" in cmd else None))
+                    if cgroup:
+                        drop_cache(src)
+                    times[name].append(sh(cmd, env if "toolkit.cli" in cmd else None, cgroup))
             last = None
             for name, cmd, base in rows:
                 if cmd is not None:  # else: the previous row's time, against another baseline

@@ -270,14 +270,19 @@ def lying_target(tmp_path, need_root):
         yield make
 
 
-@pytest.mark.parametrize("fmt", ["zstd", "qcow2"])
+@pytest.mark.parametrize("fmt", ["zstd", "qcow2", "qcow2-pieces"])
 def test_a_target_that_drops_writes_fails_verification(images, lying_target, fmt,
                                                        monkeypatch):
     """The read-back reads the device, not what was meant to be written: a lost write
     (inside the image's data) is a mismatch naming its region, and no table is left.
-    A stream is read back behind the writer (flushed every 8 MiB here)."""
-    from toolkit.restore import write
+    A stream is read back behind the writer (flushed every 8 MiB here); a container
+    is compared piece by piece (16 MiB pieces for qcow2-pieces: the lost write is in
+    the third or fourth, compared while or after the next one is converted)."""
+    from toolkit.restore import qemu, write
     monkeypatch.setattr(write, "SYNC_EVERY", 8 * MiB)
+    if fmt == "qcow2-pieces":
+        fmt = "qcow2"
+        monkeypatch.setattr(qemu, "PIECE", 16 * MiB)
     image = Path(images["raw"]).read_bytes()
     spot = next(p for p in range(40 * MiB, len(image), 4096)
                 if image[p:p + 4096] != bytes(4096))
@@ -379,6 +384,47 @@ def test_container_verification_names_the_differing_byte(images, target):
     out = qemu.compare_rest(str(images["qcow2"]), "qcow2", dev, size, lambda f: None,
                             threading.Event())
     assert out == f"the target differs from the image at byte {spot} (qemu-img compare)"
+
+
+def test_a_verified_container_restore_compares_while_it_converts(images, target, tmp_path,
+                                                              monkeypatch):
+    """Each piece is compared once converted (and flushed by qemu-img), while the next
+    is converted: the first comparison starts before the last conversion ends, the
+    pieces' offsets are right (the disk checks out), and a cancel in mid-way stops both."""
+    from toolkit.restore import qemu
+    monkeypatch.setattr(qemu, "PIECE", 16 * MiB)
+    log = tmp_path / "runs"
+    wrapper = tmp_path / "qemu-img"
+    wrapper.write_text(f'#!/bin/sh\necho "start $1" >> {log}\nqemu-img "$@"\nrc=$?\n'
+                       f'echo "end $1" >> {log}\nexit $rc\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(qemu, "QEMU_IMG", str(wrapper))
+    monkeypatch.setattr(qemu, "_PROBED", {})  # the plan's probes run, the restore's reuse them
+    dev = target()
+    res = do(images["qcow2"], dev)
+    assert res.status == "ok" and res.verify["match"], res.message
+    check_disk(dev, images["built"], grown=False)
+    runs = log.read_text().split("\n")
+    pieces = -(-(64 * MiB - MiB) // (16 * MiB))
+    converts = [i for i, line in enumerate(runs) if line == "end convert"]
+    assert len(converts) == 1 + pieces  # the first MiB, then each piece
+    assert runs.index("start compare") < converts[-1], runs
+    assert 0 <= res.verify["read_while_writing"] <= 64 * MiB
+
+    monkeypatch.setattr(qemu, "QEMU_IMG", "qemu-img")  # a cancel terminates qemu-img itself
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def progress(p):
+        seen.append(p.phase)
+        if p.phase == "write" and p.done >= 20 * MiB:
+            cancel.set()
+    plan = restore.plan_restore(str(images["qcow2"]), dev, restore.RestoreOptions(interval=0),
+                                source_role=())
+    res = restore.restore(plan, progress, cancel)
+    assert res.status == "cancelled", res.message
+    assert "write" in seen and "verify" not in seen
+    assert no_table(dev)
 
 
 def test_zeros_are_written_where_the_target_cannot_zero(tmp_path):

@@ -197,18 +197,21 @@ def _container(plan: RestorePlan, target: Target, reporter: Reporter, cancel, re
         res.image_size, res.table = size, geo.table
         target.wipe_ends(size)
         res.wiped = True
-        reporter.start("write", size)
-        qemu.convert_rest(path, img.format, target.path, size,
-                          lambda f: reporter.update(int(f * size)), cancel, curl=curl)
-        os.fsync(target.fd)
         if opts.verify:
-            reporter.start("verify", size)
-            diff = qemu.compare_rest(path, img.format, target.path, size,
-                                     lambda f: reporter.update(int(f * size)), cancel, curl=curl)
-            res.verify = {"method": "qemu-img compare (target read with O_DIRECT)",
-                          "match": diff is None, "error": diff}
+            diff, early = qemu.convert_and_compare(path, img.format, target.path, size,
+                                                   reporter, cancel, curl=curl)
+            res.verify = {"method": "qemu-img compare (target read with O_DIRECT) of each "
+                                    f"{qemu.piece_size(size - HEAD) >> 20} MiB piece once "
+                                    "converted, while the next one converts",
+                          "match": diff is None, "error": diff, "read_while_writing": early}
             if diff:
                 raise Failed(f"verification failed: {diff}", "mismatch")
+        else:
+            reporter.start("write", size)
+            qemu.convert_rest(path, img.format, target.path, size,
+                              lambda f: reporter.update(HEAD + int(f * (size - HEAD))), cancel,
+                              curl=curl)
+        os.fsync(target.fd)
         target.write_head(head)
         res.wiped = False
 

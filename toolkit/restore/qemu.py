@@ -6,9 +6,10 @@ out-of-order writes by 16 coroutines, as qemu-img advises for block
 devices) with both sides seen through qemu's ``raw`` driver with
 ``offset=1MiB``, so qemu-img
 writes everything but the first MiB; :mod:`toolkit.restore.write` writes that
-last, read from the image with ``qemu-img dd``. Verification is ``qemu-img
-compare`` of the same two views (the target read with O_DIRECT), then the
-first MiB read back.
+last, read from the image by qemu-img. Verification is ``qemu-img compare`` of
+the same two views (the target read with O_DIRECT), then the first MiB read
+back. A verified restore converts in pieces (:func:`piece_size`) and compares
+each one while the next is converted (:func:`convert_and_compare`).
 
 HTTP(S) sources of these formats are downloaded to a temporary file first,
 not read through qemu-img's curl driver (which this qemu-img has: see
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import shutil
 import stat
@@ -190,14 +192,20 @@ def _with_progress(args: list[str], progress, cancel: threading.Event) -> subpro
 def convert_rest(location: str, fmt: str, target: str, virtual_size: int, progress,
                  cancel: threading.Event, curl: dict | None = None) -> None:
     """Write the image's bytes after its first MiB onto ``target`` (same offsets)."""
-    size = virtual_size - HEAD
-    if size <= 0:
-        return
+    if virtual_size > HEAD:
+        convert_range(location, fmt, target, HEAD, virtual_size - HEAD, progress, cancel,
+                      curl)
+
+
+def convert_range(location: str, fmt: str, target: str, start: int, length: int, progress,
+                  cancel, curl: dict | None = None) -> None:
+    """Write the image's bytes ``[start, start+length)`` onto the same bytes of ``target``;
+    qemu-img fdatasyncs the target before it exits."""
     # -W -m 16: out-of-order writes, 16 coroutines (qemu-img recommends -W for block
     # devices; the first MiB is written last anyway): 30 % faster than the default here
     args = ["convert", "-p", "-n", "-t", "none", "-W", "-m", "16", "--image-opts",
-            source_opts(location, fmt, HEAD, size, curl=curl),
-            "--target-image-opts", target_opts(target, HEAD, size)]
+            source_opts(location, fmt, start, length, curl=curl),
+            "--target-image-opts", target_opts(target, start, length)]
     proc = _with_progress(args, progress, cancel)
     if cancel.is_set():
         raise Failed("cancelled", "cancelled")
@@ -206,12 +214,14 @@ def convert_rest(location: str, fmt: str, target: str, virtual_size: int, progre
 
 
 COMPARE_PIECES = 4  # qemu-img compare reads one request at a time: run several
+PIECE = 1 << 30  # at most this many bytes converted, then compared, at a time (see piece_size)
+PIECES = 16  # ... and the image cut in about this many pieces, of at least 64 MiB
 
 
 class _Either:
     """``is_set()`` of the caller's cancel event, or of this comparison's own."""
 
-    def __init__(self, cancel: threading.Event):
+    def __init__(self, cancel):
         self.cancel, self.event = cancel, threading.Event()
 
     def is_set(self) -> bool:
@@ -220,18 +230,27 @@ class _Either:
 
 def compare_rest(location: str, fmt: str, target: str, virtual_size: int, progress,
                  cancel: threading.Event, curl: dict | None = None) -> str | None:
-    """None when the target holds the image's bytes after its first MiB, else what differs.
+    """None when the target holds the image's bytes after its first MiB, else what differs."""
+    if virtual_size <= HEAD:
+        return None
+    return compare_range(location, fmt, target, HEAD, virtual_size - HEAD, progress, cancel,
+                         curl)
+
+
+def compare_range(location: str, fmt: str, target: str, start: int, length: int, progress,
+                  cancel, curl: dict | None = None) -> str | None:
+    """None when the target's bytes ``[start, start+length)`` are the image's, else what
+    differs, named by its byte on the disk.
 
     The range is split into :data:`COMPARE_PIECES` pieces compared at once (the
     target's reads are O_DIRECT, one at a time per qemu-img: several keep the
-    device busy); the first piece to find a difference stops the others, and
-    the difference is named by its byte on the disk.
+    device busy); the first piece to find a difference stops the others. The
+    target is opened without qemu's image locks (``-U``): while a verified
+    restore compares one piece, qemu-img converts the next one onto the same
+    device.
     """
-    size = virtual_size - HEAD
-    if size <= 0:
-        return None
-    step = -(-size // COMPARE_PIECES // HEAD) * HEAD
-    pieces = [(off, min(step, size - off)) for off in range(0, size, step)]
+    step = -(-length // COMPARE_PIECES // HEAD) * HEAD
+    pieces = [(start + off, min(step, length - off)) for off in range(0, length, step)]
     done = [0.0] * len(pieces)
     results: list = [None] * len(pieces)
     lock = threading.Lock()
@@ -241,10 +260,9 @@ def compare_rest(location: str, fmt: str, target: str, virtual_size: int, progre
         def part(f: float) -> None:
             with lock:
                 done[i] = f * n
-                progress(sum(done) / size)
-        args = ["compare", "-p", "--image-opts",
-                source_opts(location, fmt, HEAD + off, n, curl=curl),
-                target_opts(target, HEAD + off, n)]
+                progress(sum(done) / length)
+        args = ["compare", "-p", "-U", "--image-opts",
+                source_opts(location, fmt, off, n, curl=curl), target_opts(target, off, n)]
         try:
             results[i] = _with_progress(args, part, found)
             if results[i].returncode:
@@ -269,12 +287,95 @@ def compare_rest(location: str, fmt: str, target: str, virtual_size: int, progre
             continue
         if proc.returncode == 1:
             m = re.search(r"offset (\d+)", proc.stderr_text + proc.stdout_text)
-            where = f"at byte {HEAD + off + int(m.group(1))}" if m else \
-                f"in bytes {HEAD + off}-{HEAD + off + n}"
+            where = f"at byte {off + int(m.group(1))}" if m else f"in bytes {off}-{off + n}"
             return f"the target differs from the image {where} (qemu-img compare)"
         if proc.returncode:
             raise Failed(f"qemu-img compare failed: {proc.stderr_text}")
     return None
+
+
+def piece_size(size: int) -> int:
+    """How much a verified restore converts before comparing it: a sixteenth of the
+    image, from 64 MiB (each piece costs a qemu-img start or five) to :data:`PIECE`
+    (what is compared after the last conversion ends, and what the page cache must
+    still hold of the source for the compare to read it from there), in MiB."""
+    n = -(-size // PIECES // HEAD) * HEAD  # rounded up to whole MiB
+    return max(min(n, PIECE), min(64 << 20, PIECE))
+
+
+def convert_and_compare(location: str, fmt: str, target: str, virtual_size: int, reporter,
+                        cancel: threading.Event, curl: dict | None = None
+                        ) -> tuple[str | None, int]:
+    """A verified conversion of the image's bytes after its first MiB, in pieces
+    (:func:`piece_size`): each piece is compared (:func:`compare_range`) once
+    converted and flushed, while the next one is converted.
+
+    The compare then reads the piece's source back while it is still in the
+    page cache: from a slow medium (a USB disk), the image is read once, not
+    twice, and the verification is mostly done when the writing ends.
+    Returns ``(difference or None, bytes compared by the end of the writing)``;
+    the first difference stops the conversion and the comparison.
+    """
+    size = virtual_size - HEAD
+    if size <= 0:
+        return None, 0
+    piece = piece_size(size)
+    stop = _Either(cancel)  # the caller's cancel, or a difference found
+    lock = threading.Lock()
+    compared = [0.0]  # bytes compared, the piece being compared included
+    outcome: list = []  # the difference (a str) or the error, from the compare thread
+    todo: queue.Queue = queue.Queue()
+
+    def compare_pieces() -> None:
+        while (piece := todo.get()) is not None:
+            start, n = piece
+            base = compared[0]
+
+            def part(f: float, base: float = base, n: int = n) -> None:
+                with lock:
+                    compared[0] = base + f * n
+            try:
+                diff = compare_range(location, fmt, target, start, n, part, stop, curl)
+            except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
+                diff = e
+            with lock:
+                compared[0] = base + n
+            if diff is not None:
+                outcome.append(diff)
+                stop.event.set()
+                return
+
+    worker = threading.Thread(target=compare_pieces, daemon=True, name="rtk-compare")
+    worker.start()
+    reporter.start("write", virtual_size)
+    try:
+        for off in range(0, size, piece):
+            start, n = HEAD + off, min(piece, size - off)
+            try:
+                convert_range(location, fmt, target, start, n,
+                              lambda f, s=start, n=n: reporter.update(s + int(f * n)), stop,
+                              curl)
+            except Failed:
+                if cancel.is_set() or not stop.event.is_set():
+                    raise
+                break  # a difference was found: the conversion was stopped for it
+            todo.put((start, n))
+        early = int(compared[0])
+        reporter.start("verify", virtual_size, HEAD + early)
+        todo.put(None)
+        while worker.is_alive():
+            worker.join(0.2)
+            reporter.update(HEAD + int(compared[0]))
+    finally:
+        if worker.is_alive():  # a failed conversion or a cancel: stop the comparison too
+            stop.event.set()
+            todo.put(None)
+            worker.join()
+    if cancel.is_set():
+        raise Failed("cancelled", "cancelled")
+    if outcome and isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return (outcome[0] if outcome else None), early
 
 
 def http_strategy(size: int | None, tmpdir: str, *, want_hash: bool, ca_file: str | None
