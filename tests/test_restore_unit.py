@@ -359,12 +359,12 @@ def test_qemu_probes_of_an_unchanged_file_run_once(tmp_path, monkeypatch):
 
 
 def test_verified_conversion_piece_sizes():
-    """A sixteenth of the image, in whole MiB, between 64 MiB and 1 GiB."""
-    assert qemu.piece_size(2047 * MiB) == 128 * MiB
-    assert qemu.piece_size(8191 * MiB) == 512 * MiB
+    """An eighth of the image, in whole MiB, between 64 MiB and 1 GiB."""
+    assert qemu.piece_size(2047 * MiB) == 256 * MiB
+    assert qemu.piece_size(4095 * MiB) == 512 * MiB
     assert qemu.piece_size(100 << 30) == 1 << 30
     assert qemu.piece_size(9 * MiB) == 64 * MiB  # one piece
-    assert qemu.piece_size(3 * (1 << 30) + 5) % MiB == 0
+    assert qemu.piece_size(3 * (1 << 30) + 5) == 385 * MiB
 
 
 def test_rtk_restore_loads_neither_the_copy_engine_nor_psutil():
