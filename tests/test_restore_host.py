@@ -386,13 +386,16 @@ def test_container_verification_names_the_differing_byte(images, target):
     assert out == f"the target differs from the image at byte {spot} (qemu-img compare)"
 
 
+@pytest.mark.parametrize("converters", [1, 2])
 def test_a_verified_container_restore_compares_while_it_converts(images, target, tmp_path,
-                                                              monkeypatch):
+                                                              monkeypatch, converters):
     """Each piece is compared once converted (and flushed by qemu-img), while the next
     is converted: the first comparison starts before the last conversion ends, the
-    pieces' offsets are right (the disk checks out), and a cancel in mid-way stops both."""
+    pieces' offsets are right (the disk checks out), and a cancel in mid-way stops both;
+    with one conversion at a time and with two."""
     from toolkit.restore import qemu
     monkeypatch.setattr(qemu, "PIECE", 16 * MiB)
+    monkeypatch.setattr(qemu, "CONVERTERS", converters)
     log = tmp_path / "runs"
     wrapper = tmp_path / "qemu-img"
     wrapper.write_text(f'#!/bin/sh\necho "start $1" >> {log}\nqemu-img "$@"\nrc=$?\n'
