@@ -308,8 +308,8 @@ def piece_size(size: int) -> int:
 # conversions in flight. Two hide one's start and final flush behind the other, but
 # their last pieces end together, leaving two to compare after the writing: from a
 # source read at 300 MB/s, a verified 8 GiB restore took 16.1 s with two, 15.6 s with
-# one (the conversion alone: 14.3 s); where the target is the slower side, 1.45 s
-# against 1.5 s at 2 GiB.
+# one (the conversion alone: 14.3 s); where the target is the slower side, two gained
+# little (2 GiB: 1.45 s, one: 1.5 s).
 CONVERTERS = 1
 
 
@@ -322,12 +322,11 @@ def convert_and_compare(location: str, fmt: str, target: str, virtual_size: int,
 
     :data:`CONVERTERS` pieces are converted at once (their qemu-img processes
     write different bytes of the target, so qemu's image locks are off on it).
-    The compare reads a piece's source
-    back while it is still in the page cache: from a slow medium (a USB disk),
-    the image is read once, not twice, and the verification is mostly done
-    when the writing ends. Returns ``(difference or None, bytes compared by the
-    end of the writing)``; the first difference stops the conversion and the
-    comparison.
+    The compare reads a piece's source back while it is still in the page
+    cache: from a slow medium (a USB disk), the image is read once, not twice,
+    and the verification is mostly done when the writing ends. Returns
+    ``(difference or None, bytes compared by the end of the writing)``; the
+    first difference stops the conversion and the comparison.
     """
     size = virtual_size - HEAD
     if size <= 0:
