@@ -196,6 +196,11 @@ class _Copier:
                 kind, pos, n, payload = write_q.get()
                 if kind == "end":
                     break
+                if hash_thread and hash_thread.crash:  # raised below, once the queues drain
+                    stop.set()
+                    if kind != "bad":  # a bad item carries a message, not a buffer
+                        free.put(payload)
+                    continue
                 if kind == "bad":
                     self.read_errors += 1
                     self.reporter.read_errors = self.read_errors

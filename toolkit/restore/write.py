@@ -207,6 +207,9 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
             if kind == "end":
                 break
             try:
+                if error is None and hasher.crash is not None:  # nothing more is hashed
+                    error = Failed(f"hashing the image failed at image byte {pos}: "
+                                   f"{hasher.crash!r}")
                 if error is None and not cancel.is_set():
                     try:
                         error = _write(target, buf, pos, n, zero=kind == "zero")
@@ -227,8 +230,6 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
             raise error
         if cancel.is_set():
             raise Failed("cancelled", "cancelled")
-        if hasher.crash is not None:
-            raise Failed(f"hashing the image failed at image byte {end}: {hasher.crash!r}")
         if producer.error is not None:
             if isinstance(producer.error, Failed):
                 raise producer.error
