@@ -328,7 +328,8 @@ def test_a_target_that_fails_writes_stops_the_restore_cleanly(images, target):
 
 def test_a_hashing_failure_stops_the_restore_cleanly(images, target, monkeypatch):
     """Should the hashing stage fail in mid-image (here made to: a bug, or memory), the
-    restore fails with that named, instead of the writer waiting for it forever."""
+    restore stops writing at once and fails with that named, instead of the writer
+    waiting for it forever (or writing the rest of the image unhashed)."""
     dev = target()
     real = reading.RegionHasher.update
 
@@ -338,16 +339,24 @@ def test_a_hashing_failure_stops_the_restore_cleanly(images, target, monkeypatch
         return real(self, pos, data)
 
     monkeypatch.setattr(reading.RegionHasher, "update", update)
-    plan = restore.plan_restore(str(images["zstd"]), dev, restore.RestoreOptions(),
+    plan = restore.plan_restore(str(images["zstd"]), dev, restore.RestoreOptions(interval=0),
                                 source_role=())
     done: list = []
-    worker = threading.Thread(target=lambda: done.append(restore.restore(plan)), daemon=True)
+    written: list[int] = []
+
+    def progress(p):
+        if p.phase == "write":
+            written.append(p.done)
+    worker = threading.Thread(target=lambda: done.append(restore.restore(plan, progress)),
+                              daemon=True)
     worker.start()
     worker.join(120)
     assert done, "the restore hung after the hasher failed"
     res = done[0]
     assert res.status == "failed", res.message
-    assert "hashing the image failed" in res.message and "made to fail" in res.message
+    assert "hashing the image failed at image byte" in res.message, res.message
+    assert "made to fail" in res.message
+    assert written and max(written) <= 8 * MiB  # nothing written after the failure
     assert no_table(dev)
 
 
@@ -386,33 +395,49 @@ def test_container_verification_names_the_differing_byte(images, target):
     assert out == f"the target differs from the image at byte {spot} (qemu-img compare)"
 
 
+def qemu_img_wrapper(tmp_path: Path, log: Path, special: str = "") -> str:
+    """A qemu-img that logs "start|end COMMAND OFFSET" (the source view's offset) around
+    the real one, and first runs ``special`` (shell) when its arguments match it."""
+    wrapper = tmp_path / "qemu-img"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "off=$(echo \"$*\" | sed -n 's/.*driver=raw,offset=\\([0-9]*\\),.*/\\1/p')\n"
+        f'echo "start $1 $off" >> {log}\n'
+        f"{special}\n"
+        'qemu-img "$@"\nrc=$?\n'
+        f'echo "end $1 $off" >> {log}\nexit $rc\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+PIECES_AT = [MiB + k * 16 * MiB for k in range(4)]  # 16 MiB pieces of the 64 MiB image
+
+
 @pytest.mark.parametrize("converters", [1, 2])
 def test_a_verified_container_restore_compares_while_it_converts(images, target, tmp_path,
                                                               monkeypatch, converters):
     """Each piece is compared once converted (and flushed by qemu-img), while the next
-    is converted: the first comparison starts before the last conversion ends, the
-    pieces' offsets are right (the disk checks out), and a cancel in mid-way stops both;
-    with one conversion at a time and with two."""
+    is converted: with the last conversion made to take a second, the first pieces are
+    compared before it ends; the pieces' offsets are right (the disk checks out); a
+    cancel in mid-way stops both. With one conversion at a time and with two."""
     from toolkit.restore import qemu
     monkeypatch.setattr(qemu, "PIECE", 16 * MiB)
     monkeypatch.setattr(qemu, "CONVERTERS", converters)
     log = tmp_path / "runs"
-    wrapper = tmp_path / "qemu-img"
-    wrapper.write_text(f'#!/bin/sh\necho "start $1" >> {log}\nqemu-img "$@"\nrc=$?\n'
-                       f'echo "end $1" >> {log}\nexit $rc\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setattr(qemu, "QEMU_IMG", str(wrapper))
-    monkeypatch.setattr(qemu, "_PROBED", {})  # the plan's probes run, the restore's reuse them
+    slow_last = f'case "$1 $off" in "convert {PIECES_AT[-1]}") sleep 1;; esac'
+    monkeypatch.setattr(qemu, "QEMU_IMG", qemu_img_wrapper(tmp_path, log, slow_last))
     dev = target()
     res = do(images["qcow2"], dev)
     assert res.status == "ok" and res.verify["match"], res.message
     check_disk(dev, images["built"], grown=False)
-    runs = log.read_text().split("\n")
-    pieces = -(-(64 * MiB - MiB) // (16 * MiB))
-    converts = [i for i, line in enumerate(runs) if line == "end convert"]
-    assert len(converts) == 1 + pieces  # the first MiB, then each piece
-    assert runs.index("start compare") < converts[-1], runs
-    assert 0 <= res.verify["read_while_writing"] <= 64 * MiB
+    runs = log.read_text().splitlines()
+    converted = sorted(int(x.split()[2]) for x in runs if x.startswith("end convert")
+                       and int(x.split()[2]) >= MiB)
+    assert converted == PIECES_AT
+    compared = [int(x.split()[2]) for x in runs if x.startswith("start compare")]
+    assert runs.index(f"start compare {compared[0]}") < runs.index(
+        f"end convert {PIECES_AT[-1]}")
+    assert res.verify["read_while_writing"] >= 32 * MiB  # two pieces in that second
 
     monkeypatch.setattr(qemu, "QEMU_IMG", "qemu-img")  # a cancel terminates qemu-img itself
     cancel = threading.Event()
@@ -427,6 +452,24 @@ def test_a_verified_container_restore_compares_while_it_converts(images, target,
     res = restore.restore(plan, progress, cancel)
     assert res.status == "cancelled", res.message
     assert "write" in seen and "verify" not in seen
+    assert no_table(dev)
+
+
+def test_a_conversion_failing_midway_fails_the_verified_restore(images, target, tmp_path,
+                                                                monkeypatch):
+    """The third piece's qemu-img convert fails: the restore fails with its words, the
+    comparison stops, and no table is left."""
+    from toolkit.restore import qemu
+    monkeypatch.setattr(qemu, "PIECE", 16 * MiB)
+    log = tmp_path / "runs"
+    fail = f'case "$1 $off" in "convert {PIECES_AT[2]}") echo made to fail >&2; exit 1;; esac'
+    monkeypatch.setattr(qemu, "QEMU_IMG", qemu_img_wrapper(tmp_path, log, fail))
+    dev = target()
+    res = do(images["qcow2"], dev)
+    assert res.status == "failed", res.message
+    assert "qemu-img convert failed: made to fail" in res.message, res.message
+    runs = log.read_text().splitlines()
+    assert f"start convert {PIECES_AT[3]}" not in runs  # nothing converted after it
     assert no_table(dev)
 
 

@@ -14,6 +14,7 @@ import re
 import socket
 import struct
 import sys
+import threading
 import zlib
 
 import pytest
@@ -24,6 +25,7 @@ from toolkit.copy_plan import endpoint_from_disk
 from toolkit.disks import Disk
 from toolkit.restore import boot, checks, contents, detect, qemu, stream
 from toolkit.restore import source as sourcemod
+from toolkit.restore.write import Failed
 
 MiB = 1 << 20
 
@@ -336,26 +338,29 @@ def test_qemu_options_escape_commas_and_choose_download(tmp_path):
         qemu.http_strategy(1 << 60, str(tmp_path), want_hash=True, ca_file=None)
 
 
-def test_qemu_probes_of_an_unchanged_file_run_once(tmp_path, monkeypatch):
-    """The plan and the restore ask qemu-img the same questions: asked once while the file
-    is unchanged, again once it changed (here resized by qemu-img itself)."""
-    img, log = tmp_path / "a.qcow2", tmp_path / "calls"
+def test_a_killed_compare_is_a_failure_not_a_match(tmp_path, monkeypatch):
+    """A qemu-img compare killed by someone else (the OOM killer) compared nothing: the
+    verification fails, naming the bytes, instead of counting them as equal. A real
+    difference is still named by its byte, the other pieces ending or being stopped."""
+    img, disk = tmp_path / "a.qcow2", tmp_path / "disk.raw"
     run("qemu-img", "create", "-q", "-f", "qcow2", str(img), "64M")
+    with open(disk, "wb") as f:
+        f.truncate(64 * MiB)
+    args = (str(img), "qcow2", str(disk), 64 * MiB, lambda f: None, threading.Event())
+    assert qemu.compare_rest(*args) is None
     wrapper = tmp_path / "qemu-img"
-    wrapper.write_text(f'#!/bin/sh\necho "$1" >> {log}\nexec qemu-img "$@"\n')
+    wrapper.write_text('#!/bin/sh\ncase "$*" in *compare*offset=1048576,*) kill -9 $$;; esac\n'
+                       'exec qemu-img "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setattr(qemu, "QEMU_IMG", str(wrapper))
-    monkeypatch.setattr(qemu, "_PROBED", {})
-    for _ in range(2):
-        assert qemu.check(str(img), "qcow2") == []
-        assert qemu.info(str(img), "qcow2")["virtual-size"] == 64 * MiB
-        assert qemu.first_mib(str(img), "qcow2", 64 * MiB) == bytes(MiB)
-    assert log.read_text().split() == ["check", "info", "convert"]
-    qemu.info(str(img), "qcow2")["virtual-size"] = 0  # a caller's change stays its own
-    run("qemu-img", "resize", "-q", str(img), "128M")
-    assert qemu.info(str(img), "qcow2")["virtual-size"] == 128 * MiB
-    assert qemu.check(str(img), "qcow2") == []
-    assert log.read_text().split() == ["check", "info", "convert", "info", "check"]
+    with pytest.raises(Failed, match=r"compare of bytes 1048576-\d+ was killed \(signal 9\)"):
+        qemu.compare_rest(*args)
+    with open(disk, "r+b") as f:  # a difference in the last piece
+        f.seek(60 * MiB)
+        f.write(b"x")
+    monkeypatch.setattr(qemu, "QEMU_IMG", "qemu-img")
+    assert qemu.compare_rest(*args) == ("the target differs from the image at byte "
+                                        f"{60 * MiB} (qemu-img compare)")
 
 
 def test_verified_conversion_piece_sizes():

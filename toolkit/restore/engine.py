@@ -185,9 +185,10 @@ def _container(plan: RestorePlan, target: Target, reporter: Reporter, cancel, re
         elif img.expected_sha256:
             res.input_sha256 = _hash_file(path, reporter, cancel)
             _check_sha(img, res, written=False)
-        size = img.size if curl else None
-        if not curl:
-            size = container_size(path, img.format)
+        # the image as given was probed by the plan (a local one: qemu-img check and info);
+        # a download or an unpacked copy is a new file, probed now
+        probed = curl or path == img.location
+        size = img.size if probed else container_size(path, img.format)
         head = qemu.first_mib(path, img.format, size, curl=curl)
         geo = detect.geometry(head)
         problems, _ = checks.check_target(plan.target, img.location, size, geo.sector_size,

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import subprocess
 import tempfile
 import threading
@@ -51,29 +50,6 @@ def _run(*args: str) -> str:
     return p.stdout
 
 
-_PROBED: dict[tuple, object] = {}  # answers about unchanged local files: see _once
-
-
-def _once(what: str, path: str, fmt: str, ask, *more):
-    """``ask()``, or its earlier answer for the same unchanged regular file.
-
-    The plan probes the image (check, info, first MiB) and the restore needs the
-    same answers a moment later: each costs a qemu-img run (5-10 ms), a few
-    per cent of a small restore. A file that changed since (other device, inode,
-    size, or change time) is asked again; URLs and devices are never cached.
-    """
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ask()
-    if not stat.S_ISREG(st.st_mode):
-        return ask()
-    key = (what, fmt, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, *more)
-    if key not in _PROBED:
-        _PROBED[key] = ask()
-    return _PROBED[key]
-
-
 def has_curl() -> bool:
     """Whether this qemu-img lists the ``https`` block driver (libcurl)."""
     try:
@@ -88,8 +64,7 @@ def has_curl() -> bool:
 
 def info(location: str, fmt: str) -> dict:
     """``qemu-img info --output=json`` of the image (format forced: never probed)."""
-    return dict(_once("info", location, fmt,
-                      lambda: json.loads(_run("info", "--output=json", "-f", fmt, location))))
+    return json.loads(_run("info", "--output=json", "-f", fmt, location))
 
 
 def check(path: str, fmt: str) -> list[str]:
@@ -99,10 +74,6 @@ def check(path: str, fmt: str) -> list[str]:
     Exit codes: 0 clean, 3 leaked clusters only (harmless), 63 the format has no
     check (VHD: its open already fails on a truncated file), 1 and 2 errors.
     """
-    return list(_once("check", path, fmt, lambda: _check(path, fmt)))
-
-
-def _check(path: str, fmt: str) -> list[str]:
     p = subprocess.run([QEMU_IMG, "check", "-f", fmt, path], capture_output=True, text=True)
     if p.returncode in (0, 3, 63):
         return []
@@ -130,25 +101,21 @@ def source_opts(location: str, fmt: str, offset: int, size: int, *, curl: dict |
     return f"driver=raw,offset={offset},size={size},file.driver={fmt},{leaf}"
 
 
-def target_opts(path: str, offset: int, size: int) -> str:
+def target_opts(path: str, offset: int, size: int, *, locking: bool = True) -> str:
     """The target's bytes ``[offset, offset+size)``, read and written with O_DIRECT.
 
-    Without qemu's image locks: the restore holds the target open exclusively
-    (O_EXCL), and runs several qemu-img at once on different bytes of it."""
+    ``locking=False``: without qemu's image locks, for a compare that reads
+    while a qemu-img convert writes other bytes of the target (which keeps its
+    locks: a QEMU guest using the disk would make it fail), or for several
+    conversions at once. The restore itself holds the target open with O_EXCL."""
     driver = "host_device" if is_block_device(path) else "file"
     return (f"driver=raw,offset={offset},size={size},file.driver={driver},"
-            f"file.filename={_opt(path)},file.cache.direct=on,file.locking=off")
+            f"file.filename={_opt(path)},file.cache.direct=on"
+            + ("" if locking else ",file.locking=off"))
 
 
 def first_mib(location: str, fmt: str, virtual_size: int, curl: dict | None = None) -> bytes:
     """The image's first MiB (or all of it, when smaller), read by qemu-img."""
-    if curl is None:
-        return _once("head", location, fmt, lambda: _first_mib(location, fmt, virtual_size),
-                     virtual_size)
-    return _first_mib(location, fmt, virtual_size, curl)
-
-
-def _first_mib(location: str, fmt: str, virtual_size: int, curl: dict | None = None) -> bytes:
     n = min(HEAD, virtual_size)
     with tempfile.TemporaryDirectory(prefix="rtk-head-") as d:
         out = os.path.join(d, "head")
@@ -163,9 +130,12 @@ def _with_progress(args: list[str], progress, cancel: threading.Event) -> subpro
     proc = subprocess.Popen([QEMU_IMG, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stop = threading.Event()
 
+    proc.stopped = False  # terminated by us (a cancel), not killed by someone else
+
     def watch():
         while not stop.wait(0.2):
             if cancel.is_set():
+                proc.stopped = True
                 proc.terminate()
                 return
 
@@ -200,14 +170,14 @@ def convert_rest(location: str, fmt: str, target: str, virtual_size: int, progre
 
 
 def convert_range(location: str, fmt: str, target: str, start: int, length: int, progress,
-                  cancel, curl: dict | None = None) -> None:
+                  cancel, curl: dict | None = None, *, locking: bool = True) -> None:
     """Write the image's bytes ``[start, start+length)`` onto the same bytes of ``target``;
     qemu-img fdatasyncs the target before it exits."""
     # -W -m 16: out-of-order writes, 16 coroutines (qemu-img recommends -W for block
     # devices; the first MiB is written last anyway): 30 % faster than the default here
     args = ["convert", "-p", "-n", "-t", "none", "-W", "-m", "16", "--image-opts",
             source_opts(location, fmt, start, length, curl=curl),
-            "--target-image-opts", target_opts(target, start, length)]
+            "--target-image-opts", target_opts(target, start, length, locking=locking)]
     proc = _with_progress(args, progress, cancel)
     if cancel.is_set():
         raise Failed("cancelled", "cancelled")
@@ -261,7 +231,8 @@ def compare_range(location: str, fmt: str, target: str, start: int, length: int,
                 done[i] = f * n
                 progress(sum(done) / length)
         args = ["compare", "-p", "--image-opts",
-                source_opts(location, fmt, off, n, curl=curl), target_opts(target, off, n)]
+                source_opts(location, fmt, off, n, curl=curl),
+                target_opts(target, off, n, locking=False)]
         try:
             results[i] = _with_progress(args, part, found)
             if results[i].returncode:
@@ -282,8 +253,11 @@ def compare_range(location: str, fmt: str, target: str, start: int, length: int,
         if isinstance(proc, BaseException):
             raise proc
     for (off, n), proc in zip(pieces, results, strict=True):
-        if proc.returncode < 0:  # stopped: another piece differed or failed
+        if proc.returncode < 0 and proc.stopped:  # another piece differed or failed
             continue
+        if proc.returncode < 0:  # killed (the OOM killer...): this piece was not compared
+            raise Failed(f"qemu-img compare of bytes {off}-{off + n} was killed "
+                         f"(signal {-proc.returncode})")
         if proc.returncode == 1:
             m = re.search(r"offset (\d+)", proc.stderr_text + proc.stdout_text)
             where = f"at byte {off + int(m.group(1))}" if m else f"in bytes {off}-{off + n}"
@@ -320,8 +294,9 @@ def convert_and_compare(location: str, fmt: str, target: str, virtual_size: int,
     (:func:`piece_size`): each piece is compared (:func:`compare_range`) once
     converted and flushed, in order, while the next ones are converted.
 
-    :data:`CONVERTERS` pieces are converted at once (their qemu-img processes
-    write different bytes of the target, so qemu's image locks are off on it).
+    :data:`CONVERTERS` pieces are converted at once (when more than one, their
+    qemu-img processes write different bytes of the target without qemu's
+    image locks; the compares read it without them).
     The compare reads a piece's source back while it is still in the page
     cache: from a slow medium (a USB disk), the image is read once, not twice,
     and the verification is mostly done when the writing ends. Returns
@@ -354,7 +329,8 @@ def convert_and_compare(location: str, fmt: str, target: str, virtual_size: int,
                 with lock:
                     written[i] = f * n
             try:
-                convert_range(location, fmt, target, start, n, part, stop, curl)
+                convert_range(location, fmt, target, start, n, part, stop, curl,
+                              locking=CONVERTERS == 1)
             except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
                 if not (isinstance(e, Failed) and stop.is_set()):  # else: stopped on purpose
                     failures.append(e)
