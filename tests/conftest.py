@@ -50,3 +50,21 @@ def rtk_dirs(tmp_path, monkeypatch) -> Path:
 def need_root():
     if os.geteuid() != 0:
         pytest.fail("this layer needs root (loop devices, mkfs, tgtd)")
+
+
+@pytest.fixture
+def hashing_fails_at(monkeypatch):
+    """``hashing_fails_at(pos)``: from image byte ``pos`` on, the hash stage's thread
+    (rtk-hasher) raises MemoryError("made to fail"), as a bug or a full memory would."""
+    import threading
+
+    from toolkit import reading
+    real = reading.RegionHasher.update
+
+    def arm(pos: int) -> None:
+        def update(self, at, data):
+            if threading.current_thread().name == "rtk-hasher" and at >= pos:
+                raise MemoryError("made to fail")
+            return real(self, at, data)
+        monkeypatch.setattr(reading.RegionHasher, "update", update)
+    return arm

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from loopdev import fuse_disk, loop_device, make_image, run
 
-from toolkit import allocation, blockdev, reading
+from toolkit import allocation, blockdev
 from toolkit import copy as copymod
 from toolkit.mapfile import Mapfile
 from toolkit.reading import RegionHasher
@@ -273,19 +273,12 @@ def test_cancel_leaves_a_consistent_mapfile(tmp_path, loops, logdir):
     assert result.status == "ok" and result.resumed and same(src, dst, 32 * MiB)
 
 
-def test_a_hashing_failure_stops_the_copy_at_once(tmp_path, loops, logdir, monkeypatch):
+def test_a_hashing_failure_stops_the_copy_at_once(tmp_path, loops, logdir, hashing_fails_at):
     """Should the hash stage fail (made to here: a bug, memory), the copy stops writing
     at once and raises it, rather than copying the rest of the disk unverifiable."""
     src = loops(random_image(tmp_path / "src.img", 64 * MiB, seed=5))
     dst = loops(filled_image(tmp_path / "dst.img", 64 * MiB))
-    real = reading.RegionHasher.update
-
-    def update(self, pos, data):
-        if threading.current_thread().name == "rtk-hasher" and pos >= 8 * MiB:
-            raise MemoryError("made to fail")
-        return real(self, pos, data)
-
-    monkeypatch.setattr(reading.RegionHasher, "update", update)
+    hashing_fails_at(8 * MiB)
     events: list = []
     plan = copymod.plan_copy(src, dst)
     with pytest.raises(MemoryError, match="made to fail"):

@@ -26,7 +26,7 @@ import pytest
 import restore_images as ri
 from loopdev import fuse_disk, loop_device, make_image
 
-from toolkit import reading, restore
+from toolkit import restore
 from toolkit.restore import contents, fit
 
 pytestmark = pytest.mark.host
@@ -326,19 +326,12 @@ def test_a_target_that_fails_writes_stops_the_restore_cleanly(images, target):
     assert head_of(dev) == bytes(MiB)  # the head was never written
 
 
-def test_a_hashing_failure_stops_the_restore_cleanly(images, target, monkeypatch):
+def test_a_hashing_failure_stops_the_restore_cleanly(images, target, hashing_fails_at):
     """Should the hashing stage fail in mid-image (here made to: a bug, or memory), the
     restore stops writing at once and fails with that named, instead of the writer
     waiting for it forever (or writing the rest of the image unhashed)."""
     dev = target()
-    real = reading.RegionHasher.update
-
-    def update(self, pos, data):
-        if threading.current_thread().name == "rtk-hasher" and pos >= 8 * MiB:
-            raise MemoryError("made to fail")
-        return real(self, pos, data)
-
-    monkeypatch.setattr(reading.RegionHasher, "update", update)
+    hashing_fails_at(8 * MiB)
     plan = restore.plan_restore(str(images["zstd"]), dev, restore.RestoreOptions(interval=0),
                                 source_role=())
     done: list = []
