@@ -349,7 +349,9 @@ def test_a_hashing_failure_stops_the_restore_cleanly(images, target, hashing_fai
     assert res.status == "failed", res.message
     assert "hashing the image failed at image byte" in res.message, res.message
     assert "made to fail" in res.message
-    assert written and max(written) <= 8 * MiB  # nothing written after the failure
+    # nothing written after the failure: at most the 8 MiB chunk before it (1-9 MiB,
+    # hashed in full), which the writer may or may not have taken before the failure
+    assert written and max(written) <= 9 * MiB
     assert no_table(dev)
 
 
