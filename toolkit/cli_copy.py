@@ -30,10 +30,10 @@ from toolkit import roles
 from toolkit.copy_plan import Endpoint, Refused
 from toolkit.copy_result import EXIT_FAILED, EXIT_REFUSED
 from toolkit.reading import ALGORITHMS, DEFAULT_CHUNK
+from toolkit.units import human_size
 
 if TYPE_CHECKING:  # the engine itself is imported by the commands that run it, not by
     from toolkit import copy as copymod  # `rtk restore`, which shares the helpers here
-from toolkit.units import human_size
 
 
 class _ProgressLine:
