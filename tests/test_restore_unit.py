@@ -346,20 +346,20 @@ def test_a_killed_compare_is_a_failure_not_a_match(tmp_path, monkeypatch):
     run("qemu-img", "create", "-q", "-f", "qcow2", str(img), "64M")
     with open(disk, "wb") as f:
         f.truncate(64 * MiB)
-    args = (str(img), "qcow2", str(disk), 64 * MiB, lambda f: None, threading.Event())
-    assert qemu.compare_rest(*args) is None
+    args = (str(img), "qcow2", str(disk), MiB, 63 * MiB, lambda f: None, threading.Event())
+    assert qemu.compare_range(*args) is None
     wrapper = tmp_path / "qemu-img"
     wrapper.write_text('#!/bin/sh\ncase "$*" in *compare*offset=1048576,*) kill -9 $$;; esac\n'
                        'exec qemu-img "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setattr(qemu, "QEMU_IMG", str(wrapper))
     with pytest.raises(Failed, match=r"compare of bytes 1048576-\d+ was killed \(signal 9\)"):
-        qemu.compare_rest(*args)
+        qemu.compare_range(*args)
     with open(disk, "r+b") as f:  # a difference in the last piece
         f.seek(60 * MiB)
         f.write(b"x")
     monkeypatch.setattr(qemu, "QEMU_IMG", "qemu-img")
-    assert qemu.compare_rest(*args) == ("the target differs from the image at byte "
+    assert qemu.compare_range(*args) == ("the target differs from the image at byte "
                                         f"{60 * MiB} (qemu-img compare)")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
@@ -106,8 +107,8 @@ def target_opts(path: str, offset: int, size: int, *, locking: bool = True) -> s
 
     ``locking=False``: without qemu's image locks, for a compare that reads
     while a qemu-img convert writes other bytes of the target (which keeps its
-    locks: a QEMU guest using the disk would make it fail), or for several
-    conversions at once. The restore itself holds the target open with O_EXCL."""
+    locks: a QEMU guest using the disk would make it fail). The restore itself
+    holds the target open with O_EXCL."""
     driver = "host_device" if is_block_device(path) else "file"
     return (f"driver=raw,offset={offset},size={size},file.driver={driver},"
             f"file.filename={_opt(path)},file.cache.direct=on"
@@ -170,14 +171,14 @@ def convert_rest(location: str, fmt: str, target: str, virtual_size: int, progre
 
 
 def convert_range(location: str, fmt: str, target: str, start: int, length: int, progress,
-                  cancel, curl: dict | None = None, *, locking: bool = True) -> None:
+                  cancel, curl: dict | None = None) -> None:
     """Write the image's bytes ``[start, start+length)`` onto the same bytes of ``target``;
     qemu-img fdatasyncs the target before it exits."""
     # -W -m 16: out-of-order writes, 16 coroutines (qemu-img recommends -W for block
     # devices; the first MiB is written last anyway): 30 % faster than the default here
     args = ["convert", "-p", "-n", "-t", "none", "-W", "-m", "16", "--image-opts",
             source_opts(location, fmt, start, length, curl=curl),
-            "--target-image-opts", target_opts(target, start, length, locking=locking)]
+            "--target-image-opts", target_opts(target, start, length)]
     proc = _with_progress(args, progress, cancel)
     if cancel.is_set():
         raise Failed("cancelled", "cancelled")
@@ -198,15 +199,6 @@ class _Either:
 
     def is_set(self) -> bool:
         return self.cancel.is_set() or self.event.is_set()
-
-
-def compare_rest(location: str, fmt: str, target: str, virtual_size: int, progress,
-                 cancel: threading.Event, curl: dict | None = None) -> str | None:
-    """None when the target holds the image's bytes after its first MiB, else what differs."""
-    if virtual_size <= HEAD:
-        return None
-    return compare_range(location, fmt, target, HEAD, virtual_size - HEAD, progress, cancel,
-                         curl)
 
 
 def compare_range(location: str, fmt: str, target: str, start: int, length: int, progress,
@@ -279,27 +271,20 @@ def piece_size(size: int) -> int:
     return max(min(n, PIECE), min(64 << 20, PIECE))
 
 
-# conversions in flight. Two hide one's start and final flush behind the other, but
-# their last pieces end together, leaving two to compare after the writing: from a
-# source read at 300 MB/s, a verified 8 GiB restore took 16.1 s with two, 15.6 s with
-# one (the conversion alone: 14.3 s); where the target is the slower side, two gained
-# little (2 GiB: 1.45 s, one: 1.5 s).
-CONVERTERS = 1
-
-
 def convert_and_compare(location: str, fmt: str, target: str, virtual_size: int, reporter,
                         cancel: threading.Event, curl: dict | None = None
                         ) -> tuple[str | None, int]:
     """A verified conversion of the image's bytes after its first MiB, in pieces
-    (:func:`piece_size`): each piece is compared (:func:`compare_range`) once
-    converted and flushed, in order, while the next ones are converted.
+    (:func:`piece_size`) converted one after the other; a thread compares each
+    piece (:func:`compare_range`, without qemu's image locks on the target) once
+    converted and flushed, while the next ones are converted.
 
-    :data:`CONVERTERS` pieces are converted at once (when more than one, their
-    qemu-img processes write different bytes of the target without qemu's
-    image locks; the compares read it without them).
     The compare reads a piece's source back while it is still in the page
     cache: from a slow medium (a USB disk), the image is read once, not twice,
-    and the verification is mostly done when the writing ends. Returns
+    and the verification is mostly done when the writing ends. (Two conversions
+    at once were tried: their last pieces end together, leaving two to compare
+    after the writing; from a 300 MB/s source a verified 8 GiB restore took
+    16.1 s with two, 15.6 s with one, the conversion alone 14.3 s.) Returns
     ``(difference or None, bytes compared by the end of the writing)``; the
     first difference stops the conversion and the comparison.
     """
@@ -307,42 +292,15 @@ def convert_and_compare(location: str, fmt: str, target: str, virtual_size: int,
     if size <= 0:
         return None, 0
     piece = piece_size(size)
-    pieces = [(HEAD + off, min(piece, size - off)) for off in range(0, size, piece)]
-    stop = _Either(cancel)  # the caller's cancel, a difference, or a failed conversion
+    stop = _Either(cancel)  # the caller's cancel, or what the comparison found
     lock = threading.Lock()
-    written = [0.0] * len(pieces)  # bytes converted, per piece
-    done = [threading.Event() for _ in pieces]  # converted and flushed
-    order = iter(range(len(pieces)))  # the next piece to convert, taken under the lock
-    failures: list[BaseException] = []  # from the conversions
     compared = [0.0]  # bytes compared, the piece being compared included
     outcome: list = []  # from the comparison: the difference (a str) or its error
-
-    def convert_pieces() -> None:
-        while not stop.is_set():
-            with lock:
-                i = next(order, None)
-            if i is None:
-                return
-            start, n = pieces[i]
-
-            def part(f: float, i: int = i, n: int = n) -> None:
-                with lock:
-                    written[i] = f * n
-            try:
-                convert_range(location, fmt, target, start, n, part, stop, curl,
-                              locking=CONVERTERS == 1)
-            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
-                if not (isinstance(e, Failed) and stop.is_set()):  # else: stopped on purpose
-                    failures.append(e)
-                stop.event.set()
-                return
-            done[i].set()
+    todo: queue.Queue = queue.Queue()  # converted pieces, then None
 
     def compare_pieces() -> None:
-        for i, (start, n) in enumerate(pieces):
-            while not done[i].wait(0.1):
-                if stop.is_set():
-                    return
+        while (item := todo.get()) is not None:
+            start, n = item
             base = compared[0]
 
             def part(f: float, base: float = base, n: int = n) -> None:
@@ -359,31 +317,34 @@ def convert_and_compare(location: str, fmt: str, target: str, virtual_size: int,
                 stop.event.set()
                 return
 
-    converters = [threading.Thread(target=convert_pieces, daemon=True, name="rtk-convert")
-                  for _ in range(min(CONVERTERS, len(pieces)))]
     checker = threading.Thread(target=compare_pieces, daemon=True, name="rtk-compare")
     reporter.start("write", virtual_size)
-    for t in (*converters, checker):
-        t.start()
+    checker.start()
     try:
-        for t in converters:
-            while t.is_alive():
-                t.join(0.2)
-                reporter.update(HEAD + int(sum(written)))
+        for off in range(0, size, piece):
+            start, n = HEAD + off, min(piece, size - off)
+            try:
+                convert_range(location, fmt, target, start, n,
+                              lambda f, s=start, n=n: reporter.update(s + int(f * n)), stop,
+                              curl)
+            except Failed:
+                if cancel.is_set() or not stop.event.is_set():
+                    raise
+                break  # the comparison found something and stopped the conversion
+            todo.put((start, n))
         early = int(compared[0])
         if not stop.is_set():
             reporter.start("verify", virtual_size, HEAD + early)
+        todo.put(None)
         while checker.is_alive():
             checker.join(0.2)
             reporter.update(HEAD + int(compared[0]))
     finally:
-        stop.event.set()  # on every way out: nothing may go on writing or reading
-        for t in (*converters, checker):
-            t.join()
+        stop.event.set()  # on every way out: nothing may go on reading
+        todo.put(None)
+        checker.join()
     if cancel.is_set():
         raise Failed("cancelled", "cancelled")
-    if failures:
-        raise failures[0]
     if outcome and isinstance(outcome[0], BaseException):
         raise outcome[0]
     return (outcome[0] if outcome else None), early
