@@ -390,10 +390,12 @@ def test_container_verification_names_the_differing_byte(images, target):
     assert out == f"the target differs from the image at byte {spot} (qemu-img compare)"
 
 
-def qemu_img_wrapper(tmp_path: Path, log: Path, special: str = "") -> str:
-    """A qemu-img that logs "start|end COMMAND OFFSET" (the source view's offset) around
-    the real one, and first runs ``special`` (shell) when its arguments match it."""
-    wrapper = tmp_path / "qemu-img"
+def in_pieces_with_logged_qemu_img(monkeypatch, tmp_path: Path, special: str = "") -> Path:
+    """Verified restores in 16 MiB pieces, through a qemu-img that logs "start|end
+    COMMAND OFFSET" (the source view's offset) around the real one, and first runs
+    ``special`` (shell) when its arguments match it; returns the log's path."""
+    from toolkit.restore import qemu
+    log, wrapper = tmp_path / "runs", tmp_path / "qemu-img"
     wrapper.write_text(
         "#!/bin/sh\n"
         "off=$(echo \"$*\" | sed -n 's/.*driver=raw,offset=\\([0-9]*\\),.*/\\1/p')\n"
@@ -402,7 +404,9 @@ def qemu_img_wrapper(tmp_path: Path, log: Path, special: str = "") -> str:
         'qemu-img "$@"\nrc=$?\n'
         f'echo "end $1 $off" >> {log}\nexit $rc\n')
     wrapper.chmod(0o755)
-    return str(wrapper)
+    monkeypatch.setattr(qemu, "PIECE", 16 * MiB)
+    monkeypatch.setattr(qemu, "QEMU_IMG", str(wrapper))
+    return log
 
 
 PIECES_AT = [MiB + k * 16 * MiB for k in range(4)]  # 16 MiB pieces of the 64 MiB image
@@ -415,10 +419,8 @@ def test_a_verified_container_restore_compares_while_it_converts(images, target,
     compared before it ends; the pieces' offsets are right (the disk checks out); a
     cancel in mid-way stops both."""
     from toolkit.restore import qemu
-    monkeypatch.setattr(qemu, "PIECE", 16 * MiB)
-    log = tmp_path / "runs"
     slow_last = f'case "$1 $off" in "convert {PIECES_AT[-1]}") sleep 1;; esac'
-    monkeypatch.setattr(qemu, "QEMU_IMG", qemu_img_wrapper(tmp_path, log, slow_last))
+    log = in_pieces_with_logged_qemu_img(monkeypatch, tmp_path, slow_last)
     dev = target()
     res = do(images["qcow2"], dev)
     assert res.status == "ok" and res.verify["match"], res.message
@@ -452,11 +454,8 @@ def test_a_conversion_failing_midway_fails_the_verified_restore(images, target, 
                                                                 monkeypatch):
     """The third piece's qemu-img convert fails: the restore fails with its words, the
     comparison stops, and no table is left."""
-    from toolkit.restore import qemu
-    monkeypatch.setattr(qemu, "PIECE", 16 * MiB)
-    log = tmp_path / "runs"
     fail = f'case "$1 $off" in "convert {PIECES_AT[2]}") echo made to fail >&2; exit 1;; esac'
-    monkeypatch.setattr(qemu, "QEMU_IMG", qemu_img_wrapper(tmp_path, log, fail))
+    log = in_pieces_with_logged_qemu_img(monkeypatch, tmp_path, fail)
     dev = target()
     res = do(images["qcow2"], dev)
     assert res.status == "failed", res.message
