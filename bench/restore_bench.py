@@ -148,7 +148,7 @@ def main() -> int:
         zero_tail = f"blkdiscard -z -o {args.size} {dev}"
         env = bytecode_env(d)
         # compile the bytecode of what a restore imports once, untimed
-        sh(f"{sys.executable} -c 'import toolkit.cli, toolkit.cli_restore, "
+        sh(f"{sys.executable} -c 'import toolkit.cli.main, toolkit.cli.restore, "
            "toolkit.restore.engine, toolkit.restore.source, requests'", env)
         rows = [
             ("source read, qcow2 (cat)", f"cat {img}.qcow2 > /dev/null", None),

@@ -58,7 +58,7 @@ def hashing_fails_at(monkeypatch):
     (rtk-hasher) raises MemoryError("made to fail"), as a bug or a full memory would."""
     import threading
 
-    from toolkit import reading
+    from toolkit.blockio import reading
     real = reading.RegionHasher.update
 
     def arm(pos: int) -> None:

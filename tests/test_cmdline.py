@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toolkit.cmdline import (
+from toolkit.net.errors import NetRefused
+from toolkit.net.settings import NetSettings, validate
+from toolkit.unattended.cmdline import (
     SPACE,
     Cmdline,
     CmdlineError,
@@ -18,8 +20,6 @@ from toolkit.cmdline import (
     quote_param,
     split_args,
 )
-from toolkit.net.errors import NetRefused
-from toolkit.net.settings import NetSettings, validate
 
 # --- the kernel's splitting --------------------------------------------------------
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from loopdev import fuse_disk, loop_device, make_image, run
 
-from toolkit import allocation, blockdev
-from toolkit import copy as copymod
-from toolkit.mapfile import Mapfile
-from toolkit.reading import RegionHasher
-from toolkit.verify import verify_against
+from toolkit.blockio import allocation, blockdev
+from toolkit.blockio.mapfile import Mapfile
+from toolkit.blockio.reading import RegionHasher
+from toolkit.blockio.verify import verify_against
+from toolkit.copy import engine as copymod
 
 pytestmark = pytest.mark.host
 

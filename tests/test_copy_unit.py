@@ -14,11 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit import blockdev, cli_copy, copy_plan, copy_result, progress, reading, report
-from toolkit import copy as copymod
-from toolkit.cli import build_parser
-from toolkit.disks import Disk, IscsiLocation, Partition
-from toolkit.mapfile import Mapfile, MapfileError
+from toolkit.blockio import blockdev, reading
+from toolkit.blockio.mapfile import Mapfile, MapfileError
+from toolkit.cli import copy as cli_copy
+from toolkit.cli.main import build_parser
+from toolkit.copy import engine as copymod
+from toolkit.copy import plan as copy_plan
+from toolkit.copy import result as copy_result
+from toolkit.disks.inventory import Disk, IscsiLocation, Partition
+from toolkit.jobs import progress, report
 
 pytestmark = pytest.mark.unit
 

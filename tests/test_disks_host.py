@@ -9,8 +9,8 @@ import json
 import pytest
 from loopdev import loop_device, make_image, run
 
-from toolkit.cli import main as rtk
-from toolkit.disks import find_disk, list_disks
+from toolkit.cli.main import main as rtk
+from toolkit.disks.inventory import find_disk, list_disks
 
 pytestmark = pytest.mark.host
 
@@ -102,7 +102,7 @@ def test_cli_lists_disk_as_json(cluster_disk, capsys):
 
 def test_dump_probe_replays_to_same_inventory(cluster_disk, capsys):
     """The probe JSON a technician can send us rebuilds the same inventory."""
-    from toolkit.disks import disks_from_probe
+    from toolkit.disks.inventory import disks_from_probe
 
     dev, _img = cluster_disk
     assert rtk(["disks", "--dump-probe"]) == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from toolkit.disks import IscsiLocation, disks_from_probe, find_disk
+from toolkit.disks.inventory import IscsiLocation, disks_from_probe, find_disk
 
 GUEST = json.loads((Path(__file__).parent / "fixtures/guest-probe-bios-iscsi.json").read_text())
 

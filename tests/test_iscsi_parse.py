@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import cli, report
+from toolkit.cli import main as cli
 from toolkit.iscsi import adm, errors, parse, sessions
 from toolkit.iscsi.errors import error_for
+from toolkit.jobs import report
 
 FIX = Path(__file__).parent / "fixtures" / "iscsi"
 BDR, SAN = "iqn.2026-11.lab.rtk:bdr", "iqn.2026-11.lab.rtk:san"

@@ -4,11 +4,12 @@ networkd replaced by a fake."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 
-from toolkit import cli
+from toolkit.cli import main as cli
 from toolkit.net import apply as applymod
 from toolkit.net import networkd, nics, ping, resolv
 from toolkit.net.errors import NetError, NetRefused
@@ -146,7 +147,7 @@ def test_static_mtu_and_vlan_from_real_ip_json():
     v = nics.nic_from("ens3.42", ip["ens3.42"], {"operstate": "up", "carrier": "1"})
     assert (v.kind, v.vlan_id, v.vlan_parent, v.mtu) == ("vlan", 42, "ens3", 1300)
     assert v.addresses == ["192.168.42.10/24"]
-    assert "vlan 42 on ens3" in __import__("toolkit.cli_net").cli_net.nic_line(v)
+    assert "vlan 42 on ens3" in importlib.import_module("toolkit.cli.net").nic_line(v)
 
 
 def test_ping_parser_real_output():

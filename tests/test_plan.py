@@ -11,11 +11,11 @@ import pytest
 import requests
 from restore_images import RangeServer, self_signed
 
-from toolkit import plan as planmod
-from toolkit.cmdline import Cmdline, CmdlineError
 from toolkit.iscsi.adm import Chap
 from toolkit.net.errors import NetRefused
-from toolkit.plan import (
+from toolkit.unattended import plan as planmod
+from toolkit.unattended.cmdline import Cmdline, CmdlineError
+from toolkit.unattended.plan import (
     SCHEMA,
     Plan,
     PlanError,

@@ -467,7 +467,7 @@ def test_a_conversion_failing_midway_fails_the_verified_restore(images, target, 
 
 def test_zeros_are_written_where_the_target_cannot_zero(tmp_path):
     """A target without BLKZEROOUT (a regular file here): the zeros are written."""
-    from toolkit.progress import Reporter
+    from toolkit.jobs.progress import Reporter
     from toolkit.restore.write import Target, write_stream
 
     data = os.urandom(MiB) + bytes(16 * MiB) + os.urandom(MiB)

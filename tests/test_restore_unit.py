@@ -21,8 +21,8 @@ import pytest
 import zstandard
 from restore_images import RangeServer, run, self_signed
 
-from toolkit.copy_plan import endpoint_from_disk
-from toolkit.disks import Disk
+from toolkit.copy.plan import endpoint_from_disk
+from toolkit.disks.inventory import Disk
 from toolkit.restore import boot, checks, contents, detect, qemu, stream
 from toolkit.restore import source as sourcemod
 from toolkit.restore.write import Failed
@@ -375,13 +375,13 @@ def test_verified_conversion_piece_sizes():
 def test_rtk_restore_loads_neither_the_copy_engine_nor_psutil():
     """`rtk restore` builds only its own subcommand's parser: the other subcommands'
     imports (the copy engine, psutil for `net`, iSCSI) cost start-up time."""
-    code = ("import sys; from toolkit import cli; "
+    code = ("import sys; from toolkit.cli import main as cli; "
             "cli.build_parser('restore').parse_args(['restore', 'a.img', '/dev/sdz']); "
             "import toolkit.restore.engine; "
             "print(sorted(m for m in ('toolkit.copy', 'psutil', 'toolkit.iscsi', 'requests') "
             "if m in sys.modules))")
     assert run(sys.executable, "-c", code).strip() == "[]"
-    every = ("from toolkit import cli; p = cli.build_parser(); "
+    every = ("from toolkit.cli import main as cli; p = cli.build_parser(); "
              "[p.parse_args(a) for a in (['net', 'list'], ['copy', 'a', 'b'], "
              "['iscsi', 'list'], ['restore', 'a', 'b'], ['disks'])]")
     run(sys.executable, "-c", every)

@@ -8,9 +8,9 @@ import os
 import pytest
 from loopdev import loop_device, make_image
 
-from toolkit import roles
-from toolkit.copy_plan import check_pair, endpoint_from_disk
-from toolkit.disks import Disk, IscsiLocation
+from toolkit.copy.plan import check_pair, endpoint_from_disk
+from toolkit.disks import roles
+from toolkit.disks.inventory import Disk, IscsiLocation
 
 IQN = "iqn.2026-11.lab.rtk:bdr"
 BY_PATH = f"/dev/disk/by-path/ip-10.0.2.2:3262-iscsi-{IQN}-lun-1"

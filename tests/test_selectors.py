@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toolkit.cmdline import CmdlineError, encode
-from toolkit.disks import disks_from_probe
+from toolkit.disks.inventory import disks_from_probe
 from toolkit.iscsi.adm import Chap
-from toolkit.selectors import (
+from toolkit.unattended.cmdline import CmdlineError, encode
+from toolkit.unattended.selectors import (
     SOURCE,
     TARGET,
     ConsentError,

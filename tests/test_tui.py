@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from screen import press, render
 
-from toolkit.disks import disks_from_probe
+from toolkit.disks.inventory import disks_from_probe
 from tui.app import App
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -102,7 +102,7 @@ def test_reboot_cancel_by_default(app):
 def test_roles_shown_and_source_never_a_target(tmp_path, monkeypatch):
     """A LUN the iSCSI Manager attached as SOURCE is marked, listed first as a
     source, and cannot be the target of a copy: the list says why."""
-    from toolkit import roles
+    from toolkit.disks import roles
 
     monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path))
     disks = disks_from_probe(GUEST)

@@ -12,7 +12,7 @@ import pytest
 from loopdev import loop_device, make_image
 from screen import press, render
 
-from toolkit.disks import list_disks
+from toolkit.disks.inventory import list_disks
 from tui.app import App
 
 pytestmark = pytest.mark.host

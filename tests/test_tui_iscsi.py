@@ -9,10 +9,10 @@ from pathlib import Path
 
 from screen import press, render
 
-from toolkit.disks import disks_from_probe
+from toolkit.disks.inventory import disks_from_probe
 from toolkit.iscsi.sessions import Lun, Session
 from tui.app import App
-from tui.iscsi_controller import attached_rows
+from tui.controllers.iscsi import attached_rows
 from tui.views.iscsi import IscsiView
 
 GUEST = json.loads((Path(__file__).parent / "fixtures/guest-probe-bios-iscsi.json").read_text())

@@ -15,7 +15,7 @@ from loopdev import loop_device, make_image
 from screen import press, render
 from vmlab.http import HttpServer
 
-from toolkit import media
+from toolkit.restore import media
 from tui.app import App
 
 pytestmark = pytest.mark.host
@@ -320,7 +320,7 @@ def test_https_without_verification_is_shown(env, image, https, targets):
 def test_restore_from_iscsi_disk(env, image, targets):
     """A disk read as a raw image (an iSCSI LUN; here a read-only loop shown as iSCSI)."""
     big, small = targets
-    from toolkit.disks import list_disks
+    from toolkit.disks.inventory import list_disks
 
     with loop_device(image.path) as lun:
         subprocess.run(["blockdev", "--setro", lun], check=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import cli
-from toolkit.cmdline import Cmdline
+from toolkit.cli import main as cli
 from toolkit.unattended import boot
+from toolkit.unattended.cmdline import Cmdline
 
 
 @pytest.fixture

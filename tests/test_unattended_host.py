@@ -26,11 +26,11 @@ from loopdev import loop_device, make_image
 from test_unattended_unit import closed_port_url
 from vmlab.report import ReportServer
 
-from toolkit import disks as disks_mod
-from toolkit.cmdline import Cmdline
-from toolkit.plan import Image, Plan, read_plan
-from toolkit.selectors import parse_consent, parse_selector
+from toolkit.disks import inventory as disks_mod
 from toolkit.unattended import Console, ReportClient, RunReporter, run
+from toolkit.unattended.cmdline import Cmdline
+from toolkit.unattended.plan import Image, Plan, read_plan
+from toolkit.unattended.selectors import parse_consent, parse_selector
 
 pytestmark = pytest.mark.host
 

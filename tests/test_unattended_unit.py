@@ -15,15 +15,15 @@ import pytest
 from vmlab.report import ReportServer
 
 from toolkit import iscsi
-from toolkit.cmdline import Cmdline
-from toolkit.disks import Disk
+from toolkit.disks.inventory import Disk
 from toolkit.iscsi.adm import Chap
-from toolkit.plan import read_plan
-from toolkit.progress import Progress
-from toolkit.selectors import SOURCE, TARGET
+from toolkit.jobs.progress import Progress
 from toolkit.unattended import Console, ReportClient, RunReporter, decide_done, run
+from toolkit.unattended.cmdline import Cmdline
+from toolkit.unattended.plan import read_plan
 from toolkit.unattended.reporter import SCHEMA, safe_url, scrub
 from toolkit.unattended.runner import iscsi_luns
+from toolkit.unattended.selectors import SOURCE, TARGET
 
 SECRETS = ("s3cretChap1", "t0pMutual2", "srcPass3")
 

@@ -14,7 +14,7 @@ from loopdev import loop_device, make_image, run
 from vmlab.qemu import Guest
 from vmlab.tgt import Tgt
 
-from toolkit.disks import disks_from_probe
+from toolkit.disks.inventory import disks_from_probe
 
 pytestmark = pytest.mark.vm
 

@@ -16,7 +16,7 @@ from loopdev import loop_device, make_image, run
 from vmlab.qemu import Guest
 from vmlab.tgt import Tgt
 
-from toolkit import allocation
+from toolkit.blockio import allocation
 
 pytestmark = pytest.mark.vm
 

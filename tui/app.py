@@ -12,14 +12,16 @@ import threading
 import urwid
 
 import toolkit
-from toolkit import system
-from tui.controllers import DisksController, LogsController, SystemController
-from tui.copy_controller import CopyController
-from tui.iscsi_controller import IscsiController
-from tui.network_controller import NetworkController
-from tui.restore_controller import RestoreController
+from toolkit.system import machine, paths
+from tui.controllers.copy import CopyController
+from tui.controllers.disks import DisksController
+from tui.controllers.iscsi import IscsiController
+from tui.controllers.logs import LogsController
+from tui.controllers.network import NetworkController
+from tui.controllers.restore import RestoreController
+from tui.controllers.system import SystemController
 from tui.views.menu import MainMenuView
-from tui.widgets import Dialog, View, hints_markup
+from tui.widgets.base import Dialog, View, hints_markup
 
 PALETTE = [
     # name, foreground, background, monochrome
@@ -44,7 +46,7 @@ HEADER_REFRESH_SECONDS = 5
 
 
 class App:
-    def __init__(self, log_dir: str = system.LOG_DIR, list_disks=None, power=None):
+    def __init__(self, log_dir: str = paths.LOG_DIR, list_disks=None, power=None):
         self.loop: urwid.MainLoop | None = None
         self.header = urwid.Text("")
         self.footer = urwid.Text("")
@@ -86,9 +88,9 @@ class App:
 
     # --- frame ---------------------------------------------------------------
     def refresh_header(self, *_args) -> None:
-        addrs = system.ip_addresses()
+        addrs = machine.ip_addresses()
         ips = ", ".join(addr for _nic, addr in addrs[:2]) or "no IP address"
-        self.header.set_text(f" Recovery Toolkit {toolkit.__version__} │ {system.hostname()} │ "
+        self.header.set_text(f" Recovery Toolkit {toolkit.__version__} │ {machine.hostname()} │ "
                              f"{ips}")
         if self.loop:
             self.loop.set_alarm_in(HEADER_REFRESH_SECONDS, self.refresh_header)

@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from toolkit import report
 from toolkit.iscsi.errors import IscsidNotRunning, error_for
+from toolkit.jobs import report
 
 ISCSIADM = "iscsiadm"
 MASK = "********"

@@ -6,8 +6,8 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 
-from toolkit import roles
-from toolkit.disks import list_disks
+from toolkit.disks import roles
+from toolkit.disks.inventory import list_disks
 from toolkit.iscsi import adm, sessions
 from toolkit.iscsi.adm import Chap
 from toolkit.iscsi.errors import (

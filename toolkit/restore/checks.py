@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 
-from toolkit.copy_plan import Endpoint, check_pair
-from toolkit.disks import Disk
+from toolkit.copy.plan import Endpoint, check_pair
+from toolkit.disks.inventory import Disk
 from toolkit.restore import source as sourcemod
 
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")

@@ -19,8 +19,8 @@ import tempfile
 import threading
 import time
 
-from toolkit.copy_plan import Refused
-from toolkit.progress import Reporter
+from toolkit.copy.plan import Refused
+from toolkit.jobs.progress import Reporter
 from toolkit.restore import boot, checks, contents, detect, fit, qemu, stream
 from toolkit.restore import source as sourcemod
 from toolkit.restore.plan import RestorePlan, container_size

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from toolkit import roles
-from toolkit.copy_plan import Endpoint, Refused, resolve
-from toolkit.disks import Disk, list_disks
+from toolkit.copy.plan import Endpoint, Refused, resolve
+from toolkit.disks import roles
+from toolkit.disks.inventory import Disk, list_disks
 from toolkit.restore import checks, detect, qemu, stream
 from toolkit.restore import source as sourcemod
 from toolkit.restore.source import read_full

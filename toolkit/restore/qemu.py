@@ -34,7 +34,7 @@ import subprocess
 import tempfile
 import threading
 
-from toolkit.blockdev import is_block_device
+from toolkit.blockio.blockdev import is_block_device
 from toolkit.restore.write import HEAD, Failed
 
 QEMU_IMG = "qemu-img"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from toolkit import report
-from toolkit.copy_result import EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, EXIT_REFUSED
+from toolkit.copy.result import EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, EXIT_REFUSED
+from toolkit.jobs import report
 from toolkit.units import human_duration, human_size
 
 

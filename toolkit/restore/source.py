@@ -18,7 +18,7 @@ import re
 import stat
 import time
 
-from toolkit import blockdev
+from toolkit.blockio import blockdev
 
 CHUNK = 1 << 20
 

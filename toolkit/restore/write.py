@@ -28,11 +28,11 @@ import queue
 import threading
 import time
 
-from toolkit import blockdev, reading
-from toolkit.copy_result import SourceDigest, VerifyOutcome
-from toolkit.progress import Reporter
-from toolkit.reading import DEFAULT_CHUNK, REGION_DIGEST, RegionHasher, region_size_for
-from toolkit.verify import compare_regions
+from toolkit.blockio import blockdev, reading
+from toolkit.blockio.reading import DEFAULT_CHUNK, REGION_DIGEST, RegionHasher, region_size_for
+from toolkit.blockio.verify import compare_regions
+from toolkit.copy.result import SourceDigest, VerifyOutcome
+from toolkit.jobs.progress import Reporter
 
 MiB = 1 << 20
 HEAD = MiB  # held back and written last

@@ -1,6 +1,6 @@
 """Unattended restore and copy: the kernel command line's plan, run without a keyboard.
 
-    plan = toolkit.plan.read_plan()                     # /proc/cmdline (+ rtk.plan= file)
+    plan = toolkit.unattended.plan.read_plan()                  # /proc/cmdline (+ rtk.plan= file)
     outcome = toolkit.unattended.run(plan)              # checks, writes, reports, done action
     outcome.status, outcome.action, outcome.reason
 

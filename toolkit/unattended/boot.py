@@ -26,8 +26,8 @@ import sys
 import time
 from typing import TextIO
 
-from toolkit import report
-from toolkit.cmdline import Cmdline, CmdlineError
+from toolkit.jobs import report
+from toolkit.unattended.cmdline import Cmdline, CmdlineError
 
 SERIAL_PREFIXES = ("ttyS", "ttyAMA", "ttyUSB", "hvc")
 CLEAR = "\033[H\033[2J"

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from toolkit.progress import Progress
+from toolkit.jobs.progress import Progress
 
 
 class Console:

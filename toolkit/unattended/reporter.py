@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterable
 
 import requests
 
-from toolkit import system
 from toolkit.iscsi.adm import redact
-from toolkit.progress import Progress
-from toolkit.report import iso_time, safe_url  # noqa: F401 - part of this module's API
+from toolkit.jobs.progress import Progress
+from toolkit.jobs.report import iso_time, safe_url  # noqa: F401 - part of this module's API
+from toolkit.system import machine
 
 SCHEMA = "rtk-unattended/1"
 
@@ -119,7 +119,7 @@ class RunReporter:
         self.client, self.interval = client, interval
         self.secrets = list(secrets)
         self.run_id = run_id or str(uuid.uuid4())
-        self.host = {"name": host or system.hostname(),
+        self.host = {"name": host or machine.hostname(),
                      "macs": mac_addresses() if macs is None else macs}
         self.seq = 0
         self.common: dict = {}

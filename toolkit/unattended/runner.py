@@ -30,16 +30,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from toolkit import disks as disks_mod
-from toolkit import iscsi, report, roles, selectors, system
-from toolkit.copy_result import EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, EXIT_REFUSED
-from toolkit.disks import Disk
+from toolkit import iscsi
+from toolkit.copy.result import EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, EXIT_REFUSED
+from toolkit.disks import inventory as disks_mod
+from toolkit.disks import roles
+from toolkit.disks.inventory import Disk
 from toolkit.iscsi.adm import redact
-from toolkit.plan import LIVE_MEDIUM, Plan
-from toolkit.progress import Progress, Reporter
-from toolkit.selectors import SOURCE, TARGET, IscsiLun, Selector
+from toolkit.jobs import report
+from toolkit.jobs.progress import Progress, Reporter
+from toolkit.system import machine
+from toolkit.system.paths import LIVE_MEDIUM
+from toolkit.unattended import selectors
 from toolkit.unattended.console import Console
+from toolkit.unattended.plan import Plan
 from toolkit.unattended.reporter import ReportClient, RunReporter, safe_url, scrub
+from toolkit.unattended.selectors import SOURCE, TARGET, IscsiLun, Selector
 
 PHASES = ("network", "iscsi", "select", "check", "write")
 
@@ -300,7 +305,7 @@ class _Run:
         return h.hexdigest()
 
     def check_copy(self, disks: list[Disk]):
-        from toolkit import copy
+        from toolkit.copy import engine as copy
         self.enter("check", f"check: copy {self.source.path} onto {self.disk.path}")
         try:
             cplan = copy.plan_copy(self.source.path, self.disk.path,
@@ -327,7 +332,7 @@ class _Run:
         return res.status, res.message
 
     def write_copy(self, cplan) -> tuple[str, str]:
-        from toolkit import copy
+        from toolkit.copy import engine as copy
         self.enter("write", f"write: copying {self.source.path} onto {self.disk.path}")
         self.written = True
         try:
@@ -351,7 +356,7 @@ _EXIT = {"ok": EXIT_OK, "dry-run": EXIT_OK, "refused": EXIT_REFUSED,
 
 
 def run(plan: Plan, *, reporter: RunReporter | None = None, console: Console | None = None,
-        power: Callable[[str], None] | None = system.power,
+        power: Callable[[str], None] | None = machine.power,
         list_disks: Callable[[], list[Disk]] = disks_mod.list_disks,
         attach: Callable = iscsi.attach, set_initiator: Callable[[str], None] = _set_initiator,
         apply_network: Callable | None = None, known_nics: Callable[[], list[str]] | None = None,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import urwid
 
-from toolkit.disks import Disk
+from toolkit.disks.inventory import Disk
 from toolkit.units import human_rate, human_size
 from tui.views.disks import disk_markup
-from tui.widgets import ProgressView, ResultView, SelectableLine, View, button
+from tui.widgets.base import ProgressView, ResultView, SelectableLine, View, button
 
 
 class ChooseDiskView(View):

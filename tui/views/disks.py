@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import urwid
 
-from toolkit.disks import Disk
+from toolkit.disks.inventory import Disk
 from toolkit.units import human_size
-from tui.widgets import SelectableLine, View
+from tui.widgets.base import SelectableLine, View
 
 
 def _transport(d: Disk) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import urwid
 
 from toolkit.units import human_size
-from tui.widgets import SelectableLine, View
+from tui.widgets.base import SelectableLine, View
 
 
 @dataclass

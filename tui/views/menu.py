@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urwid
 
-from tui.widgets import SelectableLine, View
+from tui.widgets.base import SelectableLine, View
 
 
 class MainMenuView(View):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import urwid
 
 from tui.views.iscsi import _Form
-from tui.widgets import SelectableLine, View
+from tui.widgets.base import SelectableLine, View
 
 
 def nic_markup(n) -> list:

@@ -10,7 +10,7 @@ import urwid
 
 from toolkit.units import human_rate, human_size
 from tui.views.copy import _side
-from tui.widgets import ProgressView, ResultView, SelectableLine, View, button
+from tui.widgets.base import ProgressView, ResultView, SelectableLine, View, button
 
 
 class RestoreSourceView(View):

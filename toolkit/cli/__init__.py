@@ -1,0 +1,1 @@
+"""``rtk``: one module per command (``main`` dispatches), shared helpers in ``common``."""

@@ -1,0 +1,51 @@
+"""``rtk``: the command line of the Recovery Toolkit.
+
+Exit codes: 0 ok, 1 failed (or interrupted), 2 usage error (argparse); ``rtk copy`` and
+``rtk verify`` add 3 ok but with unreadable source ranges, 4 verification mismatch,
+5 refused (nothing written); see docs/copy.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import toolkit
+
+
+class _Version(argparse.Action):
+    """``--version``: the package metadata is read only when asked (it is slow to load)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"rtk {toolkit.__version__}")
+        parser.exit()
+
+
+# the modules that define the subcommands, by name: a run imports only its own (the
+# others' imports, psutil for `net`, the copy engine for `copy`, cost start-up time)
+COMMANDS = {"disks": "disks", "iscsi": "iscsi", "net": "net", "copy": "copy", "verify": "copy",
+            "restore": "restore", "unattended": "unattended"}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for every subcommand, or for ``command``'s module only when it names one."""
+    parser = argparse.ArgumentParser(prog="rtk", description="Recovery Toolkit command line")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    # help, --version, or a mistyped command: all of them (argparse lists them)
+    names = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in names:
+        importlib.import_module(f"toolkit.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""``rtk restore``: write an OS image onto a disk.
+
+    rtk restore IMAGE TARGET [--sha256 HEX] [--grow] [--no-verify] [--ca-file F]
+                             [--insecure] [--tmpdir DIR] [--hash blake3|sha256]
+                             [--yes --target-id SERIAL]
+
+IMAGE: a file or an HTTP(S) URL; raw (optionally gzip/xz/zstd), qcow2, VHD,
+VHDX or VMDK, recognised by content. Exit codes: 0 ok; 4 checksum or
+verification mismatch; 5 refused (nothing written); 1 failed or interrupted
+(the target is left without a partition table); 2 usage error. The
+confirmation is Disk Copy's: type the target's serial (or device name), or
+``--yes --target-id ID`` in scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from toolkit.blockio.reading import ALGORITHMS
+from toolkit.cli import copy as cli_copy
+from toolkit.copy.result import EXIT_FAILED, EXIT_REFUSED
+from toolkit.units import human_size
+
+
+def _summary(plan) -> None:
+    img, t = plan.image, plan.target
+    size = f"{img.size} bytes ({human_size(img.size)})" if img.size else "unknown until written"
+    print(f"image:  {img.location} ({img.kind}, {size})", file=sys.stderr)
+    print(f"target: {t.label()}", file=sys.stderr)
+    sha = img.expected_sha256 and f"{img.expected_sha256} (from {img.sha256_from})"
+    print(f"sha256: {sha or 'not given'}; verify {'on' if plan.options.verify else 'off'}; "
+          f"grow {'on' if plan.options.grow else 'off'}", file=sys.stderr)
+    for w in plan.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def _finish(result) -> int:
+    print(result.message)
+    if result.input_sha256:
+        print(f"sha256 image file: {result.input_sha256}")
+    if result.image_hash:
+        print(f"{result.algorithm} written bytes: {result.image_hash}")
+    for step in result.fit:
+        print(f"fit: {step}")
+    for s in (result.contents or {}).get("systems", []):
+        print(f"system: {s['name']} (partition {s['partition']})")
+    if result.boot:
+        print(f"boot: {result.boot.message}")
+    if result.report:
+        print(f"report: {result.report.text}")
+    return result.exit_code
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from toolkit import restore  # imported here: `rtk copy` need not load requests
+
+    options = restore.RestoreOptions(
+        verify=args.verify, grow=args.grow, sha256=args.sha256, ca_file=args.ca_file,
+        insecure=args.insecure, tmpdir=args.tmpdir, algorithm=args.algorithm)
+    try:
+        plan = restore.plan_restore(args.image, args.target, options)
+    except restore.Refused as e:
+        return cli_copy._refused(e, "restore")
+    _summary(plan)
+    why = cli_copy._confirm(args, plan)
+    if why:
+        cli_copy._err(f"restore refused: {why}")
+        return EXIT_REFUSED
+    line = cli_copy._ProgressLine()
+    cancel = cli_copy._cancel_on_signals()
+    try:
+        result = restore.restore(plan, progress=line, cancel=cancel)
+    except OSError as e:
+        line.end()
+        cli_copy._err(f"restore failed: {e}")
+        return EXIT_FAILED
+    line.end()
+    return _finish(result)
+
+
+def register(sub) -> None:
+    """Add ``restore`` to ``rtk``'s subcommands."""
+    p = sub.add_parser("restore", help="write an OS image (raw, compressed, qcow2, VHD(X), "
+                                       "VMDK; file or URL) onto a disk",
+                       description="Restore IMAGE onto the disk TARGET, first MiB last, "
+                                   "verified; refuses unsafe targets before writing.")
+    p.add_argument("image", metavar="IMAGE", help="a file or an http(s):// URL")
+    p.add_argument("target", metavar="TARGET", help="the disk to overwrite")
+    p.add_argument("--sha256", metavar="HEX",
+                   help="expected SHA-256 of IMAGE (default: IMAGE.sha256 if it exists)")
+    p.add_argument("--grow", action="store_true",
+                   help="grow the last partition and its filesystem to the end of the disk")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="read the target back and compare (default: on)")
+    p.add_argument("--hash", dest="algorithm", choices=ALGORITHMS, default="blake3",
+                   help="hash of the written image bytes in the report (default: blake3)")
+    p.add_argument("--ca-file", metavar="FILE", help="CA certificate(s) for an https:// IMAGE")
+    p.add_argument("--insecure", action="store_true",
+                   help="do not verify the server's TLS certificate")
+    p.add_argument("--tmpdir", metavar="DIR",
+                   help="where container images from a URL are downloaded (default: $TMPDIR)")
+    p.add_argument("--yes", action="store_true", help="no interactive confirmation")
+    p.add_argument("--target-id", metavar="ID", help="with --yes: the target's serial or WWN")
+    p.set_defaults(func=cmd_restore)

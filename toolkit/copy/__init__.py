@@ -1,0 +1,3 @@
+"""Disk Copy: plan a SOURCE -> TARGET copy, run it (resumable, past bad sectors), its result
+and report.
+"""

@@ -1,0 +1,109 @@
+"""The report of a copy or a verification: JSON data and text (docs/copy.md)."""
+
+from __future__ import annotations
+
+from toolkit.copy.result import CopyResult
+from toolkit.jobs import report
+from toolkit.units import human_duration, human_rate, human_size
+
+
+def report_data(r: CopyResult) -> dict:
+    """The JSON report (see docs/copy.md for the schema)."""
+    v = r.verify
+    copy_rate = r.copied_bytes / r.copy_seconds if r.copy_seconds else None
+    return {
+        "kind": r.operation, "schema": 1, "result": r.status, "exit_code": r.exit_code,
+        "message": r.message, "warnings": r.warnings,
+        "source": r.source, "target": r.target,
+        "started": report.iso_time(r.started), "finished": report.iso_time(r.finished),
+        "duration_seconds": round(r.finished - r.started, 3),
+        "size": r.size,
+        "copy": None if r.operation != "copy" else {
+            "resumed": r.resumed, "mapfile": r.mapfile, "copied_bytes": r.copied_bytes,
+            "written_bytes": r.written_bytes, "skipped_zero_bytes": r.skipped_zero_bytes,
+            "unread_hole_bytes": r.unread_hole_bytes, "source_map": r.source_map,
+            "write_calls": r.write_calls, "read_errors": r.read_errors,
+            "seconds": round(r.copy_seconds, 3),
+            "bytes_per_second": round(copy_rate) if copy_rate else None,
+            "options": r.options,
+        },
+        "hash": {
+            "algorithm": r.algorithm,
+            "source": (r.source_digest.hexdigest if r.source_digest
+                       else v.source_hash if v else None),
+            "target": v.target_hash if v else None,
+        },
+        "verify": None if v is None else {
+            "result": "error" if v.error else "match" if v.match else "mismatch",
+            "method": v.method, "first_difference": v.first_difference,
+            "differing_regions": v.differing_regions, "error": v.error,
+            "seconds": round(v.seconds, 3),
+            "bytes_per_second": round(r.size / v.seconds) if v.seconds else None,
+        },
+        "unreadable": {"bytes": r.unreadable_bytes,
+                       "ranges": [{"start": p, "size": s} for p, s in r.unreadable]},
+    }
+
+
+def _who(d: dict) -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = [
+        ("device", d["node"] if d["path"] == d["node"] else f"{d['path']} ({d['node']})"),
+        ("size", f"{d['size']} bytes ({human_size(d['size'])}), "
+                 f"{d['logical_sector_size']}-byte sectors"),
+        ("transport", d["transport"])]
+    rows += [(k, d[k]) for k in ("model", "serial", "wwn", "backing_file") if d.get(k)]
+    if d.get("iscsi"):
+        i = d["iscsi"]
+        rows.append(("iscsi", f"{i['target']} LUN {i['lun']} @ {i['portal']}"))
+    if d.get("partition"):
+        p = d["partition"]
+        rows.append(("partition", f"number {p['number']} of {p['disk']}, at byte {p['start']}"))
+    return rows
+
+
+def report_text(r: CopyResult) -> str:
+    data = report_data(r)
+    rows = [("result", f"{r.status.upper()} (exit code {r.exit_code})"),
+            ("message", r.message), ("started", data["started"]),
+            ("finished", data["finished"]), ("size", f"{r.size} bytes ({human_size(r.size)})")]
+    rows += [("warning", w) for w in r.warnings]
+    sections = [("Result", rows), ("Source", _who(r.source))]
+    if r.target:
+        sections.append(("Target", _who(r.target)))
+    c = data["copy"]
+    if c:
+        rate = human_rate(c["bytes_per_second"]) if c["bytes_per_second"] else None
+        sections.append(("Copy", [
+            ("resumed", "yes" if r.resumed else "no"), ("mapfile", r.mapfile),
+            ("copied", f"{r.copied_bytes} bytes in {human_duration(r.copy_seconds)}"
+                       + (f" ({rate})" if rate else "")),
+            ("written", f"{r.written_bytes} bytes in {r.write_calls} writes"),
+            ("zeros skipped", f"{r.skipped_zero_bytes} bytes"
+                              + (f", {r.unread_hole_bytes} of them not read ({r.source_map})"
+                                 if r.source_map else "")),
+            ("read errors", r.read_errors)]))
+    h = data["hash"]
+    sections.append(("Hash", [("algorithm", h["algorithm"]), ("source", h["source"]),
+                              ("target", h["target"])]))
+    v = data["verify"]
+    if v:
+        fd = v["first_difference"]
+        sections.append(("Verification", [
+            ("result", v["result"]), ("method", v["method"]),
+            ("first difference", None if not fd else
+             f"bytes {fd['start']}-{fd['end']}"
+             + (f", first at byte {fd['offset']}" if fd.get("offset") is not None else "")),
+            ("differing regions", v["differing_regions"]), ("error", v["error"]),
+            ("rate", human_rate(v["bytes_per_second"]) if v["bytes_per_second"] else None)]))
+    u = data["unreadable"]
+    sections.append(("Unreadable", [
+        ("bytes", u["bytes"]),
+        ("ranges", "\n".join(f"{x['start']}-{x['start'] + x['size']} ({x['size']} bytes)"
+                             for x in u["ranges"]) or "none")]))
+    title = f"rtk {r.operation} report"
+    return report.render_text(title, sections)
+
+
+def write_result_report(r: CopyResult, directory: str | None = None) -> report.ReportPaths:
+    return report.write_report(r.operation, report_data(r), report_text(r),
+                               directory=directory, when=r.started)

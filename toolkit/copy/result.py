@@ -1,0 +1,109 @@
+"""What a copy or a verification did: :class:`CopyResult` and its parts.
+
+Exit codes of ``rtk copy`` / ``rtk verify`` (:attr:`CopyResult.exit_code`):
+0 ok, 3 ok but some source ranges were unreadable, 4 verification mismatch,
+5 refused (nothing written), 1 failed or interrupted (2 is argparse's usage
+error).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from toolkit.jobs import report
+
+EXIT_OK, EXIT_FAILED, EXIT_UNREADABLE, EXIT_MISMATCH, EXIT_REFUSED = 0, 1, 3, 4, 5
+
+
+@dataclass
+class SourceDigest:
+    """The hash of ``size`` bytes as read, and one BLAKE3 digest per region."""
+
+    algorithm: str
+    hexdigest: str
+    size: int
+    region_size: int
+    regions: bytes
+
+
+@dataclass
+class VerifyOutcome:
+    match: bool
+    method: str  # "read back target" | "compared with source" | "hash"
+    source_hash: str | None = None
+    target_hash: str | None = None
+    first_difference: dict | None = None  # {"start", "end"} and "offset" when known
+    differing_regions: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class CopyResult:
+    """What :func:`toolkit.copy.copy` (or a verification) did. ``status``: "ok", "unreadable"
+    (ok but some ranges unreadable), "mismatch", "failed", "cancelled"."""
+
+    operation: str
+    status: str
+    message: str
+    source: dict
+    target: dict | None
+    size: int
+    started: float
+    finished: float
+    algorithm: str
+    resumed: bool = False
+    mapfile: str | None = None
+    copied_bytes: int = 0  # read from the source and handled in this run
+    written_bytes: int = 0
+    skipped_zero_bytes: int = 0
+    unread_hole_bytes: int = 0  # of those, in the source's holes: not even read
+    source_map: str | None = None  # where the holes came from (skip-zeros only)
+    write_calls: int = 0
+    read_errors: int = 0
+    copy_seconds: float = 0.0
+    unreadable: list[tuple[int, int]] = field(default_factory=list)
+    verify: VerifyOutcome | None = None
+    source_digest: SourceDigest | None = None
+    warnings: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+    report: report.ReportPaths | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": EXIT_OK, "unreadable": EXIT_UNREADABLE,
+                "mismatch": EXIT_MISMATCH}.get(self.status, EXIT_FAILED)
+
+    @property
+    def unreadable_bytes(self) -> int:
+        return sum(s for _p, s in self.unreadable)
+
+
+def conclude(result: CopyResult, cancel: threading.Event) -> None:
+    """Status and message from the verification and the unreadable ranges."""
+    v = result.verify
+    bad = result.unreadable_bytes
+    bad_text = (f"{len(result.unreadable)} unreadable range(s), {bad} bytes: "
+                + ", ".join(f"{p}+{s}" for p, s in result.unreadable[:10])
+                + (" ..." if len(result.unreadable) > 10 else "")) if bad else ""
+    verb = {"copy": "copied", "verify": "verified"}[result.operation]
+    if v and v.error:
+        result.status = "cancelled" if cancel.is_set() else "failed"
+        result.message = f"verification did not finish: {v.error}"
+    elif v and not v.match:
+        fd = v.first_difference or {}
+        where = f"bytes {fd.get('start')}-{fd.get('end')}"
+        if fd.get("offset") is not None:
+            where = f"byte {fd['offset']} (in {where})"
+        result.status = "mismatch"
+        result.message = (f"VERIFICATION FAILED: first difference at {where}, "
+                          f"{v.differing_regions} differing region(s)")
+    elif bad:
+        result.status = "unreadable"
+        result.message = f"completed with {bad} unreadable bytes in {bad_text}"
+        if v:
+            result.message += " (zeros written there; the rest verified)"
+    else:
+        result.status = "ok"
+        result.message = f"{verb} {result.size} bytes" + (", verified" if v else "")

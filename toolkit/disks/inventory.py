@@ -1,0 +1,303 @@
+"""The disk inventory: every block device with its identity, transport and use.
+
+:func:`list_disks` probes the running system (:mod:`toolkit.probe`);
+:func:`disks_from_probe` is the pure part that tests feed with probes captured
+on real machines. Nothing here writes to a disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+
+from toolkit.disks.mounts import parse_mountinfo, parse_swaps
+
+# live-boot mounts the medium it booted from here (older releases: /lib/live/...).
+LIVE_MEDIUM_MOUNTS = ("/run/live/medium", "/lib/live/mount/medium")
+
+
+@dataclass
+class IscsiLocation:
+    target: str
+    portal: str  # "address:port"
+    lun: int
+    session: str
+
+
+@dataclass
+class Partition:
+    name: str
+    path: str
+    number: int
+    start: int  # bytes
+    size: int  # bytes
+    fstype: str | None = None
+    label: str | None = None
+    uuid: str | None = None
+    partlabel: str | None = None
+    mountpoints: list[str] = field(default_factory=list)
+    swap: bool = False
+    holders: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Disk:
+    name: str
+    path: str
+    size: int  # bytes
+    logical_sector_size: int
+    physical_sector_size: int
+    transport: str  # sata, sas, nvme, usb, iscsi, virtio, fc, scsi, loop, dm, md, cdrom, floppy
+    model: str | None = None
+    vendor: str | None = None
+    serial: str | None = None
+    wwn: str | None = None
+    read_only: bool = False
+    removable: bool = False
+    rotational: bool = False
+    partition_table: str | None = None  # gpt, dos
+    fstype: str | None = None  # a filesystem on the whole disk (no partition table)
+    label: str | None = None
+    by_id: list[str] = field(default_factory=list)
+    by_path: list[str] = field(default_factory=list)
+    iscsi: IscsiLocation | None = None
+    backing_file: str | None = None  # loop devices
+    partitions: list[Partition] = field(default_factory=list)
+    mountpoints: list[str] = field(default_factory=list)
+    swap: bool = False
+    holders: list[str] = field(default_factory=list)
+    boot_medium: bool = False
+    role: str | None = None  # SOURCE or TARGET, for disks the iSCSI Manager attached
+
+    @property
+    def in_use(self) -> list[str]:
+        """Why writing to this disk would hurt something, most serious first."""
+        reasons = []
+        if self.boot_medium:
+            reasons.append("boot medium of this live system")
+        reasons += [f"mounted at {m}" for m in self.mountpoints]
+        if self.swap:
+            reasons.append("in use as swap")
+        if self.holders:
+            reasons.append("held by " + ", ".join(self.holders))
+        for p in self.partitions:
+            reasons += [f"{p.name} mounted at {m}" for m in p.mountpoints]
+            if p.swap:
+                reasons.append(f"{p.name} in use as swap")
+            if p.holders:
+                reasons.append(f"{p.name} held by " + ", ".join(p.holders))
+        return reasons
+
+    @property
+    def identity(self) -> str | None:
+        """The stable identity a person or a script confirms a write with."""
+        return self.serial or self.wwn
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["in_use"] = self.in_use
+        return d
+
+
+def list_disks() -> list[Disk]:
+    """The disks of this machine, with the roles the iSCSI Manager gave them."""
+    from toolkit.disks import roles
+    from toolkit.disks.probe import probe
+
+    found = disks_from_probe(probe())
+    for d in found:
+        d.role = roles.role_of(d)
+    return found
+
+
+def find_disk(disks: list[Disk], path: str) -> Disk | None:
+    """The disk whose node is ``path`` (or a /dev/disk/by-* link to it)."""
+    name = os.path.basename(os.path.realpath(path)) if os.path.exists(path) else None
+    for d in disks:
+        if path == d.path or path in d.by_id or path in d.by_path or d.name == name:
+            return d
+    return None
+
+
+# --- pure part ---------------------------------------------------------------
+
+_SCSI_ADDR = re.compile(r"/(\d+):(\d+):(\d+):(\d+)/block/")
+
+
+def _transport(name: str, entry: dict) -> str:
+    sp = entry["sys_path"]
+    udev_bus = entry["udev"].get("ID_BUS")
+    if name.startswith("loop"):
+        return "loop"
+    if name.startswith("dm-"):
+        return "dm"
+    if name.startswith("md"):
+        return "md"
+    if name.startswith("sr"):
+        return "cdrom"
+    if name.startswith("fd"):
+        return "floppy"
+    if "/session" in sp:
+        return "iscsi"
+    if "/usb" in sp or udev_bus == "usb":
+        return "usb"
+    if "/nvme" in sp:
+        return "nvme"
+    if "/rport-" in sp:
+        return "fc"
+    if "/ata" in sp or udev_bus == "ata":
+        return "sata"
+    if "/end_device-" in sp or "/port-" in sp:
+        return "sas"
+    if "/virtio" in sp:
+        return "virtio"
+    if "/mmc" in sp:
+        return "mmc"
+    return "scsi" if _SCSI_ADDR.search(sp) else "other"
+
+
+def _first(*values: str | None) -> str | None:
+    for v in values:
+        if v and v.strip():
+            return v.strip()
+    return None
+
+
+def _udev_decode(value: str | None) -> str | None:
+    r"""udev's *_ENC values escape unsafe bytes as \xHH ("Cluster\x20Vol1")."""
+    if value is None:
+        return None
+    raw = re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m.group(1), 16)]),
+                 value.encode("utf-8", "surrogateescape"))
+    return raw.decode("utf-8", "replace")
+
+
+def _fs_info(entry: dict, blkid: dict) -> dict[str, str | None]:
+    u = entry["udev"]
+    b = blkid.get(f"/dev/{entry['name']}", {})
+    # ID_FS_LABEL has spaces turned into "_": the exact label is ID_FS_LABEL_ENC.
+    label = _udev_decode(u.get("ID_FS_LABEL_ENC")) or u.get("ID_FS_LABEL")
+    return {
+        "fstype": _first(u.get("ID_FS_TYPE"), b.get("TYPE")),
+        "label": _first(label, b.get("LABEL")),
+        "uuid": _first(u.get("ID_FS_UUID"), b.get("UUID")),
+        "partlabel": _first(_udev_decode(u.get("ID_PART_ENTRY_NAME")), b.get("PART_ENTRY_NAME")),
+        "pttype": _first(u.get("ID_PART_TABLE_TYPE"), b.get("PTTYPE")),
+    }
+
+
+def disks_from_probe(probe: dict) -> list[Disk]:
+    """Build the inventory from a probe (see :func:`toolkit.probe.probe`)."""
+    block: dict[str, dict] = {n: {**e, "name": n} for n, e in probe["block"].items()}
+    blkid = probe.get("blkid", {})
+    by_links = probe.get("by_links", {})
+    mounts = parse_mountinfo(probe.get("mountinfo", ""))
+    mounts_by_dev: dict[str, list[str]] = {}
+    for m in mounts:
+        mounts_by_dev.setdefault(m.devno, []).append(m.mountpoint)
+    swaps = {os.path.basename(s) for s in parse_swaps(probe.get("swaps", ""))}
+    medium_devs = {m.devno for m in mounts if m.mountpoint in LIVE_MEDIUM_MOUNTS}
+    sessions = probe.get("iscsi_sessions", {})
+
+    def links(entry: dict) -> list[str]:
+        return sorted(set(entry.get("devlinks", [])) | set(by_links.get(entry["name"], [])))
+
+    disks: list[Disk] = []
+    for name, e in block.items():
+        if e["partition"]:
+            continue
+        a, u = e["attrs"], e["udev"]
+        size = int(a.get("size", "0")) * 512  # sysfs counts 512-byte units, always
+        if size == 0:
+            continue  # empty loop device or CD tray
+        fs = _fs_info(e, blkid)
+        all_links = links(e)
+        disk = Disk(
+            name=name,
+            path=f"/dev/{name}",
+            size=size,
+            logical_sector_size=int(a.get("queue/logical_block_size", "512")),
+            physical_sector_size=int(a.get("queue/physical_block_size", "512")),
+            transport=_transport(name, e),
+            model=_first(a.get("device/model"), u.get("ID_MODEL", "").replace("_", " ")),
+            vendor=_vendor(a.get("device/vendor"), u.get("ID_VENDOR")),
+            serial=_first(u.get("ID_SCSI_SERIAL"), u.get("ID_SERIAL_SHORT"), a.get("vpd_serial"),
+                          a.get("device/serial"), a.get("serial")),
+            wwn=_first(u.get("ID_WWN_WITH_EXTENSION"), u.get("ID_WWN"), a.get("wwid"),
+                       a.get("device/wwid")),
+            read_only=a.get("ro") == "1",
+            removable=a.get("removable") == "1",
+            rotational=a.get("queue/rotational") == "1",
+            partition_table=fs["pttype"],
+            fstype=fs["fstype"],
+            label=fs["label"],
+            by_id=[x for x in all_links if x.startswith("/dev/disk/by-id/")],
+            by_path=[x for x in all_links if x.startswith("/dev/disk/by-path/")],
+            backing_file=a.get("loop/backing_file"),
+            mountpoints=mounts_by_dev.get(e.get("dev") or "", []),
+            swap=name in swaps,
+            holders=e["holders"],
+            boot_medium=(e.get("dev") in medium_devs),
+        )
+        m = _SCSI_ADDR.search(e["sys_path"])
+        session = re.search(r"/(session\d+)/", e["sys_path"])
+        if disk.transport == "iscsi" and m and session:
+            s = sessions.get(session.group(1), {})
+            disk.iscsi = IscsiLocation(
+                target=s.get("targetname") or "?",
+                portal=f"{s.get('address') or '?'}:{s.get('port') or '?'}",
+                lun=int(m.group(4)),
+                session=session.group(1),
+            )
+        disks.append(disk)
+
+    by_name = {d.name: d for d in disks}
+    for name, e in block.items():
+        parent = by_name.get(e.get("parent") or "")
+        if not e["partition"] or parent is None:
+            continue
+        a = e["attrs"]
+        fs = _fs_info(e, blkid)
+        part = Partition(
+            name=name,
+            path=f"/dev/{name}",
+            number=int(a.get("partition", "0")),
+            start=int(a.get("start", "0")) * 512,
+            size=int(a.get("size", "0")) * 512,
+            fstype=fs["fstype"],
+            label=fs["label"],
+            uuid=fs["uuid"],
+            partlabel=fs["partlabel"],
+            mountpoints=mounts_by_dev.get(e.get("dev") or "", []),
+            swap=name in swaps,
+            holders=e["holders"],
+        )
+        parent.partitions.append(part)
+        if e.get("dev") in medium_devs:
+            parent.boot_medium = True
+
+    # A loop device whose backing file lives on the boot medium is part of it
+    # (live-boot's squashfs), and so is one mounted from a medium partition.
+    medium_mounts = [mp for d in disks if d.boot_medium for mp in _all_mountpoints(d)]
+    for d in disks:
+        d.partitions.sort(key=lambda p: p.number)
+        if d.backing_file and any(d.backing_file.startswith(mp + "/") for mp in medium_mounts):
+            d.boot_medium = True
+    return sorted(disks, key=_sort_key)
+
+
+def _all_mountpoints(d: Disk) -> list[str]:
+    return d.mountpoints + [m for p in d.partitions for m in p.mountpoints]
+
+
+def _sort_key(d: Disk) -> tuple:
+    order = {"loop": 3, "cdrom": 2, "floppy": 2, "dm": 1, "md": 1}
+    num = re.findall(r"\d+", d.name)
+    return (order.get(d.transport, 0), re.sub(r"\d+", "", d.name), [int(n) for n in num])
+
+
+def _vendor(sysfs_vendor: str | None, udev_vendor: str | None) -> str | None:
+    """SCSI/ATA vendor strings are names; virtio and NVMe give a PCI id (0x1af4): skip it."""
+    v = _first(sysfs_vendor, udev_vendor)
+    return None if v is None or re.fullmatch(r"0x[0-9a-fA-F]{4}", v) else v

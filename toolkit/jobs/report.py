@@ -1,0 +1,98 @@
+"""Reports of long operations (copy, verify, later restore), as JSON and plain text.
+
+A report is a JSON-able dict plus a plain text rendering of it, written side
+by side under :data:`toolkit.system.paths.LOG_DIR` as ``KIND-YYYYmmdd-HHMMSS.json``
+and ``.txt`` (``-2``, ``-3``... when two land in the same second). Both files
+are written atomically, so a report is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
+
+from toolkit.system.paths import LOG_DIR
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    json: str
+    text: str
+
+
+def log_dir() -> str:
+    """The report directory (``RTK_LOG_DIR`` is read each time, for tests)."""
+    return os.environ.get("RTK_LOG_DIR", LOG_DIR)
+
+
+def safe_url(url: str | None) -> str | None:
+    """``url`` without ``user:password@`` and without its query (tokens)."""
+    if not url or "://" not in url:
+        return url
+    u = urlsplit(url)
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{u.port}" if u.port else "")
+    return urlunsplit((u.scheme, netloc, u.path, "", ""))
+
+
+def iso_time(t: float) -> str:
+    """Local time with its UTC offset: ``2025-06-01T14:03:22+02:00``."""
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+
+
+def to_jsonable(obj):
+    """Dataclasses, tuples and sets become dicts and lists."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in obj]
+    return obj
+
+
+def render_text(title: str, sections: list[tuple[str, list[tuple[str, object]]]]) -> str:
+    """Plain text: a title, then sections of aligned ``key: value`` lines."""
+    out = [title, "=" * len(title)]
+    for heading, rows in sections:
+        out += ["", heading]
+        width = max((len(k) for k, _v in rows), default=0)
+        for key, value in rows:
+            text = "-" if value is None or value == "" else str(value)
+            lines = text.splitlines() or ["-"]
+            out.append(f"  {key + ':':<{width + 1}} {lines[0]}")
+            out += [f"  {'':<{width + 1}} {line}" for line in lines[1:]]
+    return "\n".join(out) + "\n"
+
+
+def write_report(kind: str, data: dict, text: str, *, directory: str | None = None,
+                 when: float | None = None) -> ReportPaths:
+    """Write ``KIND-YYYYmmdd-HHMMSS.json`` and ``.txt``; return their paths."""
+    directory = directory or log_dir()
+    os.makedirs(directory, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when or time.time()))
+    base = os.path.join(directory, f"{kind}-{stamp}")
+    n = 1
+    while os.path.exists(base + ".json") or os.path.exists(base + ".txt"):
+        n += 1
+        base = os.path.join(directory, f"{kind}-{stamp}-{n}")
+    paths = ReportPaths(json=base + ".json", text=base + ".txt")
+    _atomic_write(paths.json, json.dumps(to_jsonable(data), indent=1, sort_keys=False) + "\n")
+    _atomic_write(paths.text, text)
+    return paths
+
+
+def _atomic_write(path: str, content: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

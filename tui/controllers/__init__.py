@@ -1,0 +1,1 @@
+"""One controller per screen: each calls ``toolkit`` and hands plain data to its views."""

@@ -1,0 +1,129 @@
+"""Disk Copy: choose SOURCE and TARGET, confirm, copy in a worker thread, report."""
+
+from __future__ import annotations
+
+import os
+
+from toolkit.blockio.mapfile import BAD, FINISHED, Mapfile, MapfileError
+from toolkit.copy import engine as dc
+from toolkit.disks import inventory as disks_mod
+from toolkit.disks import roles
+from toolkit.disks.inventory import Disk
+from tui.job import Job
+from tui.views.copy import ChooseDiskView, CopyProgressView, CopyResultView, CopySummaryView
+
+# Devices that are never a sensible SOURCE or TARGET of a disk copy.
+_NOT_DISKS = ("cdrom", "floppy")
+
+
+def confirmation_word(disk: Disk) -> str:
+    """What the technician types to confirm: the stable identity, else the kernel name."""
+    return disk.identity or disk.name
+
+
+class CopyController:
+    def __init__(self, app, list_disks=disks_mod.list_disks, source_keys=roles.source_keys):
+        self.app = app
+        self._list_disks = list_disks
+        self._source_keys = source_keys
+        self.source_role: frozenset[str] = frozenset()  # names of SOURCE-role disks
+        self.disks: list[Disk] = []
+        self.source: Disk | None = None
+        self.plan: dc.CopyPlan | None = None
+        self.job = Job(app, "Stop the copy?",
+                       "The copy stops at a consistent point. Choosing the same SOURCE and "
+                       "TARGET again offers to resume it.", "Keep copying")
+        self.result: dc.CopyResult | None = None
+
+    # --- choosing ------------------------------------------------------------
+    def _candidates(self) -> list[Disk]:
+        found = [d for d in self._list_disks() if d.transport not in _NOT_DISKS]
+        self.source_role = self._source_keys()
+        # SOURCE-role LUNs first (BDR snapshots), then other iSCSI LUNs, then local disks
+        return sorted(found, key=lambda d: (d.role != roles.SOURCE, d.transport != "iscsi"))
+
+    def show(self) -> None:
+        try:
+            self.disks = self._candidates()
+        except OSError as e:
+            self.app.dialog("Disk Copy", f"Could not read the disks: {e}",
+                            [("OK", self.app.close_dialog)])
+            return
+        choices = [(d, "boot medium of this live system" if d.boot_medium else None)
+                   for d in self.disks]
+        self.app.push(ChooseDiskView(
+            "Disk Copy: choose the SOURCE",
+            "The SOURCE is only read (a BDR snapshot LUN, the old disk).", choices,
+            self.choose_source))
+
+    def target_choices(self, source: Disk) -> list[tuple[Disk, str | None]]:
+        src = dc.endpoint_from_disk(source)
+        out = []
+        for d in self.disks:
+            if d.name == source.name:
+                out.append((d, "this is the SOURCE"))
+                continue
+            problems, _warnings = dc.check_pair(src, dc.endpoint_from_disk(d),
+                                                self.source_role)
+            out.append((d, problems[0] if problems else None))
+        # eligible targets first, TARGET-role LUNs (SAN volumes) first among them
+        return sorted(out, key=lambda c: (c[1] is not None, c[0].role != roles.TARGET))
+
+    def choose_source(self, disk: Disk) -> None:
+        self.source = disk
+        self.app.push(ChooseDiskView(
+            "Disk Copy: choose the TARGET",
+            f"SOURCE: {disk.path}. The TARGET is overwritten entirely (the SAN LUN, the new "
+            "disk).", self.target_choices(disk), self.choose_target))
+
+    def choose_target(self, target: Disk) -> None:
+        assert self.source is not None
+        try:
+            plan = dc.plan_copy(self.source.path, target.path, source_role=self.source_role,
+                                disks=self.disks)
+        except dc.Refused as e:
+            self.app.dialog("Cannot copy", str(e), [("OK", self.app.close_dialog)])
+            return
+        self.plan = plan
+        self.app.push(CopySummaryView(plan, confirmation_word(target),
+                                      self._resumable(plan), self.start))
+
+    def _resumable(self, plan: dc.CopyPlan) -> int | None:
+        """Bytes already copied by an interrupted copy of this same pair, if any."""
+        path = dc.default_mapfile(plan)
+        try:
+            m = Mapfile.load(path)
+        except (OSError, MapfileError):
+            return None
+        done = m.bytes_with(FINISHED, BAD)
+        return done if done > 0 and not m.finished else None
+
+    # --- running -------------------------------------------------------------
+    def start(self, *, verify: bool, algorithm: str, skip_zeros: bool, resume: bool) -> None:
+        plan = self.plan
+        assert plan is not None
+        mapfile = dc.default_mapfile(plan)
+        if not resume and os.path.exists(mapfile):
+            os.unlink(mapfile)
+        options = dc.CopyOptions(verify=verify, algorithm=algorithm, skip_zeros=skip_zeros,
+                                 mapfile=mapfile)
+        self.result = None
+        view = CopyProgressView(plan, self.job.confirm_cancel)
+        self.app.push(view)
+        progress = self.job.progress_to(view)
+        self.job.start("disk-copy", lambda cancel: dc.copy(plan, options, progress=progress,
+                                                           cancel=cancel),
+                       self._done, lambda e: self._refused(str(e)), errors=(dc.Refused,))
+
+    @property
+    def worker(self):
+        return self.job.worker
+
+    def _refused(self, message: str) -> None:
+        self.app.pop()
+        self.app.dialog("Cannot copy", message, [("OK", self.app.close_dialog)])
+
+    def _done(self, result: dc.CopyResult) -> None:
+        self.result = result
+        self.app.close_dialog()
+        self.app.replace(CopyResultView(result, self.app.pop_to_root))

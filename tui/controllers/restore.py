@@ -1,0 +1,251 @@
+"""Restore: choose the image (USB/local media, URL, iSCSI disk), inspect it, choose the
+target, confirm, restore in a worker thread, show the result.
+
+Probing an image (HTTP, qemu-img, loop devices) and planning take seconds: they
+run through ``app.background``. The restore runs in a worker thread whose
+progress reaches the screen through ``app.call_from_thread``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from toolkit import restore
+from toolkit.copy.plan import endpoint_from_disk
+from toolkit.disks import inventory as disks_mod
+from toolkit.disks import roles
+from toolkit.disks.inventory import Disk
+from toolkit.restore import checks, media
+from toolkit.restore import source as sourcemod
+from toolkit.restore.inspect import Inspection, inspect_image
+from tui.controllers.copy import confirmation_word
+from tui.job import Job
+from tui.views.copy import ChooseDiskView
+from tui.views.restore import (
+    BrowseView,
+    InspectView,
+    RestoreProgressView,
+    RestoreResultView,
+    RestoreSourceView,
+    RestoreSummaryView,
+    UrlView,
+    VolumesView,
+)
+
+_NOT_DISKS = ("cdrom", "floppy")
+_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class RestoreController:
+    def __init__(self, app, list_disks=disks_mod.list_disks, source_keys=roles.source_keys):
+        self.app = app
+        self._list_disks = list_disks
+        self._source_keys = source_keys
+        self.disks: list[Disk] = []
+        self.mounted: list[str] = []
+        self.root = ""  # the mounted medium being browsed
+        self.location = ""
+        self.image_disk: str | None = None  # an iSCSI disk used as the image
+        self.options = restore.RestoreOptions(grow=False, verify=True)
+        self.inspection: Inspection | None = None
+        self.plan: restore.RestorePlan | None = None
+        self.job = Job(app, "Stop the restore?",
+                       "The target is left without a partition table (its first and last MiB "
+                       "zeroed): nothing will take a half-written disk for a valid one.",
+                       "Keep restoring")
+        self.result: restore.RestoreResult | None = None
+        self.url_view: UrlView | None = None
+
+    def _error(self, title: str):
+        def show(e: Exception) -> None:
+            text = "\n".join(e.problems) if isinstance(e, restore.Refused) else str(e)
+            self.app.dialog(title, text, [("OK", self.app.close_dialog)])
+        return show
+
+    # --- source ----------------------------------------------------------------
+    def show(self) -> None:
+        self.unmount_all()
+        self.app.push(RestoreSourceView([
+            ("Browse local or USB media", "a file on a disk or USB stick (mounted read-only)",
+             self.browse_media),
+            ("Type a URL", "http:// or https://, optional SHA-256 and CA file",
+             self.type_url),
+            ("Pick an iSCSI disk", "an attached LUN, read as a raw image", self.pick_iscsi),
+        ]))
+
+    def browse_media(self) -> None:
+        try:
+            self.disks = self._list_disks()
+        except OSError as e:
+            self._error("Restore")(e)
+            return
+        self.app.push(VolumesView(media.data_volumes(self.disks), self.open_volume))
+
+    def open_volume(self, volume: media.Volume) -> None:
+        def done(mnt: str) -> None:
+            self.mounted.append(mnt)
+            self.root = mnt
+            self.app.push(self._browse_view(mnt))
+        self.app.background(f"Mounting {volume.path} read-only...",
+                            lambda: media.mount_ro(volume.path, volume.fstype, volume.name),
+                            done, self._error("Cannot open the medium"))
+
+    def _browse_view(self, path: str) -> BrowseView:
+        try:
+            entries = media.list_dir(path)
+        except media.MediaError as e:
+            entries = []
+            self._error("Restore")(e)
+        return BrowseView(self.root, path, entries, self._open_entry,
+                          lambda: self._up(path), self._leave_medium)
+
+    def _open_entry(self, entry: media.Entry) -> None:
+        if entry.is_dir:
+            self.app.replace(self._browse_view(entry.path))
+        else:
+            self.image_disk = None
+            self.choose_image(entry.path, restore.RestoreOptions())
+
+    def _up(self, path: str) -> None:
+        if os.path.normpath(path) != os.path.normpath(self.root):
+            self.app.replace(self._browse_view(os.path.dirname(path.rstrip("/"))))
+
+    def _leave_medium(self) -> None:
+        self.app.pop()
+        self.unmount_all()
+
+    def unmount_all(self) -> None:
+        while self.mounted:
+            media.unmount(self.mounted.pop())
+
+    def type_url(self) -> None:
+        """The URL screen, with the last URL and CA file (never "skip TLS verification")."""
+        was_url = sourcemod.is_url(self.location)
+        self.url_view = UrlView(self._url_submitted, self.location if was_url else "",
+                                (was_url and self.options.ca_file) or "")
+        self.app.push(self.url_view)
+
+    def _url_submitted(self, url: str, sha256: str | None, ca_file: str | None,
+                       insecure: bool) -> None:
+        assert self.url_view is not None
+        problem = _url_problem(url, sha256, ca_file, insecure)
+        if problem:
+            self.url_view.show_error(problem)
+            return
+        self.url_view.show_error("")
+        self.image_disk = None
+        self.choose_image(url, restore.RestoreOptions(sha256=sha256, ca_file=ca_file,
+                                                      insecure=insecure))
+
+    def pick_iscsi(self) -> None:
+        try:
+            self.disks = self._list_disks()
+        except OSError as e:
+            self._error("Restore")(e)
+            return
+        luns = [d for d in self.disks if d.transport == "iscsi"]
+        if not luns:
+            self.app.dialog("Restore", "No iSCSI disk is attached: attach the LUN in the "
+                            "iSCSI Manager first.", [("OK", self.app.close_dialog)])
+            return
+        luns.sort(key=lambda d: d.role != roles.SOURCE)
+        self.app.push(ChooseDiskView(
+            "Restore: choose the iSCSI disk holding the image",
+            "The disk is only read, as a raw disk image.", [(d, None) for d in luns],
+            self._iscsi_chosen))
+
+    def _iscsi_chosen(self, disk: Disk) -> None:
+        self.image_disk = disk.path
+        self.choose_image(disk.path, restore.RestoreOptions())
+
+    # --- inspection ----------------------------------------------------------
+    def choose_image(self, location: str, options: restore.RestoreOptions) -> None:
+        self.location, self.options = location, options
+
+        def done(ins: Inspection) -> None:
+            self.inspection = ins
+            self.app.push(InspectView(ins, options, self.show_targets))
+        self.app.background(f"Inspecting {location}...", lambda: inspect_image(location, options),
+                            done, self._error("Cannot use this image"))
+
+    # --- target --------------------------------------------------------------
+    def target_choices(self) -> list[tuple[Disk, str | None]]:
+        assert self.inspection is not None
+        info = self.inspection.info
+        role = self._source_keys()
+        out = []
+        for d in self.disks:
+            if d.path == self.image_disk:
+                out.append((d, "this disk holds the image"))
+                continue
+            problems, _w = checks.check_target(endpoint_from_disk(d), self.location,
+                                               info.size, info.sector_size, role)
+            out.append((d, problems[0] if problems else None))
+        return sorted(out, key=lambda c: (c[1] is not None, c[0].role != roles.TARGET))
+
+    def show_targets(self) -> None:
+        try:
+            self.disks = [d for d in self._list_disks() if d.transport not in _NOT_DISKS]
+        except OSError as e:
+            self._error("Restore")(e)
+            return
+        self.app.push(ChooseDiskView(
+            "Restore: choose the TARGET disk",
+            f"IMAGE: {self.location}. The TARGET is overwritten entirely.",
+            self.target_choices(), self.choose_target))
+
+    def choose_target(self, target: Disk) -> None:
+        disks, location, options = self.disks, self.location, self.options
+
+        def done(plan: restore.RestorePlan) -> None:
+            self.plan = plan
+            self.app.push(RestoreSummaryView(plan, self.inspection, confirmation_word(target),
+                                             self.start))
+        def work() -> restore.RestorePlan:
+            return restore.plan_restore(location, target.path, options, disks=disks)
+        self.app.background(f"Checking {target.path}...", work, done,
+                            self._error("Cannot restore"))
+
+    # --- running -------------------------------------------------------------
+    def start(self, *, grow: bool, verify: bool) -> None:
+        plan = self.plan
+        assert plan is not None
+        plan.options.grow, plan.options.verify = grow, verify
+        self.result = None
+        view = RestoreProgressView(plan, self.job.confirm_cancel)
+        self.app.push(view)
+        progress = self.job.progress_to(view)
+        # restore() does not raise for a failed restore; anything else is shown
+        self.job.start("restore", lambda cancel: restore.restore(plan, progress=progress,
+                                                                 cancel=cancel),
+                       self._done, lambda e: self._crashed(f"{type(e).__name__}: {e}"))
+
+    @property
+    def worker(self):
+        return self.job.worker
+
+    def _crashed(self, message: str) -> None:
+        self.app.pop()
+        self.app.dialog("Restore failed", message, [("OK", self.app.close_dialog)])
+
+    def _done(self, result: restore.RestoreResult) -> None:
+        self.result = result
+        self.app.close_dialog()
+        self.unmount_all()
+        self.app.replace(RestoreResultView(result, self.app.pop_to_root))
+
+
+def _url_problem(url: str, sha256: str | None, ca_file: str | None, insecure: bool) -> str | None:
+    """What is wrong with the URL screen's fields (the CA file is read: it must exist, be
+    readable and hold a PEM certificate), or None."""
+    if not sourcemod.is_url(url):
+        return "The URL starts with http:// or https://."
+    if sha256 and not _HEX.match(sha256):
+        return "The SHA-256 is 64 hexadecimal digits (or leave it empty)."
+    if ca_file and insecure:
+        return "Give a CA file or skip TLS verification, not both."
+    if ca_file and not url.startswith("https://"):
+        return "A CA file is for an https:// URL (this one has no TLS)."
+    problem = ca_file and sourcemod.check_ca_file(ca_file)
+    return f"{problem[0].upper()}{problem[1:]}." if problem else None
