@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolkit import exitcodes
 from toolkit.blockio import blockdev, reading
 from toolkit.blockio.mapfile import Mapfile, MapfileError
 from toolkit.cli import copy as cli_copy
 from toolkit.cli.main import build_parser
 from toolkit.copy import engine as copymod
 from toolkit.copy import plan as copy_plan
-from toolkit.copy import result as copy_result
 from toolkit.disks.inventory import Disk, IscsiLocation, Partition
 from toolkit.jobs import progress, report
 
@@ -372,7 +372,7 @@ def test_exit_codes():
         r.status = status
         codes[status] = r.exit_code
     assert codes == {"ok": 0, "unreadable": 3, "mismatch": 4, "failed": 1, "cancelled": 1}
-    assert copy_result.EXIT_REFUSED == 5
+    assert exitcodes.EXIT_REFUSED == 5
 
 
 @pytest.mark.parametrize("memcmp", [True, False], ids=["libc-memcmp", "bytes-compare"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from toolkit import exitcodes
 from toolkit.cli import main as cli
 from toolkit.iscsi import adm, errors, parse, sessions
 from toolkit.iscsi.errors import error_for
@@ -226,7 +227,7 @@ def test_cli_secret_options(tmp_path, monkeypatch, capsys):
     assert "Secret" not in out.out + out.err
     assert json.loads(out.out)["role"] == "TARGET"
     rc = cli.main(["iscsi", "attach", "h", SAN, "--role", "source", "--chap-user", "u"])
-    assert rc == errors.EXIT_USAGE and "secret" in capsys.readouterr().err
+    assert rc == exitcodes.EXIT_USAGE and "secret" in capsys.readouterr().err
 
 
 def test_cli_error_exit_code(monkeypatch, capsys):

@@ -30,10 +30,11 @@ from toolkit.blockio.reading import (
     new_hasher,
     region_size_for,
 )
-from toolkit.copy.plan import Refused, resolve
+from toolkit.copy.plan import resolve
 from toolkit.copy.report import write_result_report
 from toolkit.copy.result import CopyResult, SourceDigest, VerifyOutcome, conclude
 from toolkit.disks.inventory import Disk, list_disks
+from toolkit.errors import Refused
 from toolkit.jobs.progress import Reporter
 
 

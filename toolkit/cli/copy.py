@@ -27,9 +27,10 @@ import time
 from typing import TYPE_CHECKING
 
 from toolkit.blockio.reading import ALGORITHMS, DEFAULT_CHUNK
-from toolkit.copy.plan import Endpoint, Refused
-from toolkit.copy.result import EXIT_FAILED, EXIT_REFUSED
+from toolkit.copy.plan import Endpoint
 from toolkit.disks import roles
+from toolkit.errors import Refused
+from toolkit.exitcodes import EXIT_FAILED, EXIT_REFUSED
 from toolkit.units import human_size
 
 if TYPE_CHECKING:  # the engine itself is imported by the commands that run it, not by

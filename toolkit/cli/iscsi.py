@@ -24,7 +24,8 @@ import sys
 
 from toolkit import iscsi
 from toolkit.disks import roles
-from toolkit.iscsi.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, IscsiError
+from toolkit.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from toolkit.iscsi.errors import IscsiError
 from toolkit.jobs.report import to_jsonable
 
 

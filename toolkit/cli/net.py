@@ -17,10 +17,11 @@ import argparse
 import json
 import sys
 
+from toolkit.exitcodes import EXIT_FAILED, EXIT_OK
 from toolkit.net import apply as applymod
 from toolkit.net import nics as nicsmod
 from toolkit.net import ping as pingmod
-from toolkit.net.errors import EXIT_FAILED, EXIT_OK, NetError
+from toolkit.net.errors import NetError
 from toolkit.net.settings import NetSettings
 
 

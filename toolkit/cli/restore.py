@@ -19,7 +19,7 @@ import sys
 
 from toolkit.blockio.reading import ALGORITHMS
 from toolkit.cli import copy as cli_copy
-from toolkit.copy.result import EXIT_FAILED, EXIT_REFUSED
+from toolkit.exitcodes import EXIT_FAILED, EXIT_REFUSED
 from toolkit.units import human_size
 
 

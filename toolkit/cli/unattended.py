@@ -18,9 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from toolkit.exitcodes import EXIT_NO_MODE, EXIT_USAGE
 from toolkit.system.paths import LIVE_MEDIUM
-
-EXIT_USAGE, EXIT_NO_MODE = 2, 6
 
 
 def cmd_unattended(args: argparse.Namespace) -> int:

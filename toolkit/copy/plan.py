@@ -17,16 +17,9 @@ from dataclasses import dataclass, field
 
 from toolkit.blockio import blockdev
 from toolkit.disks.inventory import Disk, Partition, list_disks
+from toolkit.errors import Refused
 from toolkit.jobs import report
 from toolkit.units import human_size
-
-
-class Refused(Exception):
-    """The copy (or verification) must not start; ``problems`` says why, each fully."""
-
-    def __init__(self, problems: list[str] | str):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("; ".join(self.problems))
 
 
 @dataclass

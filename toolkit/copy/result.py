@@ -1,9 +1,7 @@
 """What a copy or a verification did: :class:`CopyResult` and its parts.
 
-Exit codes of ``rtk copy`` / ``rtk verify`` (:attr:`CopyResult.exit_code`):
-0 ok, 3 ok but some source ranges were unreadable, 4 verification mismatch,
-5 refused (nothing written), 1 failed or interrupted (2 is argparse's usage
-error).
+Its exit code (:attr:`CopyResult.exit_code`) comes from its status through
+:func:`toolkit.exitcodes.for_status`.
 """
 
 from __future__ import annotations
@@ -11,9 +9,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from toolkit import exitcodes
 from toolkit.jobs import report
-
-EXIT_OK, EXIT_FAILED, EXIT_UNREADABLE, EXIT_MISMATCH, EXIT_REFUSED = 0, 1, 3, 4, 5
 
 
 @dataclass
@@ -72,8 +69,7 @@ class CopyResult:
 
     @property
     def exit_code(self) -> int:
-        return {"ok": EXIT_OK, "unreadable": EXIT_UNREADABLE,
-                "mismatch": EXIT_MISMATCH}.get(self.status, EXIT_FAILED)
+        return exitcodes.for_status(self.status)
 
     @property
     def unreadable_bytes(self) -> int:

@@ -9,6 +9,8 @@ secrets masked.
 
 from __future__ import annotations
 
+from toolkit.exitcodes import EXIT_AUTH, EXIT_FAILED, EXIT_ISCSID, EXIT_NOT_FOUND, EXIT_UNREACHABLE
+
 # enum iscsi_err (open-iscsi)
 ISCSI_SUCCESS = 0
 ISCSI_ERR = 1  # generic
@@ -44,14 +46,6 @@ ISCSI_ERR_UNKNOWN_DISCOVERY_TYPE = 30
 ISCSI_ERR_CHILD_TERMINATED = 31
 ISCSI_ERR_SESSION_NOT_CONNECTED = 32
 
-# rtk iscsi exit codes (docs/iscsi.md)
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_AUTH = 10
-EXIT_UNREACHABLE = 11
-EXIT_NOT_FOUND = 12
-EXIT_ISCSID = 13
 
 
 class IscsiError(Exception):

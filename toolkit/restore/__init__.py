@@ -10,7 +10,7 @@ IMAGE is a local file or an HTTP(S) URL: raw (optionally gzip/xz/zstd), qcow2,
 VHD, VHDX or VMDK, recognised by content. See docs/restore.md.
 """
 
-from toolkit.copy.plan import Refused
+from toolkit.errors import Refused
 from toolkit.jobs.progress import Progress
 from toolkit.restore.engine import restore
 from toolkit.restore.plan import ImageInfo, RestoreOptions, RestorePlan, plan_restore, probe_image

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 
-from toolkit.copy.plan import Refused
+from toolkit.errors import Refused
 from toolkit.jobs.progress import Reporter
 from toolkit.restore import boot, checks, contents, detect, fit, qemu, stream
 from toolkit.restore import source as sourcemod

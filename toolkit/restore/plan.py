@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from toolkit.copy.plan import Endpoint, Refused, resolve
+from toolkit.copy.plan import Endpoint, resolve
 from toolkit.disks import roles
 from toolkit.disks.inventory import Disk, list_disks
+from toolkit.errors import Refused
 from toolkit.restore import checks, detect, qemu, stream
 from toolkit.restore import source as sourcemod
 from toolkit.restore.source import read_full

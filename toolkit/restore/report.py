@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from toolkit.copy.result import EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, EXIT_REFUSED
+from toolkit import exitcodes
 from toolkit.jobs import report
 from toolkit.units import human_duration, human_size
 
@@ -47,8 +47,7 @@ class RestoreResult:
 
     @property
     def exit_code(self) -> int:
-        return {"ok": EXIT_OK, "refused": EXIT_REFUSED,
-                "mismatch": EXIT_MISMATCH}.get(self.status, EXIT_FAILED)
+        return exitcodes.for_status(self.status)
 
     @property
     def ok(self) -> bool:

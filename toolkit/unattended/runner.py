@@ -30,8 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from toolkit import iscsi
-from toolkit.copy.result import EXIT_FAILED, EXIT_MISMATCH, EXIT_OK, EXIT_REFUSED
+from toolkit import exitcodes, iscsi
 from toolkit.disks import inventory as disks_mod
 from toolkit.disks import roles
 from toolkit.disks.inventory import Disk
@@ -351,8 +350,6 @@ class _Run:
         return res.status, res.message
 
 
-_EXIT = {"ok": EXIT_OK, "dry-run": EXIT_OK, "refused": EXIT_REFUSED,
-         "mismatch": EXIT_MISMATCH, "unreadable": 3}
 
 
 def run(plan: Plan, *, reporter: RunReporter | None = None, console: Console | None = None,
@@ -427,7 +424,7 @@ def run(plan: Plan, *, reporter: RunReporter | None = None, console: Console | N
     finished = time.time()
     timings = {**r.timings, "total": round(time.monotonic() - r.t0, 3),
                "started": report.iso_time(started), "finished": report.iso_time(finished)}
-    end = {"phase": r.phase, "result": status, "exit_code": _EXIT.get(status, EXIT_FAILED),
+    end = {"phase": r.phase, "result": status, "exit_code": exitcodes.for_status(status),
            "message": message, "error": None if status in ("ok", "dry-run") else message,
            "written": r.written, "hashes": r.hashes, "timings": timings,
            "attached": r.attached, "warnings": r.warnings, "action": action}

@@ -1,0 +1,36 @@
+"""Every exit code of ``rtk``, and the one map from a job's status to its exit code.
+
+A job (copy, verify, restore, unattended run) ends with a status word; its exit code
+is :func:`for_status` of that word, so the CLI, the reports and the unattended
+report server can never disagree. The iSCSI commands add their own codes (10-13),
+named here too so that no two commands give one number two meanings.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # failed, interrupted or cancelled
+EXIT_USAGE = 2  # argparse's usage error, or a bad kernel command line
+EXIT_UNREADABLE = 3  # done, but some source ranges were unreadable (zeros written there)
+EXIT_MISMATCH = 4  # verification found a difference
+EXIT_REFUSED = 5  # refused before anything was written or changed
+EXIT_NO_MODE = 6  # `rtk unattended`: no rtk.mode= on the command line
+# `rtk iscsi`
+EXIT_AUTH = 10  # CHAP authentication failed
+EXIT_UNREACHABLE = 11  # portal unreachable
+EXIT_NOT_FOUND = 12  # no such target or LUN
+EXIT_ISCSID = 13  # iscsid not running, or the kernel lacks iSCSI
+
+_BY_STATUS = {
+    "ok": EXIT_OK,
+    "dry-run": EXIT_OK,
+    "unreadable": EXIT_UNREADABLE,
+    "mismatch": EXIT_MISMATCH,
+    "refused": EXIT_REFUSED,
+}
+
+
+def for_status(status: str) -> int:
+    """The exit code of a job that ended with ``status`` ("failed", "cancelled" and
+    any word not listed: :data:`EXIT_FAILED`)."""
+    return _BY_STATUS.get(status, EXIT_FAILED)
