@@ -18,16 +18,8 @@ ISO_PYTHON=3.13
 
 [ "$(id -u)" = 0 ] || { echo "build_iso.sh: run as root (live-build needs it)" >&2; exit 1; }
 
-need=()
-for pkg in live-build debootstrap xorriso isolinux syslinux-common squashfs-tools mtools \
-           dosfstools grub-efi-amd64-bin grub-pc-bin python3-venv python3-pip; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    echo "== installing build dependencies: ${need[*]}"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
-fi
+./.ci/apt-install.sh "build dependencies" live-build debootstrap xorriso isolinux syslinux-common \
+    squashfs-tools mtools dosfstools grub-efi-amd64-bin grub-pc-bin python3-venv python3-pip
 
 start=$(date +%s)
 if [ "${1:-}" = "--clean" ]; then rm -rf "$LB"; fi

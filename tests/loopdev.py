@@ -41,6 +41,17 @@ def make_image(path: Path, size: int) -> Path:
     return path
 
 
+def marked_image(path: Path, size: int, marker: bytes) -> Path:
+    """A sparse image of ``size`` bytes with ``marker`` at its start and 1 MiB before its
+    end: what a refused or failed write must leave in place."""
+    make_image(path, size)
+    with open(path, "r+b") as f:
+        f.write(marker)
+        f.seek(size - (1 << 20))
+        f.write(marker)
+    return path
+
+
 @contextlib.contextmanager
 def fuse_disk(backing: Path, mountpoint: Path, ranges, *, writes: str | None = None):
     """Serve ``backing`` as ``MOUNTPOINT/disk.img`` through ``fusebad.py``: reads in

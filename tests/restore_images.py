@@ -21,7 +21,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MiB = 1 << 20
+from conftest import MiB
+
 OS_RELEASE = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nID=debian\n'
 
 

@@ -13,18 +13,23 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 
 [ "$(id -u)" = 0 ] || { echo "tests/run.sh: run as root (loop devices, mkfs, tgtd, QEMU)" >&2; exit 1; }
 
-APT_PACKAGES=(python3 python3-venv qemu-system-x86 ipxe-qemu qemu-utils ovmf tgt gdisk fdisk util-linux libfuse2 fuse3
-              dosfstools e2fsprogs ntfs-3g xfsprogs gddrescue zstd xz-utils curl mtools
-              cloud-guest-utils iproute2 iputils-ping openssl)
-need=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    echo "== installing test dependencies: ${need[*]}"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
-fi
+# Every program the tests run, or the code under test runs on the host (the unit and
+# host layers), and the VM lab's. Not udev: the tests run without a udev daemon and
+# without udevadm, as a fresh Debian 12 machine of this kind has neither.
+APT_PACKAGES=(
+    python3 python3-venv                          # Debian's Python for the venv (not a pyenv build)
+    qemu-system-x86 ipxe-qemu ovmf tgt            # VM lab: QEMU, netboot ROMs, UEFI, iSCSI target
+    qemu-utils                                    # qemu-img: container images
+    util-linux mount fdisk gdisk                  # losetup, partx, blkid, blockdev, blkdiscard, sfdisk, sgdisk
+    cloud-guest-utils                             # growpart
+    dosfstools e2fsprogs ntfs-3g xfsprogs mtools  # mkfs.*, fsck.vfat, debugfs, ntfs*, xfs_*, mtype
+    libfuse2 fuse3                                # fusepy (the bad-sector disk), fusermount
+    gddrescue diffutils                           # ddrescuelog, cmp
+    zstd xz-utils gzip                            # compressed images
+    curl openssl ca-certificates                  # HTTP(S) images, the test CA
+    iproute2 iputils-ping                         # rtk net
+)
+./.ci/apt-install.sh "test dependencies" "${APT_PACKAGES[@]}"
 # Debian starts a system-wide tgtd on install; the VM lab runs its own on 127.0.0.1:3260.
 if command -v systemctl >/dev/null && systemctl is-active --quiet tgt 2>/dev/null; then
     systemctl stop tgt
@@ -33,7 +38,7 @@ fi
 if [ ! -x .venv/bin/python ] || ! cmp -s requirements-dev.lock .venv/.installed-lock; then
     echo "== test venv from requirements-dev.lock"
     rm -rf .venv
-    python3 -m venv .venv
+    /usr/bin/python3 -m venv .venv   # Debian's, whatever python3 is first on PATH
     .venv/bin/pip install -q --require-hashes -r requirements-dev.lock
     .venv/bin/pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
         || .venv/bin/pip install -q --no-deps -e .

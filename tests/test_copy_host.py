@@ -10,25 +10,23 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from loopdev import fuse_disk, loop_device, make_image, run
+from conftest import ROOT, RTK, MiB, rtk
+from loopdev import fuse_disk, make_image, run
 
 from toolkit.blockio import allocation, blockdev
+from toolkit.blockio.hashing import RegionHasher
 from toolkit.blockio.mapfile import Mapfile
-from toolkit.blockio.reading import RegionHasher
 from toolkit.blockio.verify import verify_against
 from toolkit.copy import engine as copymod
 
 pytestmark = pytest.mark.host
 
-MiB = 1 << 20
 ODD = 64 * MiB + 3 * 512  # not a multiple of the chunk, odd sector count
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def random_image(path: Path, size: int, seed: int = 1) -> Path:
@@ -50,28 +48,6 @@ def filled_image(path: Path, size: int, byte: int = 0xA5) -> Path:
     return path
 
 
-@pytest.fixture
-def logdir(tmp_path, monkeypatch):
-    d = tmp_path / "log"
-    monkeypatch.setenv("RTK_LOG_DIR", str(d))
-    return d
-
-
-@pytest.fixture
-def loops(tmp_path, need_root):
-    """``loops(image, sector_size=512, partitions=False, readonly=False)`` -> /dev/loopN."""
-    with contextlib.ExitStack() as stack:
-        def make(image: Path, sector_size: int = 512, partitions: bool = False) -> str:
-            return stack.enter_context(loop_device(image, sector_size, partitions))
-        yield make
-
-
-def rtk(*args: str, env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, **kw)
-
-
 def same(a: str, b: str, size: int) -> bool:
     return subprocess.run(["cmp", "-n", str(size), a, b], capture_output=True).returncode == 0
 
@@ -87,7 +63,7 @@ def quick_options(**kw) -> copymod.CopyOptions:
 # --- copy and verify ---------------------------------------------------------------------
 
 
-def test_odd_size_copy_is_verified_and_identical(tmp_path, loops, logdir):
+def test_odd_size_copy_is_verified_and_identical(tmp_path, loops, log_dir):
     src = loops(random_image(tmp_path / "src.img", ODD))
     dst = loops(filled_image(tmp_path / "dst.img", 80 * MiB))
     events = []
@@ -115,7 +91,7 @@ def test_odd_size_copy_is_verified_and_identical(tmp_path, loops, logdir):
     assert Mapfile.load(result.mapfile).blocks == [(0, ODD, "+")]
 
 
-def test_cli_copy_sha256_matches_sha256sum(tmp_path, loops, logdir):
+def test_cli_copy_sha256_matches_sha256sum(tmp_path, loops, log_dir):
     src = loops(random_image(tmp_path / "src.img", 8 * MiB + 512, seed=2))
     dst = loops(make_image(tmp_path / "dst.img", 9 * MiB))
     p = rtk("copy", src, dst, "--hash", "sha256", "--yes", "--target-id", os.path.basename(dst))
@@ -126,7 +102,7 @@ def test_cli_copy_sha256_matches_sha256sum(tmp_path, loops, logdir):
     assert same(src, dst, 8 * MiB + 512)
 
 
-def test_cli_confirmation_is_required_and_checked(tmp_path, loops, logdir):
+def test_cli_confirmation_is_required_and_checked(tmp_path, loops, log_dir):
     src = loops(random_image(tmp_path / "src.img", MiB))
     dst = loops(filled_image(tmp_path / "dst.img", MiB))
     for args in ([], ["--yes"], ["--yes", "--target-id", "SOMEONE-ELSES"]):
@@ -138,7 +114,7 @@ def test_cli_confirmation_is_required_and_checked(tmp_path, loops, logdir):
 # --- refusals ------------------------------------------------------------------------------
 
 
-def test_4096_byte_sectors_refused_against_512(tmp_path, loops, logdir):
+def test_4096_byte_sectors_refused_against_512(tmp_path, loops, log_dir):
     src = loops(random_image(tmp_path / "src.img", 4 * MiB))
     dst = loops(make_image(tmp_path / "dst.img", 8 * MiB), sector_size=4096)
     with pytest.raises(copymod.Refused) as e:
@@ -148,7 +124,7 @@ def test_4096_byte_sectors_refused_against_512(tmp_path, loops, logdir):
     assert p.returncode == 5 and "4096-byte" in p.stderr and "512-byte" in p.stderr
 
 
-def test_smaller_target_refused_with_both_sizes(tmp_path, loops, logdir):
+def test_smaller_target_refused_with_both_sizes(tmp_path, loops, log_dir):
     src = loops(random_image(tmp_path / "src.img", 4 * MiB + 512))
     dst = loops(make_image(tmp_path / "dst.img", 4 * MiB))
     with pytest.raises(copymod.Refused) as e:
@@ -156,7 +132,7 @@ def test_smaller_target_refused_with_both_sizes(tmp_path, loops, logdir):
     assert str(4 * MiB + 512) in str(e.value) and str(4 * MiB) in str(e.value)
 
 
-def test_source_by_another_path_refused(tmp_path, loops, logdir):
+def test_source_by_another_path_refused(tmp_path, loops, log_dir):
     img = random_image(tmp_path / "src.img", 4 * MiB)
     src = loops(img)
     link = tmp_path / "also-src"
@@ -169,7 +145,7 @@ def test_source_by_another_path_refused(tmp_path, loops, logdir):
         copymod.plan_copy(src, other)
 
 
-def test_partition_of_source_and_its_parent_refused(tmp_path, loops, logdir):
+def test_partition_of_source_and_its_parent_refused(tmp_path, loops, log_dir):
     img = make_image(tmp_path / "src.img", 32 * MiB)
     run("sgdisk", "-o", "-n1:1M:+8M", "-n2:0:+8M", str(img))
     src = loops(img, partitions=True)
@@ -181,7 +157,7 @@ def test_partition_of_source_and_its_parent_refused(tmp_path, loops, logdir):
     copymod.plan_copy(f"{src}p1", f"{src}p2")  # side by side on one disk: allowed
 
 
-def test_mounted_target_refused(tmp_path, loops, logdir):
+def test_mounted_target_refused(tmp_path, loops, log_dir):
     src = loops(random_image(tmp_path / "src.img", 8 * MiB))
     dst = loops(make_image(tmp_path / "dst.img", 16 * MiB))
     run("mkfs.ext4", "-q", dst)
@@ -195,7 +171,7 @@ def test_mounted_target_refused(tmp_path, loops, logdir):
         run("umount", str(mnt))
 
 
-def test_target_open_exclusively_elsewhere_refused(tmp_path, loops, logdir):
+def test_target_open_exclusively_elsewhere_refused(tmp_path, loops, log_dir):
     src = loops(random_image(tmp_path / "src.img", 4 * MiB))
     dst = loops(filled_image(tmp_path / "dst.img", 4 * MiB))
     holder = os.open(dst, os.O_RDONLY | os.O_EXCL)
@@ -213,13 +189,13 @@ def test_target_open_exclusively_elsewhere_refused(tmp_path, loops, logdir):
 # --- interruption and resume ------------------------------------------------------------------
 
 
-def test_kill_9_then_resume_gives_identical_disk(tmp_path, loops, logdir):
+def test_kill_9_then_resume_gives_identical_disk(tmp_path, loops, log_dir):
     src = loops(random_image(tmp_path / "src.img", ODD, seed=3))
     dst = loops(filled_image(tmp_path / "dst.img", ODD))
     mapfile = str(tmp_path / "copy.map")
     args = ["copy", src, dst, "--yes", "--target-id", os.path.basename(dst),
             "--mapfile", mapfile]
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", *args, "--max-rate", "32M",
+    proc = subprocess.Popen([*RTK, *args, "--max-rate", "32M",
                              "--mapfile-interval", "0.1", "--chunk-size", "1M"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -247,7 +223,7 @@ def test_kill_9_then_resume_gives_identical_disk(tmp_path, loops, logdir):
     assert data["verify"]["result"] == "match"
 
 
-def test_cancel_leaves_a_consistent_mapfile(tmp_path, loops, logdir):
+def test_cancel_leaves_a_consistent_mapfile(tmp_path, loops, log_dir):
     src = loops(random_image(tmp_path / "src.img", 32 * MiB, seed=4))
     dst = loops(filled_image(tmp_path / "dst.img", 32 * MiB))
     mapfile = str(tmp_path / "c.map")
@@ -273,7 +249,7 @@ def test_cancel_leaves_a_consistent_mapfile(tmp_path, loops, logdir):
     assert result.status == "ok" and result.resumed and same(src, dst, 32 * MiB)
 
 
-def test_a_hashing_failure_stops_the_copy_at_once(tmp_path, loops, logdir, hashing_fails_at):
+def test_a_hashing_failure_stops_the_copy_at_once(tmp_path, loops, log_dir, hashing_fails_at):
     """Should the hash stage fail (made to here: a bug, memory), the copy stops writing
     at once and raises it, rather than copying the rest of the disk unverifiable."""
     src = loops(random_image(tmp_path / "src.img", 64 * MiB, seed=5))
@@ -304,7 +280,7 @@ def bad_source(tmp_path, need_root):
             subprocess.run(["losetup", "-d", dev], check=False)
 
 
-def test_unreadable_sectors_recorded_exactly(tmp_path, loops, bad_source, logdir):
+def test_unreadable_sectors_recorded_exactly(tmp_path, loops, bad_source, log_dir):
     src, backing = bad_source
     fd = os.open(src, os.O_RDONLY | os.O_DIRECT)
     buf = blockdev.AlignedBuffer(512)
@@ -339,7 +315,7 @@ def test_unreadable_sectors_recorded_exactly(tmp_path, loops, bad_source, logdir
 # --- verification catches corruption --------------------------------------------------------
 
 
-def test_corrupted_target_is_caught_with_first_difference(tmp_path, loops, logdir):
+def test_corrupted_target_is_caught_with_first_difference(tmp_path, loops, log_dir):
     src = loops(random_image(tmp_path / "src.img", ODD, seed=6))
     dst_img = filled_image(tmp_path / "dst.img", ODD)
     dst = loops(dst_img)
@@ -380,7 +356,7 @@ def test_corrupted_target_is_caught_with_first_difference(tmp_path, loops, logdi
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def test_verify_during_copy_catches_a_target_that_lies(tmp_path, loops, logdir):
+def test_verify_during_copy_catches_a_target_that_lies(tmp_path, loops, log_dir):
     """The copy's own read-back: a target whose data is not what was written."""
     src = loops(random_image(tmp_path / "src.img", 8 * MiB, seed=7))
     dst = loops(make_image(tmp_path / "dst.img", 8 * MiB))
@@ -399,7 +375,7 @@ def test_verify_during_copy_catches_a_target_that_lies(tmp_path, loops, logdir):
 # --- zero skipping ----------------------------------------------------------------------------
 
 
-def test_skip_zeros_writes_only_data_chunks(tmp_path, loops, logdir):
+def test_skip_zeros_writes_only_data_chunks(tmp_path, loops, log_dir):
     size = 40 * MiB
     img = make_image(tmp_path / "src.img", size)  # 90% zeros
     data = os.urandom(4 * MiB)
@@ -422,7 +398,7 @@ def test_skip_zeros_writes_only_data_chunks(tmp_path, loops, logdir):
     assert r.written_bytes == size and r.skipped_zero_bytes == 0
 
 
-def test_skip_zeros_reads_around_holes_and_sees_unsynced_writes(tmp_path, loops, logdir):
+def test_skip_zeros_reads_around_holes_and_sees_unsynced_writes(tmp_path, loops, log_dir):
     """A sparse source file: chunks wholly in a hole are not read, chunks partly in
     one are read around it, and what was just written through the loop device
     (still in its cache, not yet in the file) is copied, not taken for a hole."""
@@ -456,7 +432,7 @@ def test_skip_zeros_reads_around_holes_and_sees_unsynced_writes(tmp_path, loops,
 
 
 def test_skip_zeros_maps_the_loops_own_file_not_the_one_now_at_its_path(tmp_path, loops,
-                                                                        logdir):
+                                                                        log_dir):
     """The loop device's file renamed and another, all holes, put at its old path: the
     map is the loop's own file's (the kernel follows the rename; its device and inode
     are checked), so no real data is taken for a hole."""
@@ -475,7 +451,7 @@ def test_skip_zeros_maps_the_loops_own_file_not_the_one_now_at_its_path(tmp_path
 
 
 def test_skip_zeros_trusts_no_map_when_another_file_is_mounted_over_the_loops(tmp_path,
-                                                                              loops, logdir):
+                                                                              loops, log_dir):
     """Another file, all holes, bind-mounted over the loop device's file: the path in
     sysfs now opens that one. Its device and inode are not the loop's: no map at all,
     every byte read (its holes would have made real data skipped, then "verified")."""

@@ -6,27 +6,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 from pathlib import Path
 
 import blake3
 import pytest
+from conftest import MiB, disk, partition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolkit import exitcodes
-from toolkit.blockio import blockdev, reading
+from toolkit.blockio import blockdev, hashing
+from toolkit.blockio import ranges as byte_ranges
 from toolkit.blockio.mapfile import Mapfile, MapfileError
-from toolkit.cli import copy as cli_copy
+from toolkit.cli import common as cli_common
 from toolkit.cli.main import build_parser
 from toolkit.copy import engine as copymod
 from toolkit.copy import plan as copy_plan
-from toolkit.disks.inventory import Disk, IscsiLocation, Partition
+from toolkit.disks.inventory import IscsiLocation
 from toolkit.jobs import progress, report
 
 pytestmark = pytest.mark.unit
 
-MiB = 1 << 20
 
 # --- mapfile -------------------------------------------------------------------
 
@@ -178,19 +178,6 @@ def test_reporter_throttles_callbacks():
 # --- planning refusals on inventory objects ----------------------------------------
 
 
-def disk(name="sdb", size=100 * MiB, sector=512, serial=None, **kw) -> Disk:
-    return Disk(name=name, path=f"/dev/{name}", size=size, logical_sector_size=sector,
-                physical_sector_size=sector, transport=kw.pop("transport", "sata"),
-                serial=serial, **kw)
-
-
-def part(d: Disk, n: int, start: int, size: int, **kw) -> Partition:
-    p = Partition(name=f"{d.name}{n}", path=f"/dev/{d.name}{n}", number=n, start=start,
-                  size=size, **kw)
-    d.partitions.append(p)
-    return p
-
-
 def problems(src, dst, **kw):
     return copymod.check_pair(src, dst, **kw)[0]
 
@@ -203,7 +190,7 @@ def test_good_pair_has_no_problems():
 
 
 def test_smaller_target_refused_with_both_sizes():
-    msg = problems(E(disk("sda", 1000 * MiB, serial="A")), E(disk("sdb", 999 * MiB, serial="B")))
+    msg = problems(E(disk("sda", "A", size=1000 * MiB)), E(disk("sdb", "B", size=999 * MiB)))
     assert len(msg) == 1
     assert str(1000 * MiB) in msg[0] and str(999 * MiB) in msg[0] and "smaller" in msg[0]
 
@@ -236,8 +223,8 @@ def test_two_loops_over_one_file_are_one_disk(tmp_path):
 
 def test_partition_of_source_and_parent_of_source_refused():
     src = disk("sda", serial="A")
-    p1 = part(src, 1, MiB, 40 * MiB)
-    p2 = part(src, 2, 41 * MiB, 40 * MiB)
+    p1 = partition(src, 1, MiB, 40 * MiB)
+    p2 = partition(src, 2, 41 * MiB, 40 * MiB)
     msg = problems(E(src, size=40 * MiB), E(src, p1))
     assert any("is a partition of the source" in m for m in msg)
     msg = problems(E(src, p1), E(src))
@@ -254,7 +241,7 @@ def test_target_in_use_refused():
         msg = problems(E(src), E(disk("sdb", serial="B", **kw)))
         assert len(msg) == 1 and word in msg[0], (kw, msg)
     dst = disk("sdb", serial="B")
-    p = part(dst, 1, MiB, 200 * MiB, mountpoints=["/data"])
+    p = partition(dst, 1, MiB, 200 * MiB, mountpoints=["/data"])
     assert "mounted at /data" in problems(E(src), E(dst))[0]  # whole disk: a partition mounted
     assert "mounted at /data" in problems(E(src), E(dst, p))[0]
 
@@ -275,16 +262,15 @@ def test_mounted_source_only_warns():
     assert probs == [] and "mounted at /" in warns[0]
 
 
-def test_endpoint_key_and_default_mapfile(monkeypatch, tmp_path):
-    monkeypatch.setenv("RTK_LOG_DIR", str(tmp_path))
+def test_endpoint_key_and_default_mapfile(log_dir):
     src = E(disk("sda", serial="WD-ABC 123/x"))
     d = disk("loop3", transport="loop", backing_file="/var/tmp/img one.raw")
-    dst = E(d, part(d, 2, MiB, MiB))
+    dst = E(d, partition(d, 2, MiB, MiB))
     assert copy_plan.endpoint_key(src) == "WD-ABC_123_x"
     assert copy_plan.endpoint_key(dst) == "loop-var_tmp_img_one.raw-part2"
     plan = copymod.CopyPlan(src, dst)
     assert copymod.default_mapfile(plan) == str(
-        tmp_path / "copy-WD-ABC_123_x--loop-var_tmp_img_one.raw-part2.map")
+        log_dir / "copy-WD-ABC_123_x--loop-var_tmp_img_one.raw-part2.map")
 
 
 # --- hashing ---------------------------------------------------------------------------
@@ -295,7 +281,7 @@ def test_endpoint_key_and_default_mapfile(monkeypatch, tmp_path):
        region=st.integers(1, 700), algo=st.sampled_from(copymod.ALGORITHMS))
 def test_region_hasher_does_not_depend_on_how_data_is_split(size, cuts, region, algo):
     data = os.urandom(size)
-    h = reading.RegionHasher(algo, size, region)
+    h = hashing.RegionHasher(algo, size, region)
     pos = 0
     for c in sorted(set(c % size for c in cuts)) + [size]:
         if c > pos:
@@ -310,17 +296,17 @@ def test_region_hasher_does_not_depend_on_how_data_is_split(size, cuts, region, 
 
 
 def test_region_hasher_refuses_gaps():
-    h = reading.RegionHasher("blake3", 100, 10)
+    h = hashing.RegionHasher("blake3", 100, 10)
     assert h.update(0, memoryview(b"x" * 10))
     assert not h.update(20, memoryview(b"x" * 10))
     assert h.digest() is None
 
 
 def test_region_size_bounds_memory():
-    assert reading.region_size_for(64 * MiB, 8 * MiB) == 8 * MiB
+    assert hashing.region_size_for(64 * MiB, 8 * MiB) == 8 * MiB
     big = 64 << 40  # 64 TiB
-    r = reading.region_size_for(big, 8 * MiB)
-    assert r % (8 * MiB) == 0 and -(-big // r) <= reading.MAX_REGIONS
+    r = hashing.region_size_for(big, 8 * MiB)
+    assert r % (8 * MiB) == 0 and -(-big // r) <= hashing.MAX_REGIONS
 
 
 # --- reports ----------------------------------------------------------------------------
@@ -360,9 +346,9 @@ def test_copy_and_verify_arguments():
 
 def test_target_id_must_be_serial_or_wwn_when_there_is_one():
     d = disk("sdb", serial="ZA1", wwn="0x5000c500")
-    assert cli_copy.accepted_ids(E(d)) == {"ZA1", "0x5000c500"}
+    assert cli_common.accepted_ids(E(d)) == {"ZA1", "0x5000c500"}
     loop = disk("loop4", transport="loop", backing_file="/var/tmp/t.img")
-    assert cli_copy.accepted_ids(E(loop)) >= {"loop4", "/dev/loop4", "/var/tmp/t.img"}
+    assert cli_common.accepted_ids(E(loop)) >= {"loop4", "/dev/loop4", "/var/tmp/t.img"}
 
 
 def test_exit_codes():
@@ -399,41 +385,12 @@ def test_zero_chunk_detection(memcmp, monkeypatch):
         buf.close()
 
 
-def test_a_failing_hasher_still_passes_every_item_on():
-    """The hash stage between reader and writer: when hashing fails, the items keep
-    flowing (the writer would otherwise wait forever) and the failure is kept."""
-    class Failing(reading.RegionHasher):
-        def update(self, pos, data):
-            if pos >= 2 * MiB:
-                raise RuntimeError("made to fail")
-            return super().update(pos, data)
-
-    inq, out = queue.Queue(), queue.Queue()
-    bufs = [blockdev.AlignedBuffer(MiB) for _ in range(3)]
-    try:
-        items = [("data", i * MiB, MiB, b) for i, b in enumerate(bufs)]
-        items += [("zero", 3 * MiB, MiB, None), ("end", 0, 0, None)]
-        for item in items:
-            inq.put(item)
-        stage = reading.Hasher(Failing("blake3", 8 * MiB, MiB), inq, out, zeros=bytes(MiB))
-        stage.start()
-        stage.join(10)
-        assert not stage.is_alive()
-        got = [out.get_nowait() for _ in items]
-        assert [(k, pos) for k, pos, _n, _b in got] == [
-            ("zero", 0), ("zero", MiB), ("data", 2 * MiB), ("zero", 3 * MiB), ("end", 0)]
-        assert isinstance(stage.crash, RuntimeError) and not stage.valid
-    finally:
-        for b in bufs:
-            b.close()
-
-
 def test_gaps_are_what_overlapping_ranges_leave_uncovered():
     ranges = [(0, 10), (5, 10), (30, 5), (50, 100)]  # sorted, overlapping
-    assert reading.gaps(ranges, 0, 60) == [(15, 30), (35, 50)]
-    assert reading.gaps(ranges, 12, 10) == [(15, 22)]
-    assert reading.gaps([], 7, 3) == [(7, 10)]
-    assert reading.gaps(ranges, 50, 20) == []
-    rs = reading.RangeSet([(30, 5), (0, 15)])
+    assert byte_ranges.gaps(ranges, 0, 60) == [(15, 30), (35, 50)]
+    assert byte_ranges.gaps(ranges, 12, 10) == [(15, 22)]
+    assert byte_ranges.gaps([], 7, 3) == [(7, 10)]
+    assert byte_ranges.gaps(ranges, 50, 20) == []
+    rs = byte_ranges.RangeSet([(30, 5), (0, 15)])
     assert rs.covers(2, 8) == 15 and rs.covers(10, 10) == 0
     assert rs.within(12, 20) == [(0, 15), (30, 5)]

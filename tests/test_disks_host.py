@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import MiB
 from loopdev import loop_device, make_image, run
 
 from toolkit.cli.main import main as rtk
 from toolkit.disks.inventory import find_disk, list_disks
 
 pytestmark = pytest.mark.host
-
-MiB = 1024 * 1024
 
 
 @pytest.fixture

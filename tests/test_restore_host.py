@@ -15,24 +15,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 import restore_images as ri
-from loopdev import fuse_disk, loop_device, make_image
+from conftest import MiB, rtk
+from loopdev import fuse_disk, loop_device, marked_image
 
 from toolkit import restore
 from toolkit.restore import contents, fit
 
 pytestmark = pytest.mark.host
 
-MiB = 1 << 20
-ROOT = Path(__file__).resolve().parent.parent
 MARKER = b"RTK-MARKER-" * 100
 
 
@@ -59,17 +58,15 @@ def env(rtk_dirs, need_root):
 
 
 @pytest.fixture
-def target(tmp_path):
-    """``target(size, sector_size=512)`` -> a loop device with MARKER in its first MiB."""
-    with contextlib.ExitStack() as stack:
-        def make(size: int = 96 * MiB, sector_size: int = 512) -> str:
-            path = make_image(tmp_path / f"target{len(stack._exit_callbacks)}.img", size)
-            with open(path, "r+b") as f:
-                f.write(MARKER)
-                f.seek(size - MiB)
-                f.write(MARKER)
-            return stack.enter_context(loop_device(path, sector_size, partitions=False))
-        yield make
+def target(tmp_path, loops):
+    """``target(size, sector_size=512)`` -> a loop device with MARKER in its first MiB
+    (and in the MiB before its end)."""
+    count = itertools.count()
+
+    def make(size: int = 96 * MiB, sector_size: int = 512) -> str:
+        return loops(marked_image(tmp_path / f"target{next(count)}.img", size, MARKER),
+                     sector_size)
+    return make
 
 
 def head_of(dev: str, n: int = MiB) -> bytes:
@@ -139,11 +136,6 @@ def test_mbr_image_grows_ntfs_last(images, target):
     vol = int(info.split("Current volume size:")[1].split()[0])
     assert vol > 100 * MiB
     assert subprocess.run(["ntfsfix", "-n", node], capture_output=True).returncode == 0
-
-
-def rtk(*args):
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, env=dict(os.environ))
 
 
 def test_cli_restore_with_sidecar_checksum(images, target, tmp_path):

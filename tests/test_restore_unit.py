@@ -19,15 +19,13 @@ import zlib
 
 import pytest
 import zstandard
+from conftest import MiB, disk
 from restore_images import RangeServer, run, self_signed
 
-from toolkit.copy.plan import endpoint_from_disk
-from toolkit.disks.inventory import Disk
+from toolkit.disks.endpoint import endpoint_from_disk
 from toolkit.restore import boot, checks, contents, detect, qemu, stream
 from toolkit.restore import source as sourcemod
 from toolkit.restore.write import Failed
-
-MiB = 1 << 20
 
 
 def gpt_head(sector: int, disk_sectors: int) -> bytes:
@@ -297,9 +295,7 @@ def test_parse_sha256_picks_the_named_line():
 
 
 def _target(size=100 * MiB, sector=512, **kw) -> object:
-    d = Disk(name="sdz", path="/dev/sdz", size=size, logical_sector_size=sector,
-             physical_sector_size=sector, transport="sata", model="M", serial="SER1", **kw)
-    return endpoint_from_disk(d)
+    return endpoint_from_disk(disk("sdz", "SER1", size=size, sector=sector, model="M", **kw))
 
 
 def test_refusals_name_both_figures():

@@ -1,16 +1,27 @@
 """The Restore screens driven by keys: an image on a real ext4 "USB" partition (mounted
 read-only through the browse screen), over HTTP and over HTTPS (a self-signed
 certificate made by openssl: refused, then verified with it as the CA file, or not
-verified when asked) on 127.0.0.1, restored onto loop devices."""
+verified when asked) on 127.0.0.1, restored onto loop devices. The menu sees only the
+test's own devices (``own_disks``): other disks of the machine, and other loop devices
+attached, change nothing."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import pytest
 import restore_images as ri
+from conftest import (
+    MiB,
+    confirm_by_typing,
+    dialog,
+    own_disks,
+    type_text,
+    wait_result,
+    wait_worker,
+    words,
+)
 from loopdev import loop_device, make_image
 from screen import press, render
 from vmlab.http import HttpServer
@@ -19,8 +30,6 @@ from toolkit.restore import media
 from tui.app import App
 
 pytestmark = pytest.mark.host
-
-MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
@@ -63,25 +72,6 @@ def usb(env, image):
         media.unmount(str(d))
 
 
-def _wait_background(app) -> str:
-    app.worker.join(60)
-    app.drain()
-    return render(app)
-
-
-def _wait_result(app, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while app.restore.result is None and time.monotonic() < deadline:
-        app.restore.worker.join(0.1)
-        app.drain()
-    app.drain()
-    return render(app)
-
-
-def _type(app, text: str) -> str:
-    return press(app, *list(text))
-
-
 def _target_and_confirm(app, big: str, small: str) -> None:
     screen = press(app, "enter")  # the inspection's "Choose the target disk"
     assert "choose the TARGET" in screen, screen
@@ -93,7 +83,7 @@ def _target_and_confirm(app, big: str, small: str) -> None:
     press(app, *["up"] * 30)
     eligible = [d.path for d, r in app.restore.target_choices() if r is None]
     press(app, *["down"] * eligible.index(big), "enter")
-    screen = _wait_background(app)
+    screen = wait_worker(app)
     assert "IMAGE (read)" in screen and "TARGET (overwritten)" in screen, screen
 
 
@@ -109,7 +99,7 @@ def _check_target(dev: str, built: ri.Built, grown: bool) -> None:
 
 def test_restore_from_usb_file(env, image, usb, targets):
     big, small = targets
-    app = App(log_dir=str(env / "log"))
+    app = App(log_dir=str(env / "log"), list_disks=own_disks(usb, big, small))
     screen = press(app, "b")
     assert "where is the image" in screen and "Browse local or USB media" in screen
     screen = press(app, "enter")
@@ -118,7 +108,7 @@ def test_restore_from_usb_file(env, image, usb, targets):
     part = f"{usb}p1"
     assert part in volumes
     press(app, *["down"] * volumes.index(part), "enter")
-    screen = _wait_background(app)
+    screen = wait_worker(app)
     mnt = str(env / "run" / "media" / os.path.basename(part))
     assert os.path.ismount(mnt) and "read-only)" in screen, screen
     assert "images/" in screen and "notes.txt" in screen
@@ -130,23 +120,13 @@ def test_restore_from_usb_file(env, image, usb, targets):
     screen = press(app, "backspace")
     assert "notes.txt" in screen
     press(app, "enter", "down", "enter")  # images/, past ../, gpt.img
-    screen = _wait_background(app)
+    screen = wait_worker(app)
     assert "Restore: the image" in screen, screen
     assert "raw disk image" in screen and "GPT" in screen
     assert "Debian GNU/Linux 12 (bookworm)" in screen and "Windows" in screen
     _target_and_confirm(app, big, small)
-    name = big.removeprefix("/dev/")
-    screen = render(app)
-    assert f"Type {name} to confirm" in screen
-    # a wrong confirmation starts nothing
-    _type(app, "loop999")
-    screen = press(app, "enter")
-    assert f"Type exactly {name}" in screen and app.restore.worker is None
-    press(app, *["backspace"] * 7)
-    _type(app, name)
-    press(app, "enter")
-    assert app.restore.worker is not None
-    screen = _wait_result(app)
+    confirm_by_typing(app, app.restore, big.removeprefix("/dev/"), wrong="loop999")
+    screen = wait_result(app, app.restore)
     assert "RESTORED AND VERIFIED" in screen, screen
     assert app.restore.result.status == "ok"
     assert "Debian GNU/Linux 12" in screen and "report:" in screen, screen
@@ -162,7 +142,7 @@ def test_restore_from_url(env, image, targets):
     server = HttpServer(image.path.parent)
     server.httpd.handle_error = lambda *a: None  # probing reads the head, then hangs up
     try:
-        app = App(log_dir=str(env / "log"))
+        app = App(log_dir=str(env / "log"), list_disks=own_disks(big, small))
         press(app, "b", "down", "enter")
         screen = render(app)
         assert "image from a URL" in screen
@@ -171,20 +151,20 @@ def test_restore_from_url(env, image, targets):
         screen = press(app, " ")
         assert "TLS NOT VERIFIED" not in screen
         press(app, "up", "up", "up")
-        _type(app, "ftp://nowhere")
+        type_text(app, "ftp://nowhere")
         screen = press(app, "enter")
         assert "starts with http:// or https://" in screen
         press(app, *["backspace"] * len("ftp://nowhere"))
-        _type(app, server.url("gpt.img"))
+        type_text(app, server.url("gpt.img"))
         press(app, "down", "down")  # the CA file field
-        _type(app, "/etc/hostname")
+        type_text(app, "/etc/hostname")
         screen = press(app, "enter")
         assert "A CA file is for an https:// URL" in screen, screen
         press(app, *["backspace"] * len("/etc/hostname"), "up", "up")
         press(app, "down")
-        _type(app, image.sha256)
+        type_text(app, image.sha256)
         press(app, "enter")
-        screen = _wait_background(app)
+        screen = wait_worker(app)
         assert "Restore: the image" in screen, screen
         assert "raw disk image" in screen and "GPT" in screen and "67.1 MB" in screen
         assert "Linux" in screen  # the partitions, read from the first MiB
@@ -193,9 +173,9 @@ def test_restore_from_url(env, image, targets):
         screen = render(app)
         assert f"sha256 {image.sha256[:16]}... (command" in screen, screen  # the typed one
         press(app, "up", "up", " ", "down", "down")  # tick "grow"
-        _type(app, big.removeprefix("/dev/"))
+        type_text(app, big.removeprefix("/dev/"))
         press(app, "enter")
-        screen = _wait_result(app)
+        screen = wait_result(app, app.restore)
         res = app.restore.result
         assert "RESTORED AND VERIFIED" in screen, (screen, res.message)
         assert res.sha256_match and res.input_sha256 == image.sha256
@@ -216,27 +196,10 @@ def https(env, image):
     server.stop()
 
 
-def _words(screen: str) -> str:
-    """The screen's text in one line (long messages wrap)."""
-    return " ".join(screen.split())
-
-
-def _dialog(screen: str) -> str:
-    """The text inside the dialog's box, in one line (the screen shows beside it)."""
-    lines = screen.splitlines()
-    top = next(i for i, line in enumerate(lines) if "┌" in line)
-    inside = []
-    for line in lines[top + 1:]:
-        if "└" in line:
-            break
-        inside.append(line[line.index("│") + 1:line.rindex("│")])
-    return _words(" ".join(inside))
-
-
 def _retype(app, text: str) -> str:
     """Clear the focused field (to its end), then type ``text``."""
     press(app, "end", *["backspace"] * 200)
-    return _type(app, text)
+    return type_text(app, text)
 
 
 def test_https_needs_the_ca_file(env, image, https, targets):
@@ -246,13 +209,13 @@ def test_https_needs_the_ca_file(env, image, https, targets):
     server, cert = https
     der = env / "ca.cer"
     ri.run("openssl", "x509", "-in", str(cert), "-outform", "der", "-out", str(der))
-    app = App(log_dir=str(env / "log"))
+    app = App(log_dir=str(env / "log"), list_disks=own_disks(big, small))
     press(app, "b", "down", "enter")
-    _type(app, server.url("gpt.img"))
+    type_text(app, server.url("gpt.img"))
     press(app, "enter")
-    screen = _wait_background(app)
+    screen = wait_worker(app)
     assert "Cannot use this image" in screen, screen
-    text = _dialog(screen)
+    text = dialog(screen)
     assert text.startswith(f"TLS verification failed for {server.url('gpt.img')}: self-signed "
                            "certificate (give the CA certificate that signed the server's: a CA "
                            "file"), text
@@ -260,31 +223,31 @@ def test_https_needs_the_ca_file(env, image, https, targets):
     screen = press(app, "esc")  # the dialog's OK
     assert "image from a URL" in screen and "CA file (optional)" in screen
     press(app, "down", "down")  # the CA file field
-    _type(app, "/nonexistent/ca.pem")
-    screen = _words(press(app, "enter"))
+    type_text(app, "/nonexistent/ca.pem")
+    screen = words(press(app, "enter"))
     assert "The CA file /nonexistent/ca.pem does not exist." in screen, screen
     assert "Please wait" not in screen and app.restore.inspection is None
     _retype(app, str(der))
-    screen = _words(press(app, "enter"))
+    screen = words(press(app, "enter"))
     assert f"{der} holds no PEM certificate" in screen, screen
     assert "openssl x509 -inform der" in screen
     _retype(app, str(cert))
     press(app, "down", " ", "down", "enter")  # tick "skip", then the button
-    screen = _words(render(app))
+    screen = words(render(app))
     assert "Give a CA file or skip TLS verification, not both." in screen, screen
     press(app, "up", " ", "up")  # untick, back to the CA file field
     press(app, "enter")
-    screen = _wait_background(app)
+    screen = wait_worker(app)
     assert "Restore: the image" in screen, screen
-    assert f"TLS verified with the CA file {cert}" in _words(screen), screen
+    assert f"TLS verified with the CA file {cert}" in words(screen), screen
     assert "raw disk image" in screen and "67.1 MB" in screen
     assert app.restore.options.ca_file == str(cert) and not app.restore.options.insecure
     _target_and_confirm(app, big, small)
     screen = render(app)
     assert "TLS verified" in screen and "TLS NOT VERIFIED" not in screen, screen
-    _type(app, big.removeprefix("/dev/"))
+    type_text(app, big.removeprefix("/dev/"))
     press(app, "enter")
-    screen = _wait_result(app)
+    screen = wait_result(app, app.restore)
     assert "RESTORED AND VERIFIED" in screen, (screen, app.restore.result.message)
     _check_target(big, image, grown=False)
 
@@ -294,18 +257,18 @@ def test_https_without_verification_is_shown(env, image, https, targets):
     to the confirmation says TLS NOT VERIFIED (the plan's warnings carry it to the report)."""
     big, small = targets
     server, _cert = https
-    app = App(log_dir=str(env / "log"))
+    app = App(log_dir=str(env / "log"), list_disks=own_disks(big, small))
     press(app, "b", "down", "enter")
-    _type(app, server.url("gpt.img"))
+    type_text(app, server.url("gpt.img"))
     screen = press(app, "down", "down", "down", " ")  # tick "skip TLS verification"
     assert "TLS NOT VERIFIED" in screen, screen
     press(app, "down", "enter")  # the button
-    screen = _wait_background(app)
+    screen = wait_worker(app)
     assert "Restore: the image" in screen, screen
-    assert "TLS NOT VERIFIED: the server's certificate was not checked" in _words(screen)
+    assert "TLS NOT VERIFIED: the server's certificate was not checked" in words(screen)
     assert app.restore.options.insecure and app.restore.options.ca_file is None
     _target_and_confirm(app, big, small)
-    screen = _words(render(app))
+    screen = words(render(app))
     assert "TLS NOT VERIFIED: the server's certificate is not checked, anyone on the path " \
            "could send another image (and no SHA-256 checks it)" in screen, screen
     assert app.restore.plan.options.insecure
@@ -320,13 +283,11 @@ def test_https_without_verification_is_shown(env, image, https, targets):
 def test_restore_from_iscsi_disk(env, image, targets):
     """A disk read as a raw image (an iSCSI LUN; here a read-only loop shown as iSCSI)."""
     big, small = targets
-    from toolkit.disks.inventory import list_disks
-
     with loop_device(image.path) as lun:
         subprocess.run(["blockdev", "--setro", lun], check=True)
 
         def disks():
-            found = list_disks()
+            found = own_disks(lun, big, small)()
             for d in found:
                 if d.path == lun:
                     d.transport = "iscsi"
@@ -336,19 +297,19 @@ def test_restore_from_iscsi_disk(env, image, targets):
         screen = press(app, "b", "down", "down", "enter")
         assert "iSCSI disk holding the image" in screen and lun in screen, screen
         press(app, "enter")
-        screen = _wait_background(app)
+        screen = wait_worker(app)
         assert "Restore: the image" in screen and "67.1 MB" in screen, screen
         assert "Debian GNU/Linux 12 (bookworm)" in screen
         reasons = {d.path: r for d, r in app.restore.target_choices()}
         assert reasons[lun] == "this disk holds the image"
         _target_and_confirm(app, big, small)
-        _type(app, big.removeprefix("/dev/"))
+        type_text(app, big.removeprefix("/dev/"))
         press(app, "enter")
         if app.restore.worker.is_alive():
             screen = press(app, "esc")  # asks before cancelling...
             assert "Stop the restore?" in screen or app.restore.result is not None
             press(app, "esc")  # ...and Esc is "Keep restoring"
-        screen = _wait_result(app)
+        screen = wait_result(app, app.restore)
         assert app.restore.result.status == "ok", app.restore.result.message
         assert "RESTORED AND VERIFIED" in screen, screen
         _check_target(big, image, grown=False)

@@ -5,28 +5,26 @@ Consent: :func:`toolkit.selectors.check_consent` only accepts a disk's serial or
 and loop devices have neither (and this host has no udev, so no by-id/by-path
 links either): a real loop device can never be consented to, which
 ``test_loop_device_without_identity_cannot_be_consented`` shows. The other tests
-take the real inventory (:func:`toolkit.disks.list_disks`) and give *only the test's
-loop device* a serial, as udev would give a SCSI disk (``with_serial``); selection
-is by ``rule:transport=loop,size=N`` on the real inventory. Needs root; ~15 s.
+take the real inventory (:func:`toolkit.disks.list_disks`) cut down to the test's own
+loop devices, and give one of them a serial, as udev would give a SCSI disk
+(``own_disks(..., serials=...)``); selection is by ``rule:transport=loop,size=N``.
+Other loop devices attached on the machine change nothing. Needs root; ~15 s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import io
-import subprocess
+import itertools
 import time
 from pathlib import Path
 
 import pytest
 import restore_images as ri
-from loopdev import loop_device, make_image
-from test_unattended_unit import closed_port_url
+from conftest import MiB, closed_port_url, own_disks
+from loopdev import marked_image
 from vmlab.report import ReportServer
 
-from toolkit.disks import inventory as disks_mod
 from toolkit.unattended import Console, ReportClient, RunReporter, run
 from toolkit.unattended.cmdline import Cmdline
 from toolkit.unattended.plan import Image, Plan, read_plan
@@ -34,7 +32,6 @@ from toolkit.unattended.selectors import parse_consent, parse_selector
 
 pytestmark = pytest.mark.host
 
-MiB = 1 << 20
 SIZE = 96 * MiB + 4567 * 512  # an odd size no other loop device on this host has
 MARKER = b"RTK-UNATTENDED-MARKER-" * 64
 
@@ -54,23 +51,15 @@ def env(rtk_dirs, need_root):
 
 
 @pytest.fixture
-def targets(tmp_path):
-    """``targets(n, size)``: n loop devices, each with MARKER at both ends."""
-    with contextlib.ExitStack() as stack:
-        def make(n: int = 1, size: int = SIZE) -> list[str]:
-            out = []
-            for _ in range(n):
-                path = make_image(tmp_path / f"t{len(stack._exit_callbacks)}.img", size)
-                with open(path, "r+b") as f:
-                    f.write(MARKER)
-                    f.seek(size - MiB)
-                    f.write(MARKER)
-                dev = stack.enter_context(loop_device(path, partitions=False))
-                # a loop device reused after another test made it read-only keeps the flag
-                subprocess.run(["blockdev", "--setrw", dev], check=True)
-                out.append(dev)
-            return out
-        yield make
+def targets(tmp_path, loops):
+    """``targets(n, size)``: n loop devices, each with MARKER at both ends (loop_device
+    clears the read-only flag a reused loop device may keep from another test)."""
+    count = itertools.count()
+
+    def make(n: int = 1, size: int = SIZE) -> list[str]:
+        return [loops(marked_image(tmp_path / f"t{next(count)}.img", size, MARKER))
+                for _ in range(n)]
+    return make
 
 
 @pytest.fixture
@@ -78,14 +67,6 @@ def server():
     s = ReportServer(fail_first=1)  # the first POST fails: the client must retry
     yield s
     s.stop()
-
-
-def with_serial(dev: str, serial: str):
-    """The real inventory, with ``serial`` on ``dev`` only (loop devices have none)."""
-    def list_disks():
-        return [dataclasses.replace(d, serial=serial) if d.path == dev else d
-                for d in disks_mod.list_disks()]
-    return list_disks
 
 
 def digest(dev: str, n: int | None = None) -> str:
@@ -127,7 +108,7 @@ def test_restore_success_reports_and_powers_off(image, targets, server):
     (dev,) = targets()
     power, con = Power(), quiet()
     out = run(plan(url, sha=built.sha256, report=server.url), console=con, power=power,
-              list_disks=with_serial(dev, "RTK-LOOP-1"),
+              list_disks=own_disks(dev, serials={dev: "RTK-LOOP-1"}),
               reporter=RunReporter(ReportClient(server.url, backoff=0.05), interval=0.2))
     assert out.status == "ok", out.message
     assert out.exit_code == 0 and out.action == "poweroff" and power.calls == ["poweroff"]
@@ -152,7 +133,7 @@ def test_consent_mismatch_writes_nothing(image, targets, server):
     (dev,) = targets()
     before, power, con = digest(dev), Power(), quiet()
     out = run(plan(url, sha=built.sha256, consent="serial:SOMEONE-ELSE", report=server.url),
-              console=con, power=power, list_disks=with_serial(dev, "RTK-LOOP-1"),
+              console=con, power=power, list_disks=own_disks(dev, serials={dev: "RTK-LOOP-1"}),
               reporter=RunReporter(ReportClient(server.url, backoff=0.05)))
     assert digest(dev) == before
     assert out.status == "refused" and out.action == "stay" and power.calls == []
@@ -167,7 +148,7 @@ def test_loop_device_without_identity_cannot_be_consented(image, targets):
     built, url, _ = image
     (dev,) = targets()
     before = digest(dev)
-    out = run(plan(url, sha=None), console=quiet(), power=Power(),
+    out = run(plan(url, sha=None), console=quiet(), power=Power(), list_disks=own_disks(dev),
               reporter=RunReporter(None))
     assert out.status == "refused" and "has neither serial nor WWN" in out.message
     assert digest(dev) == before
@@ -178,7 +159,7 @@ def test_selector_matching_two_disks_writes_nothing(image, targets, server):
     a, b = targets(2)
     before = digest(a), digest(b)
     out = run(plan(url, sha=built.sha256, report=server.url), console=quiet(), power=Power(),
-              list_disks=with_serial(a, "RTK-LOOP-1"),
+              list_disks=own_disks(a, b, serials={a: "RTK-LOOP-1"}),
               reporter=RunReporter(ReportClient(server.url, backoff=0.05)))
     assert (digest(a), digest(b)) == before
     assert out.status == "refused" and out.phase == "select" and out.action == "stay"
@@ -197,7 +178,7 @@ def test_checks_stop_before_the_first_write(image, targets, case):
     if case == "image-server-down":
         url = closed_port_url().replace("/report", "/mbr.img")
     out = run(plan(url, sha=sha, disk=f"rule:transport=loop,size={size}"), console=quiet(),
-              power=Power(), list_disks=with_serial(dev, "RTK-LOOP-1"),
+              power=Power(), list_disks=own_disks(dev, serials={dev: "RTK-LOOP-1"}),
               reporter=RunReporter(None))
     assert digest(dev) == before
     assert out.action == "stay" and not out.written and out.phase == "check"
@@ -212,7 +193,7 @@ def test_dry_run_writes_nothing(image, targets):
     (dev,) = targets()
     before, power = digest(dev), Power()
     out = run(plan(url, sha=built.sha256), console=quiet(), power=power, dry_run=True,
-              list_disks=with_serial(dev, "RTK-LOOP-1"), reporter=RunReporter(None))
+              list_disks=own_disks(dev, serials={dev: "RTK-LOOP-1"}), reporter=RunReporter(None))
     assert out.status == "dry-run" and out.exit_code == 0, out.message
     assert out.action == "stay" and power.calls == [] and digest(dev) == before
 
@@ -224,7 +205,7 @@ def test_unreachable_report_server_does_not_block_the_job(image, targets):
     client = ReportClient(report, retries=3, backoff=0.1, max_time=1.0)
     t = time.monotonic()
     out = run(plan(url, sha=built.sha256, report=report, done="reboot"), console=quiet(),
-              power=Power(), list_disks=with_serial(dev, "RTK-LOOP-1"),
+              power=Power(), list_disks=own_disks(dev, serials={dev: "RTK-LOOP-1"}),
               reporter=RunReporter(client, interval=0.2))
     assert out.status == "ok", out.message
     assert out.action == "reboot" and digest(dev, built.size) == built.sha256
@@ -245,7 +226,8 @@ def test_copy_mode_copies_and_verifies(targets, server, tmp_path):
         f"rule:transport=loop,size={SIZE}"), consent=parse_consent("serial:RTK-LOOP-2"),
         report=server.url, done="reboot")
     power = Power()
-    out = run(p, console=quiet(), power=power, list_disks=with_serial(dst, "RTK-LOOP-2"),
+    out = run(p, console=quiet(), power=power,
+              list_disks=own_disks(src, dst, serials={dst: "RTK-LOOP-2"}),
               reporter=RunReporter(ReportClient(server.url, backoff=0.05), interval=0.2))
     assert out.status == "ok", out.message
     assert power.calls == ["reboot"] and digest(dst, src_size) == digest(src)

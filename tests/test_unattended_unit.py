@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import time
 from pathlib import Path
 
 import pytest
+from conftest import closed_port_url, disk
 from vmlab.report import ReportServer
 
 from toolkit import iscsi
-from toolkit.disks.inventory import Disk
 from toolkit.iscsi.adm import Chap
 from toolkit.jobs.progress import Progress
 from toolkit.unattended import Console, ReportClient, RunReporter, decide_done, run
@@ -24,6 +23,8 @@ from toolkit.unattended.plan import read_plan
 from toolkit.unattended.reporter import SCHEMA, safe_url, scrub
 from toolkit.unattended.runner import iscsi_luns
 from toolkit.unattended.selectors import SOURCE, TARGET
+
+pytestmark = pytest.mark.usefixtures("rtk_dirs")  # logs and roles in tmp_path
 
 SECRETS = ("s3cretChap1", "t0pMutual2", "srcPass3")
 
@@ -35,23 +36,7 @@ def server():
     s.stop()
 
 
-@pytest.fixture(autouse=True)
-def logdir(tmp_path, monkeypatch):
-    monkeypatch.setenv("RTK_LOG_DIR", str(tmp_path / "log"))
-    monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path / "run"))
-
-
-def closed_port_url() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return f"http://127.0.0.1:{port}/report"
-
-
-def disk(name, serial=None, wwn=None, size=100 * 10**9, transport="sata", **kw) -> Disk:
-    return Disk(name=name, path=f"/dev/{name}", size=size, logical_sector_size=512,
-                physical_sector_size=512, transport=transport, serial=serial, wwn=wwn, **kw)
+GB100 = 100 * 10**9  # the size of the disks below: rtk.disk=rule:size>=50G matches them
 
 
 def plan_of(text: str):
@@ -174,7 +159,7 @@ def test_attach_step_attaches_each_lun_with_its_role_and_chap(chap_plan, server)
         return iscsi.AttachResult(iqn, f"{host}:{port}", role, None, [], [], [])
 
     out = run(chap_plan, console=quiet(), attach=attach, set_initiator=initiator.append,
-              list_disks=lambda: [disk("sda", serial="OTHER")], power=Never("power"),
+              list_disks=lambda: [disk("sda", serial="OTHER", size=GB100)], power=Never("power"),
               apply_network=Never("network"))
     assert initiator == ["iqn.2026-11.lab.rtk:node7"]
     assert calls == [
@@ -227,7 +212,8 @@ def test_unreachable_portal_stops(chap_plan):
 def test_two_matching_disks_stop(server):
     p = plan_of(f"rtk.mode=restore rtk.image=http://10.0.2.2/w.img rtk.disk=rule:size>=50G "
                 f"rtk.consent=serial:A1 rtk.report={server.url}")
-    out = run(p, console=quiet(), list_disks=lambda: [disk("sda", "A1"), disk("sdb", "B2")],
+    out = run(p, console=quiet(), list_disks=lambda: [disk("sda", "A1", size=GB100),
+                                                      disk("sdb", "B2", size=GB100)],
               power=Never("power"), attach=Never("attach"))
     assert out.status == "refused" and out.phase == "select" and out.action == "stay"
     assert "matches 2 disks" in out.message and "sda" in out.message and "sdb" in out.message
@@ -237,7 +223,8 @@ def test_two_matching_disks_stop(server):
 def test_consent_must_name_the_disk_found(server):
     p = plan_of(f"rtk.mode=restore rtk.image=http://10.0.2.2/w.img rtk.disk=serial:A1 "
                 f"rtk.consent=serial:B2 rtk.report={server.url}")
-    out = run(p, console=quiet(), list_disks=lambda: [disk("sda", "A1"), disk("sdb", "B2")],
+    out = run(p, console=quiet(), list_disks=lambda: [disk("sda", "A1", size=GB100),
+                                                      disk("sdb", "B2", size=GB100)],
               power=Never("power"))
     assert out.status == "refused" and "does not name the disk found" in out.message
     assert server.bodies[-1]["disk"]["serial"] == "A1"

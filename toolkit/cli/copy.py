@@ -13,118 +13,27 @@ same command resume); 2 usage error (argparse).
 The copy asks for confirmation: type the target's serial (or WWN), or its
 device name. Scripts pass ``--yes --target-id ID``, where ID must be the
 target's serial or WWN (for a disk that has neither, such as a loop device:
-its kernel name or backing file); any other value is refused.
+its kernel name or backing file); any other value is refused. The confirmation,
+the progress line and Ctrl-C handling are :mod:`toolkit.cli.common`'s, shared
+with ``rtk restore``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
-import threading
-import time
 from typing import TYPE_CHECKING
 
-from toolkit.blockio.reading import ALGORITHMS, DEFAULT_CHUNK
-from toolkit.copy.plan import Endpoint
+from toolkit.blockio.hashing import ALGORITHMS
+from toolkit.blockio.pipeline import DEFAULT_CHUNK
+from toolkit.cli.common import confirmed, err, refused, run_with_progress
 from toolkit.disks import roles
 from toolkit.errors import Refused
-from toolkit.exitcodes import EXIT_FAILED, EXIT_REFUSED
+from toolkit.exitcodes import EXIT_REFUSED
 from toolkit.units import human_size
 
-if TYPE_CHECKING:  # the engine itself is imported by the commands that run it, not by
-    from toolkit.copy import engine as copymod  # `rtk restore`, which shares the helpers here
-
-
-class _ProgressLine:
-    """A progress line on stderr: rewritten in place on a terminal, every 10 s otherwise."""
-
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.last = 0.0
-        self.width = 0
-
-    def __call__(self, p: copymod.Progress) -> None:
-        line = p.line()
-        if self.tty:
-            pad = max(0, self.width - len(line))
-            self.stream.write("\r" + line + " " * pad)
-            self.width = len(line)
-        elif time.monotonic() - self.last >= 10 or p.done >= p.total:
-            self.stream.write(line + "\n")
-            self.last = time.monotonic()
-        self.stream.flush()
-
-    def end(self) -> None:
-        if self.tty and self.width:
-            self.stream.write("\n")
-            self.width = 0
-
-
-def _cancel_on_signals() -> threading.Event:
-    """Ctrl-C (or SIGTERM) asks the copy to stop cleanly; a second Ctrl-C kills."""
-    cancel = threading.Event()
-
-    def handler(signum, _frame):
-        if cancel.is_set():
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-        cancel.set()
-        sys.stderr.write("\nstopping (Ctrl-C again to kill)...\n")
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return cancel
-
-
-def _err(msg: str) -> None:
-    print(f"rtk: {msg}", file=sys.stderr)
-
-
-def _refused(e: Refused, what: str) -> int:
-    _err(f"{what} refused:")
-    for p in e.problems:
-        print(f"  - {p}", file=sys.stderr)
-    return EXIT_REFUSED
-
-
-def accepted_ids(target: Endpoint) -> set[str]:
-    """What ``--target-id`` may be: the serial/WWN, or (without them) name or backing file."""
-    d = target.disk
-    ids = {x for x in (d.serial, d.wwn) if x}
-    if not ids:
-        ids = {d.name, d.path, target.node, os.path.basename(target.node)}
-        if d.backing_file:
-            ids.add(d.backing_file)
-    return ids
-
-
-def _confirm(args: argparse.Namespace, plan: copymod.CopyPlan) -> str | None:
-    """None when confirmed, else why not."""
-    t = plan.target
-    if args.yes:
-        if not args.target_id:
-            return "--yes needs --target-id with the target's serial or WWN"
-        if args.target_id not in accepted_ids(t):
-            return (f"--target-id {args.target_id} does not match the target {t.label()}: "
-                    f"expected {' or '.join(sorted(accepted_ids(t)))}")
-        return None
-    if not sys.stdin.isatty():
-        return "no terminal to confirm on: pass --yes --target-id SERIAL_OR_WWN"
-    ident = t.identity
-    names = {os.path.basename(t.node), t.node}
-    if ident:
-        names.add(ident)
-    prompt = (f"Everything on {t.label()} will be overwritten.\n"
-              f"Type the target's {'serial ' + ident + ' or ' if ident else ''}device name "
-              f"({os.path.basename(t.node)}) to go on: ")
-    try:
-        answer = input(prompt).strip()
-    except EOFError:
-        answer = ""
-    return None if answer in names else "not confirmed"
+if TYPE_CHECKING:  # the engine is imported by the commands that run it
+    from toolkit.copy import engine as copymod
 
 
 def _summary(plan: copymod.CopyPlan, args: argparse.Namespace) -> None:
@@ -161,53 +70,34 @@ def cmd_copy(args: argparse.Namespace) -> int:
     try:
         plan = copymod.plan_copy(args.source, args.target, source_role=roles.source_keys())
     except Refused as e:
-        return _refused(e, "copy")
+        return refused(e, "copy")
     _summary(plan, args)
-    why = _confirm(args, plan)
-    if why:
-        _err(f"copy refused: {why}")
+    if not confirmed(args, plan.target, "copy"):
         return EXIT_REFUSED
     options = copymod.CopyOptions(
         verify=args.verify, algorithm=args.algorithm, mapfile=args.mapfile,
         skip_zeros=args.skip_zeros, max_rate=args.max_rate,
         mapfile_interval=args.mapfile_interval,
         chunk_size=args.chunk_size or DEFAULT_CHUNK)
-    return _run("copy", lambda line, cancel: copymod.copy(plan, options, progress=line,
-                                                        cancel=cancel))
-
-
-def _run(operation: str, work) -> int:
-    """Run ``work(progress_line, cancel_event)``; refusals and I/O errors become exit codes."""
-    line = _ProgressLine()
-    cancel = _cancel_on_signals()
-    try:
-        result = work(line, cancel)
-    except Refused as e:
-        line.end()
-        return _refused(e, operation)
-    except OSError as e:
-        line.end()
-        _err(f"{operation} failed: {e}")
-        return EXIT_FAILED
-    line.end()
-    return _finish(result)
+    return run_with_progress("copy", lambda line, cancel: copymod.copy(
+        plan, options, progress=line, cancel=cancel), _finish)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.expected and args.target:
-        _err("verify: give either SRC DST or DISK --hash HEX")
+        err("verify: give either SRC DST or DISK --hash HEX")
         return 2
     if not args.expected and not args.target:
-        _err("verify: give SRC DST, or DISK --hash HEX")
+        err("verify: give SRC DST, or DISK --hash HEX")
         return 2
     from toolkit.copy import engine as copymod
 
     if args.expected:
-        return _run("verify", lambda line, cancel: copymod.verify_hash(
+        return run_with_progress("verify", lambda line, cancel: copymod.verify_hash(
             args.source, args.expected, algorithm=args.algo, size=args.size, progress=line,
-            cancel=cancel))
-    return _run("verify", lambda line, cancel: copymod.verify_disks(
-        args.source, args.target, algorithm=args.algo, progress=line, cancel=cancel))
+            cancel=cancel), _finish)
+    return run_with_progress("verify", lambda line, cancel: copymod.verify_disks(
+        args.source, args.target, algorithm=args.algo, progress=line, cancel=cancel), _finish)
 
 
 def _size(text: str) -> int:

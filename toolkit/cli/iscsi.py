@@ -79,7 +79,7 @@ def _lun_line(lun) -> str:
 def cmd_discover(args: argparse.Namespace) -> int:
     host, port = iscsi.split_portal(args.portal, args.port)
     res = iscsi.discover(host, port, chap=_chap(args, "chap"))
-    lines = [f"{t.iqn}  portal {t.host}:{t.port}" for t in res.targets]
+    lines = [f"{t.iqn}  portal {t.portal}" for t in res.targets]
     lines += [f"note: {n}" for n in res.notes] or []
     if not res.targets:
         lines.append(f"{res.portal} offers no targets to this initiator")

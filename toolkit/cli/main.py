@@ -1,6 +1,8 @@
 """``rtk``: the command line of the Recovery Toolkit.
 
-Exit codes: 0 ok, 1 failed (or interrupted), 2 usage error (argparse); ``rtk copy`` and
+Exit codes: 0 ok, 1 failed (or interrupted; an external tool failed or is not installed:
+one line that names it, its exit status and its last stderr line, or its Debian package),
+2 usage error (argparse); ``rtk copy`` and
 ``rtk verify`` add 3 ok but with unreadable source ranges, 4 verification mismatch,
 5 refused (nothing written); see docs/copy.md.
 """
@@ -12,6 +14,8 @@ import importlib
 import sys
 
 import toolkit
+from toolkit.exitcodes import EXIT_FAILED
+from toolkit.system.tools import ToolError
 
 
 class _Version(argparse.Action):
@@ -44,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ToolError as e:  # a tool failed or is missing: one line, never a traceback
+        print(f"rtk {args.command}: {e}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ IMAGE: a file or an HTTP(S) URL; raw (optionally gzip/xz/zstd), qcow2, VHD,
 VHDX or VMDK, recognised by content. Exit codes: 0 ok; 4 checksum or
 verification mismatch; 5 refused (nothing written); 1 failed or interrupted
 (the target is left without a partition table); 2 usage error. The
-confirmation is Disk Copy's: type the target's serial (or device name), or
-``--yes --target-id ID`` in scripts.
+confirmation is Disk Copy's (:mod:`toolkit.cli.common`): type the target's
+serial (or device name), or ``--yes --target-id ID`` in scripts.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from toolkit.blockio.reading import ALGORITHMS
-from toolkit.cli import copy as cli_copy
-from toolkit.exitcodes import EXIT_FAILED, EXIT_REFUSED
+from toolkit.blockio.hashing import ALGORITHMS
+from toolkit.cli.common import confirmed, refused, run_with_progress
+from toolkit.exitcodes import EXIT_REFUSED
 from toolkit.units import human_size
 
 
@@ -61,22 +61,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     try:
         plan = restore.plan_restore(args.image, args.target, options)
     except restore.Refused as e:
-        return cli_copy._refused(e, "restore")
+        return refused(e, "restore")
     _summary(plan)
-    why = cli_copy._confirm(args, plan)
-    if why:
-        cli_copy._err(f"restore refused: {why}")
+    if not confirmed(args, plan.target, "restore"):
         return EXIT_REFUSED
-    line = cli_copy._ProgressLine()
-    cancel = cli_copy._cancel_on_signals()
-    try:
-        result = restore.restore(plan, progress=line, cancel=cancel)
-    except OSError as e:
-        line.end()
-        cli_copy._err(f"restore failed: {e}")
-        return EXIT_FAILED
-    line.end()
-    return _finish(result)
+    return run_with_progress("restore", lambda line, cancel: restore.restore(
+        plan, progress=line, cancel=cancel), _finish)
 
 
 def register(sub) -> None:

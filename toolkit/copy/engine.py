@@ -4,47 +4,51 @@ The steps, each usable on its own (the menu and ``rtk copy`` call the same,
 all importable from here):
 
 * :func:`plan_copy` resolves both paths to devices and refuses unsafe pairs
-  with :class:`Refused` (:mod:`toolkit.copy_plan`; :func:`check_pair` is the
+  with :class:`Refused` (:mod:`toolkit.copy.plan`; :func:`check_pair` is the
   pure part).
 * :func:`copy` (this module) copies with O_DIRECT on both sides through a
   bounded pipeline (reader thread -> hasher thread -> writer,
-  :mod:`toolkit.reading`), keeps a GNU ddrescue mapfile so that running it
+  :mod:`toolkit.blockio.pipeline`), keeps a GNU ddrescue mapfile so that running it
   again resumes, reads around bad sectors (ddrescue style: skip, come back,
   narrow down to the sector), then verifies by reading the target back
-  (:mod:`toolkit.verify`), and writes a report (:mod:`toolkit.copy_report`).
+  (:mod:`toolkit.blockio.verify`), and writes a report (:mod:`toolkit.copy.report`).
 * :func:`verify_disks` compares two disks without copying;
-  :func:`verify_hash` compares one against a recorded hash.
+  :func:`verify_hash` compares one against a recorded hash (:mod:`toolkit.copy.verify`).
 
 Progress goes to a callback as :class:`Progress` events
-(:mod:`toolkit.progress`), from the worker thread; ``cancel`` (a
+(:mod:`toolkit.jobs.progress`), from the worker thread; ``cancel`` (a
 :class:`threading.Event`) stops cleanly with a consistent mapfile. Results
-and exit codes: :mod:`toolkit.copy_result`.
+and exit codes: :mod:`toolkit.copy.result`.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from toolkit.blockio import allocation, blockdev, reading
+from toolkit.blockio import allocation, blockdev
+from toolkit.blockio.hashing import ALGORITHMS, HashStage, RegionHasher, new_hasher, region_size_for
 from toolkit.blockio.mapfile import BAD, FINISHED, NON_SCRAPED, NON_TRIED, NON_TRIMMED, Mapfile
-from toolkit.blockio.reading import ALGORITHMS, DEFAULT_CHUNK, GiB, KiB
-from toolkit.blockio.verify import compare_devices, verify_against, verify_disks, verify_hash
+from toolkit.blockio.pipeline import BAD as UNREADABLE
+from toolkit.blockio.pipeline import DEFAULT_CHUNK, ZERO, GiB, KiB, Pipeline
+from toolkit.blockio.ranges import RangeSet, gaps
+from toolkit.blockio.reader import DeviceReader
+from toolkit.blockio.verify import compare_devices, verify_against
 from toolkit.copy.plan import (
     CopyPlan,
     Refused,
     check_pair,
     default_mapfile,
-    endpoint_from_disk,
     endpoint_key,
     plan_copy,
 )
 from toolkit.copy.report import write_result_report
 from toolkit.copy.result import CopyResult, conclude
+from toolkit.copy.verify import verify_disks, verify_hash
+from toolkit.disks.endpoint import endpoint_from_disk
 from toolkit.jobs import report
 from toolkit.jobs.progress import Progress, Reporter
 
@@ -98,7 +102,7 @@ class _Copier:
         self.last_save = time.monotonic()
         self.unsynced = 0
         self.zeros = bytes(opts.chunk_size)
-        self.holes = reading.RangeSet()  # the source's holes (skip-zeros), from
+        self.holes = RangeSet()  # the source's holes (skip-zeros), from
         self.source_map: str | None = None  # this map (None: none known)
         self.unread = 0  # bytes of those holes not read
         self.src_fd = self.dst_fd = -1
@@ -162,7 +166,7 @@ class _Copier:
             self.skipped += n
             return
         # the parts in the source's holes are not written (skip-zeros: the target is zeros)
-        for a, b in reading.gaps(self.holes.within(pos, n), pos, n):
+        for a, b in gaps(self.holes.within(pos, n), pos, n):
             blockdev.write_exact(self.dst_fd, buf.view[a - pos:b - pos], a)
             self.written += b - a
             self.write_calls += 1
@@ -170,69 +174,42 @@ class _Copier:
         self.skipped += n - (self.written - written_before)
 
     # pass 1: the pipeline -------------------------------------------------------------
-    def copy_pass(self, hasher: reading.RegionHasher | None, skipping: bool) -> bool:
-        """Copy every non-tried area; False when a hash could not follow the stream."""
+    def copy_pass(self, hasher: RegionHasher | None, skipping: bool) -> bool:
+        """Copy every non-tried area; False when a hash could not follow the stream.
+        A failure of the reader or the hasher (a bug, memory) is raised."""
         opts = self.opts
-        free = reading.buffer_pool(opts.buffers, opts.chunk_size)
-        stop = threading.Event()
-        read_q: queue.Queue = queue.Queue(opts.buffers + 1)
-        middle = hasher is not None or opts.skip_zeros  # a stage between reader and writer
-        write_q: queue.Queue = queue.Queue(opts.buffers + 1) if middle else read_q
         max_skip = max(opts.chunk_size, min(GiB, self.size // 100)) if skipping else 0
-        reader = reading.Reader(self.src_fd, list(self.map.ranges(NON_TRIED)),
-                                opts.chunk_size, free, read_q, stop, skip_errors=True,
-                                max_skip=max_skip, max_rate=opts.max_rate,
-                                unallocated=self.holes.ranges)
-        hash_thread = reading.Hasher(hasher, read_q, write_q, self.zeros if opts.skip_zeros
-                                     else None) if middle else None
+        reader = DeviceReader(self.src_fd, list(self.map.ranges(NON_TRIED)), opts.chunk_size,
+                              skip_errors=True, max_skip=max_skip, max_rate=opts.max_rate,
+                              unallocated=self.holes.ranges)
+        middle = hasher is not None or opts.skip_zeros  # a stage between reader and writer
+        stage = HashStage(hasher, self.zeros if opts.skip_zeros else None) if middle else None
         self.map.phase, self.map.current_pass = "?", 1 if skipping else 2
-        reader.start()
-        if hash_thread:
-            hash_thread.start()
         done = self.done_bytes()
-        try:
-            while True:
-                if self.cancel.is_set():
-                    stop.set()
-                kind, pos, n, payload = write_q.get()
-                if kind == "end":
-                    break
-                if hash_thread and hash_thread.crash:  # raised below, once the queues drain
-                    stop.set()
-                    if kind != "bad":  # a bad item carries a message, not a buffer
-                        free.put(payload)
-                    continue
-                if kind == "bad":
+        with Pipeline(reader, chunk=opts.chunk_size, buffers=opts.buffers, stage=stage,
+                      cancel=self.cancel) as pipe:
+            for kind, pos, n, payload in pipe:
+                if kind == UNREADABLE:
                     self.read_errors += 1
                     self.reporter.read_errors = self.read_errors
                     self.map.set(pos, n, NON_TRIMMED)
                     continue
+                if self.failure is not None:
+                    continue  # drain
                 try:
-                    if self.failure is None:
-                        self.write(payload, pos, n, zero=kind == "zero")
-                        self.map.set(pos, n, FINISHED)
-                        self.copied += n
-                        done += n
+                    self.write(payload, pos, n, zero=kind == ZERO)
+                    self.map.set(pos, n, FINISHED)
+                    self.copied += n
+                    done += n
                 except OSError as e:
                     self.failure = (f"write error on the target {self.plan.target.node} at "
                                     f"byte {pos}: {e.strerror}")
-                    stop.set()
-                finally:
-                    free.put(payload)
-                if self.failure is None:
-                    self.maybe_save(pos + n)
-                    self.reporter.update(done)
-        finally:
-            stop.set()
-            reader.join()
-            if hash_thread:
-                hash_thread.join()
-            reading.close_pool(free)
+                    pipe.stop()
+                    continue
+                self.maybe_save(pos + n)
+                self.reporter.update(done)
         self.unread += reader.unread
-        for stage in (reader, hash_thread):
-            if stage and stage.crash:
-                raise stage.crash
-        return bool(hash_thread and hash_thread.valid)  # valid: a hasher that kept up
+        return bool(stage and stage.valid)  # valid: a hasher that kept up
 
     # passes 2 and 3: narrowing down read errors -----------------------------------------
     def narrow(self, status: str, step: int, fail_status: str, phase: str) -> None:
@@ -279,7 +256,7 @@ class _Copier:
     def run(self) -> CopyResult:
         plan, opts = self.plan, self.opts
         started = time.time()
-        reading.new_hasher(opts.algorithm)  # fail early on an unknown name
+        new_hasher(opts.algorithm)  # fail early on an unknown name
         self.src_fd = blockdev.open_device(plan.source.path)
         try:
             try:
@@ -295,7 +272,7 @@ class _Copier:
             if opts.skip_zeros:  # holes read as zeros, the target reads back zeros
                 holes, self.source_map = allocation.unallocated(
                     plan.source.path, self.src_fd, self.size, self.sector)
-                self.holes = reading.RangeSet(holes or ())
+                self.holes = RangeSet(holes or ())
             return self._run(started, resumed)
         finally:
             for fd in (self.src_fd, self.dst_fd):
@@ -306,8 +283,8 @@ class _Copier:
         plan, opts = self.plan, self.opts
         hasher = None
         if opts.verify and not resumed:
-            hasher = reading.RegionHasher(opts.algorithm, self.size,
-                                          reading.region_size_for(self.size, opts.chunk_size))
+            hasher = RegionHasher(opts.algorithm, self.size,
+                                  region_size_for(self.size, opts.chunk_size))
         t0 = time.monotonic()
         self.reporter.start("copy", self.size, self.done_bytes())
         hash_ok = self.copy_pass(hasher, skipping=True)

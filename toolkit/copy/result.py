@@ -1,4 +1,5 @@
-"""What a copy or a verification did: :class:`CopyResult` and its parts.
+"""What a copy or a verification did: :class:`CopyResult` (its parts, :class:`SourceDigest`
+and :class:`VerifyOutcome`, are :mod:`toolkit.blockio`'s: restore has them too).
 
 Its exit code (:attr:`CopyResult.exit_code`) comes from its status through
 :func:`toolkit.exitcodes.for_status`.
@@ -10,30 +11,9 @@ import threading
 from dataclasses import dataclass, field
 
 from toolkit import exitcodes
+from toolkit.blockio.hashing import SourceDigest
+from toolkit.blockio.verify import VerifyOutcome
 from toolkit.jobs import report
-
-
-@dataclass
-class SourceDigest:
-    """The hash of ``size`` bytes as read, and one BLAKE3 digest per region."""
-
-    algorithm: str
-    hexdigest: str
-    size: int
-    region_size: int
-    regions: bytes
-
-
-@dataclass
-class VerifyOutcome:
-    match: bool
-    method: str  # "read back target" | "compared with source" | "hash"
-    source_hash: str | None = None
-    target_hash: str | None = None
-    first_difference: dict | None = None  # {"start", "end"} and "offset" when known
-    differing_regions: int = 0
-    error: str | None = None
-    seconds: float = 0.0
 
 
 @dataclass

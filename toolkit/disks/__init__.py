@@ -1,3 +1,13 @@
-"""Disks: the probe (sysfs, udev, mounts), the inventory, roles, and the checks of a write
-target.
+"""Disks: what is attached, what names it, and whether it may be written.
+
+| module | holds |
+|---|---|
+| ``probe`` | the raw facts: sysfs, udev, mounts, swaps, iSCSI sessions (``--dump-probe``) |
+| ``inventory`` | :class:`Disk` and :class:`Partition` built from a probe (``list_disks``) |
+| ``mounts`` | /proc/self/mountinfo and /proc/swaps parsers |
+| ``roles`` | SOURCE/TARGET roles of attached LUNs, the kernel read-only flag of SOURCE disks |
+| ``identity`` | the one identity record of a disk (reports, menu, unattended) and its labels |
+| ``endpoint`` | a path resolved to its disk or partition (:class:`Endpoint`, ``resolve``) |
+| ``eligibility`` | may this disk be written at all (in use, boot medium, read-only, SOURCE) |
+| ``overlap`` | do two ends lie on one medium (same device, partition, serial/WWN, loop file) |
 """

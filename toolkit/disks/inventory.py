@@ -1,6 +1,6 @@
 """The disk inventory: every block device with its identity, transport and use.
 
-:func:`list_disks` probes the running system (:mod:`toolkit.probe`);
+:func:`list_disks` probes the running system (:mod:`toolkit.disks.probe`);
 :func:`disks_from_probe` is the pure part that tests feed with probes captured
 on real machines. Nothing here writes to a disk.
 """
@@ -187,96 +187,50 @@ def _fs_info(entry: dict, blkid: dict) -> dict[str, str | None]:
     }
 
 
+@dataclass
+class _Facts:
+    """What a probe says about every device, indexed for building the inventory."""
+
+    block: dict[str, dict]
+    blkid: dict
+    by_links: dict
+    mounts_by_dev: dict[str, list[str]]
+    swaps: set[str]
+    medium_devs: set[str]  # devices mounted where live-boot mounts its medium
+    sessions: dict
+
+    @classmethod
+    def of(cls, probe: dict) -> _Facts:
+        mounts = parse_mountinfo(probe.get("mountinfo", ""))
+        by_dev: dict[str, list[str]] = {}
+        for m in mounts:
+            by_dev.setdefault(m.devno, []).append(m.mountpoint)
+        return cls(block={n: {**e, "name": n} for n, e in probe["block"].items()},
+                   blkid=probe.get("blkid", {}), by_links=probe.get("by_links", {}),
+                   mounts_by_dev=by_dev,
+                   swaps={os.path.basename(s) for s in parse_swaps(probe.get("swaps", ""))},
+                   medium_devs={m.devno for m in mounts if m.mountpoint in LIVE_MEDIUM_MOUNTS},
+                   sessions=probe.get("iscsi_sessions", {}))
+
+    def links(self, entry: dict) -> list[str]:
+        return sorted(set(entry.get("devlinks", [])) | set(self.by_links.get(entry["name"], [])))
+
+    def mountpoints(self, entry: dict) -> list[str]:
+        return self.mounts_by_dev.get(entry.get("dev") or "", [])
+
+
 def disks_from_probe(probe: dict) -> list[Disk]:
-    """Build the inventory from a probe (see :func:`toolkit.probe.probe`)."""
-    block: dict[str, dict] = {n: {**e, "name": n} for n, e in probe["block"].items()}
-    blkid = probe.get("blkid", {})
-    by_links = probe.get("by_links", {})
-    mounts = parse_mountinfo(probe.get("mountinfo", ""))
-    mounts_by_dev: dict[str, list[str]] = {}
-    for m in mounts:
-        mounts_by_dev.setdefault(m.devno, []).append(m.mountpoint)
-    swaps = {os.path.basename(s) for s in parse_swaps(probe.get("swaps", ""))}
-    medium_devs = {m.devno for m in mounts if m.mountpoint in LIVE_MEDIUM_MOUNTS}
-    sessions = probe.get("iscsi_sessions", {})
-
-    def links(entry: dict) -> list[str]:
-        return sorted(set(entry.get("devlinks", [])) | set(by_links.get(entry["name"], [])))
-
-    disks: list[Disk] = []
-    for name, e in block.items():
-        if e["partition"]:
-            continue
-        a, u = e["attrs"], e["udev"]
-        size = int(a.get("size", "0")) * 512  # sysfs counts 512-byte units, always
-        if size == 0:
-            continue  # empty loop device or CD tray
-        fs = _fs_info(e, blkid)
-        all_links = links(e)
-        disk = Disk(
-            name=name,
-            path=f"/dev/{name}",
-            size=size,
-            logical_sector_size=int(a.get("queue/logical_block_size", "512")),
-            physical_sector_size=int(a.get("queue/physical_block_size", "512")),
-            transport=_transport(name, e),
-            model=_first(a.get("device/model"), u.get("ID_MODEL", "").replace("_", " ")),
-            vendor=_vendor(a.get("device/vendor"), u.get("ID_VENDOR")),
-            serial=_first(u.get("ID_SCSI_SERIAL"), u.get("ID_SERIAL_SHORT"), a.get("vpd_serial"),
-                          a.get("device/serial"), a.get("serial")),
-            wwn=_first(u.get("ID_WWN_WITH_EXTENSION"), u.get("ID_WWN"), a.get("wwid"),
-                       a.get("device/wwid")),
-            read_only=a.get("ro") == "1",
-            removable=a.get("removable") == "1",
-            rotational=a.get("queue/rotational") == "1",
-            partition_table=fs["pttype"],
-            fstype=fs["fstype"],
-            label=fs["label"],
-            by_id=[x for x in all_links if x.startswith("/dev/disk/by-id/")],
-            by_path=[x for x in all_links if x.startswith("/dev/disk/by-path/")],
-            backing_file=a.get("loop/backing_file"),
-            mountpoints=mounts_by_dev.get(e.get("dev") or "", []),
-            swap=name in swaps,
-            holders=e["holders"],
-            boot_medium=(e.get("dev") in medium_devs),
-        )
-        m = _SCSI_ADDR.search(e["sys_path"])
-        session = re.search(r"/(session\d+)/", e["sys_path"])
-        if disk.transport == "iscsi" and m and session:
-            s = sessions.get(session.group(1), {})
-            disk.iscsi = IscsiLocation(
-                target=s.get("targetname") or "?",
-                portal=f"{s.get('address') or '?'}:{s.get('port') or '?'}",
-                lun=int(m.group(4)),
-                session=session.group(1),
-            )
-        disks.append(disk)
-
+    """Build the inventory from a probe (see :func:`toolkit.disks.probe.probe`)."""
+    facts = _Facts.of(probe)
+    whole = (_disk(e, facts) for e in facts.block.values() if not e["partition"])
+    disks = [d for d in whole if d is not None]
     by_name = {d.name: d for d in disks}
-    for name, e in block.items():
+    for e in facts.block.values():
         parent = by_name.get(e.get("parent") or "")
-        if not e["partition"] or parent is None:
-            continue
-        a = e["attrs"]
-        fs = _fs_info(e, blkid)
-        part = Partition(
-            name=name,
-            path=f"/dev/{name}",
-            number=int(a.get("partition", "0")),
-            start=int(a.get("start", "0")) * 512,
-            size=int(a.get("size", "0")) * 512,
-            fstype=fs["fstype"],
-            label=fs["label"],
-            uuid=fs["uuid"],
-            partlabel=fs["partlabel"],
-            mountpoints=mounts_by_dev.get(e.get("dev") or "", []),
-            swap=name in swaps,
-            holders=e["holders"],
-        )
-        parent.partitions.append(part)
-        if e.get("dev") in medium_devs:
-            parent.boot_medium = True
-
+        if e["partition"] and parent is not None:
+            parent.partitions.append(_partition(e, facts))
+            if e.get("dev") in facts.medium_devs:
+                parent.boot_medium = True
     # A loop device whose backing file lives on the boot medium is part of it
     # (live-boot's squashfs), and so is one mounted from a medium partition.
     medium_mounts = [mp for d in disks if d.boot_medium for mp in _all_mountpoints(d)]
@@ -285,6 +239,80 @@ def disks_from_probe(probe: dict) -> list[Disk]:
         if d.backing_file and any(d.backing_file.startswith(mp + "/") for mp in medium_mounts):
             d.boot_medium = True
     return sorted(disks, key=_sort_key)
+
+
+def _disk(e: dict, facts: _Facts) -> Disk | None:
+    """The whole disk of one probe entry; None for an empty loop device or CD tray."""
+    name, a, u = e["name"], e["attrs"], e["udev"]
+    size = int(a.get("size", "0")) * 512  # sysfs counts 512-byte units, always
+    if size == 0:
+        return None
+    fs = _fs_info(e, facts.blkid)
+    all_links = facts.links(e)
+    disk = Disk(
+        name=name,
+        path=f"/dev/{name}",
+        size=size,
+        logical_sector_size=int(a.get("queue/logical_block_size", "512")),
+        physical_sector_size=int(a.get("queue/physical_block_size", "512")),
+        transport=_transport(name, e),
+        model=_first(a.get("device/model"), u.get("ID_MODEL", "").replace("_", " ")),
+        vendor=_vendor(a.get("device/vendor"), u.get("ID_VENDOR")),
+        serial=_first(u.get("ID_SCSI_SERIAL"), u.get("ID_SERIAL_SHORT"), a.get("vpd_serial"),
+                      a.get("device/serial"), a.get("serial")),
+        wwn=_first(u.get("ID_WWN_WITH_EXTENSION"), u.get("ID_WWN"), a.get("wwid"),
+                   a.get("device/wwid")),
+        read_only=a.get("ro") == "1",
+        removable=a.get("removable") == "1",
+        rotational=a.get("queue/rotational") == "1",
+        partition_table=fs["pttype"],
+        fstype=fs["fstype"],
+        label=fs["label"],
+        by_id=[x for x in all_links if x.startswith("/dev/disk/by-id/")],
+        by_path=[x for x in all_links if x.startswith("/dev/disk/by-path/")],
+        backing_file=a.get("loop/backing_file"),
+        mountpoints=facts.mountpoints(e),
+        swap=name in facts.swaps,
+        holders=e["holders"],
+        boot_medium=(e.get("dev") in facts.medium_devs),
+    )
+    if disk.transport == "iscsi":
+        disk.iscsi = _iscsi_location(e["sys_path"], facts.sessions)
+    return disk
+
+
+def _iscsi_location(sys_path: str, sessions: dict) -> IscsiLocation | None:
+    """Target, portal and LUN of an iSCSI disk, from its sysfs path and the sessions."""
+    # (imported here: the iSCSI package loads its manager, which `rtk restore` never needs)
+    from toolkit.iscsi.portal import format_portal
+
+    m = _SCSI_ADDR.search(sys_path)
+    session = re.search(r"/(session\d+)/", sys_path)
+    if not (m and session):
+        return None
+    s = sessions.get(session.group(1), {})
+    return IscsiLocation(target=s.get("targetname") or "?",
+                         portal=format_portal(s.get("address"), s.get("port")),
+                         lun=int(m.group(4)), session=session.group(1))
+
+
+def _partition(e: dict, facts: _Facts) -> Partition:
+    a = e["attrs"]
+    fs = _fs_info(e, facts.blkid)
+    return Partition(
+        name=e["name"],
+        path=f"/dev/{e['name']}",
+        number=int(a.get("partition", "0")),
+        start=int(a.get("start", "0")) * 512,
+        size=int(a.get("size", "0")) * 512,
+        fstype=fs["fstype"],
+        label=fs["label"],
+        uuid=fs["uuid"],
+        partlabel=fs["partlabel"],
+        mountpoints=facts.mountpoints(e),
+        swap=e["name"] in facts.swaps,
+        holders=e["holders"],
+    )
 
 
 def _all_mountpoints(d: Disk) -> list[str]:

@@ -1,20 +1,22 @@
 """Collect the raw facts about block devices, as plain JSON-able data.
 
 This is the only module of the disk inventory that does I/O. It reads sysfs,
-the udev database through pyudev (absent on hosts without a udev daemon:
-then ``blkid -p`` fills in filesystem types and labels), /proc/self/mountinfo
-and /proc/swaps, and the iSCSI session classes. :mod:`toolkit.disks` turns the
-result into :class:`~toolkit.disks.Disk` objects without touching the system,
-so a probe captured on a real machine (``rtk disks --dump-probe``) can be
-replayed in tests.
+the udev database through pyudev (absent on hosts without a udev daemon: then
+``blkid -p``, :mod:`toolkit.system.blkid`, fills in filesystem types and
+labels), /proc/self/mountinfo and /proc/swaps, and the iSCSI session classes.
+:mod:`toolkit.disks` turns the result into :class:`~toolkit.disks.Disk` objects
+without touching the system, so a probe captured on a real machine (``rtk disks
+--dump-probe``) can be replayed in tests.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
+
+from toolkit.system import blkid, tools
+from toolkit.system.blkid import parse_export as parse_blkid_export  # noqa: F401 - its old home
 
 PROBE_FORMAT = 1
 
@@ -84,25 +86,13 @@ def _blkid(paths: list[str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for path in paths:
         try:
-            proc = subprocess.run(["blkid", "-p", "-o", "export", path], capture_output=True,
-                                  text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired):
+            found = blkid.probe(path)
+        except tools.ToolNotInstalled:
+            break  # said in the log: no filesystem types without udev nor blkid
+        except tools.ToolError:  # no answer from this device: the next one
             continue
-        out.update(parse_blkid_export(proc.stdout))
-    return out
-
-
-def parse_blkid_export(text: str) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    current: dict[str, str] = {}
-    for line in [*text.splitlines(), ""]:
-        if not line.strip():
-            if "DEVNAME" in current:
-                out[current.pop("DEVNAME")] = current
-            current = {}
-            continue
-        key, _, value = line.partition("=")
-        current[key] = re.sub(r"\\(.)", r"\1", value)  # export shell-escapes: "EFI\ system"
+        if found:
+            out[path] = found
     return out
 
 

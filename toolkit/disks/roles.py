@@ -5,9 +5,9 @@ A small registry persisted as JSON in ``$RTK_RUN_DIR/roles.json`` (default
 An entry is keyed by its stable identity, ``IQN:LUN`` for an iSCSI LUN (or
 the serial/WWN of any other disk), and records the disk's serial, WWN,
 device node and by-path names, so that :func:`role_of` recognises the disk by
-any of them and :func:`source_keys` gives the copy safety check
-(:func:`toolkit.copy_plan.check_pair` ``source_role``) every name of every
-SOURCE disk.
+any of them and :func:`source_keys` gives the check of a write target
+(:func:`toolkit.disks.eligibility.writable_problems` ``source_role``) every name of
+every SOURCE disk.
 
 SOURCE disks are also set read-only in the kernel (:func:`set_read_only`, the
 ``blockdev --setro`` ioctl) on the whole disk and its partitions, so even a
@@ -126,7 +126,7 @@ def entries() -> dict[str, dict]:
 
 def source_keys() -> frozenset[str]:
     """Every name (IQN:LUN, serial, WWN, /dev node, kernel name, by-path, by-id,
-    partitions) of every SOURCE disk: ``check_pair(..., source_role=source_keys())``."""
+    partitions) of every SOURCE disk: ``writable_problems(target, source_keys())``."""
     out: set[str] = set()
     for entry in _load().values():
         if entry.get("role") == SOURCE:

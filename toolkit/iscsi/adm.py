@@ -1,8 +1,9 @@
 """One function per iscsiadm operation, run through :func:`run`.
 
-Nothing here parses (that is :mod:`toolkit.iscsi.parse`). Every command line
-is logged to ``iscsi.log`` in the log directory with CHAP secrets masked, and
-a failure raises the typed error of :mod:`toolkit.iscsi.errors`.
+Nothing here parses (that is :mod:`toolkit.iscsi.parse`). iscsiadm runs through
+:func:`toolkit.system.tools.run`; every command line is logged to ``iscsi.log``
+in the log directory with CHAP secrets masked, and a failure (the ToolError's
+exit status) raises the typed error of :mod:`toolkit.iscsi.errors`.
 
 iscsiadm only takes CHAP secrets as ``-v VALUE`` on its command line, so they
 are visible in ``ps`` for the few milliseconds an update runs; nothing of
@@ -18,11 +19,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from toolkit.iscsi.errors import IscsidNotRunning, error_for
+from toolkit.iscsi.errors import IscsiToolMissing, error_for
+from toolkit.iscsi.portal import DEFAULT_PORT, format_portal
 from toolkit.jobs import report
+from toolkit.system import tools
+from toolkit.system.tools import MASK, redact
 
 ISCSIADM = "iscsiadm"
-MASK = "********"
 SECRET_SETTINGS = ("password", "password_in")  # suffixes of node/discovery CHAP settings
 
 
@@ -54,14 +57,6 @@ def mask_args(args: Sequence[str], secrets: Iterable[str] = ()) -> list[str]:
     return out
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ``********`` (the longest first: a secret
-    that contains another is masked whole)."""
-    for s in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(s, MASK)
-    return text
-
-
 def _log(line: str) -> None:
     try:
         os.makedirs(report.log_dir(), exist_ok=True)
@@ -76,91 +71,90 @@ def run(args: Sequence[str], what: str, *, secrets: Iterable[str] = (), timeout:
     """Run ``iscsiadm ARGS``; raise the typed error unless it exits 0 (or in ``ok``)."""
     secrets = tuple(s for s in secrets if s)
     cmd = [ISCSIADM, *args]
-    shown = shlex.join(mask_args(cmd, secrets))
+    masked = mask_args(cmd, secrets)
+    shown = shlex.join(masked)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              check=False, errors="replace")
-    except FileNotFoundError:
-        raise IscsidNotRunning(f"{what}: iscsiadm is not installed (package open-iscsi)",
-                               command=shown) from None
-    except subprocess.TimeoutExpired:
-        _log(f"$ {shown}\n  timed out after {timeout:.0f} s")
-        raise error_for(8, what, command=shown, output=f"timed out after {timeout:.0f} s") \
-            from None
+        proc = tools.run(cmd, ok=(0, *ok), timeout=timeout, secrets=secrets, shown=masked)
+    except tools.ToolNotInstalled as e:
+        _log(f"$ {shown}\n  {e}")
+        raise IscsiToolMissing(str(e), command=shown) from e
+    except tools.ToolError as e:  # stdout and stderr masked by tools.run
+        if e.timed_out:
+            _log(f"$ {shown}\n  {e}")
+            raise error_for(8, what, command=shown, output=str(e)) from e
+        output = e.stdout + e.stderr
+        _log(f"$ {shown}\n  exit {e.status}" +
+             "".join(f"\n  | {ln}" for ln in output.splitlines()[:40]))
+        raise error_for(e.status if e.status is not None else 1, what, command=shown,
+                        output=output) from e
     output = redact(proc.stdout + proc.stderr, secrets)
     _log(f"$ {shown}\n  exit {proc.returncode}" +
          "".join(f"\n  | {ln}" for ln in output.splitlines()[:40]))
-    if proc.returncode != 0 and proc.returncode not in set(ok):
-        raise error_for(proc.returncode, what, command=shown, output=output)
     return proc
-
-
-def _portal(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # --- discovery ---------------------------------------------------------------
 
 def discovery_sendtargets(host: str, port: int) -> str:
     """SendTargets discovery without storing records (``-o nonpersistent``)."""
-    return run(["-m", "discovery", "-t", "sendtargets", "-p", _portal(host, port),
-                "-o", "nonpersistent"], f"discovery on {_portal(host, port)}").stdout
+    return run(["-m", "discovery", "-t", "sendtargets", "-p", format_portal(host, port),
+                "-o", "nonpersistent"], f"discovery on {format_portal(host, port)}").stdout
 
 
 def discoverydb_new(host: str, port: int) -> None:
-    run(["-m", "discoverydb", "-t", "sendtargets", "-p", _portal(host, port), "-o", "new"],
+    run(["-m", "discoverydb", "-t", "sendtargets", "-p", format_portal(host, port), "-o", "new"],
         "creating the discovery record")
 
 
 def discoverydb_update(host: str, port: int, name: str, value: str, *,
                        secret: bool = False) -> None:
-    run(["-m", "discoverydb", "-t", "sendtargets", "-p", _portal(host, port), "-o", "update",
+    run(["-m", "discoverydb", "-t", "sendtargets", "-p", format_portal(host, port), "-o", "update",
          "-n", name, "-v", value], f"setting {name} on the discovery record",
         secrets=(value,) if secret else ())
 
 
 def discoverydb_discover(host: str, port: int, secrets: Iterable[str] = ()) -> str:
     """Discovery through the stored discovery record (needed for discovery CHAP)."""
-    return run(["-m", "discoverydb", "-t", "sendtargets", "-p", _portal(host, port),
-                "--discover", "-o", "nonpersistent"], f"discovery on {_portal(host, port)}",
+    return run(["-m", "discoverydb", "-t", "sendtargets", "-p", format_portal(host, port),
+                "--discover", "-o", "nonpersistent"], f"discovery on {format_portal(host, port)}",
                secrets=secrets).stdout
 
 
 def discoverydb_delete(host: str, port: int) -> None:
-    run(["-m", "discoverydb", "-t", "sendtargets", "-p", _portal(host, port), "-o", "delete"],
+    run(["-m", "discoverydb", "-t", "sendtargets", "-p", format_portal(host, port), "-o", "delete"],
         "deleting the discovery record", ok=(21,))
 
 
 # --- nodes -------------------------------------------------------------------
 
 def node_new(iqn: str, host: str, port: int) -> None:
-    run(["-m", "node", "-o", "new", "-T", iqn, "-p", _portal(host, port)],
-        f"creating the node record for {iqn} at {_portal(host, port)}")
+    run(["-m", "node", "-o", "new", "-T", iqn, "-p", format_portal(host, port)],
+        f"creating the node record for {iqn} at {format_portal(host, port)}")
 
 
 def node_update(iqn: str, host: str, port: int, name: str, value: str, *,
                 secret: bool = False) -> None:
-    run(["-m", "node", "-T", iqn, "-p", _portal(host, port), "-o", "update",
+    run(["-m", "node", "-T", iqn, "-p", format_portal(host, port), "-o", "update",
          "-n", name, "-v", value], f"setting {name} on {iqn}",
         secrets=(value,) if secret else ())
 
 
 def node_login(iqn: str, host: str, port: int, secrets: Iterable[str] = ()) -> str:
-    return run(["-m", "node", "-T", iqn, "-p", _portal(host, port), "--login"],
-               f"login to {iqn} at {_portal(host, port)}", secrets=secrets).stdout
+    return run(["-m", "node", "-T", iqn, "-p", format_portal(host, port), "--login"],
+               f"login to {iqn} at {format_portal(host, port)}", secrets=secrets).stdout
 
 
 def node_logout(iqn: str, host: str | None = None, port: int | None = None) -> str:
     args = ["-m", "node", "-T", iqn]
     if host:
-        args += ["-p", _portal(host, port or 3260)]
+        args += ["-p", format_portal(host, port or DEFAULT_PORT)]
     return run([*args, "--logout"], f"logout from {iqn}", ok=(21,)).stdout
 
 
 def node_delete(iqn: str, host: str | None = None, port: int | None = None) -> None:
     args = ["-m", "node", "-T", iqn]
     if host:
-        args += ["-p", _portal(host, port or 3260)]
+        args += ["-p", format_portal(host, port or DEFAULT_PORT)]
     run([*args, "-o", "delete"], f"deleting the node record of {iqn}", ok=(21,))
 
 

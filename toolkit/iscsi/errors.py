@@ -101,6 +101,13 @@ class IscsidNotRunning(IscsiError):
             "run 'systemctl restart iscsid' and 'modprobe iscsi_tcp', then try again")
 
 
+class IscsiToolMissing(IscsidNotRunning):
+    """open-iscsi's iscsiadm or iscsi-iname is not installed (the message says which,
+    and the package: from :class:`toolkit.system.tools.ToolNotInstalled`)."""
+
+    hint = ""
+
+
 _BY_CODE: dict[int, type[IscsiError]] = {
     ISCSI_ERR_LOGIN_AUTH_FAILED: IscsiAuthError,
     ISCSI_ERR_TRANS: IscsiPortalUnreachable,

@@ -7,12 +7,13 @@ a fixed name when the storage's access list (ACL) expects it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import subprocess
 
 from toolkit.iscsi import adm
-from toolkit.iscsi.errors import IscsidNotRunning, IscsiError
+from toolkit.iscsi.errors import IscsidNotRunning, IscsiError, IscsiToolMissing
 from toolkit.iscsi.parse import parse_initiator_name, valid_iscsi_name
+from toolkit.system import systemctl, tools
 
 INITIATOR_FILE = "/etc/iscsi/initiatorname.iscsi"
 
@@ -31,11 +32,15 @@ def read_initiator_name() -> str | None:
 
 def generate_initiator_name() -> str:
     """A fresh name from ``iscsi-iname`` (open-iscsi's prefix)."""
-    proc = subprocess.run(["iscsi-iname", "-p", "iqn.2005-03.org.open-iscsi"],
-                          capture_output=True, text=True, check=False)
+    try:
+        proc = tools.run(["iscsi-iname", "-p", "iqn.2005-03.org.open-iscsi"], timeout=30)
+    except tools.ToolNotInstalled as e:
+        raise IscsiToolMissing(str(e), command=e.command) from e
+    except tools.ToolError as e:
+        raise IscsiError(str(e), code=None, command=e.command, output=e.stderr) from e
     name = proc.stdout.strip()
-    if proc.returncode != 0 or not valid_iscsi_name(name):
-        raise IscsiError(f"iscsi-iname failed: {proc.stderr.strip() or name!r}")
+    if not valid_iscsi_name(name):
+        raise IscsiError(f"iscsi-iname failed: it printed {name!r}, not an iSCSI name")
     return name
 
 
@@ -68,29 +73,38 @@ def set_initiator_name(name: str) -> str:
 
 def iscsid_running() -> bool:
     """iscsid runs, or its socket is listening (systemd starts it on the first request)."""
-    for unit in ("iscsid.service", "iscsid.socket"):
-        if subprocess.run(["systemctl", "is-active", "--quiet", unit], check=False,
-                          capture_output=True).returncode == 0:
-            return True
-    return subprocess.run(["pidof", "iscsid"], check=False, capture_output=True).returncode == 0
+    if any(systemctl.is_active(unit) for unit in ("iscsid.service", "iscsid.socket")):
+        return True
+    try:
+        return tools.run(["pidof", "iscsid"], check=False, timeout=10).returncode == 0
+    except tools.ToolError:
+        return False
 
 
 def restart_iscsid() -> None:
-    subprocess.run(["systemctl", "restart", "iscsid.service"], check=False, capture_output=True)
+    # a failure (logged by tools.run; no systemd in a container) shows in iscsid_running
+    with contextlib.suppress(tools.ToolError):
+        systemctl.restart("iscsid.service", check=False)
     if not iscsid_running():
         raise IscsidNotRunning("iscsid did not start after writing the initiator name")
 
 
 def ensure_iscsid() -> str:
-    """Make sure an initiator name exists and iscsid runs; returns the name."""
+    """Make sure open-iscsi is installed, an initiator name exists and iscsid runs;
+    returns the name."""
+    try:
+        tools.require(adm.ISCSIADM)
+    except tools.ToolNotInstalled as e:
+        raise IscsiToolMissing(str(e)) from e
     name = read_initiator_name()
     if not name:
         name = generate_initiator_name()
         _write(name)
     if not iscsid_running():
-        subprocess.run(["modprobe", "iscsi_tcp"], check=False, capture_output=True)
-        subprocess.run(["systemctl", "start", "iscsid.socket", "iscsid.service"], check=False,
-                       capture_output=True)
+        with contextlib.suppress(tools.ToolError):  # as above: iscsid_running says
+            tools.run(["modprobe", "iscsi_tcp"], check=False, timeout=60)
+        with contextlib.suppress(tools.ToolError):
+            systemctl.start("iscsid.socket", "iscsid.service", check=False)
         if not iscsid_running():
             raise IscsidNotRunning("iscsid is not running and could not be started")
     return name

@@ -20,33 +20,9 @@ from toolkit.iscsi.errors import (
 )
 from toolkit.iscsi.initiator import ensure_iscsid
 from toolkit.iscsi.parse import parse_portal_records
+from toolkit.iscsi.portal import DEFAULT_PORT, format_portal, split_portal
 from toolkit.iscsi.reservations import reservation_warning
 from toolkit.iscsi.sessions import Lun, Session
-
-DEFAULT_PORT = 3260
-
-
-def split_portal(text: str, port: int | None = None) -> tuple[str, int]:
-    """``"10.0.0.5"``, ``"10.0.0.5:3261"``, ``"[fd00::5]:3260"`` or ``"fd00::5"`` ->
-    (host, port); an explicit ``port`` wins over the default, not over ``host:port``.
-    Raises ValueError (with the reason) for an empty host or a port outside 1-65535."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        given = rest.lstrip(":") if rest.strip(":") else None
-    elif text.count(":") == 1:
-        host, given = text.split(":")
-    else:
-        host, given = text, None
-    try:
-        number = int(given) if given is not None else (port or DEFAULT_PORT)
-    except ValueError:
-        raise ValueError(f"the port in {text!r} is not a number") from None
-    if not host:
-        raise ValueError(f"no address in {text!r}")
-    if not 1 <= number <= 65535:
-        raise ValueError(f"port {number} is outside 1-65535")
-    return host, number
 
 
 @dataclass
@@ -56,6 +32,10 @@ class Target:
     port: int
     advertised: list[str] = field(default_factory=list)  # "addr:port" as the target said
     note: str | None = None
+
+    @property
+    def portal(self) -> str:
+        return format_portal(self.host, self.port)
 
 
 @dataclass
@@ -99,7 +79,7 @@ def discover(host: str, port: int = DEFAULT_PORT, chap: Chap | None = None) -> D
             adm.discoverydb_delete(host, port)
     else:
         text = adm.discovery_sendtargets(host, port)
-    given = adm._portal(host, port)
+    given = format_portal(host, port)
     targets: dict[str, Target] = {}
     for rec in parse_portal_records(text):
         t = targets.setdefault(rec.iqn, Target(rec.iqn, rec.address, rec.port))
@@ -203,7 +183,7 @@ def attach(host: str, iqn: str, role: str, *, port: int = DEFAULT_PORT, lun: int
         luns = chosen
     found = _disks_by_path()
     warnings = [w for x in luns for w in _apply_role(iqn, x, role, found.get(x.device))]
-    return AttachResult(iqn, adm._portal(host, port), role, session, luns, notes, warnings)
+    return AttachResult(iqn, format_portal(host, port), role, session, luns, notes, warnings)
 
 
 def _scanned_session(iqn: str, host: str, port: int) -> Session | None:

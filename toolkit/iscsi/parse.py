@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_RECORD = re.compile(r"^(?P<addr>\[[^\]]+\]|[^\s,\[\]]+?):(?P<port>\d+),(?P<tpgt>-?\d+)\s+"
-                     r"(?P<iqn>\S+)\s*$")
+from toolkit.iscsi.portal import PORTAL_TPGT, format_portal
+
+_RECORD = re.compile(rf"^{PORTAL_TPGT}\s+(?P<iqn>\S+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,13 @@ class PortalRecord:
 
     @property
     def portal(self) -> str:
-        return f"[{self.address}]:{self.port}" if ":" in self.address else \
-            f"{self.address}:{self.port}"
+        return format_portal(self.address, self.port)
+
+    @classmethod
+    def from_match(cls, m: re.Match, **more):
+        """From a match of :data:`~toolkit.iscsi.portal.PORTAL_TPGT` and an ``iqn`` group."""
+        return cls(address=m.group("addr").strip("[]"), port=int(m.group("port")),
+                   tpgt=int(m.group("tpgt")), iqn=m.group("iqn"), **more)
 
 
 def parse_portal_records(text: str) -> list[PortalRecord]:
@@ -37,28 +43,20 @@ def parse_portal_records(text: str) -> list[PortalRecord]:
 
     IPv6 portals come in brackets: ``[fd00::1]:3260,1 iqn...``.
     """
-    out = []
-    for line in text.splitlines():
-        m = _RECORD.match(line.strip())
-        if m:
-            addr = m.group("addr").strip("[]")
-            out.append(PortalRecord(addr, int(m.group("port")), int(m.group("tpgt")),
-                                    m.group("iqn")))
-    return out
+    matches = (_RECORD.match(line.strip()) for line in text.splitlines())
+    return [PortalRecord.from_match(m) for m in matches if m]
 
 
-_SESSION = re.compile(r"^(?P<transport>\w+): \[(?P<sid>\d+)\] (?P<addr>\[[^\]]+\]|[^\s,]+?)"
-                      r":(?P<port>\d+),(?P<tpgt>-?\d+) (?P<iqn>\S+)(?: \((?P<kind>[^)]*)\))?")
+_SESSION = re.compile(rf"^(?P<transport>\w+): \[(?P<sid>\d+)\] {PORTAL_TPGT} (?P<iqn>\S+)"
+                      r"(?: \((?P<kind>[^)]*)\))?")
 
 
 @dataclass(frozen=True)
-class SessionLine:
+class SessionLine(PortalRecord):
+    """A portal record with the session's transport and id."""
+
     transport: str
     sid: int
-    address: str
-    port: int
-    tpgt: int
-    iqn: str
 
 
 def parse_session_list(text: str) -> list[SessionLine]:
@@ -67,14 +65,9 @@ def parse_session_list(text: str) -> list[SessionLine]:
         tcp: [4] 10.0.2.2:3262,1 iqn.2026-11.lab.rtk:san (non-flash)
         tcp: [6] 10.0.2.2:3262,1 iqn.2026-11.lab.rtk:bdr (non-flash)
     """
-    out = []
-    for line in text.splitlines():
-        m = _SESSION.match(line.strip())
-        if m:
-            out.append(SessionLine(m.group("transport"), int(m.group("sid")),
-                                   m.group("addr").strip("[]"), int(m.group("port")),
-                                   int(m.group("tpgt")), m.group("iqn")))
-    return out
+    matches = (_SESSION.match(line.strip()) for line in text.splitlines())
+    return [SessionLine.from_match(m, transport=m.group("transport"), sid=int(m.group("sid")))
+            for m in matches if m]
 
 
 @dataclass

@@ -8,16 +8,14 @@ it. ``sg_persist`` (sg3-utils) reads both.
 
 from __future__ import annotations
 
-import subprocess
-
 from toolkit.iscsi.parse import Reservation, parse_pr_keys, parse_pr_reservation
+from toolkit.system import tools
 
 
 def _sg_persist(device: str, what: str) -> str | None:
     try:
-        proc = subprocess.run(["sg_persist", "--in", what, device], capture_output=True,
-                              text=True, timeout=30, check=False, errors="replace")
-    except (OSError, subprocess.TimeoutExpired):
+        proc = tools.run(["sg_persist", "--in", what, device], check=False, timeout=30)
+    except tools.ToolError:  # not installed (logged), or no answer
         return None
     return proc.stdout if proc.returncode == 0 else None
 

@@ -4,17 +4,18 @@
 directory, ``.../hostH/sessionN``; its LUNs are
 ``targetH:0:0/H:0:0:L/block/sdX``. The portal comes from the session's
 connection (``/sys/class/iscsi_connection/connectionN:0``). Waits are on
-``udevadm settle``, never on sleeps.
+``udevadm settle`` (:mod:`toolkit.system.udev`), never on sleeps.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import re
-import subprocess
 from dataclasses import dataclass, field
+
+from toolkit.iscsi.portal import format_portal
+from toolkit.system import udev
 
 _HCTL = re.compile(r"^(\d+):(\d+):(\d+):(\d+)$")
 
@@ -48,7 +49,7 @@ class Session:
 
     @property
     def portal(self) -> str:
-        return f"{self.address}:{self.port}"
+        return format_portal(self.address, self.port)
 
 
 def _read(path: str) -> str | None:
@@ -115,25 +116,16 @@ def list_sessions(sys_root: str = "/sys", dev_root: str = "/dev") -> list[Sessio
 
 
 def settle(timeout: int = 60) -> None:
-    """Wait for udev to finish creating (or removing) device nodes and links."""
-    # no udev (a container, the build host): sysfs is still right
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(["udevadm", "settle", f"--timeout={timeout}"], check=False,
-                       capture_output=True, timeout=timeout + 10)
+    """Wait for udev to finish creating (or removing) device nodes and links (no udev: a
+    container, the build host: nothing to wait for, sysfs is still right)."""
+    udev.settle(timeout)
 
 
 def wait_devices(devices: list[str], timeout: int = 30) -> None:
     """Wait until udev has processed each device (its by-path and by-id links exist):
-    ``udevadm wait --settle`` (systemd 251+), else ``udevadm settle``."""
-    if not devices:
-        return
-    try:
-        proc = subprocess.run(["udevadm", "wait", "--settle", f"--timeout={timeout}", *devices],
-                              check=False, capture_output=True, timeout=timeout + 10)
-    except (OSError, subprocess.TimeoutExpired):
-        return
-    if proc.returncode != 0:
-        settle(timeout)
+    ``udevadm wait --settle`` (systemd 251+), else ``udevadm settle``; without udevadm,
+    until the device nodes exist (no links will come)."""
+    udev.wait_devices(devices, timeout)
 
 
 def partitions_of(device: str, sys_root: str = "/sys") -> list[str]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from toolkit.net import networkd, nics, resolv
 from toolkit.net.errors import NetError, NetRefused
 from toolkit.net.settings import NetSettings, validate
+from toolkit.system import tools
 
 NETWORK_DIR = "run/systemd/network"
 STATE_FILE = "run/rtk/net.json"
@@ -69,9 +70,12 @@ def observe(iface: str) -> Observed:
 
 
 def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    """:func:`toolkit.system.tools.run` without check; a tool that is missing or does not
+    answer is status 127 with the ToolError's message as stderr ("networkctl is not
+    installed (systemd)"), so the fallbacks below get their turn."""
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.SubprocessError) as e:
+        return tools.run(cmd, check=False, timeout=timeout)
+    except tools.ToolError as e:
         return subprocess.CompletedProcess(cmd, 127, "", str(e))
 
 

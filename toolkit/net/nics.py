@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
+
+from toolkit.system import tools
 
 SYS_NET = "/sys/class/net"
 
@@ -129,9 +130,8 @@ def nic_names(root: str = SYS_NET) -> list[str]:
 def ip_json() -> dict[str, dict]:
     """Run ``ip -d -j addr`` (empty when iproute2 is missing or fails)."""
     try:
-        out = subprocess.run(["ip", "-d", "-j", "addr"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
+        out = tools.run(["ip", "-d", "-j", "addr"], timeout=10).stdout
+    except tools.ToolError:  # logged by tools.run
         return {}
     return parse_ip_json(out)
 

@@ -8,8 +8,9 @@ error (unknown host, no route, bad option).
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import asdict, dataclass
+
+from toolkit.system import tools
 
 _STATS = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
 _RTT = re.compile(r"(?:rtt|round-trip) min/avg/max/(?:mdev|stddev) = "
@@ -86,10 +87,9 @@ def ping(host: str, count: int = 3, timeout_s: int = 2, iface: str | None = None
     if iface:
         cmd += ["-I", iface]
     try:
-        p = subprocess.run(cmd + [host], capture_output=True, text=True,
-                           timeout=count * (timeout_s + 1) + 10)
-    except FileNotFoundError:
-        return PingResult(host=host, error="the ping command is not installed")
-    except subprocess.TimeoutExpired:
+        p = tools.run(cmd + [host], check=False, timeout=count * (timeout_s + 1) + 10)
+    except tools.ToolNotInstalled as e:  # "ping is not installed (iputils-ping)"
+        return PingResult(host=host, error=str(e))
+    except tools.ToolError:
         return PingResult(host=host, error="ping did not finish in time")
     return parse_ping(host, p.stdout + p.stderr, p.returncode)

@@ -13,8 +13,9 @@ boot sectors, restored as they were) is used; nothing to do.
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
+
+from toolkit.system import tools
 
 FALLBACK = "\\EFI\\BOOT\\BOOTX64.EFI"
 WINDOWS = "\\EFI\\Microsoft\\Boot\\bootmgfw.efi"
@@ -82,12 +83,9 @@ def apply_boot(plan: BootPlan) -> BootPlan:
     if not plan.command:
         return plan
     try:
-        p = subprocess.run(plan.command, capture_output=True, text=True)
-    except OSError as e:
-        plan.message += f"; efibootmgr could not run: {e.strerror}"
-        return plan
-    if p.returncode:
-        plan.message += f"; efibootmgr failed: {(p.stderr or p.stdout).strip()[-300:]}"
+        tools.run(plan.command, timeout=60)
+    except tools.ToolError as e:  # "efibootmgr is not installed (efibootmgr)", "... (exit 5)"
+        plan.message += f"; {e}"
     else:
         plan.done = True
         plan.message += " created"

@@ -1,11 +1,12 @@
 """Refusals before anything is written, and the image's expected SHA-256.
 
-:func:`check_target` reuses Disk Copy's checks
-(:func:`toolkit.copy_plan.check_pair`) with the image as the "source" end:
-the target is the boot medium, mounted, swap, held, read-only or an iSCSI
-disk attached as SOURCE (:func:`toolkit.roles.source_keys`); the image is
-larger than the target (both sizes); the logical sector sizes differ. The
-image's sector size comes from its GPT header (at byte 512 or 4096); an image
+:func:`check_target` asks the disks layer whether the target may be written at
+all (:func:`toolkit.disks.eligibility.writable_problems`: the boot medium, mounted,
+swap, held, read-only or an iSCSI disk attached as SOURCE, :func:`toolkit.disks.roles.source_keys`)
+and, for an image read from a block device, whether the target overlaps it
+(:func:`toolkit.disks.overlap.overlap_problem`); then what is restore's own: the
+image is larger than the target (both sizes), the logical sector sizes differ.
+The image's sector size comes from its GPT header (at byte 512 or 4096); an image
 without GPT is taken to have 512-byte sectors, with a warning on a 4096-byte
 target.
 
@@ -16,43 +17,42 @@ target.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
-from toolkit.copy.plan import Endpoint, check_pair
-from toolkit.disks.inventory import Disk
+from toolkit.disks.eligibility import writable_problems
+from toolkit.disks.endpoint import Endpoint
+from toolkit.disks.overlap import overlap_problem
 from toolkit.restore import source as sourcemod
+from toolkit.units import human_size
 
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
-def image_endpoint(location: str, size: int, sector_size: int) -> Endpoint:
-    """The image, dressed as the source end of :func:`check_pair` (no device, no keys)."""
-    disk = Disk(name="image", path=location, size=size, logical_sector_size=sector_size,
-                physical_sector_size=sector_size, transport="image", model="image")
-    return Endpoint(path=location, node=location, size=size, sector_size=sector_size,
-                    disk=disk, keys=frozenset(), rdev=None)
-
-
 def check_target(target: Endpoint, location: str, image_size: int | None,
-                 image_sector: int | None, source_role=frozenset()
-                 ) -> tuple[list[str], list[str]]:
-    """``(problems, warnings)`` for restoring the image at ``location`` onto ``target``."""
-    warnings = []
-    sector = image_sector or 512
-    if image_sector is None and target.sector_size != 512:
-        warnings.append(f"the image's logical sector size is unknown (no GPT header), taken "
-                        f"as 512 bytes; the target {target.node} has {target.sector_size}-byte "
-                        "sectors")
-        sector = target.sector_size
-    src = image_endpoint(location, image_size or 0, sector)
-    problems, _ = check_pair(src, target, source_role)
-    problems = [p.replace("the source", "the image").replace("source ", "image ")
-                for p in problems]
+                 image_sector: int | None, source_role: Iterable[str] = frozenset(), *,
+                 image_device: Endpoint | None = None) -> tuple[list[str], list[str]]:
+    """``(problems, warnings)`` for restoring the image at ``location`` onto ``target``.
+
+    ``image_device``: the image's own device when it is read from one (an iSCSI LUN, a
+    disk given as the image), which the target must not overlap.
+    """
+    overlap = overlap_problem(image_device, target, "image") if image_device else None
+    problems = [overlap] if overlap else []
+    problems += writable_problems(target, source_role)
+    if image_size is not None and target.size < image_size:
+        problems.append(f"the target is smaller than the image: target {target.node} has "
+                        f"{target.size} bytes ({human_size(target.size)}), image {location} "
+                        f"has {image_size} bytes ({human_size(image_size)})")
     if image_sector and image_sector != target.sector_size:
-        problems = [p for p in problems if "sector sizes differ" not in p]
         problems.append(f"the logical sector sizes differ: the image was made on a disk with "
                         f"{image_sector}-byte sectors (its GPT header says so), the target "
                         f"{target.node} has {target.sector_size}-byte sectors: partition "
                         "offsets and filesystems would be wrong on it")
+    warnings = []
+    if image_sector is None and target.sector_size != 512:
+        warnings.append(f"the image's logical sector size is unknown (no GPT header), taken "
+                        f"as 512 bytes; the target {target.node} has {target.sector_size}-byte "
+                        "sectors")
     if image_size is None:
         warnings.append("the image's size is not known before writing (a compressed stream "
                         "without a GPT): a too large image fails while writing, and the "

@@ -11,9 +11,8 @@ filesystem with ``/etc/os-release`` is Linux (its PRETTY_NAME).
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
-import time
+
+from toolkit.system import blkid, partx, tools, udev
 
 ESP_GUID = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 ESP_MBR = "0xef"
@@ -21,15 +20,13 @@ MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 
 
 def _out(*cmd: str, env=None) -> str | None:
+    """The output of a tool that looks inside a filesystem; None when it fails, is not
+    installed or does not answer (logged by tools.run): that part is not inspected."""
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
+        p = tools.run(cmd, check=False, env=env, timeout=120)
+    except tools.ToolError:
         return None
     return p.stdout if p.returncode == 0 else None
-
-
-def _pairs(line: str) -> dict[str, str]:
-    return dict(kv.split("=", 1) for kv in shlex.split(line) if "=" in kv)
 
 
 def partition_node(disk: str, number: int) -> str:
@@ -39,30 +36,26 @@ def partition_node(disk: str, number: int) -> str:
 
 def refresh_partitions(disk: str) -> None:
     """Tell the kernel about the new table: BLKRRPART, then partx (works on any kernel,
-    including one that parses no partition tables), and wait for the nodes."""
-    subprocess.run(["blockdev", "--rereadpt", disk], capture_output=True)
-    subprocess.run(["partx", "-u", disk], capture_output=True)
-    subprocess.run(["partx", "-a", disk], capture_output=True)
-    subprocess.run(["udevadm", "settle", "-t", "10"], capture_output=True)
-    for part in partitions(disk):
-        for _ in range(50):
-            if os.path.exists(part["node"]):
-                break
-            time.sleep(0.1)
+    including one that parses no partition tables), and wait for the nodes: udev's
+    settle, then polling /dev (without udev, devtmpfs makes the nodes)."""
+    # BLKRRPART fails on a disk with partitions in use, or a kernel without the parser:
+    # partx does the rest
+    tools.run(["blockdev", "--rereadpt", disk], check=False, timeout=60)
+    partx.update(disk)
+    partx.add(disk)
+    udev.settle(10)
+    udev.wait_for_nodes([p["node"] for p in partitions(disk)], timeout=5)
 
 
 def table_type(disk: str) -> str | None:
     """``gpt``, ``dos`` or None (blkid probing the device itself)."""
-    out = _out("blkid", "-p", "-o", "value", "-s", "PTTYPE", disk)
-    return out.strip() or None if out else None
+    return blkid.probe(disk).get("PTTYPE") or None
 
 
 def partitions(disk: str) -> list[dict]:
     """Each partition: number, node, start and size in bytes, type, name, uuid."""
-    out = _out("partx", "-g", "-b", "-P", "-o", "NR,START,SECTORS,TYPE,NAME,UUID", disk) or ""
     rows = []
-    for line in out.splitlines():
-        d = _pairs(line)
+    for d in partx.partitions(disk, "NR,START,SECTORS,TYPE,NAME,UUID"):
         n = int(d["NR"])
         rows.append({"number": n, "node": partition_node(disk, n),
                      "start": int(d["START"]) * 512, "size": int(d["SECTORS"]) * 512,
@@ -73,8 +66,7 @@ def partitions(disk: str) -> list[dict]:
 
 def filesystem(node: str) -> dict:
     """``{"fstype", "label", "fs_uuid"}`` of a partition, from blkid's own probe."""
-    out = _out("blkid", "-p", "-o", "export", node) or ""
-    d = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    d = blkid.probe(node)
     return {"fstype": d.get("TYPE"), "label": d.get("LABEL"), "fs_uuid": d.get("UUID")}
 
 

@@ -20,24 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
 
 from toolkit.restore import contents
+from toolkit.system import mount, tools
 
 FILESYSTEMS = "/proc/filesystems"  # read after a failed mount: can this kernel mount XFS?
 
 
 class FitError(RuntimeError):
-    pass
+    """The disk could not be fitted; a tool's failure is its cause (``__cause__``, a
+    ToolError: the tool, its exit status and its last stderr line are in the message)."""
 
 
 def _run(*cmd: str, input: str | None = None, ok=(0,)) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True, input=input)
-    if p.returncode not in ok:
-        raise FitError(f"{' '.join(cmd)} failed ({p.returncode}): "
-                       f"{(p.stderr or p.stdout).strip()[-400:]}")
-    return p.stdout
+    """Run a fitting tool: a failure raises ToolError (an OSError)."""
+    return tools.run(cmd, input=input, ok=ok).stdout
 
 
 def relocate_gpt_backup(disk: str) -> None:
@@ -70,19 +68,20 @@ def grow_xfs(node: str) -> None:
     mnt = tempfile.mkdtemp(prefix="rtk-xfs-")
     try:
         mark = _kernel_log()[-1:]  # the kernel's last line before mounting
-        p = subprocess.run(["mount", "-t", "xfs", "-o", "nouuid", node, mnt],
-                           capture_output=True, text=True)
-        if p.returncode:
-            said = (p.stderr or p.stdout).strip().splitlines()
-            raise FitError(_xfs_mount_error(node, said[0] if said else f"exit {p.returncode}",
-                                            _kernel_log_since(mark)))
+        try:
+            mount.mount(node, mnt, fstype="xfs", options=("nouuid",))
+        except tools.ToolNotInstalled:
+            raise
+        except tools.ToolError as e:
+            raise FitError(_xfs_mount_error(node, str(e), _kernel_log_since(mark))) from e
         try:
             _run("xfs_growfs", "-d", mnt)
         finally:
-            p = subprocess.run(["umount", mnt], capture_output=True, text=True)
-            if p.returncode:
-                raise FitError(f"{node} is still mounted on {mnt} (umount: "
-                               f"{p.stderr.strip()}): unmount it before using the disk")
+            try:
+                mount.umount(mnt)
+            except tools.ToolError as e:
+                raise FitError(f"{node} is still mounted on {mnt} ({e}): unmount it before "
+                               "using the disk") from e
     finally:
         with contextlib.suppress(OSError):
             os.rmdir(mnt)  # never a recursive removal: a mount point still mounted keeps its files
@@ -115,8 +114,8 @@ def _kernel_has(fstype: str) -> bool:
 
 def _kernel_log() -> list[str]:
     try:
-        return subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()
-    except OSError:
+        return tools.run(["dmesg"], check=False, timeout=30).stdout.splitlines()
+    except tools.ToolError:
         return []
 
 
@@ -143,11 +142,12 @@ def fit(disk: str, *, image_size: int, disk_size: int, grow: bool) -> list[str]:
     if last is None:
         steps.append("nothing to grow: no partition")
         return steps
-    p = subprocess.run(["growpart", disk, str(last["number"])], capture_output=True, text=True)
+    p = tools.run(["growpart", disk, str(last["number"])], check=False)
     if p.returncode == 1 and "NOCHANGE" in p.stdout:
         steps.append(f"partition {last['number']} already fills the disk")
     elif p.returncode:
-        raise FitError(f"growpart {disk} {last['number']} failed: {(p.stderr or p.stdout)[-400:]}")
+        e = tools.failure(p.args, p.returncode, p.stderr, stdout=p.stdout)
+        raise FitError(f"growing partition {last['number']} of {disk} failed: {e}") from e
     else:
         steps.append(f"partition {last['number']} grown: {p.stdout.strip()}")
     contents.refresh_partitions(disk)
@@ -156,7 +156,7 @@ def fit(disk: str, *, image_size: int, disk_size: int, grow: bool) -> list[str]:
         raise FitError(f"{node} did not appear after growing partition {last['number']}")
     try:
         steps.append(grow_filesystem(node, contents.filesystem(node).get("fstype")))
-    except FitError as e:
+    except (FitError, tools.ToolError) as e:
         raise FitError(f"partition {last['number']} fills the disk now, its filesystem does "
-                       f"not: {e}") from None
+                       f"not: {e}") from e
     return steps

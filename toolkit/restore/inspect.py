@@ -5,7 +5,6 @@ filesystems and operating systems, through a read-only loop device."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
@@ -14,6 +13,7 @@ from toolkit.restore import contents, detect, qemu, stream
 from toolkit.restore import source as sourcemod
 from toolkit.restore.source import read_full
 from toolkit.restore.write import HEAD
+from toolkit.system import partx, tools
 
 
 @dataclass
@@ -24,20 +24,16 @@ class Inspection:
     notes: list[str] = field(default_factory=list)
 
 
-def _run(*cmd: str) -> str:
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-
-
 @contextlib.contextmanager
 def _read_only_loop(path: str):
     """``path`` (a raw image file or a disk) as a read-only loop device with partitions."""
-    dev = _run("losetup", "-r", "-f", "--show", path).strip()
+    dev = tools.run(["losetup", "-r", "-f", "--show", path], timeout=60).stdout.strip()
     try:
         contents.refresh_partitions(dev)
         yield dev
     finally:
-        subprocess.run(["partx", "-d", dev], capture_output=True)
-        subprocess.run(["losetup", "-d", dev], capture_output=True)
+        partx.delete(dev)
+        tools.run(["losetup", "-d", dev], check=False, timeout=60)
 
 
 def _head(location: str, info: restore.ImageInfo, options: restore.RestoreOptions) -> bytes:
@@ -63,11 +59,11 @@ def inspect_image(location: str, options: restore.RestoreOptions) -> Inspection:
                 found = contents.inspect_disk(dev)
             ins.partitions, ins.systems = found["partitions"], found["systems"]
             return ins
-        except (OSError, subprocess.CalledProcessError) as e:
+        except OSError as e:  # a ToolError too: "losetup failed: ... (exit 1)"
             ins.notes.append(f"filesystems not inspected: {e}")
     try:
         head = _head(location, info, options)
-    except (OSError, stream.CorruptImage, qemu.QemuError) as e:
+    except (OSError, stream.CorruptImage) as e:  # qemu.QemuError is a ToolError, an OSError
         ins.notes.append(f"partitions not read: {e}")
         head = b""
     if head and info.table:

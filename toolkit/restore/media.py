@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from dataclasses import dataclass
 
 from toolkit.disks.inventory import Disk
+from toolkit.system import mount, tools
 
 # Filesystems a technician keeps images on.
 FILESYSTEMS = ("ext2", "ext3", "ext4", "vfat", "exfat", "ntfs", "xfs", "btrfs", "iso9660",
@@ -72,24 +72,25 @@ def mount_ro(device: str, fstype: str | None, name: str | None = None) -> str:
     os.makedirs(mnt, exist_ok=True)
     if os.path.ismount(mnt):
         raise MediaError(f"{mnt} is already a mount point")
-    if fstype == "ntfs":
-        cmd = ["ntfs-3g", "-o", "ro", device, mnt]
-    else:
-        cmd = ["mount", "-o", "ro", *(["-t", fstype] if fstype else []), device, mnt]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode:
+    try:
+        if fstype == "ntfs":
+            tools.run(["ntfs-3g", "-o", "ro", device, mnt], timeout=120)
+        else:
+            mount.mount(device, mnt, fstype=fstype, options=("ro",))
+    except tools.ToolError as e:
         _rmdir(mnt)
-        raise MediaError(f"cannot mount {device} read-only: "
-                         f"{(p.stderr or p.stdout).strip() or f'exit {p.returncode}'}")
+        raise MediaError(f"cannot mount {device} read-only: {e}") from e
     return mnt
 
 
 def unmount(mountpoint: str) -> None:
     """Unmount (lazily if busy) and remove the mount point directory."""
     if os.path.ismount(mountpoint):
-        p = subprocess.run(["umount", mountpoint], capture_output=True, text=True)
-        if p.returncode:
-            subprocess.run(["umount", "-l", mountpoint], capture_output=True)
+        try:
+            mount.umount(mountpoint)
+        except tools.ToolError:
+            with contextlib.suppress(tools.ToolError):
+                mount.umount(mountpoint, lazy=True)
     _rmdir(mountpoint)
 
 

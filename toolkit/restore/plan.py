@@ -1,9 +1,10 @@
 """Planning a restore: what the image is, where it goes, and whether that is safe.
 
-:func:`plan_restore` resolves the target (Disk Copy's :func:`~toolkit.copy_plan.resolve`),
-probes the image by content (:func:`probe_image`: the first MiB, the last 512
-bytes, qemu-img info for local containers) and refuses with
-:class:`~toolkit.copy_plan.Refused` before anything is written. Container
+:func:`plan_restore` resolves the target (:func:`toolkit.disks.endpoint.resolve`,
+and the image's own device when it is read from one), probes the image by content
+(:func:`probe_image`: the first MiB, the last 512 bytes, qemu-img info for local
+containers) and refuses with :class:`~toolkit.errors.Refused` before anything is
+written (:func:`toolkit.restore.checks.check_target`). Container
 images that are downloaded or decompressed first are checked again, with their
 real size and sector size, once the temporary file exists (still before
 writing).
@@ -14,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from toolkit.copy.plan import Endpoint, resolve
+from toolkit.blockio import blockdev
 from toolkit.disks import roles
+from toolkit.disks.endpoint import Endpoint, resolve
 from toolkit.disks.inventory import Disk, list_disks
 from toolkit.errors import Refused
 from toolkit.restore import checks, detect, qemu, stream
@@ -118,6 +120,16 @@ def container_size(path: str, fmt: str) -> int:
         raise Refused(f"{path}: {e}") from None
 
 
+def image_device(location: str, disks: list[Disk]) -> Endpoint | None:
+    """The device the image is read from (a disk or LUN given as the image), else None."""
+    if sourcemod.is_url(location) or not blockdev.is_block_device(location):
+        return None
+    try:
+        return resolve(location, disks)
+    except (Refused, OSError):
+        return None  # not in the inventory: nothing to compare the target with
+
+
 def plan_restore(image: str, target: str, options: RestoreOptions | None = None, *,
                  source_role: Iterable[str] | None = None,
                  disks: list[Disk] | None = None) -> RestorePlan:
@@ -132,7 +144,8 @@ def plan_restore(image: str, target: str, options: RestoreOptions | None = None,
     except ValueError as e:
         raise Refused(str(e)) from None
     role = roles.source_keys() if source_role is None else source_role
-    problems, warnings = checks.check_target(dst, image, info.size, info.sector_size, role)
+    problems, warnings = checks.check_target(dst, image, info.size, info.sector_size, role,
+                                             image_device=image_device(image, disks))
     if info.format == detect.RAW and not info.compression and info.size and info.size % 512:
         problems.append(f"the image has {info.size} bytes, not a multiple of 512: truncated, "
                         "or not a disk image")

@@ -36,26 +36,43 @@ import threading
 
 from toolkit.blockio.blockdev import is_block_device
 from toolkit.restore.write import HEAD, Failed
+from toolkit.system import tools
 
 QEMU_IMG = "qemu-img"
 
 
-class QemuError(RuntimeError):
-    """qemu-img refused the image (corrupt, truncated, unsupported)."""
+class QemuError(tools.ToolError):
+    """qemu-img failed: it refused the image (corrupt, truncated, unsupported) or could not
+    convert or compare it. Its message names the subcommand, the last stderr line and the
+    exit status: ``qemu-img info failed: Could not open 'x': ... (exit 1)``."""
+
+    @property
+    def name(self) -> str:
+        sub = next((a for a in self.argv[1:] if not a.startswith("-")), None)
+        return f"{self.tool} {sub}" if sub else self.tool
+
+
+def url_secrets(args) -> list[str]:
+    """The passwords (``user:PASSWORD@``) and queries (tokens) of the URLs in ``args``:
+    masked in the log and in errors, as the reports do (a query ends at a single comma
+    of the qemu options; ``,,`` is an escaped comma)."""
+    out = []
+    for a in args:
+        for m in re.finditer(r"https?://([^/@\s]*)@", a):
+            out.append(m.group(1).partition(":")[2])
+        out += [m.group(1) for m in re.finditer(r"https?://[^?\s]*\?((?:[^,]|,,)*)", a)]
+    return [y for x in out if x for y in {x, x.replace(",,", ",")}]
 
 
 def _run(*args: str) -> str:
-    p = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True)
-    if p.returncode:
-        raise QemuError(f"qemu-img {args[0]}: {p.stderr.strip() or p.stdout.strip()}")
-    return p.stdout
+    return tools.run([QEMU_IMG, *args], error=QemuError, secrets=url_secrets(args)).stdout
 
 
 def has_curl() -> bool:
     """Whether this qemu-img lists the ``https`` block driver (libcurl)."""
     try:
-        text = subprocess.run([QEMU_IMG, "--help"], capture_output=True, text=True).stdout
-    except OSError:
+        text = tools.run([QEMU_IMG, "--help"], check=False, timeout=30).stdout
+    except tools.ToolError:
         return False
     for line in text.splitlines():
         if line.startswith("Supported formats:"):
@@ -75,7 +92,7 @@ def check(path: str, fmt: str) -> list[str]:
     Exit codes: 0 clean, 3 leaked clusters only (harmless), 63 the format has no
     check (VHD: its open already fails on a truncated file), 1 and 2 errors.
     """
-    p = subprocess.run([QEMU_IMG, "check", "-f", fmt, path], capture_output=True, text=True)
+    p = tools.run([QEMU_IMG, "check", "-f", fmt, path], check=False)
     if p.returncode in (0, 3, 63):
         return []
     lines = [x.strip() for x in (p.stderr + p.stdout).splitlines() if x.strip()]
@@ -127,8 +144,9 @@ def first_mib(location: str, fmt: str, virtual_size: int, curl: dict | None = No
 
 
 def _with_progress(args: list[str], progress, cancel: threading.Event) -> subprocess.Popen:
-    """Run qemu-img with ``-p``, calling ``progress(fraction)``; terminate it on cancel."""
-    proc = subprocess.Popen([QEMU_IMG, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """Run qemu-img with ``-p``, calling ``progress(fraction)``; terminate it on cancel.
+    ``proc.failure()``: the QemuError for its exit status."""
+    proc = tools.popen([QEMU_IMG, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stop = threading.Event()
 
     proc.stopped = False  # terminated by us (a cancel), not killed by someone else
@@ -159,6 +177,9 @@ def _with_progress(args: list[str], progress, cancel: threading.Event) -> subpro
     stop.set()
     proc.stdout_text = "\n".join([*said, buf.decode(errors="replace").strip()]).strip()
     proc.stderr_text = proc.stderr.read().decode(errors="replace").strip()
+    proc.failure = lambda: tools.failure([QEMU_IMG, *args], proc.returncode, proc.stderr_text,
+                                         stdout=proc.stdout_text, error=QemuError,
+                                         secrets=url_secrets(args))
     return proc
 
 
@@ -183,7 +204,7 @@ def convert_range(location: str, fmt: str, target: str, start: int, length: int,
     if cancel.is_set():
         raise Failed("cancelled", "cancelled")
     if proc.returncode:
-        raise Failed(f"qemu-img convert failed: {proc.stderr_text}")
+        raise proc.failure()
 
 
 COMPARE_PIECES = 4  # qemu-img compare reads one request at a time: run several
@@ -255,7 +276,7 @@ def compare_range(location: str, fmt: str, target: str, start: int, length: int,
             where = f"at byte {off + int(m.group(1))}" if m else f"in bytes {off}-{off + n}"
             return f"the target differs from the image {where} (qemu-img compare)"
         if proc.returncode:
-            raise Failed(f"qemu-img compare failed: {proc.stderr_text}")
+            raise proc.failure()
     return None
 
 

@@ -26,7 +26,7 @@ class RestoreResult:
     status: str
     message: str
     image: object  # plan.ImageInfo
-    target: object  # copy_plan.Endpoint
+    target: object  # toolkit.disks.endpoint.Endpoint
     warnings: list[str] = field(default_factory=list)
     started: float = 0.0
     finished: float = 0.0
@@ -64,7 +64,7 @@ class RestoreResult:
             "operation": "restore", "status": self.status, "message": self.message,
             "started": report.iso_time(self.started), "finished": report.iso_time(self.finished),
             "seconds": round(self.finished - self.started, 3),
-            "image": img, "target": self.target.describe(), "verify": self.verify,
+            "image": img, "target": self.target.record().to_dict(), "verify": self.verify,
             "fit": self.fit, "disk": self.contents,
             "boot": report.to_jsonable(self.boot) if self.boot else None,
             "warnings": self.warnings,

@@ -24,14 +24,21 @@ partition table that any tool would trust.
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 
-from toolkit.blockio import blockdev, reading
-from toolkit.blockio.reading import DEFAULT_CHUNK, REGION_DIGEST, RegionHasher, region_size_for
-from toolkit.blockio.verify import compare_regions
-from toolkit.copy.result import SourceDigest, VerifyOutcome
+from toolkit.blockio import blockdev
+from toolkit.blockio.hashing import (
+    REGION_DIGEST,
+    HashStage,
+    RegionHasher,
+    SourceDigest,
+    finish_digest,
+    region_size_for,
+)
+from toolkit.blockio.pipeline import BAD, DATA, DEFAULT_CHUNK, END, ZERO, Feed, Pipeline
+from toolkit.blockio.reader import DeviceReader
+from toolkit.blockio.verify import VerifyOutcome, compare_regions
 from toolkit.jobs.progress import Reporter
 
 MiB = 1 << 20
@@ -112,58 +119,52 @@ class Target:
         self.close()
 
 
-class _Producer(threading.Thread):
-    """Fills aligned buffers from the image reader (decompressing into them when the
-    reader has ``readinto``) and queues them in order."""
+def _fill(reader, buf: blockdev.AlignedBuffer, chunk: int) -> int:
+    n, into = 0, getattr(reader, "readinto", None)
+    while n < chunk:
+        if into is not None:
+            got = into(buf.view[n:chunk])
+        else:
+            data = reader.read(chunk - n)
+            got = len(data)
+            buf.view[n:n + got] = data
+        if not got:
+            break
+        n += got
+    return n
 
-    def __init__(self, reader, free: queue.Queue, out: queue.Queue, chunk: int,
-                 stop: threading.Event):
-        super().__init__(daemon=True, name="rtk-restore-read")
-        self.reader, self.free, self.out, self.chunk, self.stop = reader, free, out, chunk, stop
-        self.error: BaseException | None = None
 
-    def _fill(self, buf: blockdev.AlignedBuffer) -> int:
-        n, into = 0, getattr(self.reader, "readinto", None)
-        while n < self.chunk:
-            if into is not None:
-                got = into(buf.view[n:self.chunk])
-            else:
-                data = self.reader.read(self.chunk - n)
-                got = len(data)
-                buf.view[n:n + got] = data
-            if not got:
-                break
-            n += got
-        return n
-
-    def _free_buffer(self) -> blockdev.AlignedBuffer | None:
-        """A free buffer, or None once told to stop (the writer may hold none back)."""
-        while not self.stop.is_set():
-            try:
-                return self.free.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        return None
-
-    def run(self) -> None:
+def _image_reader(reader, chunk: int):
+    """The pipeline's reader of the image after its head: fills the buffers from
+    ``reader`` (decompressing into them when it has ``readinto``), in order."""
+    def read(feed: Feed) -> None:
         pos = HEAD
         try:
-            while not self.stop.is_set():
-                buf = self._free_buffer()
-                if buf is None:
-                    break
-                n = self._fill(buf)
+            while not feed.stopped:
+                buf = feed.buffer()
+                n = _fill(reader, buf, chunk)
                 if not n:
-                    self.free.put(buf)
-                    break
-                self.out.put(("data", pos, n, buf))
+                    feed.give_back(buf)
+                    return
+                feed.put(DATA, pos, n, buf)
                 pos += n
-                if n < self.chunk:
-                    break
-        except BaseException as e:  # noqa: BLE001 - handed to the writer
-            self.error = e
-        finally:
-            self.out.put(("end", pos, 0, None))
+                if n < chunk:
+                    return
+        except Failed:
+            raise
+        except Exception as e:
+            raise Failed(f"reading the image failed at image byte {pos}: {e}") from e
+    return read
+
+
+class _ImageHash(HashStage):
+    """The hash stage of a restore, whose failure names the image byte."""
+
+    def __call__(self, item):
+        try:
+            return super().__call__(item)
+        except Exception as e:
+            raise Failed(f"hashing the image failed at image byte {item[1]}: {e!r}") from e
 
 
 def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporter: Reporter,
@@ -173,11 +174,12 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
     """Write the image after its first MiB (``head``, already read) at byte 1 MiB onwards.
 
     Four stages, each a thread: the download (:class:`toolkit.restore.stream.Input`
-    in the background), the decompression (:class:`_Producer`), the hashes and
-    the zero check (:class:`toolkit.reading.Hasher`), and the writes (here).
-    An all-zero chunk is not written but zeroed by the device (BLKZEROOUT: the
-    same result, read back by the verification; a SAN does it without the data
-    crossing the network, a thin LUN keeps it allocated).
+    in the background), the decompression (the pipeline's reader), the hashes and
+    the zero check (its :class:`~toolkit.blockio.hashing.HashStage`), and the writes
+    (here; :mod:`toolkit.blockio.pipeline`). An all-zero chunk is not written but
+    zeroed by the device (BLKZEROOUT: the same result, read back by the
+    verification; a SAN does it without the data crossing the network, a thin LUN
+    keeps it allocated).
 
     Returns ``(image_size, digest, read_back)``: the image's length; its digest
     (the hash, ``algorithm``, of every byte including the head, and BLAKE3
@@ -190,61 +192,38 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
     region = region_size_for(target.size, chunk)
     digest = RegionHasher(algorithm, target.size, region)
     digest.update(0, memoryview(head))
-    free = reading.buffer_pool(4, chunk)
-    q1, q2, stop = queue.Queue(5), queue.Queue(5), threading.Event()
-    producer = _Producer(reader, free, q1, chunk, stop)
-    hasher = reading.Hasher(digest, q1, q2, zeros=bytes(chunk))
     back = ReadBack(target, algorithm, region, head, chunk) if read_back else None
-    producer.start()
-    hasher.start()
-    if back:
-        back.start()
-    reporter.start("write", total)
-    end, error, unsynced = len(head), None, 0  # a head under 1 MiB is the whole image
+    end, unsynced = len(head), 0  # a head under 1 MiB is the whole image
     try:
-        while True:
-            kind, pos, n, buf = q2.get()
-            if kind == "end":
-                break
-            try:
-                if error is None and hasher.crash is not None:  # nothing more is hashed
-                    error = Failed(f"hashing the image failed at image byte {pos}: "
-                                   f"{hasher.crash!r}")
-                if error is None and not cancel.is_set():
-                    try:
-                        error = _write(target, buf, pos, n, zero=kind == "zero")
-                        end, unsynced = pos + n, unsynced + n
-                        if back and error is None and unsynced >= SYNC_EVERY:
-                            os.fdatasync(target.fd)
-                            back.advance(end)
-                            unsynced = 0
-                        reporter.update(progress_of(end) if progress_of else end)
-                    except OSError as e:  # the target failed: stop, but drain the queues
-                        error = Failed(f"write error on the target {target.path} at byte "
-                                       f"{pos}: {e.strerror or e}")
-                if error is not None or cancel.is_set():
-                    stop.set()  # drain: the threads end when their queues empty
-            finally:
-                free.put(buf)
-        if error is not None:
-            raise error
+        with Pipeline(_image_reader(reader, chunk), chunk=chunk, buffers=4,
+                      stage=_ImageHash(digest, zeros=bytes(chunk)), cancel=cancel,
+                      names=("rtk-restore-read", "rtk-hasher")) as pipe:
+            if back:
+                back.start()
+            reporter.start("write", total)
+            for kind, pos, n, buf in pipe:
+                if cancel.is_set():
+                    raise Failed("cancelled", "cancelled")
+                try:
+                    error = _write(target, buf, pos, n, zero=kind == ZERO)
+                    if error is not None:
+                        raise error
+                    end, unsynced = pos + n, unsynced + n
+                    if back and unsynced >= SYNC_EVERY:
+                        os.fdatasync(target.fd)
+                        back.advance(end)
+                        unsynced = 0
+                    reporter.update(progress_of(end) if progress_of else end)
+                except OSError as e:  # the target failed: stop (the pipeline drains)
+                    raise Failed(f"write error on the target {target.path} at byte "
+                                 f"{pos}: {e.strerror or e}") from None
         if cancel.is_set():
             raise Failed("cancelled", "cancelled")
-        if producer.error is not None:
-            if isinstance(producer.error, Failed):
-                raise producer.error
-            raise Failed(f"reading the image failed at image byte {end}: {producer.error}")
         os.fsync(target.fd)
     except BaseException:
-        stop.set()
         if back:
             back.stop()
         raise
-    finally:
-        stop.set()
-        producer.join()
-        hasher.join()
-        reading.close_pool(free)
     return end, finish_digest(digest, end), back
 
 
@@ -267,37 +246,46 @@ def _write(target: Target, buf: blockdev.AlignedBuffer, pos: int, n: int, *, zer
     return None
 
 
-def finish_digest(h: RegionHasher, size: int) -> SourceDigest:
-    """The digest of the first ``size`` bytes fed to ``h`` (whose size was an upper bound)."""
-    if h.pos % h.region_size and h.pos < h.size:
-        i = h.pos // h.region_size
-        h.regions[i * REGION_DIGEST:(i + 1) * REGION_DIGEST] = h.region.digest(length=REGION_DIGEST)
-    count = -(-size // h.region_size)
-    return SourceDigest(h.algorithm, h.stream.hexdigest(), size, h.region_size,
-                        bytes(h.regions[:count * REGION_DIGEST]))
-
-
-class ReadBack(threading.Thread):
-    """The verification, overlapped with writing: reads the target back (O_DIRECT)
-    behind the writer, each part once the writer has fdatasync'ed it (as after
-    writing everything: the bytes come from the device, not from a cache of
-    ours), and hashes it as the image was hashed, the held-back head standing
-    in for the target's first MiB (still zeros; written last, and read back
-    then). Where the writer waits for a download or the decompression, the
-    reading costs nothing; :meth:`finish` reads the rest and compares."""
+class ReadBack:
+    """The verification, overlapped with writing: a pipeline that reads the target
+    back (O_DIRECT) behind the writer, each part once the writer has fdatasync'ed it
+    (as after writing everything: the bytes come from the device, not from a cache
+    of ours), and hashes it as the image was hashed, the held-back head standing in
+    for the target's first MiB (still zeros; written last, and read back then).
+    Where the writer waits for a download or the decompression, the reading costs
+    nothing; :meth:`finish` reads the rest and compares. :meth:`stop` on every way out.
+    """
 
     def __init__(self, target: Target, algorithm: str, region_size: int, head: bytes,
                  chunk: int):
-        super().__init__(daemon=True, name="rtk-read-back")
-        self.fd, self.head, self.chunk = target.fd, head, chunk
+        self.head = head
         self.hasher = RegionHasher(algorithm, target.size, region_size)
+        self.hasher.update(0, memoryview(head))
         self.cond = threading.Condition()
         self.synced = 0  # what the writer has written and flushed, from byte 0
         self.final = False
         self.stopped = False
-        self.error: str | None = None
         self.while_writing = 0  # bytes read back before the writer finished
         self.t0 = time.monotonic()
+        self.pipe = Pipeline(DeviceReader(target.fd, self._flushed(), chunk), chunk=chunk,
+                             buffers=2, stage=HashStage(self.hasher, sink=True),
+                             names=("rtk-read-back", "rtk-read-back-hash"))
+
+    def _flushed(self):
+        """The areas after the head, each once the writer has flushed it."""
+        pos = len(self.head)
+        while True:
+            with self.cond:
+                while not self.stopped and pos >= self.synced and not self.final:
+                    self.cond.wait()
+                if self.stopped or pos >= self.synced:
+                    return
+                limit = self.synced
+            yield pos, limit - pos
+            pos = limit
+
+    def start(self) -> None:
+        self.pipe.start()
 
     def advance(self, synced: int, final: bool = False) -> None:
         with self.cond:
@@ -308,49 +296,37 @@ class ReadBack(threading.Thread):
         with self.cond:
             self.stopped = True
             self.cond.notify()
-        if self.ident is not None:
-            self.join()
-
-    def run(self) -> None:
-        buf = blockdev.AlignedBuffer(self.chunk)
-        pos = 0
-        try:
-            while True:
-                with self.cond:
-                    while not self.stopped and pos >= self.synced and not self.final:
-                        self.cond.wait()
-                    if self.stopped or pos >= self.synced:
-                        return
-                    limit = self.synced
-                n = min(self.chunk, limit - pos)
-                if pos + n > len(self.head):  # not all of it the head (which is not read)
-                    blockdev.read_exact(self.fd, buf.view[:n], pos)
-                if pos < len(self.head):
-                    top = min(len(self.head), pos + n)
-                    buf.view[:top - pos] = self.head[pos:top]
-                self.hasher.update(pos, buf.view[:n])
-                pos += n
-        except OSError as e:
-            self.error = f"cannot read the target back at byte {pos}: {e.strerror or e}"
-        finally:
-            buf.close()
+        self.pipe.close()
 
     def finish(self, digest: SourceDigest, reporter: Reporter, cancel: threading.Event
                ) -> VerifyOutcome:
-        """Read what is left (up to ``digest.size``, all of it flushed now) and compare."""
+        """Read what is left (up to ``digest.size``, all of it flushed now) and compare.
+        A failure of the reading or hashing (a bug, memory) raises :class:`Failed`."""
         self.advance(digest.size, final=True)
-        self.while_writing = self.hasher.pos
-        reporter.start("verify", digest.size, self.hasher.pos)
-        while self.is_alive():
-            if cancel.is_set():
-                self.stop()
-                raise Failed("cancelled", "cancelled")
-            self.join(0.25)
-            reporter.update(self.hasher.pos)
+        done = self.hasher.pos
+        self.while_writing = done if done > len(self.head) else 0
+        reporter.start("verify", digest.size, done)
+        error = None
+        try:
+            while True:
+                if cancel.is_set():
+                    self.stop()
+                    raise Failed("cancelled", "cancelled")
+                item = self.pipe.get(timeout=0.25)
+                reporter.update(self.hasher.pos)
+                if item is not None and item[0] == END:
+                    break
+                if item is not None and item[0] == BAD:
+                    error = error or f"cannot read the target back: {item[3]}"
+        except Failed:
+            raise
+        except Exception as e:
+            raise Failed(f"reading the target back failed: {e!r}") from e
+        self.stop()
         reporter.update(self.hasher.pos, force=True)
         out = VerifyOutcome(match=False, method="read back target", source_hash=digest.hexdigest,
-                            error=self.error, seconds=time.monotonic() - self.t0)
-        if self.error or self.hasher.pos != digest.size:
+                            error=error, seconds=time.monotonic() - self.t0)
+        if error or self.hasher.pos != digest.size:
             out.error = out.error or "the target was not read back in full"
             return out
         got = finish_digest(self.hasher, digest.size)

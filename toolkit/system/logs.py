@@ -4,9 +4,9 @@ under /var/log/rtk, the kernel ring buffer and this boot's journal."""
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 
+from toolkit.system import tools
 from toolkit.system.paths import LOG_DIR
 
 MAX_BYTES = 2 * 1024 * 1024  # the tail of a file that the viewer shows
@@ -46,8 +46,7 @@ def read(source: LogSource) -> str:
         except OSError as e:
             return f"cannot read {source.target}: {e.strerror}"
     try:
-        proc = subprocess.run(list(source.target), capture_output=True, text=True, timeout=20,
-                              check=False, errors="replace")
-    except (OSError, subprocess.TimeoutExpired) as e:
+        proc = tools.run(list(source.target), check=False, timeout=20)
+    except tools.ToolError as e:  # "dmesg is not installed (util-linux)", a timeout
         return f"cannot run {source.target[0]}: {e}"
     return proc.stdout[-MAX_BYTES:] or proc.stderr or "(empty)"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-import subprocess
+
+from toolkit.system import systemctl
 
 
 def hostname() -> str:
@@ -28,7 +29,6 @@ def ip_addresses() -> list[tuple[str, str]]:
 
 
 def power(action: str) -> None:
-    """Reboot or power off now (``action`` is "reboot" or "poweroff")."""
-    if action not in ("reboot", "poweroff"):
-        raise ValueError(f"unknown power action {action!r}")
-    subprocess.run(["systemctl", action], check=True)
+    """Reboot or power off now (``action`` is "reboot" or "poweroff"); ToolError if
+    systemctl fails."""
+    systemctl.power(action)

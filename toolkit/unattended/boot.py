@@ -21,12 +21,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import TextIO
 
 from toolkit.jobs import report
+from toolkit.system import systemctl, tools
 from toolkit.unattended.cmdline import Cmdline, CmdlineError
 
 SERIAL_PREFIXES = ("ttyS", "ttyAMA", "ttyUSB", "hvc")
@@ -98,10 +98,10 @@ class Stamped:
 
 
 def start_units(units: list[str]) -> None:
-    """``systemctl --no-block start`` (no systemd, in a container: nothing happens)."""
-    with contextlib.suppress(OSError):
-        subprocess.run(["systemctl", "--no-block", "start", *units], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """``systemctl --no-block start`` (no systemd, in a container: nothing happens but a
+    line in the tools log)."""
+    with contextlib.suppress(tools.ToolError):
+        systemctl.start(*units, block=False, check=False)
 
 
 def hand_over(action: str, lines: list[str], ttys: list[str]) -> str:

@@ -21,12 +21,13 @@ import yaml
 
 from toolkit.iscsi.adm import Chap
 from toolkit.iscsi.parse import valid_iscsi_name
+from toolkit.iscsi.portal import DEFAULT_PORT
 from toolkit.jobs.report import safe_url
 from toolkit.net.settings import NetSettings, validate
 from toolkit.system.paths import LIVE_MEDIUM
 from toolkit.unattended import cmdline as kc
 from toolkit.unattended.cmdline import Cmdline, CmdlineError
-from toolkit.unattended.selectors import DEFAULT_PORT, SOURCE, TARGET, IscsiLun, Selector
+from toolkit.unattended.selectors import SOURCE, TARGET, IscsiLun, Selector
 from toolkit.unattended.selectors import parse_consent as _consent
 from toolkit.unattended.selectors import parse_iscsi as _iscsi
 from toolkit.unattended.selectors import parse_selector as _selector

@@ -1,361 +1,51 @@
-"""The unattended run: one :class:`~toolkit.plan.Plan` from start to the done action.
+"""The unattended run: one :class:`~toolkit.unattended.plan.Plan` from start to the done
+action.
 
-:func:`run` goes through the phases in order, and every check comes before the
-first write to any disk:
-
-1. ``network``: apply ``plan.network`` (``ip=``, ``vlan=``, plan file), if any.
-2. ``iscsi``: set the initiator name, attach ``plan.sources`` (and an
-   ``rtk.image=iscsi:...`` LUN with a server) as SOURCE, ``plan.targets`` as
-   TARGET (CHAP from the plan).
-3. ``select``: the one disk ``rtk.disk=`` names (:func:`toolkit.selectors.select`),
-   and ``rtk.consent=`` must name it (:func:`~toolkit.selectors.check_consent`).
-4. ``check``: restore: :func:`toolkit.restore.plan_restore` (image readable,
-   fits the disk, not a SOURCE, not in use...) and, for raw images with a
-   SHA-256, a hashing pass over the image; copy:
-   :func:`toolkit.copy.plan_copy` with the SOURCE roles.
-5. ``write``: :func:`toolkit.restore.restore` or :func:`toolkit.copy.copy`,
-   progress to the console and the report server. ``dry_run`` stops before it.
-
-Then the local report (``unattended-*.json``/``.txt`` under /var/log/rtk), the
-``end`` event, and the done action: ``plan.done`` only after success; after
-anything else ``"stay"``, with the reason on the screen (never a reboot into a
-half-written disk).
+:func:`run` goes through the phases of :class:`~toolkit.unattended.job.Job` in order
+(network, iscsi, select, check, write), and every check comes before the first write to
+any disk; ``dry_run`` stops before the write. Then the local report, the ``end`` event
+and the done action (:mod:`toolkit.unattended.ending`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from toolkit import exitcodes, iscsi
 from toolkit.disks import inventory as disks_mod
 from toolkit.disks import roles
 from toolkit.disks.inventory import Disk
-from toolkit.iscsi.adm import redact
-from toolkit.jobs import report
-from toolkit.jobs.progress import Progress, Reporter
 from toolkit.system import machine
 from toolkit.system.paths import LIVE_MEDIUM
-from toolkit.unattended import selectors
 from toolkit.unattended.console import Console
+from toolkit.unattended.ending import (
+    Outcome,
+    announce,
+    decide_done,
+    plan_summary,
+    power_off_or_reboot,
+    reason_for,
+    write_local_report,
+)
+from toolkit.unattended.job import (
+    PHASES,
+    Job,
+    Stop,
+    disk_identity,
+    iscsi_luns,
+    plan_secrets,
+    set_initiator,
+)
 from toolkit.unattended.plan import Plan
-from toolkit.unattended.reporter import ReportClient, RunReporter, safe_url, scrub
-from toolkit.unattended.selectors import SOURCE, TARGET, IscsiLun, Selector
-
-PHASES = ("network", "iscsi", "select", "check", "write")
-
-
-class Stop(Exception):
-    """A check failed: stop before the first write. ``status`` is "refused" (nothing was
-    written) unless said otherwise."""
-
-    def __init__(self, phase: str, message: str, status: str = "refused"):
-        super().__init__(message)
-        self.phase, self.status = phase, status
-
-
-@dataclass
-class Outcome:
-    """How the run ended. ``status``: "ok", "dry-run", "refused" (nothing written),
-    "failed", "mismatch", "cancelled", "unreadable" (copy: ok but some source ranges
-    unreadable). ``action``: ``plan.done`` after success, else "stay" (``reason`` says
-    why)."""
-
-    status: str
-    exit_code: int
-    message: str
-    action: str
-    reason: str
-    phase: str
-    run_id: str
-    reports: dict[str, str] = field(default_factory=dict)
-    written: bool = False  # something may have been written to the disk
-
-
-def decide_done(status: str, done: str, dry_run: bool = False) -> str:
-    """The done action: ``done`` (reboot, poweroff, menu, shell) only after success."""
-    return done if status == "ok" and not dry_run else "stay"
-
-
-def plan_secrets(plan: Plan) -> list[str]:
-    """Every CHAP password in ``plan`` (to keep them out of reports and messages)."""
-    luns = [*plan.sources, *plan.targets, *([plan.image.lun] if plan.image and plan.image.lun
-                                           else [])]
-    return [c.password for x in luns for c in (x.chap, x.mutual) if c and c.password]
-
-
-def disk_identity(d: Disk | None) -> dict | None:
-    """What names a disk in the report: everything a person checks, nothing else."""
-    if d is None:
-        return None
-    return {"name": d.name, "path": d.path, "size": d.size, "model": d.model,
-            "vendor": d.vendor, "serial": d.serial, "wwn": d.wwn, "transport": d.transport,
-            "by_id": list(d.by_id), "by_path": list(d.by_path),
-            "iscsi": {"target": d.iscsi.target, "portal": d.iscsi.portal, "lun": d.iscsi.lun}
-            if d.iscsi else None, "backing_file": d.backing_file,
-            "logical_sector_size": d.logical_sector_size}
-
-
-def _set_initiator(name: str) -> None:
-    if iscsi.read_initiator_name() != name:
-        iscsi.set_initiator_name(name)
-
-
-def _lun_label(x: IscsiLun) -> str:
-    return f"{x.role} {x.iqn} LUN {x.lun} at {x.portal}"
-
-
-def iscsi_luns(plan: Plan) -> list[IscsiLun]:
-    """The LUNs to attach, SOURCE first: ``plan.sources``, an ``rtk.image=iscsi:`` LUN
-    with a server (unless listed already), then ``plan.targets``."""
-    out = list(plan.sources)
-    im = plan.image
-    if im and im.lun and all((x.iqn, x.lun, x.host) != (im.lun.iqn, im.lun.lun, im.lun.host)
-                             for x in out):
-        out.append(im.lun)
-    return out + list(plan.targets)
-
-
-def _source_selector(plan: Plan) -> Selector | None:
-    if plan.image and plan.image.selector:
-        return plan.image.selector
-    if len(plan.sources) == 1:
-        x = plan.sources[0]
-        return Selector("iscsi", f"{x.iqn}:{x.lun}", iqn=x.iqn, lun=x.lun)
-    return None
-
-
-class _Run:
-    def __init__(self, plan: Plan, reporter: RunReporter, console: Console, *, dry_run: bool,
-                 medium: str, hooks: dict):
-        self.plan, self.rep, self.con, self.dry_run = plan, reporter, console, dry_run
-        self.medium, self.hooks = medium, hooks
-        self.phase = "start"
-        self.timings: dict[str, float] = {}
-        self.t0 = time.monotonic()
-        self.disk: Disk | None = None
-        self.source: Disk | None = None
-        self.attached: list[dict] = []
-        self.warnings: list[str] = []
-        self.hashes: dict = {}
-        self.inner: dict = {}  # the restore/copy result as its report has it
-        self.inner_report: report.ReportPaths | None = None
-        self.written = False
-        self.secrets = plan_secrets(plan)
-
-    def clean(self, text: str) -> str:
-        return redact(text, self.secrets)
-
-    def enter(self, phase: str, text: str) -> None:
-        self.phase = phase
-        self.con.say(text)
-        self.rep.progress(Progress(phase, 0, 0, 0.0, 0.0, None), force=True)
-
-    def timed(self, phase: str, fn, *args, **kw):
-        start = time.monotonic()
-        try:
-            return fn(*args, **kw)
-        finally:
-            self.timings[phase] = round(self.timings.get(phase, 0) + time.monotonic() - start, 3)
-
-    def on_progress(self, p: Progress) -> None:
-        try:
-            self.con.progress(p)
-            self.rep.progress(p)
-        except Exception:  # noqa: BLE001 - progress display must never stop a write
-            pass
-
-    # phases ---------------------------------------------------------------------------
-    def network(self) -> None:
-        if not self.plan.network:
-            return
-        from toolkit.net.errors import NetError
-        self.enter("network", "network: applying " + ", ".join(
-            f"{s.iface} {s.mode}" for s in self.plan.network))
-        try:
-            known = self.hooks["known_nics"]()
-            for s in self.plan.network_settings(known):
-                r = self.hooks["apply_network"](s, known_nics=known)
-                addrs = ", ".join(getattr(r, "addresses", []) or []) or "no address yet"
-                self.con.say(f"network: {s.iface} up ({addrs})")
-        except (NetError, OSError, ValueError) as e:
-            raise Stop("network", f"network settings failed: {e}") from None
-
-    def attach(self) -> None:
-        luns = iscsi_luns(self.plan)
-        if not luns:
-            return
-        self.enter("iscsi", f"iscsi: attaching {len(luns)} LUN(s)")
-        try:
-            if self.plan.initiator:
-                self.hooks["set_initiator"](self.plan.initiator)
-                self.con.say(f"iscsi: initiator {self.plan.initiator}")
-        except (iscsi.IscsiError, OSError, ValueError) as e:
-            raise Stop("iscsi", self.clean(f"cannot set the initiator name: {e}")) from None
-        for x in luns:
-            try:
-                r = self.hooks["attach"](x.host, x.iqn, x.role, port=x.port, lun=x.lun,
-                                         chap=x.chap, mutual=x.mutual)
-            except iscsi.IscsiAuthError as e:
-                hint = getattr(e, "hint", None)
-                raise Stop("iscsi", self.clean(
-                    f"CHAP authentication failed for {_lun_label(x)}: {e}"
-                    + (f" ({hint})" if hint else ""))) from None
-            except iscsi.IscsiPortalUnreachable as e:
-                raise Stop("iscsi", self.clean(f"iSCSI portal unreachable for "
-                                               f"{_lun_label(x)}: {e}")) from None
-            except (iscsi.IscsiError, OSError, ValueError) as e:
-                raise Stop("iscsi", self.clean(f"cannot attach {_lun_label(x)}: {e}")) from None
-            devices = [getattr(lun, "device", None) for lun in getattr(r, "luns", []) or []]
-            self.attached.append({"role": x.role, "iqn": x.iqn, "lun": x.lun,
-                                  "portal": x.portal, "devices": [d for d in devices if d]})
-            self.warnings += [self.clean(w) for w in getattr(r, "warnings", []) or []]
-            self.con.say(f"iscsi: attached {_lun_label(x)}"
-                         + (f" as {', '.join(d for d in devices if d)}" if any(devices) else ""))
-
-    def select(self) -> list[Disk]:
-        self.enter("select", f"disk: looking for rtk.disk={self.plan.disk}")
-        try:
-            disks = self.hooks["list_disks"]()
-            self.disk = selectors.select(disks, self.plan.disk)
-            self.rep.update(disk=disk_identity(self.disk))
-            self.con.say(f"disk: found {selectors.describe(self.disk)}")
-            selectors.check_consent(self.disk, self.plan.consent)
-            self.con.say(f"disk: rtk.consent={self.plan.consent} names it")
-            if self.plan.mode == "copy":
-                sel = _source_selector(self.plan)
-                if sel is None:
-                    raise Stop("select", "rtk.mode=copy: no source (rtk.image=iscsi:IQN:LUN "
-                                         "or exactly one rtk.source=)")
-                self.source = selectors.select(disks, sel, "the source")
-                self.rep.update(source=disk_identity(self.source))
-                self.con.say(f"source: {selectors.describe(self.source)}")
-        except (selectors.SelectError, selectors.ConsentError) as e:
-            raise Stop("select", str(e)) from None
-        except OSError as e:
-            raise Stop("select", f"cannot list the disks: {e}") from None
-        return disks
-
-    def image_location(self, disks: list[Disk]) -> str:
-        im = self.plan.image
-        if im.kind == "url":
-            return im.location
-        if im.kind == "path":
-            return os.path.join(self.medium, im.location.lstrip("/"))
-        try:
-            return selectors.select(disks, im.selector, "rtk.image").path
-        except selectors.SelectError as e:
-            raise Stop("select", str(e)) from None
-
-    def check_restore(self, disks: list[Disk]):
-        from toolkit import restore
-        from toolkit.restore import detect
-
-        location = self.image_location(disks)
-        self.enter("check", f"check: image {safe_url(location)} onto {self.disk.path}")
-        opts = restore.RestoreOptions(verify=self.plan.verify, grow=self.plan.grow,
-                                      sha256=self.plan.sha256)
-        try:
-            rplan = restore.plan_restore(location, self.disk.path, opts, disks=disks)
-        except restore.Refused as e:
-            raise Stop("check", "; ".join(e.problems)) from None
-        except OSError as e:  # requests' ConnectionError, Timeout... (not a SourceError)
-            why = getattr(e, "strerror", None) or type(e).__name__
-            raise Stop("check", f"cannot read the image {safe_url(location)}: {why} (is the "
-                                "server up and reachable?); nothing was written") from None
-        img = rplan.image
-        self.rep.update(image={"location": safe_url(location), "kind": img.kind,
-                               "size": img.size, "sha256_expected": img.expected_sha256,
-                               "sha256_from": safe_url(img.sha256_from)})
-        self.warnings += rplan.warnings
-        for w in rplan.warnings:
-            self.con.say(f"warning: {w}")
-        self.con.say(f"check: {img.kind}, {img.size or 'unknown'} bytes, fits "
-                     f"{self.disk.path} ({rplan.target.size} bytes)")
-        if img.expected_sha256 and img.format == detect.RAW:
-            # a raw image is streamed onto the disk: check its hash before writing
-            got = self.timed("checksum", self.prehash, location, opts)
-            self.hashes["image_sha256"] = got
-            if got != img.expected_sha256:
-                raise Stop("check", f"SHA-256 mismatch: the image {safe_url(location)} "
-                                    f"hashes to {got}, expected {img.expected_sha256} "
-                                    f"(from {safe_url(img.sha256_from)}); nothing was written",
-                           "mismatch")
-            self.con.say("check: SHA-256 matches")
-        return rplan
-
-    def prehash(self, location: str, opts) -> str:
-        from toolkit.restore import source as sourcemod
-        rep = Reporter(self.on_progress, 0.25)
-        h, done = hashlib.sha256(), 0
-        try:
-            with sourcemod.open_source(location, **opts.source_kw()) as src:
-                rep.start("checksum", src.size or 0)
-                while data := src.read(8 << 20):
-                    h.update(data)
-                    done += len(data)
-                    rep.update(done)
-        except OSError as e:
-            raise Stop("check", f"cannot read the image to check its SHA-256: {e}") from None
-        rep.update(done, force=True)
-        return h.hexdigest()
-
-    def check_copy(self, disks: list[Disk]):
-        from toolkit.copy import engine as copy
-        self.enter("check", f"check: copy {self.source.path} onto {self.disk.path}")
-        try:
-            cplan = copy.plan_copy(self.source.path, self.disk.path,
-                                   source_role=self.hooks["source_keys"](), disks=disks)
-        except copy.Refused as e:
-            raise Stop("check", "; ".join(e.problems)) from None
-        self.warnings += cplan.warnings
-        for w in cplan.warnings:
-            self.con.say(f"warning: {w}")
-        return cplan
-
-    def write_restore(self, rplan) -> tuple[str, str]:
-        from toolkit import restore
-        self.enter("write", f"write: restoring onto {self.disk.path}")
-        self.written = True
-        res = self.timed("write", restore.restore, rplan, progress=self.on_progress)
-        self.inner, self.inner_report = res.to_dict(), res.report
-        self.hashes.update({"image_sha256": res.input_sha256 or self.hashes.get("image_sha256"),
-                            "sha256_match": res.sha256_match,
-                            "written_hash": res.image_hash, "written_hash_algorithm":
-                            res.algorithm, "written_size": res.image_size})
-        if res.status == "refused":  # refused inside (e.g. a container's real size)
-            self.written = False
-        return res.status, res.message
-
-    def write_copy(self, cplan) -> tuple[str, str]:
-        from toolkit.copy import engine as copy
-        self.enter("write", f"write: copying {self.source.path} onto {self.disk.path}")
-        self.written = True
-        try:
-            res = self.timed("write", copy.copy, cplan, copy.CopyOptions(verify=self.plan.verify),
-                             progress=self.on_progress)
-        except copy.Refused as e:  # target busy (no exclusive open), foreign mapfile
-            self.written = False
-            raise Stop("write", "; ".join(e.problems)) from None
-        self.inner, self.inner_report = report.to_jsonable(res), res.report
-        self.inner.pop("source_digest", None)  # per-region digests: bytes, not for JSON
-        v, sd = res.verify, res.source_digest
-        self.hashes.update({
-            "source_hash": sd.hexdigest if sd else None, "algorithm": res.algorithm,
-            "verify_match": v.match if v else None,
-            "target_hash": v.target_hash if v else None})
-        return res.status, res.message
-
-
+from toolkit.unattended.reporter import ReportClient, RunReporter, safe_url
+from toolkit.unattended.selectors import SOURCE, TARGET
 
 
 def run(plan: Plan, *, reporter: RunReporter | None = None, console: Console | None = None,
         power: Callable[[str], None] | None = machine.power,
         list_disks: Callable[[], list[Disk]] = disks_mod.list_disks,
-        attach: Callable = iscsi.attach, set_initiator: Callable[[str], None] = _set_initiator,
+        attach: Callable = iscsi.attach, set_initiator: Callable[[str], None] = set_initiator,
         apply_network: Callable | None = None, known_nics: Callable[[], list[str]] | None = None,
         source_keys: Callable[[], frozenset[str]] = roles.source_keys,
         dry_run: bool = False, medium: str = LIVE_MEDIUM) -> Outcome:
@@ -376,7 +66,27 @@ def run(plan: Plan, *, reporter: RunReporter | None = None, console: Console | N
     hooks = {"list_disks": list_disks, "attach": attach, "set_initiator": set_initiator,
              "apply_network": apply_network, "known_nics": known_nics,
              "source_keys": source_keys}
-    r = _Run(plan, reporter, console, dry_run=dry_run, medium=medium, hooks=hooks)
+    job = Job(plan, reporter, console, dry_run=dry_run, medium=medium, hooks=hooks)
+    started = _start(plan, reporter, console, dry_run)
+    status, message = _phases(job, plan, dry_run)
+    message = job.clean(message)
+    action = decide_done(status, plan.done, dry_run)
+    reason = reason_for(status, message, plan.mode, job)
+    end = _end_record(job, status, message, action, started)
+    reports = write_local_report(job, reporter, plan, end, reason)
+    end["reports"] = reports
+    if not reporter.end(**end) and plan.report:
+        console.say(f"warning: the end report did not reach {safe_url(plan.report)} "
+                    f"({getattr(reporter.client, 'last_error', None)})")
+    out = Outcome(status, end["exit_code"], message, action, reason, job.phase, reporter.run_id,
+                  reports, written=job.written)
+    announce(console, out)
+    power_off_or_reboot(out, power, console)
+    return out
+
+
+def _start(plan: Plan, reporter: RunReporter, console: Console, dry_run: bool) -> float:
+    """Announce the run on the console and to the report server; the start time."""
     reporter.update(mode=plan.mode, dry_run=dry_run, done=plan.done,
                     image={"location": safe_url(plan.image.location)} if plan.image else None,
                     disk_selector=str(plan.disk) if plan.disk else None,
@@ -386,117 +96,44 @@ def run(plan: Plan, *, reporter: RunReporter | None = None, console: Console | N
     if plan.report:
         console.say(f"report: {safe_url(plan.report)}")
     started = time.time()
-    ok_start = reporter.start(plan=_plan_summary(plan))
+    ok_start = reporter.start(plan=plan_summary(plan))
     if plan.report and not ok_start:
         console.say(f"warning: the report server did not answer "
                     f"({getattr(reporter.client, 'last_error', None)}): carrying on")
-    status, message = "failed", ""
+    return started
+
+
+def _phases(job: Job, plan: Plan, dry_run: bool) -> tuple[str, str]:
+    """Every phase in order; ``(status, message)``, whatever happens."""
     try:
         if plan.mode not in ("restore", "copy"):
             raise Stop("start", f"rtk.mode={plan.mode}: nothing to do unattended")
-        r.timed("network", r.network)
-        r.timed("iscsi", r.attach)
-        disks = r.timed("select", r.select)
-        job = r.timed("check", r.check_restore if plan.mode == "restore" else r.check_copy,
-                      disks)
+        job.timed("network", job.network)
+        job.timed("iscsi", job.attach)
+        disks = job.timed("select", job.select)
+        checked = job.timed("check", job.check_restore if plan.mode == "restore"
+                            else job.check_copy, disks)
         if dry_run:
-            status = "dry-run"
-            message = (f"dry run: every check passed, nothing was written; a real run would "
-                       f"write {r.disk.path} and then {plan.done}")
-        else:
-            status, message = (r.write_restore if plan.mode == "restore" else r.write_copy)(job)
+            return "dry-run", (f"dry run: every check passed, nothing was written; a real run "
+                               f"would write {job.disk.path} and then {plan.done}")
+        return (job.write_restore if plan.mode == "restore" else job.write_copy)(checked)
     except Stop as e:
-        status, message = e.status, r.clean(str(e))
-        r.phase = e.phase
+        job.phase = e.phase
+        return e.status, job.clean(str(e))
     except Exception as e:  # noqa: BLE001 - whatever happens, report it and do not reboot
-        status, message = "failed", r.clean(f"{type(e).__name__}: {e}")
-    message = r.clean(message)
-    action = decide_done(status, plan.done, dry_run)
-    if status == "ok":
-        reason = f"{plan.mode} succeeded"
-    elif status == "dry-run":
-        reason = message
-    elif r.written:
-        reason = (f"{plan.mode} FAILED ({status}) while writing {r.disk.path if r.disk else '?'}"
-                  f": {message}. The disk is not usable: this machine does not reboot.")
-    else:
-        reason = f"{plan.mode} STOPPED before writing anything ({r.phase}): {message}"
-    finished = time.time()
-    timings = {**r.timings, "total": round(time.monotonic() - r.t0, 3),
-               "started": report.iso_time(started), "finished": report.iso_time(finished)}
-    end = {"phase": r.phase, "result": status, "exit_code": exitcodes.for_status(status),
-           "message": message, "error": None if status in ("ok", "dry-run") else message,
-           "written": r.written, "hashes": r.hashes, "timings": timings,
-           "attached": r.attached, "warnings": r.warnings, "action": action}
-    reports: dict[str, str] = {}
-    if r.inner_report:
-        reports[f"{plan.mode}_json"] = r.inner_report.json
-        reports[f"{plan.mode}_text"] = r.inner_report.text
-    try:
-        local = {**reporter.common, "run_id": reporter.run_id, "host": reporter.host, **end,
-                 "reports": dict(reports), "result_detail": r.inner,
-                 "report_server": {"url": safe_url(plan.report), "posts_ok":
-                                   getattr(reporter.client, "sent", 0), "posts_failed":
-                                   getattr(reporter.client, "failed", 0)}}
-        local = scrub(report.to_jsonable(local), reporter.secrets)
-        paths = report.write_report("unattended", local, _render(local, reason))
-        reports["json"], reports["text"] = paths.json, paths.text
-    except OSError as e:
-        console.say(f"warning: cannot write the local report: {e}")
-    end["reports"] = reports
-    if not reporter.end(**end) and plan.report:
-        console.say(f"warning: the end report did not reach {safe_url(plan.report)} "
-                    f"({getattr(reporter.client, 'last_error', None)})")
-    out = Outcome(status, end["exit_code"], message, action, reason, r.phase, reporter.run_id,
-                  reports, written=r.written)
-    if status == "ok":
-        console.say(f"done: {message}")
-        if reports.get("text"):
-            console.say(f"report: {reports['text']}")
-        console.say({"reboot": "rebooting into the restored system",
-                     "poweroff": "powering off"}.get(action, f"then: {action}"))
-    else:
-        console.banner("RTK UNATTENDED " + ("DRY RUN" if status == "dry-run" else "STOPPED"),
-                       [reason] + ([f"report: {reports['text']}"] if reports.get("text") else [])
-                       + ([] if status == "dry-run" else
-                          ["This machine stays here. Nothing reboots until someone acts."]))
-    if action in ("reboot", "poweroff") and power is not None:
-        try:
-            power(action)
-        except Exception as e:  # noqa: BLE001
-            console.say(f"{action} failed: {e}")
-            out.action, out.reason = "stay", f"{action} failed: {e}"
-    return out
+        return "failed", job.clean(f"{type(e).__name__}: {e}")
 
 
-def _plan_summary(plan: Plan) -> dict:
-    d = plan.to_dict()  # CHAP passwords are ******** already
-    if d.get("image"):
-        d["image"]["location"] = safe_url(d["image"]["location"])
-    d["report"] = safe_url(d.get("report"))
-    d["plan"] = safe_url(d.get("plan"))
-    return d
+def _end_record(job: Job, status: str, message: str, action: str, started: float) -> dict:
+    """The ``end`` event: what the report server and the local report get."""
+    from toolkit.jobs import report
 
-
-def _render(data: dict, reason: str) -> str:
-    disk = data.get("disk") or {}
-    image = data.get("image") or {}
-    hashes = data.get("hashes") or {}
-    rows = [("run", data.get("run_id")), ("host", (data.get("host") or {}).get("name")),
-            ("mode", data.get("mode")), ("result", data.get("result")),
-            ("phase", data.get("phase")), ("message", data.get("message")),
-            ("action", data.get("action")), ("why", reason)]
-    target = [("path", disk.get("path")), ("model", disk.get("model")),
-              ("serial", disk.get("serial")), ("wwn", disk.get("wwn")),
-              ("size", disk.get("size")), ("transport", disk.get("transport"))]
-    img = [("location", image.get("location")), ("kind", image.get("kind")),
-           ("size", image.get("size")), ("sha256 expected", image.get("sha256_expected"))]
-    return report.render_text("Unattended run", [
-        ("Result", rows), ("Disk", target), ("Image", img),
-        ("Hashes", [(k, v) for k, v in hashes.items()]),
-        ("Timings (s)", [(k, v) for k, v in (data.get("timings") or {}).items()]),
-        ("Warnings", [(str(i + 1), w) for i, w in enumerate(data.get("warnings") or [])]),
-        ("Reports", [(k, v) for k, v in (data.get("reports") or {}).items()])])
+    timings = {**job.timings, "total": round(time.monotonic() - job.t0, 3),
+               "started": report.iso_time(started), "finished": report.iso_time(time.time())}
+    return {"phase": job.phase, "result": status, "exit_code": exitcodes.for_status(status),
+            "message": message, "error": None if status in ("ok", "dry-run") else message,
+            "written": job.written, "hashes": job.hashes, "timings": timings,
+            "attached": job.attached, "warnings": job.warnings, "action": action}
 
 
 __all__ = ["PHASES", "SOURCE", "TARGET", "Outcome", "Stop", "decide_done", "disk_identity",

@@ -15,13 +15,13 @@ import os
 import re
 from dataclasses import dataclass
 
+from toolkit.disks.identity import identity_of
 from toolkit.disks.inventory import Disk
 from toolkit.iscsi.adm import Chap
 from toolkit.iscsi.parse import valid_iscsi_name
+from toolkit.iscsi.portal import DEFAULT_PORT, format_portal
 from toolkit.unattended.cmdline import CmdlineError, decode
-from toolkit.units import human_size
 
-DEFAULT_PORT = 3260
 SOURCE, TARGET = "SOURCE", "TARGET"
 KINDS = ("serial", "wwn", "by-id", "by-path", "iscsi", "rule")
 TRANSPORTS = ("sata", "sas", "nvme", "usb", "iscsi", "virtio", "fc", "scsi", "mmc", "loop",
@@ -184,9 +184,8 @@ def matches(d: Disk, sel: Selector) -> bool:
 
 
 def describe(d: Disk) -> str:
-    ids = [f"serial {d.serial}" if d.serial else "", f"wwn {d.wwn}" if d.wwn else "",
-           f"{d.iscsi.target} LUN {d.iscsi.lun}" if d.iscsi else ""]
-    return f"{d.name} ({', '.join([d.transport, human_size(d.size), *filter(None, ids)])})"
+    """``sdb (iscsi, 33.6 MB, serial X, IQN LUN 1)``: the disk's identity record in a line."""
+    return identity_of(d).summary()
 
 
 def select(disks: list[Disk], sel: Selector, param: str = "rtk.disk") -> Disk:
@@ -230,7 +229,7 @@ class IscsiLun:
 
     @property
     def portal(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return format_portal(self.host, self.port)
 
     def to_dict(self) -> dict:
         return {"role": self.role, "host": self.host, "port": self.port, "lun": self.lun,

@@ -9,19 +9,16 @@ from toolkit.copy import engine as dc
 from toolkit.disks import inventory as disks_mod
 from toolkit.disks import roles
 from toolkit.disks.inventory import Disk
-from tui.job import Job
-from tui.views.copy import ChooseDiskView, CopyProgressView, CopyResultView, CopySummaryView
+from tui.job import Job, JobController
+from tui.views.copy import CopyProgressView, CopyResultView, CopySummaryView
+from tui.widgets.confirm import confirmation_word
+from tui.widgets.disk_chooser import ChooseDiskView
 
 # Devices that are never a sensible SOURCE or TARGET of a disk copy.
 _NOT_DISKS = ("cdrom", "floppy")
 
 
-def confirmation_word(disk: Disk) -> str:
-    """What the technician types to confirm: the stable identity, else the kernel name."""
-    return disk.identity or disk.name
-
-
-class CopyController:
+class CopyController(JobController):
     def __init__(self, app, list_disks=disks_mod.list_disks, source_keys=roles.source_keys):
         self.app = app
         self._list_disks = list_disks
@@ -33,7 +30,6 @@ class CopyController:
         self.job = Job(app, "Stop the copy?",
                        "The copy stops at a consistent point. Choosing the same SOURCE and "
                        "TARGET again offers to resume it.", "Keep copying")
-        self.result: dc.CopyResult | None = None
 
     # --- choosing ------------------------------------------------------------
     def _candidates(self) -> list[Disk]:
@@ -107,23 +103,10 @@ class CopyController:
             os.unlink(mapfile)
         options = dc.CopyOptions(verify=verify, algorithm=algorithm, skip_zeros=skip_zeros,
                                  mapfile=mapfile)
-        self.result = None
-        view = CopyProgressView(plan, self.job.confirm_cancel)
-        self.app.push(view)
-        progress = self.job.progress_to(view)
-        self.job.start("disk-copy", lambda cancel: dc.copy(plan, options, progress=progress,
-                                                           cancel=cancel),
-                       self._done, lambda e: self._refused(str(e)), errors=(dc.Refused,))
-
-    @property
-    def worker(self):
-        return self.job.worker
-
-    def _refused(self, message: str) -> None:
-        self.app.pop()
-        self.app.dialog("Cannot copy", message, [("OK", self.app.close_dialog)])
+        self.job.start_behind(
+            CopyProgressView(plan, self.job.confirm_cancel), "disk-copy",
+            lambda progress, cancel: dc.copy(plan, options, progress=progress, cancel=cancel),
+            self._done, lambda e: self.job.failed("Cannot copy", str(e)), errors=(dc.Refused,))
 
     def _done(self, result: dc.CopyResult) -> None:
-        self.result = result
-        self.app.close_dialog()
         self.app.replace(CopyResultView(result, self.app.pop_to_root))

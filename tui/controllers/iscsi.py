@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from toolkit import iscsi
 from toolkit.disks import inventory as disks_mod
+from toolkit.iscsi.portal import format_portal
 from tui.views.iscsi import AttachedRow, ChapView, DiscoverView, IscsiView, TargetsView
 
 
@@ -81,12 +82,9 @@ class IscsiController:
         self.app.push(DiscoverView(self.discover, self.last_portal))
 
     def discover(self, form: DiscoverView) -> None:
-        text = form.portal.edit_text.strip()
-        if not text:
-            form.show_error("Type the portal's address.")
-            return
+        """The form's portal is typed (the form checks that); it may still be malformed."""
         try:
-            host, port = iscsi.split_portal(text, form.port.value())
+            host, port = iscsi.split_portal(form.portal.edit_text.strip(), form.port.value())
         except ValueError as e:
             form.show_error(str(e))
             return
@@ -95,7 +93,7 @@ class IscsiController:
             chap = iscsi.Chap(form.user.edit_text.strip(), form.secret.edit_text)
         self.last_portal, self.last_port = host, port
         self.app.background(
-            f"Discovering targets at {host}:{port}...",
+            f"Discovering targets at {format_portal(host, port)}...",
             lambda: iscsi.discover(host, port, chap),
             lambda result: self.app.push(TargetsView(result, self.attach)), self._error)
 
@@ -120,10 +118,8 @@ class IscsiController:
                                  mutual=mutual), done, failed)
 
     def _attach_chap(self, target, role: str, form: ChapView) -> None:
+        """User and secret are typed (the form checks that), the mutual pair is optional."""
         user = form.user.edit_text.strip()
-        if not user or not form.secret.edit_text:
-            form.show_error("Type the CHAP user and secret.")
-            return
         mutual = None
         if form.mutual_user.edit_text.strip():
             mutual = iscsi.Chap(form.mutual_user.edit_text.strip(), form.mutual_secret.edit_text)

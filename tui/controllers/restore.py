@@ -12,16 +12,14 @@ import os
 import re
 
 from toolkit import restore
-from toolkit.copy.plan import endpoint_from_disk
 from toolkit.disks import inventory as disks_mod
 from toolkit.disks import roles
+from toolkit.disks.endpoint import endpoint_from_disk
 from toolkit.disks.inventory import Disk
 from toolkit.restore import checks, media
 from toolkit.restore import source as sourcemod
 from toolkit.restore.inspect import Inspection, inspect_image
-from tui.controllers.copy import confirmation_word
-from tui.job import Job
-from tui.views.copy import ChooseDiskView
+from tui.job import Job, JobController
 from tui.views.restore import (
     BrowseView,
     InspectView,
@@ -32,12 +30,14 @@ from tui.views.restore import (
     UrlView,
     VolumesView,
 )
+from tui.widgets.confirm import confirmation_word
+from tui.widgets.disk_chooser import ChooseDiskView
 
 _NOT_DISKS = ("cdrom", "floppy")
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
-class RestoreController:
+class RestoreController(JobController):
     def __init__(self, app, list_disks=disks_mod.list_disks, source_keys=roles.source_keys):
         self.app = app
         self._list_disks = list_disks
@@ -54,7 +54,6 @@ class RestoreController:
                        "The target is left without a partition table (its first and last MiB "
                        "zeroed): nothing will take a half-written disk for a valid one.",
                        "Keep restoring")
-        self.result: restore.RestoreResult | None = None
         self.url_view: UrlView | None = None
 
     def _error(self, title: str):
@@ -62,6 +61,16 @@ class RestoreController:
             text = "\n".join(e.problems) if isinstance(e, restore.Refused) else str(e)
             self.app.dialog(title, text, [("OK", self.app.close_dialog)])
         return show
+
+    def _read_disks(self, keep=lambda _d: True) -> list[Disk] | None:
+        """The disks ``keep`` keeps (also in ``self.disks``), or None after saying why the
+        disks could not be read."""
+        try:
+            self.disks = [d for d in self._list_disks() if keep(d)]
+        except OSError as e:
+            self._error("Restore")(e)
+            return None
+        return self.disks
 
     # --- source ----------------------------------------------------------------
     def show(self) -> None:
@@ -75,12 +84,8 @@ class RestoreController:
         ]))
 
     def browse_media(self) -> None:
-        try:
-            self.disks = self._list_disks()
-        except OSError as e:
-            self._error("Restore")(e)
-            return
-        self.app.push(VolumesView(media.data_volumes(self.disks), self.open_volume))
+        if self._read_disks() is not None:
+            self.app.push(VolumesView(media.data_volumes(self.disks), self.open_volume))
 
     def open_volume(self, volume: media.Volume) -> None:
         def done(mnt: str) -> None:
@@ -139,10 +144,7 @@ class RestoreController:
                                                       insecure=insecure))
 
     def pick_iscsi(self) -> None:
-        try:
-            self.disks = self._list_disks()
-        except OSError as e:
-            self._error("Restore")(e)
+        if self._read_disks() is None:
             return
         luns = [d for d in self.disks if d.transport == "iscsi"]
         if not luns:
@@ -185,10 +187,7 @@ class RestoreController:
         return sorted(out, key=lambda c: (c[1] is not None, c[0].role != roles.TARGET))
 
     def show_targets(self) -> None:
-        try:
-            self.disks = [d for d in self._list_disks() if d.transport not in _NOT_DISKS]
-        except OSError as e:
-            self._error("Restore")(e)
+        if self._read_disks(lambda d: d.transport not in _NOT_DISKS) is None:
             return
         self.app.push(ChooseDiskView(
             "Restore: choose the TARGET disk",
@@ -212,26 +211,13 @@ class RestoreController:
         plan = self.plan
         assert plan is not None
         plan.options.grow, plan.options.verify = grow, verify
-        self.result = None
-        view = RestoreProgressView(plan, self.job.confirm_cancel)
-        self.app.push(view)
-        progress = self.job.progress_to(view)
         # restore() does not raise for a failed restore; anything else is shown
-        self.job.start("restore", lambda cancel: restore.restore(plan, progress=progress,
-                                                                 cancel=cancel),
-                       self._done, lambda e: self._crashed(f"{type(e).__name__}: {e}"))
-
-    @property
-    def worker(self):
-        return self.job.worker
-
-    def _crashed(self, message: str) -> None:
-        self.app.pop()
-        self.app.dialog("Restore failed", message, [("OK", self.app.close_dialog)])
+        self.job.start_behind(
+            RestoreProgressView(plan, self.job.confirm_cancel), "restore",
+            lambda progress, cancel: restore.restore(plan, progress=progress, cancel=cancel),
+            self._done, lambda e: self.job.failed("Restore failed", f"{type(e).__name__}: {e}"))
 
     def _done(self, result: restore.RestoreResult) -> None:
-        self.result = result
-        self.app.close_dialog()
         self.unmount_all()
         self.app.replace(RestoreResultView(result, self.app.pop_to_root))
 

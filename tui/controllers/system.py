@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
-from toolkit.system import machine
+from toolkit.system import machine, tools
 
 
 class SystemController:
@@ -19,9 +18,16 @@ class SystemController:
         shell = os.environ.get("SHELL") or "/bin/bash"
         env = dict(os.environ, RTK_IN_MENU="1")
         banner = "\nRecovery Toolkit root shell. Type 'exit' to return to the menu.\n"
+        failed = None
         with self.app.suspended():
             print(banner, flush=True)
-            subprocess.call([shell, "-l"], env=env)
+            try:  # on the terminal: nothing captured, any exit status is the shell's own
+                tools.run([shell, "-l"], check=False, capture=False, env=env)
+            except tools.ToolError as e:  # not installed, or cannot be run
+                failed = e
+        if failed is not None:
+            self.app.dialog("Failed", f"Could not start a shell: {failed}",
+                            [("OK", self.app.close_dialog)])
 
     def confirm_power(self, action: str) -> None:
         verb = {"reboot": "Reboot", "poweroff": "Power off"}[action]
@@ -35,5 +41,5 @@ class SystemController:
         self.app.close_dialog()
         try:
             self._power(action)
-        except (OSError, subprocess.CalledProcessError) as e:
+        except OSError as e:  # a ToolError: "systemctl failed: ... (exit 1)"
             self.app.dialog("Failed", f"Could not {action}: {e}", [("OK", self.app.close_dialog)])

@@ -7,41 +7,7 @@ import urwid
 from toolkit.disks.inventory import Disk
 from toolkit.units import human_size
 from tui.widgets.base import SelectableLine, View
-
-
-def _transport(d: Disk) -> str:
-    return "iSCSI" if d.transport == "iscsi" else d.transport.upper() if len(d.transport) <= 4 \
-        else d.transport
-
-
-def _partition_summary(d: Disk) -> str:
-    parts = []
-    for p in d.partitions:
-        label = f' "{p.label}"' if p.label else ""
-        parts.append(f"{p.name} {human_size(p.size)} {p.fstype or '?'}{label}")
-    if not parts and d.fstype:
-        label = f' "{d.label}"' if d.label else ""
-        parts.append(f"whole disk {d.fstype}{label}")
-    return "  ".join(parts) if parts else "no partitions"
-
-
-def disk_markup(d: Disk) -> list:
-    """The few lines a disk gets in the list."""
-    ident = d.serial or d.wwn or "no serial"
-    role = [(d.role.lower(), f"{d.role:<7}")] if d.role else []
-    lines = [("title", f"{d.path:<13}"), f" {human_size(d.size):>9}  ", ("transport",
-             f"{_transport(d):<6}"), " ", *role,
-             f"{(d.model or '-')[:20 - len(role) * 8]:<{20 - len(role) * 8}} {ident[:24]}\n"]
-    if d.iscsi:
-        lines.append(f"    {d.iscsi.target}  LUN {d.iscsi.lun}  portal {d.iscsi.portal}\n")
-    elif d.backing_file:
-        lines.append(f"    file {d.backing_file}\n")
-    lines.append(("dim", f"    {_partition_summary(d)}\n"))
-    if d.in_use:
-        lines.append(("warn", "    IN USE: " + "; ".join(d.in_use)))
-    else:
-        lines.append(("ok", "    not in use"))
-    return lines
+from tui.widgets.disk_summary import disk_markup, transport_name
 
 
 class DisksView(View):
@@ -50,6 +16,7 @@ class DisksView(View):
 
     def __init__(self, controller, disks: list[Disk], error: str | None = None):
         self.controller = controller
+        self.keys = {"f5": controller.refresh, "ctrl r": controller.refresh}
         rows: list = []
         if error:
             rows.append(urwid.Text(("warn", error)))
@@ -59,12 +26,6 @@ class DisksView(View):
             rows.append(SelectableLine(disk_markup(d), lambda d=d: controller.show_disk(d)))
             rows.append(urwid.Divider("─"))
         super().__init__(urwid.ListBox(urwid.SimpleFocusListWalker(rows)))
-
-    def keypress(self, size, key):
-        if key in ("f5", "ctrl r"):
-            self.controller.refresh()
-            return None
-        return super().keypress(size, key)
 
 
 def _field(name: str, value) -> urwid.Text:
@@ -81,7 +42,7 @@ class DiskDetailView(View):
             _field("size", f"{human_size(d.size)} ({d.size} bytes)"),
             _field("sectors", f"logical {d.logical_sector_size}, physical "
                               f"{d.physical_sector_size}"),
-            _field("transport", _transport(d)),
+            _field("transport", transport_name(d)),
             _field("role", d.role or "-"),
             _field("model", f"{d.vendor or ''} {d.model or '-'}".strip()),
             _field("serial", d.serial or "-"),

@@ -8,6 +8,7 @@ import urwid
 
 from toolkit.units import human_size
 from tui.widgets.base import SelectableLine, View
+from tui.widgets.form import Field, Form
 
 
 @dataclass
@@ -46,6 +47,9 @@ class IscsiView(View):
                  messages: list[str] = ()):
         self.controller = controller
         self.attached = rows
+        self.keys = {"a": controller.show_discover, "x": self.detach_focused,
+                     "delete": self.detach_focused, "f5": controller.rescan,
+                     "i": controller.confirm_new_initiator}
         items: list = [urwid.Text([("dim", "Initiator name: "), initiator])]
         items += [urwid.Text(("warn", m)) for m in messages]
         items += [urwid.Divider(),
@@ -69,66 +73,21 @@ class IscsiView(View):
         focus = self.listbox.focus
         return next((r for line, r in self.lines if line is focus), None)
 
-    def keypress(self, size, key):
-        if key == "a":
-            self.controller.show_discover()
-        elif key in ("x", "delete"):
-            self.controller.confirm_detach(self.focused_row())
-        elif key == "f5":
-            self.controller.rescan()
-        elif key == "i":
-            self.controller.confirm_new_initiator()
-        else:
-            return super().keypress(size, key)
-        return None
+    def detach_focused(self) -> None:
+        self.controller.confirm_detach(self.focused_row())
 
 
-class _Form(View):
-    """Labelled edit fields, Tab/↓ to move, Enter on the last field or the button submits."""
-
-    hints = (("Tab ↑↓", "move"), ("Enter", "submit"), ("Esc", "back"))
-
-    def __init__(self, intro: str, fields: list[tuple[str, urwid.Edit]], button: str,
-                 on_submit):
-        self.on_submit = on_submit
-        self.error = urwid.Text("")
-        rows: list = [urwid.Text(intro), urwid.Divider()]
-        for label, edit in fields:
-            rows.append(urwid.AttrMap(urwid.Columns([(22, urwid.Text(label)), edit]), "body",
-                                      "focus"))
-        rows += [urwid.Divider(), self.error,
-                 urwid.Padding(urwid.AttrMap(urwid.Button(button, lambda _b: on_submit()),
-                                             "button", "focus"), width=len(button) + 4)]
-        self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
-        self.listbox.focus_position = 2
-        super().__init__(self.listbox)
-
-    def show_error(self, message: str) -> None:
-        self.error.set_text(("warn", message))
-
-    def keypress(self, size, key):
-        if key == "tab":
-            key = "down"
-        if key == "enter" and isinstance(self.listbox.focus, urwid.AttrMap):
-            self.on_submit()
-            return None
-        return super().keypress(size, key)
-
-
-class DiscoverView(_Form):
+class DiscoverView(Form):
     title = "iSCSI Manager: discover"
+    portal = Field("Portal address", required="Type the portal's address.")
+    port = Field("Port", 3260, integer=True)
+    user = Field("Discovery CHAP user")
+    secret = Field("Discovery CHAP secret", secret=True)
 
     def __init__(self, on_submit, last_portal: str = ""):
-        self.portal = urwid.Edit("", last_portal)
-        self.port = urwid.IntEdit("", 3260)
-        self.user = urwid.Edit("")
-        self.secret = urwid.Edit("", mask="*")
         super().__init__(
             "The portal of the backup appliance or SAN (address or name). Discovery CHAP "
-            "only if the portal asks for it.",
-            [("Portal address", self.portal), ("Port", self.port),
-             ("Discovery CHAP user", self.user), ("Discovery CHAP secret", self.secret)],
-            "Discover", lambda: on_submit(self))
+            "only if the portal asks for it.", "Discover", on_submit, portal=last_portal)
 
 
 class TargetsView(View):
@@ -140,8 +99,7 @@ class TargetsView(View):
         if not result.targets:
             rows.append(urwid.Text("The portal offers no target to this initiator."))
         for t in result.targets:
-            rows += [urwid.Divider("─"), urwid.Text([("title", t.iqn), f"\n  portal "
-                                                    f"{t.host}:{t.port}"])]
+            rows += [urwid.Divider("─"), urwid.Text([("title", t.iqn), f"\n  portal {t.portal}"])]
             if t.note:
                 rows.append(urwid.Text(("dim", f"  {t.note}")))
             rows.append(urwid.Columns([
@@ -154,19 +112,15 @@ class TargetsView(View):
         super().__init__(urwid.ListBox(urwid.SimpleFocusListWalker(rows)))
 
 
-class ChapView(_Form):
+class ChapView(Form):
     title = "iSCSI Manager: CHAP"
+    user = Field("CHAP user", required="Type the CHAP user and secret.")
+    secret = Field("CHAP secret", secret=True, required="Type the CHAP user and secret.")
+    mutual_user = Field("Target's user (mutual)")
+    mutual_secret = Field("Target's secret", secret=True)
 
     def __init__(self, iqn: str, role: str, on_submit, message: str = ""):
         self.iqn, self.role = iqn, role
-        self.user = urwid.Edit("")
-        self.secret = urwid.Edit("", mask="*")
-        self.mutual_user = urwid.Edit("")
-        self.mutual_secret = urwid.Edit("", mask="*")
         super().__init__(
             f"{iqn} asks for CHAP. {message}\nMutual CHAP (the target proves itself too): "
-            "fill in the target's user and secret as well.",
-            [("CHAP user", self.user), ("CHAP secret", self.secret),
-             ("Target's user (mutual)", self.mutual_user),
-             ("Target's secret", self.mutual_secret)],
-            f"Attach as {role}", lambda: on_submit(self))
+            "fill in the target's user and secret as well.", f"Attach as {role}", on_submit)

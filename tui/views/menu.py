@@ -14,18 +14,12 @@ class MainMenuView(View):
 
     def __init__(self, entries):
         """``entries``: (hotkey, label, description, callback) tuples."""
-        self.hotkeys = {}
+        self.keys = {}
         rows = [urwid.Divider()]
         for hotkey, label, description, callback in entries:
-            self.hotkeys[hotkey] = callback
+            self.keys[hotkey] = callback
             rows.append(SelectableLine([("hotkey", f" {hotkey} "), f" {label:<15}",
                                         ("dim", description)], callback))
         self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
         self.listbox.focus_position = 1
         super().__init__(self.listbox)
-
-    def keypress(self, size, key):
-        if key in self.hotkeys:
-            self.hotkeys[key]()
-            return None
-        return super().keypress(size, key)

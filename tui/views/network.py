@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import urwid
 
-from tui.views.iscsi import _Form
 from tui.widgets.base import SelectableLine, View
+from tui.widgets.form import Field, Form
 
 
 def nic_markup(n) -> list:
@@ -24,6 +24,7 @@ class NetworkView(View):
 
     def __init__(self, controller, nics, messages=()):
         self.controller = controller
+        self.keys = {"g": controller.show_ping, "f5": controller.refresh}
         rows: list = [urwid.Text(("warn", m)) for m in messages]
         for n in nics:
             rows += [SelectableLine(nic_markup(n), lambda n=n: controller.configure(n)),
@@ -32,17 +33,14 @@ class NetworkView(View):
             rows.append(urwid.Text("No network interface found."))
         super().__init__(urwid.ListBox(urwid.SimpleFocusListWalker(rows)))
 
-    def keypress(self, size, key):
-        if key == "g":
-            self.controller.show_ping()
-        elif key == "f5":
-            self.controller.refresh()
-        else:
-            return super().keypress(size, key)
-        return None
 
+class NicForm(Form):
+    address = Field("Address/prefix")
+    gateway = Field("Gateway")
+    dns = Field("DNS (spaces between)")
+    mtu = Field("MTU")
+    vlan = Field("VLAN tag")
 
-class NicForm(_Form):
     def __init__(self, nic, on_submit):
         self.title = f"Network: {nic.name}"
         self.nic = nic
@@ -50,26 +48,17 @@ class NicForm(_Form):
         static = [a for a in nic.addresses if a not in nic.dhcp_addresses and ":" not in a]
         self.dhcp = urwid.RadioButton(group, "DHCP", state=not static)
         self.static = urwid.RadioButton(group, "static", state=bool(static))
-        self.address = urwid.Edit("", static[0] if static else "")
-        self.gateway = urwid.Edit("")
-        self.dns = urwid.Edit("")
-        self.mtu = urwid.Edit("", str(nic.mtu or ""))
-        self.vlan = urwid.Edit("")
         super().__init__(
             f"{nic.name}: choose DHCP, or static with address/prefix (10.1.2.3/24). A VLAN "
             "tag makes a tagged interface on this NIC with these settings; jumbo frames: MTU "
-            "9000. Applied at once.",
-            [("Address/prefix", self.address), ("Gateway", self.gateway),
-             ("DNS (spaces between)", self.dns), ("MTU", self.mtu), ("VLAN tag", self.vlan)],
-            "Apply", lambda: on_submit(self))
-        self.listbox.body.insert(2, urwid.Columns([(12, self.dhcp), (12, self.static)]))
-        self.listbox.focus_position = 2
+            "9000. Applied at once.", "Apply", on_submit,
+            head=(urwid.Columns([(12, self.dhcp), (12, self.static)]),),
+            address=static[0] if static else "", mtu=str(nic.mtu or ""))
 
 
-class PingForm(_Form):
+class PingForm(Form):
     title = "Network: ping"
+    host = Field("Address", required="Type an address.")
 
     def __init__(self, on_submit, last: str = ""):
-        self.host = urwid.Edit("", last)
-        super().__init__("Check that a portal or server answers.", [("Address", self.host)],
-                         "Ping", lambda: on_submit(self))
+        super().__init__("Check that a portal or server answers.", "Ping", on_submit, host=last)

@@ -1,7 +1,8 @@
 """Restore screens: source, browse media, URL, inspection, confirm, progress, result.
 
-Views only build widgets; :mod:`tui.restore_controller` does the work. The
-target choice is Disk Copy's :class:`~tui.views.copy.ChooseDiskView`.
+Views only build widgets; :mod:`tui.controllers.restore` does the work. The
+target choice is the shared :class:`~tui.widgets.disk_chooser.ChooseDiskView`, the
+confirmation the shared :class:`~tui.widgets.confirm.ConfirmOverwriteView`.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import urwid
 
 from toolkit.units import human_rate, human_size
-from tui.views.copy import _side
 from tui.widgets.base import ProgressView, ResultView, SelectableLine, View, button
+from tui.widgets.confirm import ConfirmOverwriteView
 
 
 class RestoreSourceView(View):
@@ -56,7 +57,7 @@ class BrowseView(View):
              ("Esc", "back"))
 
     def __init__(self, root: str, path: str, entries, on_open, on_up, on_back):
-        self.on_up, self.on_back = on_up, on_back
+        self.keys = {"backspace": on_up, "esc": on_back}
         shown = "/" + path.removeprefix(root).lstrip("/")
         rows: list = [urwid.Text(f"{shown}   ({root}, read-only)"), urwid.Divider("─")]
         if path != root:
@@ -73,15 +74,6 @@ class BrowseView(View):
         if len(rows) > 2 and rows[2].selectable():
             self.listbox.focus_position = 2
         super().__init__(self.listbox)
-
-    def keypress(self, size, key):
-        if key == "backspace":
-            self.on_up()
-            return None
-        if key == "esc":
-            self.on_back()
-            return None
-        return super().keypress(size, key)
 
 
 TLS_NOT_VERIFIED = "TLS NOT VERIFIED"
@@ -216,49 +208,18 @@ def _image_side(plan, inspection) -> list:
     return lines
 
 
-class RestoreSummaryView(View):
+class RestoreSummaryView(ConfirmOverwriteView):
     title = "Restore: confirm"
-    hints = (("↑↓", "options"), ("Space", "toggle"), ("Enter", "start"), ("Esc", "back"))
 
     def __init__(self, plan, inspection, expected: str, on_start):
-        self.expected, self.on_start = expected, on_start
         self.grow = urwid.CheckBox("Grow the last partition and its filesystem to the end of "
                                    "the disk", state=plan.options.grow)
         self.verify = urwid.CheckBox("Verify: read the target back and compare (recommended)",
                                      state=plan.options.verify)
-        self.confirm = urwid.Edit(f"Type {expected} to confirm: ")
-        self.error = urwid.Text("")
-        confirm_row = urwid.AttrMap(self.confirm, "body", "focus")
-        rows: list = [
-            urwid.Columns([urwid.Text(_image_side(plan, inspection)),
-                           urwid.Text(_side("TARGET (overwritten)", plan.target))],
-                          dividechars=2),
-            urwid.Divider("─"),
-            urwid.Text(("warn", f"Everything on {plan.target.node} will be overwritten with "
-                                "the image.")),
-        ]
-        rows += [urwid.Text(("warn", w)) for w in plan.warnings]
-        rows += [self.grow, self.verify, urwid.Divider(), confirm_row, self.error,
-                 button("Start the restore", self._start)]
-        self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
-        self.listbox.focus_position = rows.index(confirm_row)
-        super().__init__(self.listbox)
-
-    def _start(self, *_args) -> None:
-        typed = self.confirm.edit_text.strip()
-        if typed != self.expected:
-            self.error.set_text(("warn", f"Type exactly {self.expected} (you typed "
-                                         f"{typed or 'nothing'})."))
-            return
-        self.on_start(grow=self.grow.state, verify=self.verify.state)
-
-    def keypress(self, size, key):
-        if key == "enter" and self.listbox.focus.base_widget is self.confirm:
-            self._start()
-            return None
-        if key == "tab":
-            key = "down"
-        return super().keypress(size, key)
+        super().__init__(
+            _image_side(plan, inspection), plan.target, "the image", plan.warnings,
+            [self.grow, self.verify], expected, "Start the restore",
+            lambda: on_start(grow=self.grow.state, verify=self.verify.state))
 
 
 _PHASES = {"download": "Downloading", "unpack": "Unpacking", "checksum": "Checking the SHA-256",
@@ -285,23 +246,13 @@ class RestoreProgressView(ProgressView):
                                        for k, v in self.seen.items() if k in names) + " average")
 
 
-_HEADLINES = {
-    "ok": ("ok", "RESTORED AND VERIFIED"),
-    "mismatch": ("warn", "MISMATCH: CHECKSUM OR VERIFICATION FAILED"),
-    "refused": ("warn", "REFUSED: NOTHING WAS WRITTEN"),
-    "failed": ("warn", "FAILED"),
-    "cancelled": ("warn", "CANCELLED"),
-}
-
-
 class RestoreResultView(ResultView):
-    title = "Restore: result"
+    title, unverified = "Restore: result", "RESTORED (NOT VERIFIED)"
+    headlines = {"ok": "RESTORED AND VERIFIED", "refused": "REFUSED: NOTHING WAS WRITTEN",
+                 "mismatch": "MISMATCH: CHECKSUM OR VERIFICATION FAILED"}
 
     def __init__(self, result, on_close):
-        attr, headline = _HEADLINES.get(result.status, ("warn", result.status.upper()))
-        if result.status == "ok" and not (result.verify and result.verify.get("match")):
-            headline = "RESTORED (NOT VERIFIED)"
-        rows: list = [urwid.Text(result.message)]
+        rows: list = []
         if result.wiped:
             rows.append(urwid.Text(("warn", "The target has no partition table now.")))
         if result.input_sha256:
@@ -316,4 +267,5 @@ class RestoreResultView(ResultView):
             rows.append(urwid.Text(f"boot ({result.boot.mode}): {result.boot.message}"))
         if result.report:
             rows.append(urwid.Text(f"report: {result.report.text}"))
-        super().__init__(attr, headline, rows, on_close)
+        super().__init__(result, bool(result.verify and result.verify.get("match")), rows,
+                         on_close)

@@ -1,8 +1,9 @@
-"""Small shared widgets: selectable menu lines, dialogs, key hints."""
+"""Small shared widgets: selectable menu lines, the base view (with its keys), dialogs, key
+hints, buttons, the progress and result screens of long work."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import urwid
 
@@ -28,10 +29,19 @@ class SelectableLine(urwid.WidgetWrap):
 
 
 class View(urwid.WidgetWrap):
-    """A screen in the app's stack: a title and the key hints for the footer."""
+    """A screen in the app's stack: a title, the key hints for the footer, and ``keys``:
+    what a key does on this screen (key -> callback), before its widgets see the key."""
 
     title = ""
     hints: tuple[tuple[str, str], ...] = ()
+    keys: Mapping[str, Callable[[], object]] = {}
+
+    def keypress(self, size, key):
+        action = self.keys.get(key)
+        if action is not None:
+            action()
+            return None
+        return super().keypress(size, key)
 
 
 class Dialog(urwid.WidgetWrap):
@@ -85,6 +95,7 @@ class ProgressView(View):
 
     def __init__(self, heading: str, on_cancel, extra: tuple = ()):
         self.on_cancel = on_cancel
+        self.keys = {"esc": on_cancel}
         self.bar = urwid.ProgressBar("body", "focus", 0, 100)
         self.phase = urwid.Text("starting")
         self.figures = urwid.Text("")
@@ -99,26 +110,24 @@ class ProgressView(View):
         self.figures.set_text(f"{human_size(p.done)} of {human_size(p.total)}   "
                               f"{human_rate(p.rate)} now   ETA {eta}")
 
-    def keypress(self, size, key):
-        if key == "esc":
-            self.on_cancel()
-            return None
-        return super().keypress(size, key)
-
 
 class ResultView(View):
-    """The end of long work: a headline, the details, back to the main menu."""
+    """The end of long work: the headline of the result's status (``headlines``, else the
+    status in capitals; an "ok" that was not ``verified`` gets ``unverified``), its message,
+    the details (``rows``), back to the main menu."""
 
     hints = (("Enter", "main menu"),)
+    headlines: dict[str, str] = {}
+    unverified = "DONE (NOT VERIFIED)"
 
-    def __init__(self, attr: str, headline: str, rows: list, on_close):
+    def __init__(self, result, verified: bool, rows: list, on_close):
         self.on_close = on_close
-        body = [urwid.Text((attr, f"  {headline}")), urwid.Divider(), *rows, urwid.Divider(),
+        self.keys = {"esc": on_close, "enter": on_close}
+        ok = result.status == "ok"
+        headline = self.headlines.get(result.status, result.status.upper())
+        if ok and not verified:
+            headline = self.unverified
+        body = [urwid.Text(("ok" if ok else "warn", f"  {headline}")), urwid.Divider(),
+                urwid.Text(result.message), *rows, urwid.Divider(),
                 button("Main menu", on_close)]
         super().__init__(urwid.ListBox(urwid.SimpleFocusListWalker(body)))
-
-    def keypress(self, size, key):
-        if key in ("esc", "enter"):
-            self.on_close()
-            return None
-        return super().keypress(size, key)

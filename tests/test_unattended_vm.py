@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import restore_images as ri
+from conftest import MiB
 from loopdev import make_image
 from vmlab.http import HttpServer
 from vmlab.netboot import unattended_ipxe
@@ -34,7 +35,6 @@ from vmlab.tgt import Tgt
 
 pytestmark = pytest.mark.vm
 
-MiB = 1024 * 1024
 MAC = "52:54:00:12:34:56"  # QEMU's default for the first NIC
 HOST = "10.0.2.2"  # the host, seen from the guest (QEMU user networking)
 

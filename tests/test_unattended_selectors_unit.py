@@ -5,13 +5,12 @@ vda serial RTKVIRTIO0001, two CD-ROMs, a floppy, loop devices)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from conftest import guest_disks
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toolkit.disks.inventory import disks_from_probe
 from toolkit.iscsi.adm import Chap
 from toolkit.unattended.cmdline import CmdlineError, encode
 from toolkit.unattended.selectors import (
@@ -28,13 +27,12 @@ from toolkit.unattended.selectors import (
     select,
 )
 
-PROBE = Path(__file__).parent / "fixtures" / "guest-probe-bios-iscsi.json"
 IQN = "iqn.2009-06.dracut:target0"
 
 
 @pytest.fixture(scope="module")
 def disks():
-    return disks_from_probe(json.loads(PROBE.read_text()))
+    return guest_disks()
 
 
 # --- iSCSI LUNs -----------------------------------------------------------------------

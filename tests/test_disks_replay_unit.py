@@ -3,16 +3,13 @@ host has no udev daemon), iSCSI sessions from sysfs, the live boot medium."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from conftest import guest_disks
 
-from toolkit.disks.inventory import IscsiLocation, disks_from_probe, find_disk
-
-GUEST = json.loads((Path(__file__).parent / "fixtures/guest-probe-bios-iscsi.json").read_text())
+from toolkit.disks.inventory import IscsiLocation, find_disk
 
 
 def test_iscsi_lun_identity():
-    sda = find_disk(disks_from_probe(GUEST), "/dev/sda")
+    sda = find_disk(guest_disks(), "/dev/sda")
     assert sda.transport == "iscsi"
     assert sda.iscsi == IscsiLocation("iqn.2026-11.lab.rtk:bdr1", "10.0.2.2:3260", 1, "session1")
     assert sda.serial == "beaf11" and sda.identity == "beaf11"
@@ -25,7 +22,7 @@ def test_iscsi_lun_identity():
 
 
 def test_virtio_disk_and_order():
-    disks = disks_from_probe(GUEST)
+    disks = guest_disks()
     assert [d.name for d in disks] == ["sda", "vda", "fd0", "sr0", "sr1", "loop0"]
     vda = find_disk(disks, "/dev/vda")
     assert (vda.transport, vda.serial, vda.vendor) == ("virtio", "RTKVIRTIO0001", None)
@@ -33,7 +30,7 @@ def test_virtio_disk_and_order():
 
 
 def test_find_disk_by_stable_link():
-    disks = disks_from_probe(GUEST)
+    disks = guest_disks()
     link = "/dev/disk/by-path/ip-10.0.2.2:3260-iscsi-iqn.2026-11.lab.rtk:bdr1-lun-1"
     assert find_disk(disks, link).name == "sda"
     assert find_disk(disks, "/dev/disk/by-id/virtio-RTKVIRTIO0001").name == "vda"

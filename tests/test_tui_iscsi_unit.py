@@ -1,21 +1,17 @@
 """iSCSI Manager screens without a session layer: the attached list built from
 sessions and the guest's replayed disks, the detach confirmation, the forms'
-validation. (Real discovery, CHAP and login: tests/test_vm_copy.py.)"""
+validation. (Real discovery, CHAP and login: tests/test_copy_vm.py.)"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+from conftest import guest_disks
 from screen import press, render
 
-from toolkit.disks.inventory import disks_from_probe
 from toolkit.iscsi.sessions import Lun, Session
 from tui.app import App
 from tui.controllers.iscsi import attached_rows
 from tui.views.iscsi import IscsiView
 
-GUEST = json.loads((Path(__file__).parent / "fixtures/guest-probe-bios-iscsi.json").read_text())
 IQN = "iqn.2026-11.lab.rtk:bdr1"
 
 
@@ -26,7 +22,7 @@ def _sessions():
 
 
 def test_attached_rows_number_roles_and_show_volumes():
-    rows = attached_rows(_sessions(), disks_from_probe(GUEST))
+    rows = attached_rows(_sessions(), guest_disks())
     assert len(rows) == 1
     r = rows[0]
     assert (r.role, r.number, r.device, r.lun, r.size) == ("SOURCE", 1, "/dev/sda", 1, 33554432)
@@ -34,8 +30,8 @@ def test_attached_rows_number_roles_and_show_volumes():
 
 
 def test_attached_list_screen_and_detach_confirmation(tmp_path):
-    app = App(log_dir=str(tmp_path), list_disks=lambda: disks_from_probe(GUEST))
-    rows = attached_rows(_sessions(), disks_from_probe(GUEST))
+    app = App(log_dir=str(tmp_path), list_disks=lambda: guest_disks())
+    rows = attached_rows(_sessions(), guest_disks())
     app.push(IscsiView(app.iscsi, "iqn.2005-03.org.open-iscsi:abc123", rows,
                        messages=["the portal advertised 127.0.0.1:3260: using 10.0.2.2:3260"]))
     screen = render(app)
@@ -51,7 +47,7 @@ def test_attached_list_screen_and_detach_confirmation(tmp_path):
 
 
 def test_discover_form_needs_an_address(tmp_path):
-    app = App(log_dir=str(tmp_path), list_disks=lambda: disks_from_probe(GUEST))
+    app = App(log_dir=str(tmp_path), list_disks=lambda: guest_disks())
     app.push(IscsiView(app.iscsi, "iqn.x", []))
     screen = press(app, "a")
     assert "Portal address" in screen and "3260" in screen

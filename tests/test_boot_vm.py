@@ -10,6 +10,7 @@ import json
 import re
 
 import pytest
+from conftest import MiB
 from loopdev import loop_device, make_image, run
 from vmlab.qemu import Guest
 from vmlab.tgt import Tgt
@@ -21,9 +22,6 @@ pytestmark = pytest.mark.vm
 BOOT_LIMIT_S = 180  # the menu appears within 3 minutes of emulated boot
 IQN = "iqn.2026-11.lab.rtk:bdr1"
 VIRTIO_SERIAL = "RTKVIRTIO0001"
-
-
-MiB = 1024 * 1024
 
 
 def _ntfs_disk(path, size, label):

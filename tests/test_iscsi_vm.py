@@ -20,6 +20,7 @@ import shlex
 import time
 
 import pytest
+from conftest import MiB
 from vmlab.http import HttpServer
 from vmlab.qemu import Guest
 from vmlab.tgt import Tgt
@@ -32,7 +33,6 @@ BDR, SAN = "iqn.2026-11.lab.rtk:bdr", "iqn.2026-11.lab.rtk:san"
 CHAP = ("sanuser", "SECRET-chap-7d1f")
 MUTUAL = ("tgtuser", "SECRET-mutual-4b2e")
 WRONG = "SECRET-wrong-0000"
-MiB = 1 << 20
 
 
 def _lun_image(path, size: int, marker: bytes):

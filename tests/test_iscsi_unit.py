@@ -122,9 +122,8 @@ def test_mask_args():
     assert "S3cret" not in repr(adm.Chap("u", "S3cret"))
 
 
-def test_secrets_never_logged_nor_raised(tmp_path, monkeypatch):
+def test_secrets_never_logged_nor_raised(log_dir, monkeypatch):
     """Every command line in iscsi.log and in exceptions has the secret masked."""
-    monkeypatch.setenv("RTK_LOG_DIR", str(tmp_path))
     secret = "Very-Secret-42"
     calls = []
 
@@ -140,10 +139,10 @@ def test_secrets_never_logged_nor_raised(tmp_path, monkeypatch):
     with pytest.raises(errors.IscsiAuthError) as ei:
         adm.node_login(SAN, "10.0.2.2", 3262, secrets=[secret])
     assert secret in calls[0]  # iscsiadm itself gets it
-    log = (tmp_path / "iscsi.log").read_text()
+    log = (log_dir / "iscsi.log").read_text()
     assert secret not in log and log.count("********") >= 3
     assert secret not in str(ei.value) and secret not in json.dumps(ei.value.to_dict())
-    assert report.log_dir() == str(tmp_path)
+    assert report.log_dir() == str(log_dir)
 
 
 def test_sessions_from_sysfs(tmp_path):

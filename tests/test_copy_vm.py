@@ -12,6 +12,7 @@ import os
 import re
 
 import pytest
+from conftest import MiB
 from loopdev import loop_device, make_image, run
 from vmlab.qemu import Guest
 from vmlab.tgt import Tgt
@@ -20,7 +21,6 @@ from toolkit.blockio import allocation
 
 pytestmark = pytest.mark.vm
 
-MiB = 1024 * 1024
 BDR = "iqn.2026-11.lab.rtk:bdr-snap"
 SAN = "iqn.2026-11.lab.rtk:san-csv"
 PORT = 3261  # apart from the boot test's tgtd

@@ -1,21 +1,15 @@
 """Network screens on this host: the real NIC list, and bad input refused with
 a clear message before anything is applied (applying is tested in the guest,
-tests/test_vm_net.py)."""
+tests/test_net_vm.py)."""
 
 from __future__ import annotations
 
-from screen import press, render
+from conftest import wait_worker
+from screen import press
 
 from toolkit.net.nics import list_nics
 from tui.app import App
 from tui.views.network import NicForm
-
-
-def _settle(app) -> str:
-    if app.worker:
-        app.worker.join(30)
-    app.drain()
-    return render(app)
 
 
 def test_nic_list_and_refused_settings(tmp_path):
@@ -23,7 +17,7 @@ def test_nic_list_and_refused_settings(tmp_path):
     assert nics, "this host has network interfaces"
     app = App(log_dir=str(tmp_path))
     press(app, "n")
-    screen = _settle(app)
+    screen = wait_worker(app, 30)
     assert "Network" in screen.splitlines()[1]
     first = nics[0]
     assert first.name in screen and f"MTU {first.mtu}" in screen

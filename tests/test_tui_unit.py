@@ -5,24 +5,18 @@ a virtio disk, the boot CD), replayed through toolkit.disks."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from conftest import guest_disks
 from screen import press, render
 
-from toolkit.disks.inventory import disks_from_probe
 from tui.app import App
-
-FIXTURES = Path(__file__).parent / "fixtures"
-GUEST = json.loads((FIXTURES / "guest-probe-bios-iscsi.json").read_text())
 
 
 @pytest.fixture
 def app(tmp_path):
     (tmp_path / "copy-20261122-101500.txt").write_text("copy report\nresult: verified\n")
     powered = []
-    a = App(log_dir=str(tmp_path), list_disks=lambda: disks_from_probe(GUEST),
+    a = App(log_dir=str(tmp_path), list_disks=lambda: guest_disks(),
             power=powered.append)
     a.powered = powered
     return a
@@ -66,7 +60,7 @@ def test_disk_details_and_back(app):
 
 
 def test_boot_medium_squashfs_loop_is_in_use(app):
-    disks = {d.name: d for d in disks_from_probe(GUEST)}
+    disks = {d.name: d for d in guest_disks()}
     assert disks["loop0"].boot_medium and disks["sr0"].boot_medium
     assert not disks["sda"].boot_medium and disks["sda"].in_use == []
     screen = press(app, "d", "end")
@@ -105,12 +99,12 @@ def test_roles_shown_and_source_never_a_target(tmp_path, monkeypatch):
     from toolkit.disks import roles
 
     monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path))
-    disks = disks_from_probe(GUEST)
+    disks = guest_disks()
     sda = next(d for d in disks if d.name == "sda")
     roles.set_role(sda, roles.SOURCE)
 
     def listed():
-        found = disks_from_probe(GUEST)
+        found = guest_disks()
         for d in found:
             d.role = roles.role_of(d)
         return found

@@ -10,12 +10,12 @@ import subprocess
 
 import pytest
 import restore_images as ri
+from conftest import MiB
 from vmlab.http import HttpServer
 from vmlab.qemu import Guest
 
 pytestmark = pytest.mark.vm
 
-MiB = 1024 * 1024
 SERIAL = "RTKRESTORE01"
 
 

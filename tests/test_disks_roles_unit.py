@@ -1,30 +1,24 @@
-"""The role registry (unit) and the kernel read-only flag of SOURCE disks (host: loop)."""
+"""The role registry (the kernel read-only flag of SOURCE disks: test_disks_roles_host.py)."""
 
 from __future__ import annotations
 
-import errno
-import os
-
 import pytest
-from loopdev import loop_device, make_image
+from conftest import MiB, disk
 
-from toolkit.copy.plan import check_pair, endpoint_from_disk
+from toolkit.copy.plan import check_pair
 from toolkit.disks import roles
+from toolkit.disks.endpoint import endpoint_from_disk
 from toolkit.disks.inventory import Disk, IscsiLocation
 
 IQN = "iqn.2026-11.lab.rtk:bdr"
 BY_PATH = f"/dev/disk/by-path/ip-10.0.2.2:3262-iscsi-{IQN}-lun-1"
 
 
-@pytest.fixture(autouse=True)
-def run_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path / "run"))
-    return tmp_path / "run"
+pytestmark = pytest.mark.usefixtures("run_dir")  # the registry in tmp_path/run
 
 
 def _disk(name="sdb", serial="beaf11", lun=1, iqn=IQN) -> Disk:
-    return Disk(name=name, path=f"/dev/{name}", size=16 << 20, logical_sector_size=512,
-                physical_sector_size=512, transport="iscsi", serial=serial,
+    return disk(name, serial, size=16 * MiB, transport="iscsi",
                 wwn=f"0x6000000000000000{lun:04d}", by_path=[BY_PATH.replace("lun-1",
                                                                           f"lun-{lun}")],
                 iscsi=IscsiLocation(iqn, "10.0.2.2:3262", lun, "session1"))
@@ -73,24 +67,3 @@ def test_corrupt_registry_is_empty(run_dir):
     (run_dir / "roles.json").write_text("{not json")
     assert roles.entries() == {} and roles.role_of("sdb") is None
 
-
-@pytest.mark.host
-def test_source_disk_refuses_writes(tmp_path, need_root):
-    """BLKROSET on the disk and its partitions: a write fails with EPERM, even from root."""
-    img = make_image(tmp_path / "src.img", 8 << 20)
-    with loop_device(img, partitions=False) as dev:
-        roles.set_read_only([dev])
-        try:
-            assert roles.is_read_only(dev)
-            fd = os.open(dev, os.O_WRONLY)
-            try:
-                with pytest.raises(OSError) as ei:
-                    os.write(fd, b"x" * 512)
-                assert ei.value.errno in (errno.EPERM, errno.EROFS)
-            finally:
-                os.close(fd)
-        except OSError as e:  # a kernel that refuses the open itself is fine too
-            assert e.errno in (errno.EPERM, errno.EROFS, errno.EACCES)
-        finally:
-            roles.set_read_only([dev], False)
-        assert not roles.is_read_only(dev)

@@ -1,7 +1,7 @@
 """The unattended run as the boot service starts it (``rtk unattended --boot``): which
 consoles it writes, the log file, and the handover file that frees the consoles.
 systemd itself (the gettys' ExecCondition, the service) is exercised in the VM lab
-(test_vm_unattended.py); here ``systemctl`` is replaced by a recorder."""
+(test_unattended_vm.py); here ``systemctl`` is replaced by a recorder."""
 
 from __future__ import annotations
 
@@ -17,17 +17,15 @@ from toolkit.unattended.cmdline import Cmdline
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(tmp_path, log_dir, run_dir, monkeypatch):
     dev = tmp_path / "dev"
     dev.mkdir()
     for name in ("tty1", "ttyS0"):
         (dev / name).write_text("")
     monkeypatch.setenv("RTK_CONSOLE_DIR", str(dev))
-    monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("RTK_LOG_DIR", str(tmp_path / "log"))
     started: list[list[str]] = []
     monkeypatch.setattr(boot, "start_units", started.append)
-    return {"dev": dev, "run": tmp_path / "run", "log": tmp_path / "log", "started": started}
+    return {"dev": dev, "run": run_dir, "log": log_dir, "started": started}
 
 
 @pytest.mark.parametrize("text, expected", [
