@@ -11,8 +11,8 @@ request (bytes, start, end); the report server gets each guest's timings.
 Prints a Markdown table per run: the squashfs download (time, rate), the image
 (restore write phase and verification), boot to power-off, and the server's
 aggregate rate while guests overlapped. Guests run under QEMU TCG (software
-emulation), one vCPU each: on a 2-core host two guests already compete with
-the server for the CPU, which is what the figures show.
+emulation), one vCPU each: on a small host the guests compete with the server
+for the CPU. Results: README ("Netboot: many machines at once").
 """
 
 from __future__ import annotations

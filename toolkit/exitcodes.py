@@ -34,3 +34,13 @@ def for_status(status: str) -> int:
     """The exit code of a job that ended with ``status`` ("failed", "cancelled" and
     any word not listed: :data:`EXIT_FAILED`)."""
     return _BY_STATUS.get(status, EXIT_FAILED)
+
+
+class StatusExit:
+    """Mixin of a job's result that has a ``status``: its :attr:`exit_code`."""
+
+    status: str
+
+    @property
+    def exit_code(self) -> int:
+        return for_status(self.status)

@@ -17,7 +17,7 @@ from toolkit.jobs import report
 
 
 @dataclass
-class CopyResult:
+class CopyResult(exitcodes.StatusExit):
     """What :func:`toolkit.copy.copy` (or a verification) did. ``status``: "ok", "unreadable"
     (ok but some ranges unreadable), "mismatch", "failed", "cancelled"."""
 
@@ -46,10 +46,6 @@ class CopyResult:
     warnings: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
     report: report.ReportPaths | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return exitcodes.for_status(self.status)
 
     @property
     def unreadable_bytes(self) -> int:

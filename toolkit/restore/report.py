@@ -19,7 +19,7 @@ from toolkit.units import human_duration, human_size
 
 
 @dataclass
-class RestoreResult:
+class RestoreResult(exitcodes.StatusExit):
     """``status``: "ok", "refused" (nothing written), "failed", "mismatch" (checksum or
     verification), "cancelled". After a failure the target holds no partition table."""
 
@@ -44,10 +44,6 @@ class RestoreResult:
     zeroed_bytes: int = 0  # all-zero chunks zeroed by the device (BLKZEROOUT), not written
     wiped: bool = False  # the target's ends are zeroed: no valid table until the head is back
     report: report.ReportPaths | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return exitcodes.for_status(self.status)
 
     @property
     def ok(self) -> bool:
