@@ -6,6 +6,9 @@
 #
 #   ./build_iso.sh            build (reuses live-build's package cache in build/iso/cache)
 #   ./build_iso.sh --clean    forget the cache first
+#   ./build_iso.sh --usb-image 8G [--usb-fs vfat]
+#                             also build/rtk-usb.img: the ISO plus an RTK-DATA partition
+#                             (ext4, or vfat/exfat) filling 8G (iso/make_usb_image.sh)
 #   RTK_NETBOOT_URL=http://pxe.example/rtk ./build_iso.sh
 #                             the URL build/netboot/ will be served from (in its examples)
 set -euo pipefail
@@ -15,14 +18,25 @@ BUILD=${RTK_BUILD_DIR:-$ROOT/build}   # output and live-build cache
 LB=$BUILD/iso
 # The ISO's Python (trixie) is 3.13: the wheelhouse is fetched for it.
 ISO_PYTHON=3.13
+CLEAN=0 USB_SIZE="" USB_FS=ext4
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --clean) CLEAN=1 ;;
+        --usb-image) USB_SIZE=${2:?--usb-image SIZE (e.g. 8G)}; shift ;;
+        --usb-fs) USB_FS=${2:?--usb-fs ext4|vfat|exfat}; shift ;;
+        *) echo "usage: $0 [--clean] [--usb-image SIZE [--usb-fs ext4|vfat|exfat]]" >&2; exit 2 ;;
+    esac
+    shift
+done
 
 [ "$(id -u)" = 0 ] || { echo "build_iso.sh: run as root (live-build needs it)" >&2; exit 1; }
 
 ./.ci/apt-install.sh "build dependencies" live-build debootstrap xorriso isolinux syslinux-common \
     squashfs-tools mtools dosfstools grub-efi-amd64-bin grub-pc-bin python3-venv python3-pip
+if [ "$USB_FS" = exfat ]; then ./.ci/apt-install.sh "exFAT tools" exfatprogs; fi
 
 start=$(date +%s)
-if [ "${1:-}" = "--clean" ]; then rm -rf "$LB"; fi
+if [ "$CLEAN" = 1 ]; then rm -rf "$LB"; fi
 mkdir -p "$BUILD"
 
 echo "== wheelhouse from requirements.lock for Python $ISO_PYTHON"
@@ -67,4 +81,8 @@ size=$(stat -c %s "$ISO")
 echo "== $ISO: $((size / 1000000)) MB, built in $(( $(date +%s) - start )) s"
 if [ "$size" -gt 400000000 ]; then
     echo "build_iso.sh: the ISO is larger than 400 MB" >&2; exit 1
+fi
+if [ -n "$USB_SIZE" ]; then
+    echo "== USB image: $BUILD/rtk-usb.img ($USB_SIZE, RTK-DATA $USB_FS)"
+    iso/make_usb_image.sh "$ISO" "$BUILD/rtk-usb.img" "$USB_SIZE" "$USB_FS"
 fi

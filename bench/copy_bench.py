@@ -91,7 +91,7 @@ def main() -> None:
         dst = losetup(tdir / "dst.img", args.direct_io and not args.target_dir)
         devs.append(dst)
         mapfile = work / "bench.map"
-        rtk = (f"{py} -m toolkit.cli copy --yes "
+        rtk = (f"{py} -m toolkit.cli copy --yes --restart "  # never resume a run before
                f"--target-id {os.path.basename(dst)} --mapfile {mapfile}")
         dd = "dd bs=4M iflag=direct oflag=direct status=none"
         rd = "dd bs=4M iflag=direct status=none"

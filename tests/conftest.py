@@ -1,10 +1,10 @@
 """Shared fixtures and helpers of the tests.
 
 Layers (pytest markers): unit (seconds), host (root, loop devices, mkfs), vm (boots the
-built ISO in QEMU). Select with -m. The naming rule: every test file is
-``test_<area>_<layer>.py``, its layer ``unit``, ``host`` or ``vm``, and every test in it
-carries that layer's marker (a test with no marker is a unit test); collection fails
-otherwise (``pytest_collection_modifyitems`` below).
+built ISO in QEMU). Select with -m. The naming rule: every test file, in tests/ or a
+directory below it, is ``test_<area>_<layer>.py``, its layer ``unit``, ``host`` or ``vm``,
+and every test in it carries that layer's marker (a test with no marker is a unit test);
+collection fails otherwise (``pytest_collection_modifyitems`` below).
 
 Fixtures: ``log_dir``, ``run_dir``, ``rtk_dirs`` (RTK_LOG_DIR, RTK_RUN_DIR in tmp_path),
 ``loops`` (loop devices detached at the end), ``need_root``, ``iso``, ``netboot``,
@@ -40,6 +40,7 @@ sys.path.insert(0, str(TESTS))
 
 from loopdev import loop_device  # noqa: E402  (tests/ is on sys.path from here on)
 from screen import press, render  # noqa: E402
+from writeguard import pytest_runtest_call, write_guard  # noqa: E402,F401  (the write guard)
 
 MiB, GiB = 1 << 20, 1 << 30
 
@@ -72,12 +73,12 @@ def pytest_collection_modifyitems(session, config, items):
     wrong: dict[str, str] = {}
     for item in items:
         path = Path(str(item.path))
-        if path.parent != TESTS:
+        if TESTS not in path.parents:  # tests/ and every directory below it
             continue
         markers = {m.name for m in item.iter_markers() if m.name in LAYERS}
         problem = layer_problem(path, markers)
         if problem and problem.startswith("is not named"):
-            wrong[path.name] = problem  # once per file
+            wrong[str(path.relative_to(TESTS))] = problem  # once per file
         elif problem:
             wrong[item.nodeid] = problem
     if wrong:

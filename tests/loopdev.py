@@ -71,7 +71,14 @@ def fuse_disk(backing: Path, mountpoint: Path, ranges, *, writes: str | None = N
             raise RuntimeError("FUSE server did not come up: " + server.stdout.read1().decode())
         yield mountpoint / "disk.img"
     finally:
-        subprocess.run(["umount", str(mountpoint)], check=False)
+        # a loop device over the file may still be letting go (autoclear): retry, then
+        # detach lazily, so that no FUSE mount outlives the test
+        for _ in range(20):
+            if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -212,7 +212,7 @@ def test_kill_9_then_resume_gives_identical_disk(tmp_path, loops, log_dir):
     killed = Mapfile.load(mapfile)
     assert 0 < killed.bytes_with("+") < ODD and killed.bytes_with("?") > 0
     ddrescuelog_ok(mapfile)
-    p = rtk(*args)
+    p = rtk(*args, "--resume")
     assert p.returncode == 0, p.stdout + p.stderr
     assert same(src, dst, ODD)
     assert subprocess.run(["ddrescuelog", "-D", mapfile]).returncode == 0  # all finished
@@ -245,7 +245,7 @@ def test_cancel_leaves_a_consistent_mapfile(tmp_path, loops, log_dir):
             a.seek(pos)
             b.seek(pos)
             assert a.read(size) == b.read(size)
-    result = copymod.copy(plan, copymod.CopyOptions(mapfile=mapfile))
+    result = copymod.copy(plan, copymod.CopyOptions(mapfile=mapfile, existing="resume"))
     assert result.status == "ok" and result.resumed and same(src, dst, 32 * MiB)
 
 

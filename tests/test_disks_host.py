@@ -11,6 +11,7 @@ from conftest import MiB
 from loopdev import loop_device, make_image, run
 
 from toolkit.cli.main import main as rtk
+from toolkit.disks import probe
 from toolkit.disks.inventory import find_disk, list_disks
 
 pytestmark = pytest.mark.host
@@ -51,11 +52,13 @@ def test_partitioned_disk_identity_and_filesystems(cluster_disk):
 def test_a_blank_disk_listed_first_hides_no_filesystem(tmp_path, need_root):
     """An empty disk before a formatted one: ``blkid -p`` given both stops at the
     blank one; the formatted one must still show its filesystem."""
-    blank = make_image(tmp_path / "blank.img", 8 * MiB)
-    fs = make_image(tmp_path / "fs.img", 16 * MiB)
-    run("mkfs.ext4", "-q", "-L", "after", str(fs))
-    with loop_device(blank, partitions=False) as b, loop_device(fs, partitions=False) as f:
-        assert int(b.removeprefix("/dev/loop")) < int(f.removeprefix("/dev/loop"))
+    one = make_image(tmp_path / "one.img", 16 * MiB)
+    two = make_image(tmp_path / "two.img", 16 * MiB)
+    with loop_device(one, partitions=False) as x, loop_device(two, partitions=False) as y:
+        # the kernel may hand out the numbers in either order (other loop devices come
+        # and go): format the one listed second
+        b, f = sorted((x, y), key=lambda d: int(d.removeprefix("/dev/loop")))
+        run("mkfs.ext4", "-q", "-L", "after", f)
         disks = list_disks()
         assert find_disk(disks, b).fstype is None
         assert (find_disk(disks, f).fstype, find_disk(disks, f).label) == ("ext4", "after")
@@ -89,6 +92,41 @@ def test_whole_disk_filesystem_without_partition_table(tmp_path, need_root):
     with loop_device(img, partitions=False) as dev:
         disk = find_disk(list_disks(), dev)
         assert (disk.fstype, disk.label, disk.partitions) == ("ntfs", "CSV-Volume2", [])
+
+
+NO_BLKID = "blkid is not installed (util-linux): filesystems and labels are not shown"
+
+
+def test_missing_blkid_is_said_in_rtk_disks_and_the_menu(tmp_path, need_root, monkeypatch,
+                                                         capsys):
+    """No udev database and no blkid on PATH: the disk list cannot see the ext4
+    "MYDATA", and says why: on stderr of ``rtk disks`` (stdout stays the JSON list) and
+    as a line of the menu's Disks screen."""
+    from screen import press
+
+    from tui.app import App
+
+    monkeypatch.setattr(probe, "UDEV_DATABASE", str(tmp_path / "no-udev"))
+    img = make_image(tmp_path / "fs.img", 32 * MiB)
+    run("mkfs.ext4", "-q", "-L", "MYDATA", str(img))
+    with loop_device(img, partitions=False) as dev:
+        disks = list_disks()
+        assert find_disk(disks, dev).label == "MYDATA" and disks.warnings == []
+        (tmp_path / "bin").mkdir()
+        with monkeypatch.context() as m:  # (the loop device's teardown needs PATH back)
+            m.setenv("PATH", str(tmp_path / "bin"))  # no blkid, nor anything else
+            disks = list_disks()
+            assert find_disk(disks, dev).fstype is None and disks.warnings == [NO_BLKID]
+            assert rtk(["disks", "--json"]) == 0
+            out = capsys.readouterr()
+            assert json.loads(out.out)[0]["path"]  # a list, as before
+            assert {d["path"]: d for d in json.loads(out.out)}[dev]["label"] is None
+            assert out.err == f"warning: {NO_BLKID}\n"
+            assert rtk(["disks"]) == 0
+            assert capsys.readouterr().err == f"warning: {NO_BLKID}\n"
+            app = App(log_dir=str(tmp_path / "log"), list_disks=list_disks)
+            screen = press(app, "d")
+        assert f"! {NO_BLKID}" in " ".join(screen.split())
 
 
 def test_cli_lists_disk_as_json(cluster_disk, capsys):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from toolkit.disks.mounts import parse_mountinfo, parse_swaps
-from toolkit.disks.probe import parse_blkid_export
+from toolkit.system.blkid import parse_export as parse_blkid_export
 from toolkit.units import human_duration, human_size
 
 # From the live guest (trixie), abridged; line 3 has a mount point with a space.

@@ -191,6 +191,58 @@ def test_split_portal():
     assert split_portal("fd00::5") == ("fd00::5", 3260)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("[fd00::1", "portal '[fd00::1' is missing its closing ']'"),
+    ("[fd00::1]3260", "portal '[fd00::1]3260': after ']' a portal takes ':PORT'"),
+    ("[fd00::1]:", "portal '[fd00::1]:' has no port after ':'"),
+    ("[fd00::1]::3260", "portal '[fd00::1]::3260': the port ':3260' is not a number"),
+    ("10.0.2.2:", "portal '10.0.2.2:' has no port after ':'"),
+    ("10.0.2.2:+3260", "the port '+3260' is not a number"),
+    ("fd00::1]:3260", "portal 'fd00::1]:3260' has a ']' without its opening '['"),
+    ("[]:3260", "portal '[]:3260' has no address"),
+    (":3260", "portal ':3260' has no address"),
+    ("", "no address"),
+    ("   ", "no address"),
+    ("10.0.2.2:0", "port 0 is outside 1-65535"),
+    ("10.0.2.2:65536", "port 65536 is outside 1-65535"),
+    ("[fd00::1]:99999", "port 99999 is outside 1-65535"),
+    ("10.0.2.2 3260", "portal '10.0.2.2 3260' has a space in it"),
+    ("10.0.2.2[1]", "portal '10.0.2.2[1]' has a '[' that does not start it"),
+    ("[fd00::[1]:3260", "portal '[fd00::[1]:3260' has a '[' or ']' inside the address"),
+])
+def test_split_portal_refuses_malformed_portals(text, message):
+    from toolkit.iscsi import split_portal
+
+    with pytest.raises(ValueError) as e:
+        split_portal(text)
+    assert message in str(e.value)
+
+
+def test_split_portal_refuses_an_explicit_port_out_of_range():
+    from toolkit.iscsi import split_portal
+
+    for port in (0, 65536, -1):
+        with pytest.raises(ValueError, match=f"port {port} is outside 1-65535"):
+            split_portal("10.0.2.2", port)
+    assert split_portal(" [fd00::1]:3261 ") == ("fd00::1", 3261)
+    assert split_portal("[10.0.2.2]:3261") == ("10.0.2.2", 3261)
+
+
+def test_cli_discover_of_a_malformed_portal_is_a_usage_error(tmp_path):
+    from conftest import rtk
+
+    for portal, message in (("[fd00::1", "is missing its closing ']'"),
+                            ("[fd00::1]3260", "after ']' a portal takes ':PORT'"),
+                            ("10.0.2.2:70000", "port 70000 is outside 1-65535")):
+        p = rtk("iscsi", "discover", portal, env_extra={"RTK_LOG_DIR": str(tmp_path)})
+        assert p.returncode == exitcodes.EXIT_USAGE, p.stderr
+        assert p.stderr.startswith("rtk iscsi: ") and message in p.stderr
+        assert "Traceback" not in p.stderr and p.stdout == ""
+    p = rtk("iscsi", "discover", "10.0.2.2", "--port", "0",
+            env_extra={"RTK_LOG_DIR": str(tmp_path)})
+    assert p.returncode == exitcodes.EXIT_USAGE and "port 0 is outside 1-65535" in p.stderr
+
+
 def test_discover_replaces_unreachable_portal(monkeypatch):
     from toolkit.iscsi import manager
 

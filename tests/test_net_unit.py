@@ -5,6 +5,7 @@ networkd replaced by a fake."""
 from __future__ import annotations
 
 import importlib
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from toolkit.net import apply as applymod
 from toolkit.net import networkd, nics, ping, resolv
 from toolkit.net.errors import NetError, NetRefused
 from toolkit.net.settings import NetSettings, validate, vlan_ifname
+from toolkit.system import tools
 
 FIX = Path(__file__).parent / "fixtures" / "net"
 NICS = ["ens3"]
@@ -258,10 +260,68 @@ def test_apply_timeout_says_why(tmp_path):
         net.apply(NetSettings("ens3", "dhcp"), timeout=0)
 
 
-def test_release_from_ifupdown(tmp_path, monkeypatch):
+def _files(root) -> dict[str, str]:
+    """Every file under ``root`` with its text (what an apply left behind)."""
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_apply_without_systemctl_leaves_no_file(tmp_path, monkeypatch):
+    """No networkctl, no systemctl (PATH holds neither): the reload fails with the tool
+    named, and the apply takes back every file it wrote (files and directories)."""
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    net = FakeNet(tmp_path / "root")
+    (tmp_path / "root").mkdir()
+    with pytest.raises(NetError, match="systemctl is not installed .systemd."):
+        applymod.apply_settings(NetSettings("ens3", "dhcp", dns=("10.0.2.3",)),
+                                root=str(net.root), known_nics=["ens3"],
+                                release=lambda nic: False, look=net.look,
+                                sleep=lambda _s: None)
+    assert list((tmp_path / "root").iterdir()) == []
+
+
+def test_failed_apply_puts_back_the_files_of_the_last_one(tmp_path):
+    """A working apply, then one that fails (reload, or the timeout): the files, the
+    state and resolv.conf are the working one's again, and networkd re-reads them."""
+    net = FakeNet(tmp_path)
+    net.apply(NetSettings("ens3", "static", "10.0.2.50/24", "10.0.2.2", ("10.0.2.3",)))
+    before = _files(tmp_path)
+
+    def broken(ifaces):
+        raise NetError("cannot reload systemd-networkd: systemctl is not installed")
+    with pytest.raises(NetError, match="cannot reload"):
+        applymod.apply_settings(NetSettings("ens3", "static", "10.0.2.60/24", vlan=7,
+                                            dns=("10.0.2.4",)),
+                                root=str(tmp_path), known_nics=["ens3"], reload=broken,
+                                release=lambda nic: False, look=net.look,
+                                sleep=lambda _s: None)
+    assert _files(tmp_path) == before
+    net.obey = False
+    reloads = len(net.reloads)
+    with pytest.raises(NetError, match="has MTU 1500, not 1400"):
+        net.apply(NetSettings("ens3", "static", "10.0.2.70/24", mtu=1400), timeout=0)
+    assert _files(tmp_path) == before
+    assert len(net.reloads) == reloads + 2  # the new files, then the old ones again
+
+
+def fake_runner(monkeypatch, status=lambda cmd: 0):
+    """Replace the one runner (toolkit.system.tools.run, which systemctl's wrapper uses
+    too) by one that records each command line and ends with ``status(cmd)``, failing as
+    the runner does (ToolError when ``check``); the command lines it was given."""
     calls = []
-    monkeypatch.setattr(applymod, "_run", lambda cmd, timeout=30: calls.append(cmd)
-                        or applymod.subprocess.CompletedProcess(cmd, 0, "", ""))
+
+    def run(cmd, *, check=True, timeout=None, **kw):
+        calls.append(list(cmd))
+        rc = status(cmd)
+        if check and rc:
+            raise tools.failure(cmd, rc, "Failed to connect to system bus")
+        return subprocess.CompletedProcess(cmd, rc, "", "")
+    monkeypatch.setattr(tools, "run", run)
+    return calls
+
+
+def test_release_from_ifupdown(tmp_path, monkeypatch):
+    calls = fake_runner(monkeypatch)
     (tmp_path / "ifstate.ens3").write_text("ens3\n")
     (tmp_path / "ifstate.ens4").write_text("")
     assert applymod.release_from_ifupdown("ens3", str(tmp_path))
@@ -270,16 +330,11 @@ def test_release_from_ifupdown(tmp_path, monkeypatch):
 
 
 def test_reload_falls_back_to_sighup_without_dbus(monkeypatch):
-    calls = []
-
-    def run(cmd, timeout=30):
-        calls.append(cmd[0])
-        rc = 1 if cmd[0] == "networkctl" else 0
-        return applymod.subprocess.CompletedProcess(cmd, rc, "",
-                                                    "Failed to connect to system bus")
-    monkeypatch.setattr(applymod, "_run", run)
+    calls = fake_runner(monkeypatch, lambda cmd: 1 if cmd[0] == "networkctl" else 0)
     assert applymod.reload_networkd(["ens3"]) == "sighup"
-    assert calls == ["networkctl", "systemctl"]
+    assert [c[0] for c in calls] == ["networkctl", "systemctl"]
+    assert calls[1] == ["systemctl", "kill", "--signal=SIGHUP", "--kill-whom=main",
+                        "systemd-networkd.service"]
 
 
 # --- command line -----------------------------------------------------------------------

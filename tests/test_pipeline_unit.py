@@ -10,6 +10,7 @@ import types
 
 import blake3
 import pytest
+from conftest import MiB
 
 from toolkit.blockio import blockdev
 from toolkit.blockio import verify as bverify
@@ -21,7 +22,6 @@ from toolkit.restore.write import Failed, ReadBack
 
 pytestmark = pytest.mark.unit
 
-MiB = 1 << 20
 SIZE = 8 * MiB
 TIMEOUT = 10  # seconds: a pipeline that has not ended by then hangs
 

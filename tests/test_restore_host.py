@@ -163,10 +163,12 @@ def test_refusals_leave_the_target_untouched(images, target):
         restore.plan_restore(str(images["raw"]), dev, source_role={dev})
     r = rtk("restore", str(images["raw"]), dev, "--yes", "--target-id", "wrong")
     assert r.returncode == 5 and "does not match" in r.stderr
-    # a container is checked before anything is written
-    res = do(images["qcow2"], dev, sha256="0" * 64)
-    assert res.status == "refused" and "SHA-256 mismatch" in res.message
-    assert head_of(dev).startswith(MARKER) and not res.wiped
+    # a given checksum is checked before anything is written, container or stream
+    for fmt in ("qcow2", "raw"):
+        res = do(images[fmt], dev, sha256="0" * 64)
+        assert (res.status, res.exit_code) == ("mismatch", 4), res.message
+        assert "SHA-256 mismatch" in res.message and "nothing was written" in res.message
+        assert head_of(dev).startswith(MARKER) and not res.wiped
 
 
 def test_truncated_container_is_refused(images, target, tmp_path):
@@ -179,23 +181,19 @@ def test_truncated_container_is_refused(images, target, tmp_path):
     assert head_of(dev).startswith(MARKER)
 
 
-@pytest.mark.parametrize("case", ["truncated-gzip", "corrupt-zstd", "wrong-sha256"])
+@pytest.mark.parametrize("case", ["truncated-gzip", "corrupt-zstd"])
 def test_failures_while_writing_leave_no_table(images, target, tmp_path, case):
     dev = target()
-    if case == "wrong-sha256":
-        res = do(images["raw"], dev, sha256="f" * 64)
-        assert res.status == "mismatch" and res.exit_code == 4
+    src = Path(images["gzip" if case.endswith("gzip") else "zstd"]).read_bytes()
+    bad = tmp_path / "bad"
+    if case == "truncated-gzip":
+        bad.write_bytes(src[:int(len(src) * 0.8)])
     else:
-        src = Path(images["gzip" if case.endswith("gzip") else "zstd"]).read_bytes()
-        bad = tmp_path / "bad"
-        if case == "truncated-gzip":
-            bad.write_bytes(src[:int(len(src) * 0.8)])
-        else:
-            b = bytearray(src)
-            b[int(len(b) * 0.6)] ^= 0x5A
-            bad.write_bytes(bytes(b))
-        res = do(bad, dev)
-        assert res.status == "failed", res.message
+        b = bytearray(src)
+        b[int(len(b) * 0.6)] ^= 0x5A
+        bad.write_bytes(bytes(b))
+    res = do(bad, dev)
+    assert res.status == "failed", res.message
     assert no_table(dev), res.message
     assert "zeroed again" in res.message and res.wiped  # the result screen says so
 
@@ -582,3 +580,24 @@ def test_xfs_that_cannot_be_mounted_fails_clearly(xfs_image, target, tmp_path, m
     assert "No problems found" in v, v
     grown = contents.partition_node(dev, 2)
     assert xfs_sb(grown, "dblocks")["dblocks"] == 300 * MiB // 4096
+
+
+def test_a_read_error_while_reading_the_target_back_is_a_failure_not_a_mismatch(
+        images, target, monkeypatch):
+    """EIO on the target during the read-back behind the writer: the bytes were never
+    compared, so the restore failed (exit 1); it is no verification mismatch (exit 4)."""
+    from toolkit.blockio import blockdev
+
+    dev = target()
+    rdev = os.stat(dev).st_rdev
+    real = blockdev.read_exact
+
+    def read_exact(fd, view, offset):
+        if offset >= 4 * MiB and os.fstat(fd).st_rdev == rdev:
+            raise OSError(5, "Input/output error", f"offset {offset}")
+        return real(fd, view, offset)
+    monkeypatch.setattr(blockdev, "read_exact", read_exact)
+    res = do(images["raw"], dev)
+    assert (res.status, res.exit_code) == ("failed", 1), res.message
+    assert "verification did not finish" in res.message and "Input/output error" in res.message
+    assert head_of(dev) == bytes(MiB)  # the head was never written

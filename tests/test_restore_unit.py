@@ -387,3 +387,21 @@ def test_partition_node_names():
     assert contents.partition_node("/dev/sdb", 2) == "/dev/sdb2"
     assert contents.partition_node("/dev/loop3", 1) == "/dev/loop3p1"
     assert contents.partition_node("/dev/nvme0n1", 1) == "/dev/nvme0n1p1"
+
+
+@pytest.mark.parametrize("status, code", [("ok", 0), ("refused", 5), ("mismatch", 4),
+                                          ("failed", 1), ("cancelled", 1)])
+def test_restore_report_has_the_exit_code(status, code, log_dir):
+    """The JSON report says the exit code, as copy's does: the number a script or the
+    report server sees is the one the command ended with."""
+    import json
+    from pathlib import Path
+
+    from toolkit.restore.plan import ImageInfo
+    from toolkit.restore.report import RestoreResult, write_restore_report
+    image = ImageInfo("/img/node.raw", False, None, "raw", 4 * MiB, 4 * MiB, 512, "gpt")
+    r = RestoreResult(status, "m", image, endpoint_from_disk(disk("sdz", "SER1")),
+                      started=1.0, finished=2.0)
+    assert r.exit_code == code and r.to_dict()["exit_code"] == code
+    paths = write_restore_report(r)
+    assert json.loads(Path(paths.json).read_text())["exit_code"] == code

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 import restore_images as ri
+from conftest import MiB
 from loopdev import loop_device, make_image
 
 from toolkit import restore
 from toolkit.restore import contents
 
 pytestmark = pytest.mark.host
-
-MiB = 1 << 20
 
 
 @pytest.fixture

@@ -7,19 +7,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import rtk
 
 from toolkit.system import tools, udev
 from toolkit.system.tools import ToolError, ToolNotInstalled
 
 pytestmark = pytest.mark.unit
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -131,18 +127,13 @@ def test_iscsiadm_runner_maps_the_status_to_its_errors(bin_dir, rtk_dirs):
     assert ei.value.exit_code == errors.EXIT_ISCSID
 
 
-def _rtk(*args: str, path: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=path)
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
-
-
 def test_cli_says_a_missing_tool_in_one_line(bin_dir, rtk_dirs, monkeypatch):
     monkeypatch.setenv("RTK_INITIATOR_FILE", str(rtk_dirs / "initiatorname.iscsi"))
-    p = _rtk("iscsi", "discover", "127.0.0.1", path=str(bin_dir))
+    p = rtk("iscsi", "discover", "127.0.0.1", env_extra={"PATH": str(bin_dir)}, timeout=60)
     assert p.stderr == "rtk iscsi: iscsiadm is not installed (open-iscsi)\n", p.stderr
     assert p.returncode == 13 and "Traceback" not in p.stderr
-    p = _rtk("iscsi", "initiator", "--generate", path=str(bin_dir))
+    p = rtk("iscsi", "initiator", "--generate", env_extra={"PATH": str(bin_dir)},
+            timeout=60)
     assert p.stderr == "rtk iscsi: iscsi-iname is not installed (open-iscsi)\n", p.stderr
     assert p.returncode == 13
 

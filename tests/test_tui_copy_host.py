@@ -4,16 +4,19 @@ other loop devices attached, change nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import RTK, MiB, choose, confirm_by_typing, own_disks, type_text, wait_result
 from loopdev import make_image
 from screen import press
 
+from toolkit.blockio.mapfile import FINISHED, Mapfile, MapfileError
 from tui.app import App
 
 pytestmark = pytest.mark.host
@@ -61,6 +64,19 @@ def test_menu_copy_verified(pair):
     assert "Main menu" in screen.splitlines()[1]
 
 
+def wait_for_copied_bytes(log_dir, timeout: float = 60) -> None:
+    """Until the copy's mapfile records some copied bytes (a fixed sleep is not enough on
+    a loaded machine: the first durable mark came at 2.4-3.1 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in Path(log_dir).glob("copy-*.map"):
+            with contextlib.suppress(MapfileError, OSError):
+                if Mapfile.load(str(path)).bytes_with(FINISHED):
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"no copied bytes recorded in {log_dir} after {timeout} s")
+
+
 def test_menu_offers_resume_of_interrupted_copy(pair):
     """kill -9 of `rtk copy` mid-way; the menu finds the same pair's mapfile."""
     src, dst, small, log_dir = pair
@@ -69,7 +85,7 @@ def test_menu_offers_resume_of_interrupted_copy(pair):
         [*RTK, "copy", src, dst, "--yes", "--target-id",
          identity, "--max-rate", "4M", "--mapfile-interval", "0.2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(2.5)
+    wait_for_copied_bytes(log_dir)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     app = App(log_dir=str(log_dir), list_disks=own_disks(src, dst, small))

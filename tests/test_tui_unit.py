@@ -6,7 +6,7 @@ a virtio disk, the boot CD), replayed through toolkit.disks."""
 from __future__ import annotations
 
 import pytest
-from conftest import guest_disks
+from conftest import guest_disks, guest_probe
 from screen import press, render
 
 from tui.app import App
@@ -45,6 +45,22 @@ def test_disks_view_shows_iscsi_lun_and_virtio_disk(app):
     assert "/dev/vda" in screen and "RTKVIRTIO0001" in screen
     assert "IN USE: boot medium of this live system; mounted at /run/live/medium" in screen
     assert "Esc back" in screen.splitlines()[-1]
+
+
+def test_disks_view_says_what_the_probe_could_not_see(tmp_path):
+    """The probe's warnings (blkid missing on a machine without udev) are lines of the
+    Disks screen, above the disks, and stay after F5."""
+    from toolkit.disks.inventory import disks_from_probe
+    probe = {**guest_probe(), "warnings": [
+        "blkid is not installed (util-linux): filesystems and labels are not shown"]}
+    app = App(log_dir=str(tmp_path), list_disks=lambda: disks_from_probe(probe))
+    for screen in (press(app, "d"), press(app, "f5")):
+        lines = screen.splitlines()
+        assert lines[3].startswith("! blkid is not installed (util-linux): filesystems and "
+                                   "labels are not shown")
+        assert lines[4].startswith("/dev/sda")
+    quiet = press(App(log_dir=str(tmp_path), list_disks=guest_disks), "d")
+    assert quiet.splitlines()[3].startswith("/dev/sda")  # no warning, no line
 
 
 def test_disk_details_and_back(app):

@@ -17,10 +17,11 @@ from vmlab.report import ReportServer
 from toolkit import iscsi
 from toolkit.iscsi.adm import Chap
 from toolkit.jobs.progress import Progress
+from toolkit.jobs.report import safe_url
 from toolkit.unattended import Console, ReportClient, RunReporter, decide_done, run
 from toolkit.unattended.cmdline import Cmdline
 from toolkit.unattended.plan import read_plan
-from toolkit.unattended.reporter import SCHEMA, safe_url, scrub
+from toolkit.unattended.reporter import SCHEMA, scrub
 from toolkit.unattended.runner import iscsi_luns
 from toolkit.unattended.selectors import SOURCE, TARGET
 
@@ -103,6 +104,9 @@ def test_progress_is_throttled_and_sent_in_the_background(server):
 def test_scrub_and_safe_url():
     assert scrub({"a": ["x s3cret y"], "s3cret": 1}, ["s3cret"]) == \
         {"a": ["x ******** y"], "********": 1}
+    # a one-letter secret is masked in values but renames none of the report's keys
+    assert scrub({"phase": "a", "password": "a"}, ["a"]) == \
+        {"phase": "********", "password": "********"}
     assert safe_url("https://u:pw@h.example:8443/p/img.raw?token=abc") == \
         "https://h.example:8443/p/img.raw"
 

@@ -3,7 +3,8 @@
 A job (copy, verify, restore, unattended run) ends with a status word; its exit code
 is :func:`for_status` of that word, so the CLI, the reports and the unattended
 report server can never disagree. The iSCSI commands add their own codes (10-13),
-named here too so that no two commands give one number two meanings.
+named here too so that no two commands give one number two meanings (one exception,
+outside ``rtk``: the state service's ``status`` query follows LSB's 3, "not running").
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ EXIT_UNREADABLE = 3  # done, but some source ranges were unreadable (zeros writt
 EXIT_MISMATCH = 4  # verification found a difference
 EXIT_REFUSED = 5  # refused before anything was written or changed
 EXIT_NO_MODE = 6  # `rtk unattended`: no rtk.mode= on the command line
+EXIT_INTERRUPTED = 130  # killed by SIGINT (Ctrl-C), as a shell reports it: 128 + 2
+# `python -m toolkit.system.state status` only (not an `rtk` command): the state is in
+# RAM, lost at reboot; LSB's "program is not running" of a status query
+EXIT_STATE_IN_RAM = 3
 # `rtk iscsi`
 EXIT_AUTH = 10  # CHAP authentication failed
 EXIT_UNREACHABLE = 11  # portal unreachable
 EXIT_NOT_FOUND = 12  # no such target or LUN
-EXIT_ISCSID = 13  # iscsid not running, or the kernel lacks iSCSI
+EXIT_ISCSID = 13  # iscsid or the iSCSI tools not available: iscsid not running, no
+#                  iscsi_tcp in the kernel, or iscsiadm/iscsi-iname not installed
 
 _BY_STATUS = {
     "ok": EXIT_OK,

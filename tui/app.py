@@ -12,6 +12,7 @@ import threading
 import urwid
 
 import toolkit
+from toolkit.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 from toolkit.system import machine, paths
 from tui.controllers.copy import CopyController
 from tui.controllers.disks import DisksController
@@ -228,8 +229,8 @@ def main() -> int:
     try:
         App().run()
     except KeyboardInterrupt:
-        return 130
-    return 0
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ through it is still only in its cache):
   file the loop driver uses (device and inode checked);
 - a SCSI disk (an iSCSI LUN, or a partition of one) that the kernel found
   thin-provisioned and that reads unmapped blocks as zeros (LBPME and
-  LBPRZ): its deallocated blocks, from GET LBA STATUS (:mod:`toolkit.sgio`).
+  LBPRZ): its deallocated blocks, from GET LBA STATUS (:mod:`toolkit.blockio.sgio`).
 
 Anything else gives None: no map, every byte is read. Boundaries are rounded
 inwards to the logical sector.

@@ -6,7 +6,8 @@ page aligned, so good for any sector size up to the page size (4096 bytes on
 the machines this runs on). Device sizes are always a multiple of the
 logical sector size, so a short last chunk still has an aligned length.
 
-Nothing here decides whether a write is safe: that is :mod:`toolkit.copy`'s job.
+Nothing here decides whether a write is safe, nor opens a device for writing: that is
+the write gate's (:func:`toolkit.disks.gate.open_target`), the only code that does.
 """
 
 from __future__ import annotations
@@ -32,15 +33,15 @@ class DeviceBusy(OSError):
     """The device is opened exclusively elsewhere (mounted, swap, RAID, LVM, another copy)."""
 
 
-def open_device(path: str, *, write: bool = False, direct: bool = True,
-                exclusive: bool = False) -> int:
-    """Open a block device and return the file descriptor.
+def open_device(path: str, *, direct: bool = True, exclusive: bool = False) -> int:
+    """Open a block device for reading and return the file descriptor (for writing:
+    :func:`toolkit.disks.gate.open_target`, which decides first).
 
     ``exclusive`` adds O_EXCL, which on a block device fails with EBUSY when the
     device (or a partition of it) is mounted or held: raised as
     :class:`DeviceBusy`.
     """
-    flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC
+    flags = os.O_RDONLY | os.O_CLOEXEC
     if direct:
         flags |= os.O_DIRECT
     if exclusive:
@@ -119,9 +120,9 @@ class AlignedBuffer:
     def is_zero(self, length: int, zeros: bytes) -> bool:
         """Whether the first ``length`` bytes are all zero (``zeros`` is at least that long).
 
-        libc's memcmp against ``zeros``, in place: about 25 GB/s here. Without it, an
-        mmap slice (a bytes copy) compared with ``==``: a copy and a memcmp, 3x slower,
-        still much faster than memoryview compares or ``any()``.
+        libc's memcmp against ``zeros``, in place. Without it, an mmap slice (a bytes
+        copy) compared with ``==``: a copy and a memcmp, slower, still much faster than
+        memoryview compares or ``any()`` (figures in docs/benchmarks.md).
         """
         if length > len(zeros):
             raise ValueError("zeros is shorter than length")

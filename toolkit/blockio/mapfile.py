@@ -10,12 +10,15 @@ and this module reads theirs.
 
 :class:`Mapfile` always tiles ``[0, size)`` exactly, adjacent blocks of the
 same status merged. ``# rtk-KEY: VALUE`` comment lines carry metadata (which
-source and target the map belongs to); ddrescue ignores them.
+source and target the map belongs to, the source's fingerprint, when it was copied and
+verified: :mod:`toolkit.copy.binding`), kept in the order set; ddrescue ignores them.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
@@ -116,7 +119,8 @@ class Mapfile:
 
     def format(self, heading: list[str] | None = None) -> str:
         lines = [f"# {h}" for h in heading or []]
-        lines += [f"# rtk-{k}: {v}" for k, v in sorted(self.meta.items())]
+        # in the order set (the identity lines first); one line each, whatever the value
+        lines += [f"# rtk-{k}: {' '.join(str(v).splitlines())}" for k, v in self.meta.items()]
         lines.append("# current_pos  current_status  current_pass")
         lines.append(f"0x{self.current_pos:08X}     {self.phase}               "
                      f"{self.current_pass}")
@@ -138,15 +142,17 @@ class Mapfile:
             if line:
                 rows.append([str(n)] + line.split())
         if not rows:
-            raise MapfileError("no status line")
+            raise MapfileError("it is empty: no status line 'POS STATUS [PASS]'")
         status_row, block_rows = rows[0], rows[1:]
         m = cls(0)
         m.meta = meta
         if len(status_row) not in (3, 4) or status_row[2] not in PHASE_STATUSES:
-            raise MapfileError(f"line {status_row[0]}: bad status line")
+            raise MapfileError(f"line {status_row[0]}: expected the status line "
+                               f"'POS STATUS [PASS]' with a STATUS of "
+                               f"{' '.join(PHASE_STATUSES)}")
         m.current_pos = _int(status_row[1], status_row[0])
         m.phase = status_row[2]
-        m.current_pass = int(status_row[3]) if len(status_row) == 4 else 1
+        m.current_pass = _int(status_row[3], status_row[0]) if len(status_row) == 4 else 1
         pos = 0
         for row in block_rows:
             if len(row) != 4 or row[3] not in BLOCK_STATUSES:
@@ -168,8 +174,30 @@ class Mapfile:
 
     @classmethod
     def load(cls, path: str) -> Mapfile:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return cls.parse(f.read())
+        """Read the mapfile at ``path``. MapfileError, its message starting "the mapfile
+        PATH" (``reason``: the rest), for anything else than a regular file that parses (a
+        directory, a device: it is never read), and for an error reading it."""
+        def error(why: str) -> MapfileError:
+            e = MapfileError(f"the mapfile {path} {why}")
+            e.reason = why  # without "the mapfile PATH", for callers that name it themselves
+            return e
+        try:
+            st = os.stat(path)
+            if stat.S_ISDIR(st.st_mode):
+                raise error("is a directory: give the path of a file")
+            if not stat.S_ISREG(st.st_mode):
+                raise error("is not a regular file (a device, a FIFO?): give the path of a "
+                            "file")
+            with open(path, encoding="ascii", errors="replace") as f:
+                text = f.read()
+        except OSError as e:
+            why = ("permission denied" if e.errno in (errno.EACCES, errno.EPERM) else
+                   e.strerror or type(e).__name__)
+            raise error(f"cannot be read: {why}") from None
+        try:
+            return cls.parse(text)
+        except MapfileError as e:
+            raise error(f"is not a GNU ddrescue mapfile: {e}") from None
 
     def save(self, path: str, heading: list[str] | None = None) -> None:
         """Write atomically: a temporary file, fsync, rename over, fsync the directory."""
@@ -177,7 +205,9 @@ class Mapfile:
         tmp = f"{path}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, self.format(heading).encode("ascii"))
+            data = memoryview(self.format(heading).encode("ascii", errors="replace"))
+            while data:
+                data = data[os.write(fd, data):]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -8,7 +8,7 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from toolkit.blockio import blockdev
 from toolkit.blockio.pipeline import BAD, DATA, ZERO, Feed
@@ -18,6 +18,9 @@ from toolkit.blockio.ranges import RangeSet, gaps
 class _Throttle:
     def __init__(self, max_rate: float | None, stop: threading.Event):
         self.max_rate, self.stop = max_rate, stop
+        self.t0, self.bytes = time.monotonic(), 0
+
+    def restart(self) -> None:
         self.t0, self.bytes = time.monotonic(), 0
 
     def add(self, n: int) -> None:
@@ -52,13 +55,23 @@ class DeviceReader:
     wholly in one, the rest of that range (within the area) is not read at
     all: one ("zero", pos, n, buffer) item, ``n`` possibly many chunks, the
     buffer's content undefined. ``unread`` counts those bytes.
+
+    ``on_error(pos, n, error)``, when given, is asked first about every failed read
+    (in the reader's thread): it returns the descriptor to read the same chunk again
+    from (the path was down and is back, :mod:`toolkit.disks.transport`: an outage,
+    not a bad sector; a device that came back under another name has a new one), or
+    None (a media error: the chunk is reported unreadable as above). What it raises
+    (the outage lasted too long) ends the reading: the consumer gets it after the
+    items before, and the chunk is in no item.
     """
 
     def __init__(self, fd: int, ranges: Iterable[tuple[int, int]], chunk: int, *,
                  skip_errors: bool = False, max_skip: int = 0, holes=(),
-                 unallocated=(), max_rate: float | None = None):
+                 unallocated=(), max_rate: float | None = None,
+                 on_error: Callable[[int, int, OSError], int | None] | None = None):
         self.fd, self.ranges, self.chunk = fd, ranges, chunk
         self.skip_errors, self.max_skip, self.max_rate = skip_errors, max_skip, max_rate
+        self.on_error = on_error
         self.holes = RangeSet(holes)
         self.unallocated = RangeSet(unallocated)
         self.unread = 0
@@ -91,6 +104,11 @@ class DeviceReader:
                     kind, n = self._read(buf, pos, n, end)
                 except OSError as e:
                     feed.give_back(buf)
+                    again = self.on_error(pos, n, e) if self.on_error else None
+                    if again is not None:  # an outage waited out: the same chunk again
+                        self.fd = again
+                        throttle.restart()  # the time waited is no credit to read faster
+                        continue
                     feed.put(BAD, pos, n, f"{os.strerror(e.errno or errno.EIO)} "
                                           f"at {e.filename or pos}")
                     if not self.skip_errors:

@@ -1,14 +1,20 @@
 """``rtk copy`` and ``rtk verify``: the command line of Disk Copy.
 
     rtk copy SRC DST [--no-verify] [--hash blake3|sha256] [--mapfile PATH]
-                     [--skip-zeros] [--yes --target-id SERIAL_OR_WWN]
+                     [--resume | --restart] [--skip-zeros] [--outage-limit DURATION]
+                     [--yes --target-id SERIAL_OR_WWN]
     rtk verify SRC DST [--algo blake3|sha256]
     rtk verify DISK --hash HEX [--algo blake3|sha256] [--size BYTES]
 
 Exit codes: 0 ok; 3 ok, but some source ranges were unreadable (zeros written
 there, ranges in the report and the mapfile); 4 verification mismatch;
 5 refused (nothing was written); 1 failed or interrupted (the mapfile lets the
-same command resume); 2 usage error (argparse).
+same command resume with ``--resume``); 2 usage error (argparse).
+
+A mapfile already there for the pair (an interrupted or a finished copy) stops the copy,
+before the confirmation, with what it says: ``--resume`` continues it (refused when it is
+another pair's, or the source changed since it started), ``--restart`` discards it. A
+plain ddrescue mapfile is only used when named with ``--mapfile`` (:mod:`toolkit.copy.binding`).
 
 The copy asks for confirmation: type the target's serial (or WWN), or its
 device name. Scripts pass ``--yes --target-id ID``, where ID must be the
@@ -21,15 +27,21 @@ with ``rtk restore``.
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
+import stat
+import string
 import sys
 from typing import TYPE_CHECKING
 
 from toolkit.blockio.hashing import ALGORITHMS
+from toolkit.blockio.mapfile import MapfileError
 from toolkit.blockio.pipeline import DEFAULT_CHUNK
-from toolkit.cli.common import confirmed, err, refused, run_with_progress
+from toolkit.cli.common import confirmed, err, os_error, refused, run_with_progress
 from toolkit.disks import roles
 from toolkit.errors import Refused
-from toolkit.exitcodes import EXIT_REFUSED
+from toolkit.exitcodes import EXIT_REFUSED, EXIT_USAGE
 from toolkit.units import human_size
 
 if TYPE_CHECKING:  # the engine is imported by the commands that run it
@@ -64,35 +76,122 @@ def _finish(result: copymod.CopyResult) -> int:
     return result.exit_code
 
 
+def _existing_mapfile(plan: copymod.CopyPlan, args: argparse.Namespace, existing: str
+                      ) -> str | None:
+    """Why the mapfile already there stops this copy (None: go on), said before the
+    confirmation (the engine checks again when it starts)."""
+    from toolkit.copy import binding
+
+    try:
+        state = binding.inspect(plan, args.mapfile)
+    except OSError:
+        return None  # the source cannot be read: the copy itself says so
+    if not state.exists:
+        return None
+    if existing == "refuse" or (existing == "resume" and state.problem):
+        return state.refusal()
+    if existing == "restart":
+        print(f"mapfile: {state.path} discarded (--restart): copying everything",
+              file=sys.stderr)
+    elif state.foreign:
+        print(f"warning: {state.adopted_warning()}", file=sys.stderr)
+    else:
+        print(f"mapfile: resuming: {state.says()}", file=sys.stderr)
+    return None
+
+
+def _mapfile_problem(path: str | None) -> str | None:
+    """Why ``--mapfile PATH`` cannot be a mapfile, before anything is opened: an existing
+    directory, device or FIFO (a device would be read as text, then replaced by a file)."""
+    if path == "":
+        return "--mapfile needs a path"
+    if path is None:
+        return None
+    if not os.path.lexists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            return f"the mapfile {path} cannot be made: {parent} is not a directory"
+        return None
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"the mapfile {path} cannot be used: {os_error(e)}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"the mapfile {path} is a directory: give the path of a file"
+    if not stat.S_ISREG(st.st_mode):
+        return (f"the mapfile {path} is not a regular file (a device, a FIFO?): give the "
+                "path of a file")
+    return None
+
+
+def _copy_work(copymod, plan, options, consent=None):
+    """The copy, a mapfile that cannot be read turned into a refusal (nothing written);
+    ``consent``: what the person confirmed the target with, for the write gate."""
+    def work(line, cancel):
+        try:
+            return copymod.copy(plan, options, progress=line, cancel=cancel, consent=consent)
+        except MapfileError as e:
+            raise Refused(str(e) if str(e).startswith("the mapfile ") else
+                          f"the mapfile {options.mapfile or 'of this copy'}: {e}") from None
+    return work
+
+
 def cmd_copy(args: argparse.Namespace) -> int:
     from toolkit.copy import engine as copymod
 
+    if why := _mapfile_problem(args.mapfile):
+        return refused(Refused(why), "copy")
     try:
         plan = copymod.plan_copy(args.source, args.target, source_role=roles.source_keys())
     except Refused as e:
         return refused(e, "copy")
     _summary(plan, args)
-    if not confirmed(args, plan.target, "copy"):
+    existing = "resume" if args.resume else "restart" if args.restart else "refuse"
+    why = _existing_mapfile(plan, args, existing)
+    if why:
+        return refused(Refused(why), "copy")
+    consent = confirmed(args, plan.target, "copy")
+    if not consent:
         return EXIT_REFUSED
-    options = copymod.CopyOptions(
+    options = copymod.CopyOptions(existing=existing,
         verify=args.verify, algorithm=args.algorithm, mapfile=args.mapfile,
         skip_zeros=args.skip_zeros, max_rate=args.max_rate,
-        mapfile_interval=args.mapfile_interval,
+        mapfile_interval=args.mapfile_interval, outage_limit=args.outage_limit,
         chunk_size=args.chunk_size or DEFAULT_CHUNK)
-    return run_with_progress("copy", lambda line, cancel: copymod.copy(
-        plan, options, progress=line, cancel=cancel), _finish)
+    return run_with_progress("copy", _copy_work(copymod, plan, options, consent), _finish)
+
+
+HEX_DIGITS = {"blake3": 64, "sha256": 64}  # the hexadecimal length of each algorithm's hash
+
+
+def hash_problem(text: str, algorithm: str) -> str | None:
+    """Why ``--hash TEXT`` cannot be a hash of ``algorithm``; None when it can."""
+    h, want = text.strip().lower(), HEX_DIGITS[algorithm]
+    shown = repr(text) if len(text) <= 80 else f"of {len(text)} characters"
+    if h and not all(c in string.hexdigits for c in h):
+        return (f"--hash {shown} is not hexadecimal: a {algorithm} hash is {want} "
+                "hexadecimal digits (0-9, a-f)")
+    if len(h) != want:
+        return (f"--hash {shown}: expected {want} hexadecimal digits (a {algorithm} hash), "
+                f"got {len(h)}")
+    return None
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    if args.expected and args.target:
+    if args.expected is not None and args.target:
         err("verify: give either SRC DST or DISK --hash HEX")
-        return 2
-    if not args.expected and not args.target:
+        return EXIT_USAGE
+    if args.expected is None and not args.target:
         err("verify: give SRC DST, or DISK --hash HEX")
-        return 2
+        return EXIT_USAGE
+    if args.expected is not None and (why := hash_problem(args.expected, args.algo)):
+        err(f"verify: {why}; nothing was read")  # before the disk is even looked at
+        return EXIT_USAGE
     from toolkit.copy import engine as copymod
 
-    if args.expected:
+    if args.expected is not None:
         return run_with_progress("verify", lambda line, cancel: copymod.verify_hash(
             args.source, args.expected, algorithm=args.algo, size=args.size, progress=line,
             cancel=cancel), _finish)
@@ -100,12 +199,49 @@ def cmd_verify(args: argparse.Namespace) -> int:
         args.source, args.target, algorithm=args.algo, progress=line, cancel=cancel), _finish)
 
 
+_SIZE = re.compile(r"([0-9]{1,20}(?:\.[0-9]{1,20})?)\s*([kmgt]?)(?:i?b)?", re.I | re.ASCII)
+
+
 def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    if t and t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(t)
+    """BYTES, or with a binary unit: 64k, 4M, 1.5G, 2TiB; at least 1, below 2**63."""
+    m = _SIZE.fullmatch(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: BYTES, or a number with "
+                                         "k, M, G or T (binary: 4M is 4 MiB)")
+    n = int(float(m.group(1)) * (1 << 10 * " kmgt".index(m.group(2).lower() or " ")))
+    if not 1 <= n < 1 << 63:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected from 1 byte to 8 EiB")
+    return n
+
+
+def _chunk(text: str) -> int:
+    n = _size(text)
+    if n % 4096:
+        raise argparse.ArgumentTypeError(f"{text!r}: a chunk is a multiple of 4096 bytes")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        t = float(text)
+    except ValueError:
+        t = math.nan
+    if not (math.isfinite(t) and t > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds above 0")
+    return t
+
+
+_DURATION = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?)\s*(s|sec|m|min|h)?", re.I | re.ASCII)
+
+
+def duration(text: str) -> float:
+    """Seconds, or with a unit: ``90``, ``30s``, ``10m``, ``1.5h``; above 0."""
+    m = _DURATION.fullmatch(text.strip())
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: seconds, or a number "
+                                         "with s, m or h (30s, 10m, 2h)")
+    unit = (m.group(2) or "s").lower()[0]
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
 def register(sub) -> None:
@@ -121,14 +257,27 @@ def register(sub) -> None:
                    help="hash algorithm (default: blake3)")
     p.add_argument("--mapfile", metavar="PATH",
                    help="GNU ddrescue mapfile (default: under the log directory, named after "
-                        "both disks, so the same pair resumes)")
+                        "both disks, so the same pair resumes; a plain ddrescue mapfile is "
+                        "only used when named here)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the copy the mapfile records (refused if it is of "
+                            "another pair, or the source changed since it started); a "
+                            "finished copy is only verified again")
+    again.add_argument("--restart", action="store_true",
+                       help="discard the mapfile already there and copy everything again")
     p.add_argument("--skip-zeros", action="store_true",
                    help="do not write all-zero chunks (only when the target reads back zeros)")
+    p.add_argument("--outage-limit", type=duration, default=600.0, metavar="DURATION",
+                   help="how long a storage outage (an iSCSI path down, a LUN gone) is "
+                        "waited out before the copy stops, resumable (default: 10m; 30s, "
+                        "2h...); what fails meanwhile is read or written again, never "
+                        "recorded as unreadable")
     p.add_argument("--yes", action="store_true", help="no interactive confirmation")
     p.add_argument("--target-id", metavar="ID", help="with --yes: the target's serial or WWN")
     p.add_argument("--max-rate", type=_size, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--mapfile-interval", type=float, default=5.0, help=argparse.SUPPRESS)
-    p.add_argument("--chunk-size", type=_size, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--mapfile-interval", type=_seconds, default=5.0, help=argparse.SUPPRESS)
+    p.add_argument("--chunk-size", type=_chunk, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_copy)
 
     v = sub.add_parser("verify", help="compare two disks, or a disk with a recorded hash",

@@ -1,4 +1,10 @@
-"""``rtk disks``: every block device with its identity, transport and use."""
+"""``rtk disks``: every block device with its identity, transport and use.
+
+What the probe could not find out (blkid missing on a system without udev) is said
+on stderr as ``warning: ...`` lines, before the list; ``--json`` prints the same
+list of disks on stdout as ever, the warnings are on stderr there too (and in
+``--dump-probe``'s ``warnings``).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ def cmd_disks(args: argparse.Namespace) -> int:
         print()
         return 0
     found = disks_mod.list_disks()
+    for w in found.warnings:  # stderr: --json's stdout stays the list of disks
+        print(f"warning: {w}", file=sys.stderr)
     if args.json:
         json.dump([d.to_dict() for d in found], sys.stdout, indent=1)
         print()

@@ -12,7 +12,8 @@ Every subcommand takes ``--json``. CHAP secrets are read from a file
 (``--chap-secret-file``) or an environment variable (``--chap-secret-env``);
 ``--chap-secret`` exists, but ``ps`` shows it to every user of the machine.
 Exit codes (docs/iscsi.md): 0 ok, 1 failed, 2 usage, 10 CHAP authentication
-failed, 11 portal unreachable, 12 target or LUN not found, 13 iscsid not running.
+failed, 11 portal unreachable, 12 target or LUN not found, 13 iscsid or the iSCSI
+tools not available (iscsid not running, iscsiadm not installed).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import sys
 
 from toolkit import iscsi
+from toolkit.cli.common import subcommands
 from toolkit.disks import roles
 from toolkit.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from toolkit.iscsi.errors import IscsiError
@@ -40,10 +42,15 @@ def _secret(args: argparse.Namespace, prefix: str) -> str | None:
                          f"--{prefix}-secret-env")
     if path is not None:
         try:
-            with open(path) as f:
-                return f.read().rstrip("\r\n")
+            with open(path, "rb") as f:
+                data = f.read(65536)
         except OSError as e:
             raise UsageError(f"cannot read {path}: {e.strerror}") from None
+        try:
+            return data.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at "
+                             f"position {e.start})") from None
     if env is not None:
         if env not in os.environ:
             raise UsageError(f"the environment variable {env} is not set")
@@ -125,8 +132,10 @@ def cmd_rescan(args: argparse.Namespace) -> int:
 
 
 def cmd_initiator(args: argparse.Namespace) -> int:
-    if args.set and args.generate:
+    if args.set is not None and args.generate:
         raise UsageError("give either --set IQN or --generate")
+    if args.set == "":
+        raise UsageError("--set needs the initiator name (iqn.YYYY-MM.domain:name)")
     if args.set or args.generate:
         name = iscsi.set_initiator_name(args.set or iscsi.generate_initiator_name())
     else:
@@ -167,8 +176,7 @@ def register(sub) -> None:
     """Add ``iscsi`` to ``rtk``'s subcommands."""
     top = sub.add_parser("iscsi", help="attach iSCSI LUNs as SOURCE or TARGET",
                          description="iSCSI Manager (docs/iscsi.md)")
-    top.set_defaults(func=run)
-    isub = top.add_subparsers(dest="iscsi_command", required=True)
+    isub = subcommands(top, "iscsi_command", "rtk iscsi", func=run, iscsi_func="missing")
 
     def add(name: str, func, help_: str) -> argparse.ArgumentParser:
         p = isub.add_parser(name, help=help_, description=help_)

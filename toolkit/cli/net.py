@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+from toolkit.cli.common import subcommands
 from toolkit.exitcodes import EXIT_FAILED, EXIT_OK
 from toolkit.net import apply as applymod
 from toolkit.net import nics as nicsmod
@@ -91,13 +92,16 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return EXIT_OK if r.ok else EXIT_FAILED
 
 
+MAX_PINGS = 10000
+
+
 def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {n}")
+    t = text.strip()
+    if not (t.isascii() and t.removeprefix("-").isdigit()):
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+    if len(t) > 9 or not 1 <= int(t) <= MAX_PINGS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_PINGS}: {t[:30]}")
+    n = int(t)
     return n
 
 
@@ -106,7 +110,7 @@ def register(sub) -> None:
     p = sub.add_parser("net", help="network: list NICs, set DHCP/static, MTU, VLAN, ping",
                        description="Network settings through systemd-networkd (files in "
                                    "/run/systemd/network: gone at reboot).")
-    nsub = p.add_subparsers(dest="net_command", required=True)
+    nsub = subcommands(p, "net_command", "rtk net")
     ls = nsub.add_parser("list", help="NICs with link, speed, MAC, driver, MTU, addresses")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=cmd_list)

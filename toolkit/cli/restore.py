@@ -5,9 +5,11 @@
                              [--yes --target-id SERIAL]
 
 IMAGE: a file or an HTTP(S) URL; raw (optionally gzip/xz/zstd), qcow2, VHD,
-VHDX or VMDK, recognised by content. Exit codes: 0 ok; 4 checksum or
-verification mismatch; 5 refused (nothing written); 1 failed or interrupted
-(the target is left without a partition table); 2 usage error. The
+VHDX or VMDK, recognised by content. A given SHA-256 is checked before
+anything is written. Exit codes: 0 ok; 4 checksum mismatch (nothing written)
+or verification mismatch; 5 refused (nothing written; also Ctrl-C at the
+confirmation); 1 failed or interrupted (the target is left without a partition
+table); 2 usage error. The
 confirmation is Disk Copy's (:mod:`toolkit.cli.common`): type the target's
 serial (or device name), or ``--yes --target-id ID`` in scripts.
 """
@@ -18,7 +20,7 @@ import argparse
 import sys
 
 from toolkit.blockio.hashing import ALGORITHMS
-from toolkit.cli.common import confirmed, refused, run_with_progress
+from toolkit.cli.common import confirmed, err, refused, run_with_progress
 from toolkit.exitcodes import EXIT_REFUSED
 from toolkit.units import human_size
 
@@ -60,13 +62,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
         insecure=args.insecure, tmpdir=args.tmpdir, algorithm=args.algorithm)
     try:
         plan = restore.plan_restore(args.image, args.target, options)
+        _summary(plan)
+        consent = confirmed(args, plan.target, "restore")
+        if not consent:
+            return EXIT_REFUSED
     except restore.Refused as e:
         return refused(e, "restore")
-    _summary(plan)
-    if not confirmed(args, plan.target, "restore"):
+    except KeyboardInterrupt:  # Ctrl-C while probing or at the confirmation
+        print(file=sys.stderr)
+        err("restore cancelled (Ctrl-C): nothing was written")
         return EXIT_REFUSED
     return run_with_progress("restore", lambda line, cancel: restore.restore(
-        plan, progress=line, cancel=cancel), _finish)
+        plan, progress=line, cancel=cancel, consent=consent), _finish)
 
 
 def register(sub) -> None:

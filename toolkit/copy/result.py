@@ -18,7 +18,7 @@ from toolkit.jobs import report
 
 @dataclass
 class CopyResult(exitcodes.StatusExit):
-    """What :func:`toolkit.copy.copy` (or a verification) did. ``status``: "ok", "unreadable"
+    """What :func:`toolkit.copy.engine.copy` (or a verification) did. ``status``: "ok", "unreadable"
     (ok but some ranges unreadable), "mismatch", "failed", "cancelled"."""
 
     operation: str

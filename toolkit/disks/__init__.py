@@ -10,4 +10,6 @@
 | ``endpoint`` | a path resolved to its disk or partition (:class:`Endpoint`, ``resolve``) |
 | ``eligibility`` | may this disk be written at all (in use, boot medium, read-only, SOURCE) |
 | ``overlap`` | do two ends lie on one medium (same device, partition, serial/WWN, loop file) |
+| ``aliases`` | every device and file a path stands for (links, nodes, partitions, loops, dm) |
+| ``gate`` | the write gate: whether a disk may be written, and the only writable descriptor |
 """

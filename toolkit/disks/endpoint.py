@@ -8,6 +8,7 @@ of it) into an :class:`Endpoint` with the sizes of the device's ioctls and the
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class Endpoint:
     start: int = 0  # byte offset on the whole disk
     keys: frozenset[str] = frozenset()  # what names the physical medium
     rdev: int | None = None
+    diskseq: str | None = None  # the kernel's sequence number of the disk when resolved
 
     @property
     def is_partition(self) -> bool:
@@ -108,17 +110,47 @@ def resolve(path: str, disks: list[Disk]) -> Endpoint:
             break
     else:
         raise Refused(f"{path} ({name}) is not in the disk inventory")
-    fd = blockdev.open_device(path, direct=False)
     try:
-        size, sector = blockdev.device_size(fd), blockdev.logical_sector_size(fd)
-    finally:
-        os.close(fd)
+        fd = blockdev.open_device(path, direct=False)
+        try:
+            size, sector = blockdev.device_size(fd), blockdev.logical_sector_size(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:  # EACCES as non-root, ENXIO for a loop device without a file...
+        raise Refused(open_problem(path, e)) from None
     try:
         whole_rdev = os.stat(d.path).st_rdev
     except OSError:
         whole_rdev = None
-    return endpoint_from_disk(d, parts[0] if parts else None, path=path, size=size,
-                              sector_size=sector, rdev=st.st_rdev, whole_rdev=whole_rdev)
+    end = endpoint_from_disk(d, parts[0] if parts else None, path=path, size=size,
+                             sector_size=sector, rdev=st.st_rdev, whole_rdev=whole_rdev)
+    end.diskseq = _diskseq(d.name)  # the write gate checks the disk is still this one
+    return end
+
+
+def open_problem(path: str, e: OSError, *, write: bool = False) -> str:
+    """Why the device at ``path`` cannot be opened, in plain words (no "[Errno 13]")."""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        if os.geteuid() != 0:
+            return f"{path}: permission denied (run as root?)"
+        return (f"{path}: permission denied" + (": the device is read-only (a SOURCE, or "
+                "blockdev --setro)" if write else " (a container or a sandbox may forbid "
+                "opening block devices)"))
+    if e.errno == errno.EROFS:
+        return f"{path}: the device is read-only"
+    if e.errno in (errno.ENXIO, errno.ENODEV, errno.ENOMEDIUM):
+        return f"{path}: no medium behind this device ({e.strerror})"
+    return f"{path}: cannot open it: {e.strerror or type(e).__name__}"
+
+
+def _diskseq(name: str) -> str | None:
+    """The kernel's sequence number of disk ``name``: a new one for every disk attached
+    (a loop device bound to another file is another disk)."""
+    try:
+        with open(f"/sys/block/{name}/diskseq") as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def _sysfs_name(rdev: int) -> str | None:

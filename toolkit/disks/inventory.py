@@ -100,7 +100,17 @@ class Disk:
         return d
 
 
-def list_disks() -> list[Disk]:
+class Inventory(list):
+    """The disks (a list of :class:`Disk`) and ``warnings``: what the probe could not
+    find out, as sentences for a person ("blkid is not installed (util-linux):
+    filesystems and labels are not shown"), shown by ``rtk disks`` and the menu."""
+
+    def __init__(self, disks=(), warnings: list[str] | None = None):
+        super().__init__(disks)
+        self.warnings: list[str] = list(warnings or [])
+
+
+def list_disks() -> Inventory:
     """The disks of this machine, with the roles the iSCSI Manager gave them."""
     from toolkit.disks import roles
     from toolkit.disks.probe import probe
@@ -219,7 +229,7 @@ class _Facts:
         return self.mounts_by_dev.get(entry.get("dev") or "", [])
 
 
-def disks_from_probe(probe: dict) -> list[Disk]:
+def disks_from_probe(probe: dict) -> Inventory:
     """Build the inventory from a probe (see :func:`toolkit.disks.probe.probe`)."""
     facts = _Facts.of(probe)
     whole = (_disk(e, facts) for e in facts.block.values() if not e["partition"])
@@ -238,7 +248,7 @@ def disks_from_probe(probe: dict) -> list[Disk]:
         d.partitions.sort(key=lambda p: p.number)
         if d.backing_file and any(d.backing_file.startswith(mp + "/") for mp in medium_mounts):
             d.boot_medium = True
-    return sorted(disks, key=_sort_key)
+    return Inventory(sorted(disks, key=_sort_key), probe.get("warnings", []))
 
 
 def _disk(e: dict, facts: _Facts) -> Disk | None:

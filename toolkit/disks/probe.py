@@ -4,9 +4,12 @@ This is the only module of the disk inventory that does I/O. It reads sysfs,
 the udev database through pyudev (absent on hosts without a udev daemon: then
 ``blkid -p``, :mod:`toolkit.system.blkid`, fills in filesystem types and
 labels), /proc/self/mountinfo and /proc/swaps, and the iSCSI session classes.
-:mod:`toolkit.disks` turns the result into :class:`~toolkit.disks.Disk` objects
-without touching the system, so a probe captured on a real machine (``rtk disks
---dump-probe``) can be replayed in tests.
+What it could not find out, and why, is in the probe's ``warnings`` (a person's
+sentences: "blkid is not installed (util-linux): filesystems and labels are not
+shown"), which the inventory carries to ``rtk disks`` and the menu.
+:mod:`toolkit.disks.inventory` turns the result into
+:class:`~toolkit.disks.inventory.Disk` objects without touching the system, so a probe
+captured on a real machine (``rtk disks --dump-probe``) can be replayed in tests.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import re
 from pathlib import Path
 
 from toolkit.system import blkid, tools
-from toolkit.system.blkid import parse_export as parse_blkid_export  # noqa: F401 - its old home
 
 PROBE_FORMAT = 1
+UDEV_DATABASE = "/run/udev/data"  # udevd's database: there only while udevd runs
 
 # Kernel block devices that are never disks a technician works with.
 _SKIP = re.compile(r"^(ram|zram|nbd)\d+$")
@@ -72,8 +75,9 @@ def _udev(sys_path: str) -> tuple[dict[str, str], list[str]]:
         return {}, []
 
 
-def _blkid(paths: list[str]) -> dict[str, dict[str, str]]:
-    """Low-level probe (``blkid -p``) of devices, keyed by device path.
+def _blkid(paths: list[str], warnings: list[str]) -> dict[str, dict[str, str]]:
+    """Low-level probe (``blkid -p``) of devices, keyed by device path; what a person
+    must know about it (blkid missing) appended to ``warnings``.
 
     One call per device: given several, ``blkid -p`` stops at the first one in
     which it finds nothing (exit 2), and the devices after it go unprobed.
@@ -87,8 +91,9 @@ def _blkid(paths: list[str]) -> dict[str, dict[str, str]]:
     for path in paths:
         try:
             found = blkid.probe(path)
-        except tools.ToolNotInstalled:
-            break  # said in the log: no filesystem types without udev nor blkid
+        except tools.ToolNotInstalled as e:  # without udev nor blkid: no filesystems
+            warnings.append(f"{e}: filesystems and labels are not shown")
+            break
         except tools.ToolError:  # no answer from this device: the next one
             continue
         if found:
@@ -110,9 +115,9 @@ def _iscsi_sessions(sys_root: Path) -> dict[str, dict[str, str | None]]:
 
 
 def probe() -> dict:
-    """Gather everything :func:`toolkit.disks.disks_from_probe` needs."""
+    """Gather everything :func:`toolkit.disks.inventory.disks_from_probe` needs."""
     sys_root = Path("/sys")
-    udev_db = Path("/run/udev/data").is_dir()
+    udev_db = Path(UDEV_DATABASE).is_dir()
     block: dict[str, dict] = {}
     for entry in sorted((sys_root / "class/block").iterdir()):
         name = entry.name
@@ -137,12 +142,13 @@ def probe() -> dict:
             "devlinks": links,
             "holders": sorted(p.name for p in (real / "holders").glob("*")),
         }
-    blkid = {}
+    blkid, warnings = {}, []
     if not udev_db:
         paths = [f"/dev/{n}" for n, d in block.items() if d["attrs"].get("size", "0") != "0"]
-        blkid = _blkid(paths)
+        blkid = _blkid(paths, warnings)
     return {
         "format": PROBE_FORMAT,
+        "warnings": warnings,
         "udev_database": udev_db,
         "block": block,
         "blkid": blkid,

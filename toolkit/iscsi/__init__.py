@@ -10,7 +10,7 @@
 | ``reservations`` | SCSI-3 persistent reservations (cluster nodes holding a disk) |
 | ``manager`` | discover, attach, detach, list_sessions, rescan |
 
-Roles (SOURCE/TARGET) live in :mod:`toolkit.roles`. See docs/iscsi.md.
+Roles (SOURCE/TARGET) live in :mod:`toolkit.disks.roles`. See docs/iscsi.md.
 """
 
 from toolkit.iscsi.adm import Chap

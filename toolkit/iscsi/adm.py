@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from toolkit.iscsi.errors import IscsiToolMissing, error_for
+from toolkit.iscsi.errors import ISCSI_ERR, ISCSI_ERR_TRANS_TIMEOUT, IscsiToolMissing, error_for
 from toolkit.iscsi.portal import DEFAULT_PORT, format_portal
 from toolkit.jobs import report
 from toolkit.system import tools
@@ -81,11 +81,11 @@ def run(args: Sequence[str], what: str, *, secrets: Iterable[str] = (), timeout:
     except tools.ToolError as e:  # stdout and stderr masked by tools.run
         if e.timed_out:
             _log(f"$ {shown}\n  {e}")
-            raise error_for(8, what, command=shown, output=str(e)) from e
+            raise error_for(ISCSI_ERR_TRANS_TIMEOUT, what, command=shown, output=str(e)) from e
         output = e.stdout + e.stderr
         _log(f"$ {shown}\n  exit {e.status}" +
              "".join(f"\n  | {ln}" for ln in output.splitlines()[:40]))
-        raise error_for(e.status if e.status is not None else 1, what, command=shown,
+        raise error_for(e.status if e.status is not None else ISCSI_ERR, what, command=shown,
                         output=output) from e
     output = redact(proc.stdout + proc.stderr, secrets)
     _log(f"$ {shown}\n  exit {proc.returncode}" +

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass, field
 
@@ -23,6 +24,14 @@ from toolkit.iscsi.parse import parse_portal_records
 from toolkit.iscsi.portal import DEFAULT_PORT, format_portal, split_portal
 from toolkit.iscsi.reservations import reservation_warning
 from toolkit.iscsi.sessions import Lun, Session
+
+# node.session.timeo.replacement_timeout (the session's recovery_tmo in sysfs): how long
+# the kernel holds I/O while a session reconnects before failing it. Short, so that an
+# outage soon reaches the job, which knows what it is doing and waits it out itself
+# (toolkit.disks.transport: the screen says so, Ctrl-C works, its own limit applies);
+# open-iscsi's default of 120 s holds a copy in the kernel, silent and uninterruptible.
+# Long enough that a blip (a link flap, a target's failover) never shows. docs/iscsi.md.
+REPLACEMENT_TIMEOUT = 15
 
 
 @dataclass
@@ -149,6 +158,8 @@ def attach(host: str, iqn: str, role: str, *, port: int = DEFAULT_PORT, lun: int
         try:
             _set_chap(iqn, host, port, chap, mutual)
             adm.node_update(iqn, host, port, "node.startup", "manual")
+            adm.node_update(iqn, host, port, "node.session.timeo.replacement_timeout",
+                            str(REPLACEMENT_TIMEOUT))
             adm.node_login(iqn, host, port,
                            secrets=[c.password for c in (chap, mutual) if c])
         except IscsiSessionExists:
@@ -170,6 +181,8 @@ def attach(host: str, iqn: str, role: str, *, port: int = DEFAULT_PORT, lun: int
     else:
         notes.append(f"already logged in to {iqn} (session {existing.sid}): treated as attached")
     session = _scanned_session(iqn, host, port)
+    if session is not None:
+        set_recovery_timeout(session)
     luns = [x for x in (session.luns if session else []) if x.device]
     if lun is not None:
         chosen = [x for x in luns if x.lun == lun]
@@ -184,6 +197,20 @@ def attach(host: str, iqn: str, role: str, *, port: int = DEFAULT_PORT, lun: int
     found = _disks_by_path()
     warnings = [w for x in luns for w in _apply_role(iqn, x, role, found.get(x.device))]
     return AttachResult(iqn, format_portal(host, port), role, session, luns, notes, warnings)
+
+
+def set_recovery_timeout(session: Session, seconds: int = REPLACEMENT_TIMEOUT,
+                         sys_root: str = "/sys") -> bool:
+    """The running session's replacement timeout (sysfs ``recovery_tmo``, which the node
+    record sets at login): also for a session that was logged in before. False when it
+    cannot be set."""
+    try:
+        with open(os.path.join(sys_root, "class/iscsi_session", session.name,
+                               "recovery_tmo"), "w") as f:
+            f.write(str(seconds))
+        return True
+    except OSError:
+        return False
 
 
 def _scanned_session(iqn: str, host: str, port: int) -> Session | None:

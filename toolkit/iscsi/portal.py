@@ -24,21 +24,38 @@ def format_portal(host: str | None, port: int | str | None) -> str:
 def split_portal(text: str, port: int | None = None) -> tuple[str, int]:
     """``"10.0.0.5"``, ``"10.0.0.5:3261"``, ``"[fd00::5]:3260"`` or ``"fd00::5"`` ->
     (host, port); an explicit ``port`` wins over the default, not over ``host:port``.
-    Raises ValueError (with the reason) for an empty host or a port outside 1-65535."""
+
+    Raises ValueError, with a message that names the portal and what is wrong, for an
+    empty host, a ``[`` without its ``]`` (or the reverse), anything but ``:PORT`` after
+    ``]``, a port that is missing or not a number, a port outside 1-65535, a space."""
     text = text.strip()
+    shown = f"portal {text!r}"
+    if any(c.isspace() for c in text):
+        raise ValueError(f"{shown} has a space in it")
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        given = rest.lstrip(":") if rest.strip(":") else None
+        host, closed, rest = text[1:].partition("]")
+        if not closed:
+            raise ValueError(f"{shown} is missing its closing ']'")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{shown}: after ']' a portal takes ':PORT'")
+        given = rest[1:] if rest else None
+    elif "[" in text:
+        raise ValueError(f"{shown} has a '[' that does not start it: only an IPv6 "
+                         "address goes in brackets, [ADDRESS]:PORT")
+    elif "]" in text:
+        raise ValueError(f"{shown} has a ']' without its opening '['")
     elif text.count(":") == 1:
         host, given = text.split(":")
-    else:
+    else:  # a host name, an IPv4 address, or a bare IPv6 address (no port then)
         host, given = text, None
-    try:
-        number = int(given) if given is not None else (port or DEFAULT_PORT)
-    except ValueError:
-        raise ValueError(f"the port in {text!r} is not a number") from None
-    if not host:
-        raise ValueError(f"no address in {text!r}")
+    if not host or "[" in host or "]" in host:
+        raise ValueError(f"{shown} has no address" if not host
+                         else f"{shown} has a '[' or ']' inside the address")
+    if given == "":
+        raise ValueError(f"{shown} has no port after ':'")
+    if given is not None and not (given.isascii() and given.isdigit()):
+        raise ValueError(f"{shown}: the port {given!r} is not a number")
+    number = int(given) if given is not None else (DEFAULT_PORT if port is None else port)
     if not 1 <= number <= 65535:
         raise ValueError(f"port {number} is outside 1-65535")
     return host, number

@@ -30,7 +30,7 @@ class Lun:
     model: str | None = None
     wwid: str | None = None
     state: str | None = None  # scsi device state: running, offline...
-    role: str | None = None  # SOURCE, TARGET (from toolkit.roles)
+    role: str | None = None  # SOURCE, TARGET (from toolkit.disks.roles)
 
     def key(self, iqn: str) -> str:
         return f"{iqn}:{self.lun}"

@@ -7,6 +7,7 @@ for a callback, at most one per interval (and at phase ends).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -14,11 +15,15 @@ from dataclasses import dataclass
 
 from toolkit.units import human_duration, human_rate, human_size
 
+WAITING = "waiting"  # the phase of a job paused by a storage outage
+
 
 @dataclass(frozen=True)
 class Progress:
     """One progress event. ``phase`` names the step (Disk Copy's: "copy", "trim",
-    "scrape" (narrowing down read errors), "verify"). Rates in bytes/s; ``eta`` in
+    "scrape" (narrowing down read errors), "verify"; any job's "waiting": a storage
+    outage waited out, ``note`` says what: "SOURCE path to 10.0.2.2 lost, waiting 0:42
+    (gives up at 10:00)", :mod:`toolkit.disks.transport`). Rates in bytes/s; ``eta`` in
     seconds or None."""
 
     phase: str
@@ -29,6 +34,7 @@ class Progress:
     eta: float | None
     read_errors: int = 0
     unreadable_bytes: int = 0
+    note: str = ""  # phase "waiting": what is waited for
 
     @property
     def fraction(self) -> float:
@@ -37,6 +43,9 @@ class Progress:
     def line(self) -> str:
         """``copy  42.0%  1.2 GB of 3.0 GB  850.0 MB/s (avg 830.0 MB/s)  ETA 0:02``; a step
         counted in steps, not bytes (total 0 or 1): ``finish  working`` or ``done``."""
+        if self.phase == WAITING:
+            return (f"{self.note or 'waiting'}  ({human_size(self.done)} of "
+                    f"{human_size(self.total)} done)")
         if self.total <= 1:
             return f"{self.phase:<6} {'done' if self.done >= self.total > 0 else 'working'}"
         eta = human_duration(self.eta) if self.eta is not None else "?"
@@ -93,6 +102,8 @@ class Reporter:
         self.callback, self.interval = callback, interval
         self.phase, self.meter, self.last = "", RateMeter(0), 0.0
         self.read_errors = self.unreadable = 0
+        self.note: str | None = None  # set while waiting (an outage): the phase "waiting"
+        self._lock = threading.Lock()  # waiting() may come from another thread (a reader)
 
     def start(self, phase: str, total: int, done: int = 0) -> None:
         self.phase = phase
@@ -104,9 +115,25 @@ class Reporter:
         now = time.monotonic()
         if not force and now - self.last < self.interval:
             return
-        self.meter.update(done, now)
-        self.last = now
+        with self._lock:
+            self.meter.update(done, now)
+            self.last = now
+            self._emit(done)
+
+    def _emit(self, done: int) -> None:
         if self.callback:
             m = self.meter
-            self.callback(Progress(self.phase, done, m.total, m.rate, m.average_rate, m.eta,
-                                   self.read_errors, self.unreadable))
+            if self.note is not None:
+                self.callback(Progress(WAITING, done, m.total, 0.0, m.average_rate, None,
+                                       self.read_errors, self.unreadable, self.note))
+            else:
+                self.callback(Progress(self.phase, done, m.total, m.rate, m.average_rate,
+                                       m.eta, self.read_errors, self.unreadable))
+
+    def waiting(self, note: str | None) -> None:
+        """The job is paused (``note``: what it waits for; phase "waiting"), or goes on
+        (None: the phase it was in). Every call is shown (they come once a second)."""
+        with self._lock:
+            self.note = note
+            self.last = time.monotonic()
+            self._emit(self.meter.done)

@@ -1,4 +1,5 @@
-"""Reports of long operations (copy, verify, later restore), as JSON and plain text.
+"""Reports of long operations (copy, verify, restore, an unattended run), as JSON and
+plain text.
 
 A report is a JSON-able dict plus a plain text rendering of it, written side
 by side under :data:`toolkit.system.paths.LOG_DIR` as ``KIND-YYYYmmdd-HHMMSS.json``
@@ -90,9 +91,8 @@ def write_report(kind: str, data: dict, text: str, *, directory: str | None = No
 
 
 def _atomic_write(path: str, content: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Temporary file, fsync, rename, fsync of the directory: a power cut leaves the old
+    version or the new one (:func:`toolkit.system.atomic.write_atomic`)."""
+    from toolkit.system.atomic import write_atomic
+
+    write_atomic(path, content)

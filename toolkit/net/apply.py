@@ -6,16 +6,18 @@ every change re-renders all ``10-rtk-*`` files from it, so a NIC and its
 VLANs always agree. Then networkd reloads (``networkctl reload`` and
 ``reconfigure``, or SIGHUP where there is no D-Bus, as in the image), and a
 poll of the interface (``ip -j addr``, sysfs) until the address and MTU are
-there, or a timeout with the reason. A NIC that ifupdown also manages (live-boot
-writes the boot NIC into /etc/network/interfaces) is taken from it first.
+there, or a timeout with the reason; a failed apply puts the files back as they were.
+A NIC that ifupdown also manages (live-boot writes the boot NIC into
+/etc/network/interfaces) is taken from it first.
 /run is a tmpfs: all of it is gone at reboot, and the image's DHCP default is back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,11 +26,15 @@ from pathlib import Path
 from toolkit.net import networkd, nics, resolv
 from toolkit.net.errors import NetError, NetRefused
 from toolkit.net.settings import NetSettings, validate
-from toolkit.system import tools
+from toolkit.system import systemctl, tools
+from toolkit.system.atomic import write_atomic
 
 NETWORK_DIR = "run/systemd/network"
 STATE_FILE = "run/rtk/net.json"
 TIMEOUT_S = 30.0
+NETWORKD = "systemd-networkd.service"
+
+log = logging.getLogger("toolkit.net")
 
 
 @dataclass
@@ -69,16 +75,6 @@ def observe(iface: str) -> Observed:
     return Observed(True, nic.addresses, nic.dhcp_addresses, nic.mtu, nic.carrier)
 
 
-def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
-    """:func:`toolkit.system.tools.run` without check; a tool that is missing or does not
-    answer is status 127 with the ToolError's message as stderr ("networkctl is not
-    installed (systemd)"), so the fallbacks below get their turn."""
-    try:
-        return tools.run(cmd, check=False, timeout=timeout)
-    except tools.ToolError as e:
-        return subprocess.CompletedProcess(cmd, 127, "", str(e))
-
-
 def reload_networkd(ifaces: list[str]) -> str:
     """Make networkd re-read its files and reconfigure ``ifaces``; returns how.
 
@@ -86,18 +82,23 @@ def reload_networkd(ifaces: list[str]) -> str:
     have; then SIGHUP (systemd 257: reload, and reconfigure every link whose
     file changed) through systemctl, which needs no bus.
     """
-    p = _run(["networkctl", "reload"])
-    if p.returncode == 0:
-        for iface in ifaces:
-            _run(["networkctl", "reconfigure", iface])
+    try:
+        tools.run(["networkctl", "reload"], timeout=30)
+    except tools.ToolError:  # no D-Bus (the image), or no networkctl: logged
+        pass
+    else:
+        for iface in ifaces:  # a failure is logged; the wait says what did not happen
+            with contextlib.suppress(tools.ToolError):
+                tools.run(["networkctl", "reconfigure", iface], timeout=30)
         return "networkctl"
-    p2 = _run(["systemctl", "kill", "--signal=SIGHUP", "--kill-whom=main",
-               "systemd-networkd.service"])
-    if p2.returncode == 0:
-        return "sighup"
-    msg = (p2.stderr or p.stderr or p.stdout).strip() or f"exit {p2.returncode}"
-    raise NetError(f"cannot reload systemd-networkd: {msg} (is it running? "
-                   "systemctl status systemd-networkd)")
+    try:
+        systemctl.signal(NETWORKD, "SIGHUP")
+    except tools.ToolNotInstalled as e:
+        raise NetError(f"cannot reload systemd-networkd: {e}") from e
+    except tools.ToolError as e:
+        raise NetError(f"cannot reload systemd-networkd: {e} (is it running? "
+                       "systemctl status systemd-networkd)") from e
+    return "sighup"
 
 
 def release_from_ifupdown(nic: str, run_dir: str = "/run/network") -> bool:
@@ -113,10 +114,11 @@ def release_from_ifupdown(nic: str, run_dir: str = "/run/network") -> bool:
         return False
     if not up:
         return False
-    p = _run(["ifdown", "--force", nic], timeout=60)
-    if p.returncode:
+    try:
+        tools.run(["ifdown", "--force", nic], timeout=60)
+    except tools.ToolError as e:
         raise NetError(f"ifdown {nic} failed (ifupdown manages {nic} and its DHCP client "
-                       f"would fight networkd): {(p.stderr or p.stdout).strip()}")
+                       f"would fight networkd): {e.last_line or e}") from e
     return True
 
 
@@ -149,6 +151,46 @@ def write_files(netdir: Path, files: dict[str, str]) -> list[str]:
         os.chmod(tmp, 0o644)
         os.replace(tmp, netdir / name)
     return sorted(str(netdir / n) for n in files)
+
+
+class _Undo:
+    """What an apply is about to change, to put back when it fails: the ``10-rtk-*``
+    files of ``netdir`` and each of ``files`` as they are now. :meth:`restore` removes
+    what was not there (files, and the directories made for them) and gives the others
+    their old text back."""
+
+    def __init__(self, base: Path, netdir: Path, files: list[Path]):
+        self.netdir = netdir
+        self.old: dict[Path, bytes | None] = {}
+        if netdir.is_dir():
+            self.old = {f: f.read_bytes() for f in netdir.glob(f"{networkd.PREFIX}*")}
+        for f in files:
+            if not f.is_symlink():  # resolved's resolv.conf: never written
+                self.old[f] = f.read_bytes() if f.exists() else None
+        self.dirs = []  # missing now, to remove again
+        for d in [netdir, *(f.parent for f in files)]:
+            while d != base and not d.exists() and d not in self.dirs:
+                self.dirs.append(d)
+                d = d.parent
+
+    def restore(self) -> None:
+        try:
+            if self.netdir.is_dir():
+                for f in self.netdir.glob(f"{networkd.PREFIX}*"):
+                    if f not in self.old:
+                        f.unlink()
+                for f in self.netdir.glob(f".{networkd.PREFIX}*.tmp"):
+                    f.unlink()
+            for f, data in self.old.items():
+                if data is None:
+                    f.unlink(missing_ok=True)
+                elif not f.exists() or f.read_bytes() != data:
+                    write_atomic(str(f), data)
+            for d in sorted(self.dirs, key=lambda d: len(d.parts), reverse=True):
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+        except OSError as e:  # logged; the apply's own error is the one to report
+            log.warning("could not put back the network files: %s", e)
 
 
 def _reached(s: NetSettings, o: Observed, mtu: int | None) -> bool:
@@ -185,7 +227,9 @@ def apply_settings(s: NetSettings, *, root: str = "/", timeout: float = TIMEOUT_
     """Validate ``s``, write the networkd files, reload, and wait until it took effect.
 
     Raises NetRefused (nothing changed) for invalid settings, NetError when
-    networkd failed or the result did not show within ``timeout`` seconds.
+    networkd failed or the result did not show within ``timeout`` seconds; then the
+    files it wrote are taken back (the earlier ones put back, networkd told again if it
+    had read the new ones), so that a failed apply leaves no file that was not there.
     """
     base = Path(root)
     known = nics.nic_names() if known_nics is None else known_nics
@@ -205,23 +249,35 @@ def apply_settings(s: NetSettings, *, root: str = "/", timeout: float = TIMEOUT_
     release(s.nic)
     configs = [c for c in configs if c.iface != s.iface] + [s]
     files = networkd.render(configs, orig_mtu)
-    written = write_files(base / NETWORK_DIR, files)
-    _save_state(state_path, configs, orig_mtu)
-    dns_written = False
-    if s.dns:
-        resolv.write(base / resolv.RESOLV_CONF, s.dns)
-        dns_written = True
-    start = time.monotonic()
-    reload([s.nic] + ([s.iface] if s.vlan is not None and look(s.iface).exists else []))
-    want_mtu = s.mtu or (orig_mtu.get(s.nic) if s.vlan is None else None)
-    while True:
-        o = look(s.iface)
-        waited = time.monotonic() - start
-        if _reached(s, o, want_mtu):
-            break
-        if waited >= timeout:
-            raise NetError(_timeout_reason(s, o, want_mtu, waited))
-        sleep(0.5)
+    undo = _Undo(base, base / NETWORK_DIR, [state_path, base / resolv.RESOLV_CONF])
+    reloaded = False
+    try:
+        written = write_files(base / NETWORK_DIR, files)
+        _save_state(state_path, configs, orig_mtu)
+        dns_written = False
+        if s.dns:
+            resolv.write(base / resolv.RESOLV_CONF, s.dns)
+            dns_written = True
+        start = time.monotonic()
+        reload([s.nic] + ([s.iface] if s.vlan is not None and look(s.iface).exists else []))
+        reloaded = True
+        want_mtu = s.mtu or (orig_mtu.get(s.nic) if s.vlan is None else None)
+        while True:
+            o = look(s.iface)
+            waited = time.monotonic() - start
+            if _reached(s, o, want_mtu):
+                break
+            if waited >= timeout:
+                raise NetError(_timeout_reason(s, o, want_mtu, waited))
+            sleep(0.5)
+    except BaseException:
+        undo.restore()
+        if reloaded:  # networkd has the new files: let it re-read the old ones
+            try:
+                reload([s.nic])
+            except NetError as e:
+                log.info("after a failed apply of %s: %s", s.iface, e)
+        raise
     if s.mode == "dhcp" and not s.dns:
         dns_written = resolv.update_from_networkd(base / resolv.RESOLV_CONF, s.iface)
     return ApplyResult(s.iface, s, o.addresses, o.mtu, written, waited, dns_written)
@@ -255,6 +311,8 @@ def remove_vlan(iface: str, *, root: str = "/",
 
 def _delete_link(iface: str) -> None:
     """Delete a virtual link (networkd leaves netdevs in place when their file goes)."""
-    p = _run(["ip", "link", "delete", iface])
-    if p.returncode and Path(f"/sys/class/net/{iface}").exists():
-        raise NetError(f"ip link delete {iface} failed: {(p.stderr or p.stdout).strip()}")
+    try:
+        tools.run(["ip", "link", "delete", iface], timeout=30)
+    except tools.ToolError as e:
+        if Path(f"/sys/class/net/{iface}").exists():
+            raise NetError(f"ip link delete {iface} failed: {e.last_line or e}") from e

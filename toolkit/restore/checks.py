@@ -3,8 +3,11 @@
 :func:`check_target` asks the disks layer whether the target may be written at
 all (:func:`toolkit.disks.eligibility.writable_problems`: the boot medium, mounted,
 swap, held, read-only or an iSCSI disk attached as SOURCE, :func:`toolkit.disks.roles.source_keys`)
-and, for an image read from a block device, whether the target overlaps it
-(:func:`toolkit.disks.overlap.overlap_problem`); then what is restore's own: the
+and whether the target overlaps what the restore reads: the write gate's
+:func:`toolkit.disks.gate.write_problems` with the image as an input (a device given
+as the image by any path; with ``deep``, by every alias: a partition of the target,
+its backing file or a hard link of it, a loop device over it, a file on a filesystem
+that lives on it...; :func:`image_inputs`); then what is restore's own: the
 image is larger than the target (both sizes), the logical sector sizes differ.
 The image's sector size comes from its GPT header (at byte 512 or 4096); an image
 without GPT is taken to have 512-byte sectors, with a warning on a 4096-byte
@@ -12,6 +15,10 @@ target.
 
 :func:`expected_sha256` takes ``--sha256 HEX``, else a ``IMAGE.sha256`` file
 (or URL) beside the image (``HEX`` or ``HEX  NAME`` lines, as sha256sum writes).
+It is the SHA-256 of the image file as stored (compressed, container), as
+``sha256sum IMAGE`` prints it; :func:`toolkit.restore.engine.check_image` checks
+it before anything is written and raises :class:`ChecksumMismatch`
+(:func:`mismatch_message` says it).
 """
 
 from __future__ import annotations
@@ -19,26 +26,54 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from toolkit.disks.eligibility import writable_problems
+from toolkit.disks import gate
 from toolkit.disks.endpoint import Endpoint
-from toolkit.disks.overlap import overlap_problem
+from toolkit.errors import Refused
 from toolkit.restore import source as sourcemod
 from toolkit.units import human_size
 
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
+class ChecksumMismatch(Refused):
+    """The image's SHA-256 is not the expected one, found before anything was written
+    (status "mismatch", exit 4). ``sha256``: what the image hashes to."""
+
+    def __init__(self, message: str, sha256: str):
+        super().__init__(message)
+        self.sha256 = sha256
+
+
+def mismatch_message(location: str, got: str, expected: str, source: str) -> str:
+    return (f"SHA-256 mismatch: the image {location} hashes to {got}, expected {expected} "
+            f"(from {source})")
+
+
+def image_inputs(location: str, image_device: Endpoint | None = None,
+                 referenced: Iterable[str] = ()) -> list[gate.Input]:
+    """What a restore of ``location`` reads, for the write gate: the image (a local file
+    or device; nothing for a URL) and the files a container refers to (``referenced``:
+    backing files, VMDK extents, a qcow2 data file)."""
+    if sourcemod.is_url(location):
+        return []
+    return [gate.Input(location, "image", endpoint=image_device),
+            *(gate.Input(p, f"image's file {p} (which {location} refers to)")
+              for p in referenced)]
+
+
 def check_target(target: Endpoint, location: str, image_size: int | None,
                  image_sector: int | None, source_role: Iterable[str] = frozenset(), *,
-                 image_device: Endpoint | None = None) -> tuple[list[str], list[str]]:
+                 image_device: Endpoint | None = None, deep: bool = False,
+                 inputs: list[gate.Input] | None = None) -> tuple[list[str], list[str]]:
     """``(problems, warnings)`` for restoring the image at ``location`` onto ``target``.
 
     ``image_device``: the image's own device when it is read from one (an iSCSI LUN, a
-    disk given as the image), which the target must not overlap.
+    disk given as the image), which the target must not overlap. ``deep``: every alias
+    of the image and the target that sysfs records (both must exist); ``inputs``: what
+    is read (default :func:`image_inputs` of ``location``).
     """
-    overlap = overlap_problem(image_device, target, "image") if image_device else None
-    problems = [overlap] if overlap else []
-    problems += writable_problems(target, source_role)
+    inputs = image_inputs(location, image_device) if inputs is None else inputs
+    problems = gate.write_problems(target, inputs, source_role=source_role, deep=deep)
     if image_size is not None and target.size < image_size:
         problems.append(f"the target is smaller than the image: target {target.node} has "
                         f"{target.size} bytes ({human_size(target.size)}), image {location} "

@@ -14,6 +14,16 @@
   temporary mount point, with ``nouuid`` (another copy of the same image may be
   mounted: XFS refuses a second filesystem with the same UUID otherwise).
   Other filesystems keep their size (reported).
+
+Every tool here writes the restored disk only while the write gate holds it
+(``hold``: :class:`toolkit.disks.gate.WriteHold`, O_EXCL on the whole disk): sfdisk
+and growpart get the disk's node, checked just before to lead to the held device
+(:meth:`~toolkit.disks.gate.WriteHold.vouch`); e2fsck, resize2fs, ntfsresize and the XFS
+mount claim their partition exclusively themselves, which the kernel refuses while the
+whole disk is claimed, so the gate lends them that partition
+(:meth:`~toolkit.disks.gate.WriteHold.lend`: checked to be a partition of the held disk,
+the other partitions claimed meanwhile, the whole disk claimed again afterwards through
+the gate's own descriptor). Without a hold only a regular file (an image) is written.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ import contextlib
 import os
 import tempfile
 
+from toolkit.blockio.blockdev import is_block_device
+from toolkit.errors import Refused
 from toolkit.restore import contents
 from toolkit.system import mount, tools
 
@@ -38,9 +50,41 @@ def _run(*cmd: str, input: str | None = None, ok=(0,)) -> str:
     return tools.run(cmd, input=input, ok=ok).stdout
 
 
-def relocate_gpt_backup(disk: str) -> None:
+def _vouched(path: str, hold) -> str:
+    """``path`` for a tool that writes it: checked by the write gate's ``hold`` to lead to
+    the held disk; without a hold, only a path that is no block device."""
+    if hold is not None:
+        try:
+            return hold.vouch(path)
+        except Refused as e:  # the disk is written already: a failure, not a refusal
+            raise FitError(f"the write gate does not vouch for {path}: {e}") from None
+    if is_block_device(path):
+        raise FitError(f"{path} is a block device: it is written only while the write gate "
+                       "holds it")
+    return path
+
+
+@contextlib.contextmanager
+def _lent(node: str, hold):
+    """The partition ``node`` lent by the write gate's ``hold`` to a tool that claims it
+    exclusively (yields the path to give the tool)."""
+    if hold is None:
+        if is_block_device(node):
+            raise FitError(f"{node} is a block device: it is written only while the write "
+                           "gate holds its disk")
+        yield node
+        return
+    try:
+        with hold.lend(node) as path:
+            yield path
+    except Refused as e:  # the disk is written already: a failure, not a refusal
+        raise FitError(f"the write gate does not lend {node}: {e}") from None
+
+
+def relocate_gpt_backup(disk: str, hold=None) -> None:
     """The backup GPT header and table to the end of the disk (the caller re-reads it)."""
-    _run("sfdisk", "--relocate", "gpt-bak-std", "--no-reread", "--no-tell-kernel", disk)
+    _run("sfdisk", "--relocate", "gpt-bak-std", "--no-reread", "--no-tell-kernel",
+         _vouched(disk, hold))
 
 
 def last_partition(disk: str) -> dict | None:
@@ -48,19 +92,20 @@ def last_partition(disk: str) -> dict | None:
     return max(parts, key=lambda p: p["start"] + p["size"]) if parts else None
 
 
-def grow_filesystem(node: str, fstype: str | None) -> str:
+def grow_filesystem(node: str, fstype: str | None, hold=None) -> str:
     """Grow the filesystem on ``node`` to its partition; returns what was done."""
-    if fstype in ("ext2", "ext3", "ext4"):
-        _run("e2fsck", "-f", "-y", node, ok=(0, 1))
-        _run("resize2fs", node)
-        return f"{fstype} grown with resize2fs (after e2fsck -f)"
-    if fstype == "ntfs":
-        _run("ntfsresize", "--force", node, input="y\n")
-        return "NTFS grown with ntfsresize (Windows runs chkdsk at its next boot)"
-    if fstype == "xfs":
-        grow_xfs(node)
+    if fstype not in ("ext2", "ext3", "ext4", "ntfs", "xfs"):
+        return f"filesystem {fstype or 'unknown'} left at its size (no offline grow tool)"
+    with _lent(node, hold) as path:
+        if fstype in ("ext2", "ext3", "ext4"):
+            _run("e2fsck", "-f", "-y", path, ok=(0, 1))
+            _run("resize2fs", path)
+            return f"{fstype} grown with resize2fs (after e2fsck -f)"
+        if fstype == "ntfs":
+            _run("ntfsresize", "--force", path, input="y\n")
+            return "NTFS grown with ntfsresize (Windows runs chkdsk at its next boot)"
+        grow_xfs(path)
         return "XFS grown with xfs_growfs (mounted for the purpose)"
-    return f"filesystem {fstype or 'unknown'} left at its size (no offline grow tool)"
 
 
 def grow_xfs(node: str) -> None:
@@ -126,12 +171,13 @@ def _kernel_log_since(mark: list[str]) -> list[str]:
     return log[log.index(mark[0]) + 1:] if mark and mark[0] in log else log
 
 
-def fit(disk: str, *, image_size: int, disk_size: int, grow: bool) -> list[str]:
-    """Relocate the GPT backup and optionally grow the last partition; the steps done."""
+def fit(disk: str, *, image_size: int, disk_size: int, grow: bool, hold=None) -> list[str]:
+    """Relocate the GPT backup and optionally grow the last partition; the steps done.
+    ``hold``: the write gate's hold of ``disk`` (needed for a block device)."""
     steps: list[str] = []
     table = contents.table_type(disk)
     if disk_size > image_size and table == "gpt":
-        relocate_gpt_backup(disk)
+        relocate_gpt_backup(disk, hold)
         steps.append("backup GPT moved to the end of the disk (sfdisk --relocate)")
     if not grow:
         return steps
@@ -142,7 +188,7 @@ def fit(disk: str, *, image_size: int, disk_size: int, grow: bool) -> list[str]:
     if last is None:
         steps.append("nothing to grow: no partition")
         return steps
-    p = tools.run(["growpart", disk, str(last["number"])], check=False)
+    p = tools.run(["growpart", _vouched(disk, hold), str(last["number"])], check=False)
     if p.returncode == 1 and "NOCHANGE" in p.stdout:
         steps.append(f"partition {last['number']} already fills the disk")
     elif p.returncode:
@@ -155,7 +201,7 @@ def fit(disk: str, *, image_size: int, disk_size: int, grow: bool) -> list[str]:
     if not os.path.exists(node):
         raise FitError(f"{node} did not appear after growing partition {last['number']}")
     try:
-        steps.append(grow_filesystem(node, contents.filesystem(node).get("fstype")))
+        steps.append(grow_filesystem(node, contents.filesystem(node).get("fstype"), hold))
     except (FitError, tools.ToolError) as e:
         raise FitError(f"partition {last['number']} fills the disk now, its filesystem does "
                        f"not: {e}") from e

@@ -12,6 +12,7 @@ writing).
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -59,6 +60,9 @@ class ImageInfo:
     table: str | None
     expected_sha256: str | None = None
     sha256_from: str = "none"
+    # an HTTP image: (ETag, Last-Modified, size) of the answer probed; every later
+    # download must be of the same file (toolkit.restore.source.same_entity)
+    http_entity: tuple | None = None
 
     @property
     def kind(self) -> str:
@@ -68,10 +72,19 @@ class ImageInfo:
 
 @dataclass
 class RestorePlan:
+    """``checked``: the image's SHA-256 once checked before writing
+    (:func:`toolkit.restore.engine.check_image`, which :func:`~toolkit.restore.engine.restore`
+    calls unless done already; it holds the spooled copy of an HTTP image)."""
+
     image: ImageInfo
     target: Endpoint
     options: RestoreOptions
     warnings: list[str] = field(default_factory=list)
+    checked: object = None  # engine.Checked
+    # what the restore reads (the image, files a container refers to) and the SOURCE
+    # roles: the write gate checks them again when it opens the target
+    inputs: list = field(default_factory=list)
+    source_role: frozenset[str] = frozenset()
 
 
 def probe_image(location: str, options: RestoreOptions) -> ImageInfo:
@@ -82,8 +95,11 @@ def probe_image(location: str, options: RestoreOptions) -> ImageInfo:
             comp = detect.compression(head)
             tail = None if comp else src.tail(512)  # a VHD's footer; never of a stream
             file_size = src.size
+            entity = getattr(src, "entity", None)
     except sourcemod.SourceError as e:
         raise Refused(str(e)) from None
+    except OSError as e:  # a read error of a file or device
+        raise Refused(f"cannot read the image {location}: {sourcemod.os_reason(e)}") from None
     if not head:
         raise Refused(f"{location} is empty")
     try:
@@ -92,7 +108,7 @@ def probe_image(location: str, options: RestoreOptions) -> ImageInfo:
         raise Refused(f"{location}: {e}") from None
     fmt = detect.container(data, None if comp else tail)
     info = ImageInfo(location, sourcemod.is_url(location), comp, fmt, file_size, None, None,
-                     None)
+                     None, http_entity=entity)
     if fmt == detect.RAW:
         geo = detect.geometry(data)
         info.table, info.sector_size = geo.table, geo.sector_size
@@ -130,29 +146,53 @@ def image_device(location: str, disks: list[Disk]) -> Endpoint | None:
         return None  # not in the inventory: nothing to compare the target with
 
 
+def target_open_problem(target: str, e: OSError, writing: bool = False) -> str:
+    """Why the target cannot be opened, in plain words, naming it."""
+    how = " for writing" if writing else ""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return (f"cannot open the target {target}{how}: permission denied (rtk runs as root; "
+                "a container or a sandbox may forbid opening block devices)")
+    if e.errno == errno.ENOENT:
+        return f"the target {target} does not exist"
+    if e.errno == errno.EROFS:
+        return f"the target {target} is read-only"
+    return f"cannot open the target {target}{how}: {sourcemod.os_reason(e)}"
+
+
 def plan_restore(image: str, target: str, options: RestoreOptions | None = None, *,
                  source_role: Iterable[str] | None = None,
                  disks: list[Disk] | None = None) -> RestorePlan:
     """Resolve and check a restore; raises :class:`Refused` with every problem found."""
     options = options or RestoreOptions()
     disks = list_disks() if disks is None else disks
-    dst = resolve(target, disks)
+    try:
+        dst = resolve(target, disks)
+    except Refused as e:  # say which end: "the target /dev/sdb: permission denied"
+        raise Refused([f"the target {p}" if p.startswith(target) else p
+                       for p in e.problems]) from None
+    except OSError as e:  # EACCES, EPERM: not root, or a device the sandbox forbids
+        raise Refused(target_open_problem(target, e)) from None
     info = probe_image(image, options)
     try:
         info.expected_sha256, info.sha256_from = checks.expected_sha256(
             image, options.sha256, **options.source_kw())
     except ValueError as e:
         raise Refused(str(e)) from None
-    role = roles.source_keys() if source_role is None else source_role
+    role = frozenset(roles.source_keys() if source_role is None else source_role)
+    inputs = checks.image_inputs(image, image_device(image, disks),
+                                 qemu.referenced_files(image, info.format)
+                                 if info.format != detect.RAW and not info.is_url else ())
     problems, warnings = checks.check_target(dst, image, info.size, info.sector_size, role,
-                                             image_device=image_device(image, disks))
+                                             deep=True, inputs=inputs)
     if info.format == detect.RAW and not info.compression and info.size and info.size % 512:
         problems.append(f"the image has {info.size} bytes, not a multiple of 512: truncated, "
                         "or not a disk image")
     if problems:
         raise Refused(problems)
+    if info.http_entity is not None and not (info.http_entity[0] or info.http_entity[1]):
+        warnings.append(sourcemod.no_validator_warning(image))
     if options.insecure and image.startswith("https://"):
         warnings.append("TLS NOT VERIFIED: the server's certificate is not checked, anyone on "
                         "the path could send another image" + (
                             "" if info.expected_sha256 else " (and no SHA-256 checks it)"))
-    return RestorePlan(info, dst, options, warnings)
+    return RestorePlan(info, dst, options, warnings, inputs=inputs, source_role=role)

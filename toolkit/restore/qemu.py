@@ -20,6 +20,13 @@ writing. A download is hashed while it runs, checked before anything is
 written, and a truncated or corrupt file is refused with the target untouched.
 The cost is temporary space: :func:`http_strategy` falls back to the curl
 driver only when the file does not fit and no checksum or CA file was asked for.
+
+qemu-img writes a block device only through the write gate's hold
+(:class:`toolkit.disks.gate.WriteHold`, given as the restore's ``Target``): it gets the
+hold's own descriptor (``pass_fds``) and opens ``/proc/self/fd/N``, the very device the
+gate decided on and holds with O_EXCL, never a path that could lead elsewhere by now.
+:func:`referenced_files` names the files a container refers to (backing files, VMDK
+extents, a data file), which the gate treats as inputs of the restore.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import tempfile
 import threading
 
 from toolkit.blockio.blockdev import is_block_device
+from toolkit.errors import Refused
 from toolkit.restore.write import HEAD, Failed
 from toolkit.system import tools
 
@@ -83,6 +91,50 @@ def has_curl() -> bool:
 def info(location: str, fmt: str) -> dict:
     """``qemu-img info --output=json`` of the image (format forced: never probed)."""
     return json.loads(_run("info", "--output=json", "-f", fmt, location))
+
+
+def referenced_files(location: str, fmt: str) -> list[str]:
+    """The local files and devices the image ``location`` makes qemu-img read besides
+    itself: its backing chain, VMDK extents (a descriptor may name a raw device) and a
+    qcow2 external data file. Empty when qemu-img cannot tell (its check refuses such an
+    image anyway)."""
+    try:
+        chain = json.loads(_run("info", "--backing-chain", "--output=json", "-f", fmt,
+                                location))
+    except (tools.ToolError, ValueError):
+        return []
+    found: list[str] = []
+
+    def add(name) -> None:
+        if isinstance(name, str) and name and ":" not in name.split("/", 1)[0]:
+            path = os.path.abspath(name)
+            if path != os.path.abspath(location) and path not in found:
+                found.append(path)
+
+    for layer in chain if isinstance(chain, list) else [chain]:
+        add(layer.get("filename"))
+        add(layer.get("full-backing-filename"))
+        data = (layer.get("format-specific") or {}).get("data") or {}
+        add(data.get("data-file"))
+        for extent in data.get("extents") or []:
+            add(extent.get("filename"))
+    return found
+
+
+def _target_file(target, *, writing: bool) -> tuple[str, tuple[int, ...]]:
+    """What qemu-img opens as the target, and the descriptors it inherits: the write
+    gate's hold (a restore's ``Target`` or a ``WriteHold``) as ``/proc/self/fd/N`` of its
+    own descriptor; a path only to read, or to write a regular file."""
+    hold = getattr(target, "hold", None) or (target if hasattr(target, "fd_path") else None)
+    if hold is not None:
+        try:
+            return hold.fd_path(), (hold.fd,)
+        except Refused as e:  # the hold was lost after writing began: a failure
+            raise Failed(str(e)) from None
+    if writing and is_block_device(target):
+        raise Failed(f"{target} is a block device: it is written only through the write "
+                     "gate's hold")
+    return target, ()
 
 
 def check(path: str, fmt: str) -> list[str]:
@@ -143,10 +195,13 @@ def first_mib(location: str, fmt: str, virtual_size: int, curl: dict | None = No
             return f.read(n)
 
 
-def _with_progress(args: list[str], progress, cancel: threading.Event) -> subprocess.Popen:
+def _with_progress(args: list[str], progress, cancel: threading.Event,
+                   pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     """Run qemu-img with ``-p``, calling ``progress(fraction)``; terminate it on cancel.
-    ``proc.failure()``: the QemuError for its exit status."""
-    proc = tools.popen([QEMU_IMG, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ``proc.failure()``: the QemuError for its exit status. ``pass_fds``: the write gate's
+    descriptor, which ``/proc/self/fd/N`` in the arguments names."""
+    proc = tools.popen([QEMU_IMG, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       pass_fds=pass_fds)
     stop = threading.Event()
 
     proc.stopped = False  # terminated by us (a cancel), not killed by someone else
@@ -183,7 +238,7 @@ def _with_progress(args: list[str], progress, cancel: threading.Event) -> subpro
     return proc
 
 
-def convert_rest(location: str, fmt: str, target: str, virtual_size: int, progress,
+def convert_rest(location: str, fmt: str, target, virtual_size: int, progress,
                  cancel: threading.Event, curl: dict | None = None) -> None:
     """Write the image's bytes after its first MiB onto ``target`` (same offsets)."""
     if virtual_size > HEAD:
@@ -191,16 +246,18 @@ def convert_rest(location: str, fmt: str, target: str, virtual_size: int, progre
                       curl)
 
 
-def convert_range(location: str, fmt: str, target: str, start: int, length: int, progress,
+def convert_range(location: str, fmt: str, target, start: int, length: int, progress,
                   cancel, curl: dict | None = None) -> None:
-    """Write the image's bytes ``[start, start+length)`` onto the same bytes of ``target``;
-    qemu-img fdatasyncs the target before it exits."""
+    """Write the image's bytes ``[start, start+length)`` onto the same bytes of ``target``
+    (the write gate's hold; a path: a regular file only); qemu-img fdatasyncs the target
+    before it exits."""
+    name, fds = _target_file(target, writing=True)
     # -W -m 16: out-of-order writes, 16 coroutines (qemu-img recommends -W for block
     # devices; the first MiB is written last anyway): 30 % faster than the default here
     args = ["convert", "-p", "-n", "-t", "none", "-W", "-m", "16", "--image-opts",
             source_opts(location, fmt, start, length, curl=curl),
-            "--target-image-opts", target_opts(target, start, length)]
-    proc = _with_progress(args, progress, cancel)
+            "--target-image-opts", target_opts(name, start, length)]
+    proc = _with_progress(args, progress, cancel, fds)
     if cancel.is_set():
         raise Failed("cancelled", "cancelled")
     if proc.returncode:
@@ -222,7 +279,7 @@ class _Either:
         return self.cancel.is_set() or self.event.is_set()
 
 
-def compare_range(location: str, fmt: str, target: str, start: int, length: int, progress,
+def compare_range(location: str, fmt: str, target, start: int, length: int, progress,
                   cancel, curl: dict | None = None) -> str | None:
     """None when the target's bytes ``[start, start+length)`` are the image's, else what
     differs, named by its byte on the disk.
@@ -231,6 +288,7 @@ def compare_range(location: str, fmt: str, target: str, start: int, length: int,
     target's reads are O_DIRECT, one at a time per qemu-img: several keep the
     device busy); the first piece to find a difference stops the others.
     """
+    name, fds = _target_file(target, writing=False)
     step = -(-length // COMPARE_PIECES // HEAD) * HEAD
     pieces = [(start + off, min(step, length - off)) for off in range(0, length, step)]
     done = [0.0] * len(pieces)
@@ -245,9 +303,9 @@ def compare_range(location: str, fmt: str, target: str, start: int, length: int,
                 progress(sum(done) / length)
         args = ["compare", "-p", "--image-opts",
                 source_opts(location, fmt, off, n, curl=curl),
-                target_opts(target, off, n, locking=False)]
+                target_opts(name, off, n, locking=False)]
         try:
-            results[i] = _with_progress(args, part, found)
+            results[i] = _with_progress(args, part, found, fds)
             if results[i].returncode:
                 found.event.set()
         except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
@@ -285,14 +343,13 @@ def piece_size(size: int) -> int:
     image, from 64 MiB to :data:`PIECE`, in whole MiB. Smaller pieces leave less to
     compare once the last conversion ends, and less of the source for the page
     cache to hold until its compare; but each costs five qemu-img runs, and on a
-    target that is the slower side the comparison slows the conversion down:
-    with sixteen pieces a verified 2 GiB restore took 1.75-1.9 s there, with
-    eight 1.45 s, with four 1.4 s (one after the other: 1.3 s)."""
+    target that is the slower side the comparison slows the conversion down
+    (measured in docs/benchmarks.md: eight pieces keep that to a few per cent)."""
     n = -(-size // PIECES // HEAD) * HEAD  # rounded up to whole MiB
     return max(min(n, PIECE), min(64 << 20, PIECE))
 
 
-def convert_and_compare(location: str, fmt: str, target: str, virtual_size: int, reporter,
+def convert_and_compare(location: str, fmt: str, target, virtual_size: int, reporter,
                         cancel: threading.Event, curl: dict | None = None
                         ) -> tuple[str | None, int]:
     """A verified conversion of the image's bytes after its first MiB, in pieces
@@ -303,9 +360,8 @@ def convert_and_compare(location: str, fmt: str, target: str, virtual_size: int,
     The compare reads a piece's source back while it is still in the page
     cache: from a slow medium (a USB disk), the image is read once, not twice,
     and the verification is mostly done when the writing ends. (Two conversions
-    at once were tried: their last pieces end together, leaving two to compare
-    after the writing; from a 300 MB/s source a verified 8 GiB restore took
-    16.1 s with two, 15.6 s with one, the conversion alone 14.3 s.) Returns
+    at once end their last pieces together, leaving two to compare after the
+    writing: slower, see docs/benchmarks.md.) Returns
     ``(difference or None, bytes compared by the end of the writing)``; the
     first difference stops the conversion and the comparison.
     """

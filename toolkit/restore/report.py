@@ -1,4 +1,4 @@
-"""What a restore did (:class:`RestoreResult`) and its report (via :mod:`toolkit.report`).
+"""What a restore did (:class:`RestoreResult`) and its report (via :mod:`toolkit.jobs.report`).
 
 The report, ``restore-YYYYmmdd-HHMMSS.json`` and ``.txt`` under the log
 directory: the image (location, format, compression, sizes, SHA-256 of the
@@ -57,7 +57,8 @@ class RestoreResult(exitcodes.StatusExit):
                    written_hash_algorithm=self.algorithm, http_resumes=self.resumes,
                    zeroed_by_device=self.zeroed_bytes)
         return {
-            "operation": "restore", "status": self.status, "message": self.message,
+            "operation": "restore", "status": self.status, "exit_code": self.exit_code,
+            "message": self.message,
             "started": report.iso_time(self.started), "finished": report.iso_time(self.finished),
             "seconds": round(self.finished - self.started, 3),
             "image": img, "target": self.target.record().to_dict(), "verify": self.verify,

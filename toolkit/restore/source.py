@@ -4,8 +4,17 @@
 ``b""`` at the end), ``size`` (bytes, or None when unknown) and ``tail(n)``
 (the last bytes, for format footers such as VHD's). An HTTP source resumes
 with a ``Range: bytes=POS-`` request when the connection drops, up to
-``retries`` times in a row; a server that ignores Range (answers 200) or
-sends another part of the file fails the restore instead of corrupting it.
+``retries`` times in a row, with ``If-Range`` and the first answer's validator
+(a strong ETag, else Last-Modified). The answer must be a 206 from ``POS``
+whose validators and total length are the first answer's: a 200 with another
+validator (the If-Range failed) or a 206 with another ETag, Last-Modified or
+length is :class:`EntityChanged` (the file changed on the server: never
+spliced; the caller restarts from zero or stops), a server that ignores Range
+fails the restore instead of corrupting it. Without any validator a resume is
+taken only when the total length matches, with a warning (``warnings``).
+A local path must be a regular file or a block device: a directory, a pipe or
+a character device is refused in plain words (a pipe cannot be read twice, and
+the restore reads the image more than once: probe, checksum, write).
 TLS is verified by default (the system's CAs, or ``ca_file``, checked first by
 :func:`check_ca_file`); ``insecure`` turns verification off, and must be asked
 for explicitly.
@@ -13,6 +22,7 @@ for explicitly.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -33,7 +43,34 @@ def _drops() -> tuple:
 
 
 class SourceError(OSError):
-    """The image cannot be read (missing, HTTP error, connection lost for good)."""
+    """The image cannot be read (missing, HTTP error, connection lost for good).
+
+    Made as ``SourceError(errno, message)`` or ``SourceError(message)``; ``str()`` is the
+    message alone, never Python's ``[Errno N]``."""
+
+    def __str__(self) -> str:
+        return self.strerror if self.errno is not None and self.strerror else super().__str__()
+
+
+class EntityChanged(SourceError):
+    """The file changed on the server during the download: its validator (ETag or
+    Last-Modified) or its length is not the first answer's. ``old``, ``new``: both."""
+
+    def __init__(self, location: str, old: str, new: str):
+        super().__init__(f"the image changed on the server during the download ({old}, now "
+                         f"{new})")
+        self.location, self.old, self.new = location, old, new
+
+
+def os_reason(e: OSError) -> str:
+    """An OSError in plain words, without Python's ``[Errno N]``: "permission denied"."""
+    if isinstance(e, SourceError):
+        return str(e)
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if e.errno == errno.ENOENT:
+        return "no such file or device"
+    return e.strerror or str(e) or type(e).__name__
 
 
 PEM_CERT = b"-----BEGIN CERTIFICATE-----"
@@ -104,9 +141,21 @@ class FileSource(Source):
     def __init__(self, path: str):
         self.location = path
         try:
+            st = os.stat(path)
+        except OSError as e:
+            raise _open_error(path, e) from None
+        if stat.S_ISDIR(st.st_mode):
+            raise SourceError(errno.EISDIR, f"{path} is a directory, not an image file")
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+            raise SourceError(errno.ESPIPE, f"{path} is a pipe: the restore reads the image "
+                                            "more than once (to probe it, check it and write "
+                                            "it); save it to a file or serve it over HTTP")
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            raise SourceError(errno.EINVAL, f"{path} is neither a file nor a block device")
+        try:
             self.f = open(path, "rb")  # noqa: SIM115 - closed by close()
         except OSError as e:
-            raise SourceError(e.errno, f"cannot open the image {path}: {e.strerror}") from None
+            raise _open_error(path, e) from None
         st = os.fstat(self.f.fileno())
         # a block device (an iSCSI LUN holding a raw image) has no st_size: ask the kernel
         self.size = (blockdev.device_size(self.f.fileno()) if stat.S_ISBLK(st.st_mode)
@@ -125,8 +174,19 @@ class FileSource(Source):
         self.f.close()
 
 
+def _open_error(path: str, e: OSError) -> SourceError:
+    if e.errno == errno.ENOENT:
+        return SourceError(e.errno, f"the image {path} does not exist")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return SourceError(e.errno, f"cannot open the image {path}: permission denied (rtk "
+                                    "runs as root, with access to the devices)")
+    return SourceError(e.errno, f"cannot open the image {path}: {os_reason(e)}")
+
+
 class HttpSource(Source):
-    """GET with ``stream=True``; on a dropped connection, GET again from ``pos`` with Range."""
+    """GET with ``stream=True``; on a dropped connection, GET again from ``pos`` with Range
+    and If-Range. ``etag``, ``last_modified``: the first answer's validators; ``changed``:
+    the :class:`EntityChanged` raised, if any; ``warnings``: resumes without a validator."""
 
     def __init__(self, url: str, *, ca_file: str | None = None, insecure: bool = False,
                  timeout: float = 30.0, retries: int = 10, backoff: float = 0.5):
@@ -144,6 +204,9 @@ class HttpSource(Source):
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.response = None  # the current requests.Response
         self.etag: str | None = None
+        self.last_modified: str | None = None
+        self.changed: EntityChanged | None = None
+        self.warnings: list[str] = []
         try:
             self._open(0)
         except _drops() as e:
@@ -167,25 +230,87 @@ class HttpSource(Source):
             raise SourceError(f"{self.location}: HTTP {r.status_code} {r.reason}")
         return r
 
+    @property
+    def if_range(self) -> str | None:
+        """What If-Range sends: a strong ETag (a weak one may not be), else Last-Modified."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    @property
+    def entity(self) -> tuple[str | None, str | None, int | None]:
+        """What tells this file from another: (ETag, Last-Modified, size)."""
+        return self.etag, self.last_modified, self.size
+
+    def validator_text(self) -> str:
+        return describe_entity(self.entity)
+
+    def _differs(self, r) -> tuple[str, str] | None:
+        """(old, new) when answer ``r`` is of another file than the first answer."""
+        etag, modified = r.headers.get("ETag"), r.headers.get("Last-Modified")
+        if self.etag and etag and etag != self.etag:
+            return f"ETag {self.etag}", f"ETag {etag}"
+        if self.last_modified and modified and modified != self.last_modified:
+            return f"Last-Modified {self.last_modified}", f"Last-Modified {modified}"
+        return None
+
+    def _change(self, old: str, new: str) -> EntityChanged:
+        self.changed = EntityChanged(self.location, old, new)
+        return self.changed
+
     def _open(self, pos: int) -> None:
         headers = {"Accept-Encoding": "identity"}
         if pos:
             headers["Range"] = f"bytes={pos}-"
-            if self.etag:
-                headers["If-Range"] = self.etag
+            if self.if_range:
+                headers["If-Range"] = self.if_range
         r = self._get(headers)
         if pos:
-            m = re.match(r"bytes (\d+)-", r.headers.get("Content-Range", ""))
-            if r.status_code != 206 or not m or int(m.group(1)) != pos:
-                r.close()
-                raise SourceError(f"{self.location}: the connection dropped at byte {pos} and "
-                                  f"the server cannot resume there (HTTP {r.status_code}, no "
-                                  "matching Range answer)")
+            self._check_resume(r, pos)
         else:
             length = r.headers.get("Content-Length")
             self.size = int(length) if length and length.isdigit() else None
             self.etag = r.headers.get("ETag")
+            self.last_modified = r.headers.get("Last-Modified")
         self.response = r
+
+    def _check_resume(self, r, pos: int) -> None:
+        """The answer to a resume must be the rest of the same file: else close it and raise
+        :class:`EntityChanged` (another file) or :class:`SourceError` (cannot resume)."""
+        m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", r.headers.get("Content-Range", ""))
+        total = int(m.group(2)) if m and m.group(2).isdigit() else None
+        changed = self._differs(r)
+        if changed is None and self.size is not None:
+            length = r.headers.get("Content-Length", "")
+            other = total if r.status_code == 206 else (
+                int(length) if r.status_code == 200 and length.isdigit() else None)
+            if other is not None and other != self.size:
+                changed = f"{self.size} bytes", f"{other} bytes"
+        if changed:
+            r.close()
+            raise self._change(*changed)
+        if r.status_code == 200 and self.if_range and (r.headers.get("ETag")
+                                                       or r.headers.get("Last-Modified")) is None:
+            r.close()  # If-Range sent, the whole file back, and nothing to compare: changed?
+            raise SourceError(f"{self.location}: the connection dropped at byte {pos}; the "
+                              "server answered the resume with the whole file and no "
+                              "validator, so it may have changed: the server cannot resume "
+                              "there")
+        if r.status_code != 206 or not m or int(m.group(1)) != pos:
+            r.close()
+            raise SourceError(f"{self.location}: the connection dropped at byte {pos} and "
+                              f"the server cannot resume there (HTTP {r.status_code}, no "
+                              "matching Range answer)")
+        if not (self.etag or self.last_modified):
+            if self.size is None or total != self.size:
+                r.close()
+                raise SourceError(f"{self.location}: the connection dropped at byte {pos}; the "
+                                  "server gives no ETag, no Last-Modified and no total length "
+                                  "that matches: a resumed download could not be told from "
+                                  "another file, so it is not resumed")
+            if not self.warnings:
+                self.warnings.append(no_validator_warning(self.location) + f": resumed at "
+                                     f"byte {pos} because the total length matches")
 
     def read(self, n: int = CHUNK) -> bytes:
         failures = 0
@@ -205,7 +330,8 @@ class HttpSource(Source):
                 failures += 1
                 if failures > self.retries:
                     raise SourceError(f"{self.location}: connection lost at byte {self.pos} "
-                                      f"after {self.retries} resumes: {e}") from None
+                                      f"after {self.retries} resumes: {_net_reason(e)}"
+                                      ) from None
                 self.resumes += 1
                 time.sleep(min(self.backoff * failures, 5.0))
 
@@ -230,6 +356,31 @@ class HttpSource(Source):
         if self.response is not None:
             self.response.close()
         self.session.close()
+
+
+def describe_entity(entity: tuple[str | None, str | None, int | None]) -> str:
+    """``ETag "x"`` (else ``Last-Modified ...``, else ``N bytes``) of :attr:`HttpSource.entity`."""
+    etag, modified, size = entity
+    if etag:
+        return f"ETag {etag}"
+    if modified:
+        return f"Last-Modified {modified}"
+    return f"{size} bytes, no ETag or Last-Modified" if size is not None else "no validator"
+
+
+def same_entity(a: tuple, b: tuple) -> bool:
+    """Whether two :attr:`HttpSource.entity` are the same file, as far as they tell."""
+    (etag_a, mod_a, size_a), (etag_b, mod_b, size_b) = a, b
+    if etag_a or etag_b:
+        return etag_a == etag_b and size_a == size_b
+    if mod_a or mod_b:
+        return mod_a == mod_b and size_a == size_b
+    return size_a == size_b
+
+
+def no_validator_warning(location: str) -> str:
+    return (f"the server of {location} gives no ETag or Last-Modified: a download resumed "
+            "after a drop cannot be checked to be the same file (only its length can)")
 
 
 def open_source(location: str, *, ca_file: str | None = None, insecure: bool = False,

@@ -9,7 +9,9 @@ standard library, zstd with the ``zstandard`` package (:class:`ZstdStream`,
 which decompresses straight into the caller's buffer: ``readinto``);
 concatenated members/streams/frames are followed. An input that ends inside
 a member is an error (:class:`CorruptImage`), as is corrupt data, so a
-truncated download can never pass for a complete image.
+truncated download can never pass for a complete image. Its message is plain
+("the image is truncated or corrupt: the gzip stream ends early at byte N",
+N counted in the file as stored) and is shown as it is, without a class name.
 """
 
 from __future__ import annotations
@@ -139,8 +141,8 @@ class Decompressed:
     def _input(self) -> bytes:
         data, self.buf = self.buf or self.raw.read(CHUNK), b""
         if not data:
-            raise CorruptImage(f"the {self.kind} stream ends early (truncated image?) "
-                               f"after {self.raw.consumed} bytes")
+            raise CorruptImage(f"the image is truncated or corrupt: the {self.kind} stream "
+                               f"ends early at byte {self.raw.consumed}")
         return data
 
     def _next_member(self) -> bool:
@@ -168,8 +170,8 @@ class Decompressed:
                 return out
             return self.obj.decompress(self._input() if self.obj.needs_input else b"", n)
         except (zlib.error, lzma.LZMAError) as e:
-            raise CorruptImage(f"the {self.kind} data is corrupt near input byte "
-                               f"{self.raw.consumed}: {e}") from None
+            raise CorruptImage(f"the image is corrupt: the {self.kind} data is corrupt near "
+                               f"byte {self.raw.consumed} ({e})") from None
 
     def read(self, n: int = CHUNK) -> bytes:
         while self.offset >= len(self.pending) and not self.done:
@@ -225,8 +227,8 @@ class ZstdFrames:
             elif magic & 0xFFFFFFF0 == SKIPPABLE:
                 self.state, self.need = "skippable", 4
             else:
-                raise CorruptImage(f"the zstd data is corrupt near input byte {at}: no frame "
-                                   f"starts there (magic {magic:#010x})")
+                raise CorruptImage(f"the image is corrupt: the zstd data is corrupt near byte "
+                                   f"{at}: no frame starts there (magic {magic:#010x})")
         elif self.state == "skippable":
             self.skip, self.state, self.need = int.from_bytes(b, "little"), "magic", 4
         elif self.state == "descriptor":
@@ -242,8 +244,8 @@ class ZstdFrames:
             h = int.from_bytes(b, "little")
             last, kind, size = h & 1, (h >> 1) & 3, h >> 3
             if kind == 3:
-                raise CorruptImage(f"the zstd data is corrupt near input byte {at}: reserved "
-                                   "block type")
+                raise CorruptImage(f"the image is corrupt: the zstd data is corrupt near byte "
+                                   f"{at}: reserved block type")
             self.skip = 1 if kind == 1 else size  # RLE blocks hold one byte
             if not last:
                 self.state, self.need = "block", 3
@@ -290,11 +292,11 @@ class ZstdStream:
         try:
             n = self.reader.readinto(view)
         except zstandard.ZstdError as e:
-            raise CorruptImage(f"the zstd data is corrupt near input byte "
-                               f"{self.raw.consumed}: {e}") from None
+            raise CorruptImage(f"the image is corrupt: the zstd data is corrupt near byte "
+                               f"{self.raw.consumed} ({e})") from None
         if not n and len(view) and not self.frames.complete():
-            raise CorruptImage(f"the zstd stream ends early (truncated image?) after "
-                               f"{self.raw.consumed} bytes")
+            raise CorruptImage(f"the image is truncated or corrupt: the zstd stream ends "
+                               f"early at byte {self.raw.consumed}")
         return n
 
     def read(self, n: int = CHUNK) -> bytes:
@@ -320,4 +322,5 @@ def peek_decompressed(head: bytes, kind: str, limit: int = 1 << 20) -> bytes:
             return reader.read(limit)
         return _new(kind).decompress(head, limit)
     except (zlib.error, lzma.LZMAError, zstandard.ZstdError) as e:
-        raise CorruptImage(f"the {kind} data is corrupt at its start: {e}") from None
+        raise CorruptImage(f"the image is corrupt: the {kind} data is corrupt at its start "
+                           f"({e})") from None

@@ -39,6 +39,7 @@ from toolkit.blockio.hashing import (
 from toolkit.blockio.pipeline import BAD, DATA, DEFAULT_CHUNK, END, ZERO, Feed, Pipeline
 from toolkit.blockio.reader import DeviceReader
 from toolkit.blockio.verify import VerifyOutcome, compare_regions
+from toolkit.disks import gate, transport
 from toolkit.jobs.progress import Reporter
 
 MiB = 1 << 20
@@ -55,16 +56,99 @@ class Failed(Exception):
 
 
 class Target:
-    """The target disk opened for writing: O_DIRECT, O_EXCL (not mounted, not held)."""
+    """The target disk opened for writing: O_DIRECT, O_EXCL (not mounted, not held), its
+    descriptor the write gate's (:meth:`open`; ``hold``). Given a path, a regular file
+    only (an image file in tests): a block device is written through the gate alone."""
 
-    def __init__(self, path: str):
-        self.path = path
-        self.fd = blockdev.open_device(path, write=True, direct=True, exclusive=True)
+    def __init__(self, target: gate.WriteHold | str):
+        if isinstance(target, gate.WriteHold):
+            self.hold: gate.WriteHold | None = target
+            self.path = target.path
+            self._fd = -1
+        else:
+            self.hold, self.path = None, target
+            self._fd = gate.open_file(target, direct=True)
         self.size = blockdev.device_size(self.fd)
         self.sector = blockdev.logical_sector_size(self.fd)
         self.head_written = False
         self.zeroout = True  # BLKZEROOUT for all-zero chunks, until the device refuses it
         self.zeroed = 0  # bytes zeroed that way
+        # a storage outage (toolkit.disks.transport): waited out, then the same I/O again
+        self.guard: transport.Guard | None = None
+        self.outage_limit = transport.DEFAULT_LIMIT
+        self.sys_root = "/sys"
+        self._reopen: tuple = ((), None, frozenset())  # inputs, consent, source_role
+
+    @classmethod
+    def open(cls, target, inputs=(), *, consent: gate.Consent | None = None,
+             source_role=frozenset()) -> Target:
+        """The target ``Endpoint`` opened by the write gate, which refuses
+        (:class:`~toolkit.errors.Refused`) unless it may be written with ``inputs`` (the
+        image, its backing files: :class:`toolkit.disks.gate.Input`) read and
+        ``consent`` names it."""
+        inputs = list(inputs)
+        t = cls(gate.open_target(target, inputs, consent=consent, source_role=source_role,
+                                 direct=True))
+        t._reopen = (inputs, consent, frozenset(source_role))
+        return t
+
+    # storage outages ------------------------------------------------------------------
+    def watch(self, reporter: Reporter | None, cancel: threading.Event | None) -> None:
+        """Guard the target's path from now on: an I/O error while it is down pauses the
+        restore (the progress says "TARGET path to ADDR lost, waiting 0:42 (gives up at
+        10:00)") until it is back, then the same I/O is done again; past
+        ``outage_limit`` seconds it fails. An image file (tests) has no path to guard."""
+        if self.hold is None or self.guard is not None:
+            return
+        self.guard = transport.Guard(
+            transport.Lun.of("TARGET", self.hold.node, self.sys_root), self.outage_limit,
+            report=reporter.waiting if reporter else None, cancel=cancel)
+
+    def retry(self, io, pos: int | None = None):
+        """``io(fd)``; after an I/O error while the path is down: waited out (a device back
+        under another name reopened through the write gate) and done again. A media error
+        is raised as it is; an outage past the limit as :class:`Failed`."""
+        while True:
+            try:
+                return io(self.fd)
+            except OSError as e:
+                if not self.outage(e, pos):
+                    raise
+
+    def outage(self, error: OSError, pos: int | None = None) -> bool:
+        """Whether ``error`` came from an outage, now waited out (True: do the I/O again)."""
+        g = self.guard
+        if g is None or not g.outage(error):
+            return False
+        old = g.lun.name
+        try:
+            name = g.wait(pos)
+            if name != old:
+                self._reopen_as(g.node(), old)
+        except transport.Outage as e:
+            raise Failed(f"{e}; the restore stopped" if not e.cancelled else "cancelled",
+                         "cancelled" if e.cancelled else "failed") from None
+        return True
+
+    def _reopen_as(self, node: str, old: str) -> None:
+        inputs, consent, source_role = self._reopen
+        try:
+            hold = transport.reopen_target(self.hold.target, node, inputs, consent=consent,
+                                           source_role=source_role)
+        except ValueError as e:
+            raise Failed(f"the TARGET came back as {node} (it was /dev/{old}), but {e}: "
+                         "nothing more is written to it") from None
+        self.hold.close()
+        self.hold = hold
+
+    def read_failed(self, pos: int, n: int, error: OSError) -> int | None:
+        """For the read-back's reader: the descriptor to read again from after an outage,
+        None for a media error."""
+        return self.fd if self.outage(error, pos) else None
+
+    @property
+    def fd(self) -> int:
+        return self.hold.fd if self.hold is not None else self._fd
 
     def _zero(self, start: int, length: int) -> None:
         buf = blockdev.AlignedBuffer(MiB)
@@ -108,9 +192,11 @@ class Target:
             buf.close()
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        if self.hold is not None:
+            self.hold.close()
+        elif self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self):
         return self
@@ -192,6 +278,7 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
     region = region_size_for(target.size, chunk)
     digest = RegionHasher(algorithm, target.size, region)
     digest.update(0, memoryview(head))
+    target.watch(reporter, cancel)
     back = ReadBack(target, algorithm, region, head, chunk) if read_back else None
     end, unsynced = len(head), 0  # a head under 1 MiB is the whole image
     try:
@@ -210,7 +297,7 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
                         raise error
                     end, unsynced = pos + n, unsynced + n
                     if back and unsynced >= SYNC_EVERY:
-                        os.fdatasync(target.fd)
+                        target.retry(os.fdatasync, end)
                         back.advance(end)
                         unsynced = 0
                     reporter.update(progress_of(end) if progress_of else end)
@@ -219,7 +306,7 @@ def write_stream(reader, target: Target, *, head: bytes, algorithm: str, reporte
                                  f"{pos}: {e.strerror or e}") from None
         if cancel.is_set():
             raise Failed("cancelled", "cancelled")
-        os.fsync(target.fd)
+        target.retry(os.fsync, end)
     except BaseException:
         if back:
             back.stop()
@@ -237,12 +324,12 @@ def _write(target: Target, buf: blockdev.AlignedBuffer, pos: int, n: int, *, zer
                       "boundary: truncated, or not a disk image")
     if zero and target.zeroout:
         try:
-            blockdev.zero_out(target.fd, pos, n)
+            target.retry(lambda fd: blockdev.zero_out(fd, pos, n), pos)  # outages waited out
             target.zeroed += n
             return None
         except OSError:
             target.zeroout = False  # not offered by this device: write the zeros
-    blockdev.write_exact(target.fd, buf.view[:n], pos)
+    target.retry(lambda fd: blockdev.write_exact(fd, buf.view[:n], pos), pos)
     return None
 
 
@@ -267,7 +354,9 @@ class ReadBack:
         self.stopped = False
         self.while_writing = 0  # bytes read back before the writer finished
         self.t0 = time.monotonic()
-        self.pipe = Pipeline(DeviceReader(target.fd, self._flushed(), chunk), chunk=chunk,
+        self.pipe = Pipeline(DeviceReader(target.fd, self._flushed(), chunk,
+                                          on_error=getattr(target, "read_failed", None)),
+                             chunk=chunk,
                              buffers=2, stage=HashStage(self.hasher, sink=True),
                              names=("rtk-read-back", "rtk-read-back-hash"))
 

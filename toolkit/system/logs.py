@@ -1,5 +1,7 @@
 """Log sources the menu's log viewer shows: the toolkit's own reports and logs
-under /var/log/rtk, the kernel ring buffer and this boot's journal."""
+under /var/log/rtk (on the RTK-DATA partition when there is one:
+:mod:`toolkit.system.state`), the kernel ring buffer and this boot's journal. The
+Logs screen also saves them all as one bundle (:mod:`toolkit.system.bundle`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from toolkit.system import tools
+from toolkit.system.atomic import TMP_SUFFIX
 from toolkit.system.paths import LOG_DIR
 
 MAX_BYTES = 2 * 1024 * 1024  # the tail of a file that the viewer shows
@@ -25,7 +28,7 @@ def sources(log_dir: str = LOG_DIR) -> list[LogSource]:
     if os.path.isdir(log_dir):
         for name in os.listdir(log_dir):
             path = os.path.join(log_dir, name)
-            if os.path.isfile(path):
+            if os.path.isfile(path) and not name.endswith(TMP_SUFFIX):  # a write under way
                 files.append((os.path.getmtime(path), path))
     out = [LogSource(os.path.basename(p), "file", p) for _, p in sorted(files, reverse=True)]
     out.append(LogSource("Kernel messages (dmesg)", "command", ("dmesg", "--ctime")))

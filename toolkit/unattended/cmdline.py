@@ -1,6 +1,6 @@
 """The kernel command line, split with the kernel's own rules, and the
 dracut-style network values the unattended mode reads from it (``ip=``,
-``vlan=``; ``iscsi:`` LUNs are parsed in :mod:`toolkit.selectors`).
+``vlan=``; ``iscsi:`` LUNs are parsed in :mod:`toolkit.unattended.selectors`).
 
 Splitting follows ``next_arg()`` of the kernel's lib/cmdline.c byte for byte:
 parameters are separated by the kernel's ``isspace()`` bytes (space, tab,
@@ -28,6 +28,13 @@ QUOTE, EQUALS = 0x22, 0x3D
 
 class CmdlineError(ValueError):
     """A malformed parameter; the message names it and says what was expected."""
+
+
+def is_number(text: str) -> bool:
+    """Decimal digits 0-9 only (``str.isdigit`` also takes "²" and "١٢", which ``int``
+    refuses or reads as another number than the one shown), and not thousands of them
+    (which ``int`` refuses too): no number of ours has more than 100."""
+    return text.isascii() and text.isdigit() and len(text) <= 100
 
 
 def split_args(raw: bytes) -> list[tuple[bytes, bytes | None]]:
@@ -190,13 +197,14 @@ def _fields(value: str, param: str) -> list[str]:
 def _mtu(text: str, param: str) -> int | None:
     if not text:
         return None
-    if not text.isdigit():
-        raise CmdlineError(f"{param}: MTU {text!r} is not a number")
+    if not is_number(text):
+        raise CmdlineError(f"{param}: MTU {text[:20]!r}{'...' if len(text) > 20 else ''} "
+                           "is not a number (576 to 9216)")
     return int(text)
 
 
 def _prefix(mask: str, param: str) -> int:
-    if mask.isdigit():
+    if is_number(mask):
         return int(mask)
     try:
         return ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
@@ -233,7 +241,7 @@ def parse_ip(value: str) -> NetSettings | None:
         raise CmdlineError(f"{p}: a <peer> (point-to-point) is not supported: leave it empty")
     if not iface:
         raise CmdlineError(f"{p}: name the <interface> (6th field)")
-    if extra and (extra[0] == "" or extra[0].isdigit()):
+    if extra and (extra[0] == "" or is_number(extra[0])):
         mtu = _mtu(extra[0], p)
         if any(extra[1:]):
             raise CmdlineError(f"{p}: setting a MAC address is not supported")
@@ -263,7 +271,7 @@ def parse_vlan(value: str) -> tuple[str, str, int]:
     """dracut ``vlan=<vlanname>:<phys-dev>`` -> (vlanname, phys-dev, VLAN id). Names:
     vlan0005, vlan5, eth0.0005, eth0.5 (the id is read from the name)."""
     name, sep, phys = value.partition(":")
-    m = re.fullmatch(r"(?:vlan|(.+)\.)0*(\d+)", name)
+    m = re.fullmatch(r"(?:vlan|(.+)\.)0*([0-9]+)", name)
     if not sep or not phys or not m or (m.group(1) and m.group(1) != phys):
         raise CmdlineError(f"vlan={value}: expected vlan=<vlanname>:<phys-dev> with a name "
                            "vlan<ID> or <phys-dev>.<ID>, e.g. vlan=eth0.42:eth0")

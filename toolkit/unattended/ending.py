@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from toolkit.jobs import report
+from toolkit.jobs.report import safe_url
 from toolkit.unattended.plan import Plan
-from toolkit.unattended.reporter import safe_url
 
 
 @dataclass
@@ -59,11 +59,19 @@ def render_text(data: dict, reason: str) -> str:
               ("size", disk.get("size")), ("transport", disk.get("transport"))]
     img = [("location", image.get("location")), ("kind", image.get("kind")),
            ("size", image.get("size")), ("sha256 expected", image.get("sha256_expected"))]
+    # .get: a short CHAP secret scrubbed out of the keys may have renamed them
+    dry = [("Dry run: a real run would", [(str(i + 1), f"{w.get('phase')}: would "
+                                                       f"{w.get('action')}")
+                                          for i, w in enumerate(data.get("would_do") or [])
+                                          if isinstance(w, dict)]),
+           ("Dry run: not checked", [(str(i + 1), w)
+                                     for i, w in enumerate(data.get("not_checked") or [])])]
     return report.render_text("Unattended run", [
         ("Result", rows), ("Disk", target), ("Image", img),
         ("Hashes", [(k, v) for k, v in hashes.items()]),
         ("Timings (s)", [(k, v) for k, v in (data.get("timings") or {}).items()]),
         ("Warnings", [(str(i + 1), w) for i, w in enumerate(data.get("warnings") or [])]),
+        *[(heading, lines) for heading, lines in dry if lines],
         ("Reports", [(k, v) for k, v in (data.get("reports") or {}).items()])])
 
 
@@ -99,7 +107,44 @@ def write_local_report(job, reporter, plan: Plan, end: dict, reason: str) -> dic
         reports["json"], reports["text"] = paths.json, paths.text
     except OSError as e:
         job.con.say(f"warning: cannot write the local report: {e}")
+    if plan.bundle:  # after the local report, which it holds; the end event says how it went
+        end["bundle"] = send_bundle(reporter, plan, job.con)
     return reports
+
+
+def send_bundle(reporter, plan: Plan, console) -> dict:
+    """``bundle: true``: the logs bundle (:mod:`toolkit.system.bundle`, the run's secrets
+    masked) as one ``bundle`` event to the report server, the .tar.gz in base64. Returns
+    what the end event says of it (name, size, sha256, sent, error); never raises."""
+    import base64
+    import time
+
+    from toolkit.jobs.report import iso_time
+    from toolkit.system import bundle
+    from toolkit.unattended.reporter import SCHEMA, scrub
+
+    try:
+        with bundle.temporary(secrets=reporter.secrets) as b, open(b.path, "rb") as f:
+            data = f.read()
+    except Exception as e:  # noqa: BLE001 - the run's result stands without its bundle
+        console.say(f"warning: cannot make the logs bundle: {e}")
+        return {"sent": False, "error": f"cannot make the bundle: {e}"}
+    info = {"name": b.name, "size": b.size, "sha256": b.sha256,
+            "not_collected": [f"{e.name}: {e.note}" for e in b.missing()]}
+    reporter.seq += 1
+    body = scrub({"schema": SCHEMA, "event": "bundle", "run_id": reporter.run_id,
+                  "seq": reporter.seq, "time": iso_time(time.time()), "host": reporter.host,
+                  **reporter.common, "bundle": info}, reporter.secrets)
+    body["bundle"] = {**body["bundle"], "encoding": "base64",  # not scrubbed: it is binary
+                      "data": base64.b64encode(data).decode("ascii")}
+    client = reporter.client
+    ok = bool(client and client.post(body))
+    error = None if ok else (getattr(client, "last_error", None) or "no report server")
+    if ok:
+        console.say(f"logs bundle {b.name} ({b.size} bytes) sent to {safe_url(plan.report)}")
+    else:
+        console.say(f"warning: the logs bundle did not reach {safe_url(plan.report)} ({error})")
+    return {**info, "sent": ok, "error": error}
 
 
 def announce(console, out: Outcome) -> None:

@@ -7,31 +7,37 @@
 3. ``select``: the one disk ``rtk.disk=`` names (:func:`toolkit.unattended.selectors.select`),
    and ``rtk.consent=`` must name it (:func:`~toolkit.unattended.selectors.check_consent`).
 4. ``check``: restore: :func:`toolkit.restore.plan_restore` (image readable,
-   fits the disk, not a SOURCE, not in use...) and, for raw images with a
-   SHA-256, a hashing pass over the image; copy:
+   fits the disk, not a SOURCE, not in use...) and, with a SHA-256, the
+   restore's own check before writing (:func:`toolkit.restore.check_image`: a
+   first pass over the image, an HTTP one spooled where it fits); copy:
    :func:`toolkit.copy.plan.plan_copy` with the SOURCE roles.
 5. ``write``: :func:`toolkit.restore.restore` or :func:`toolkit.copy.engine.copy`,
    progress to the console and the report server.
 
-A failed check raises :class:`Stop` before the first write to any disk.
+A failed check raises :class:`Stop` before the first write to any disk. A dry run
+(``dry_run``) changes nothing: ``network`` only validates the settings against the NICs
+here, ``iscsi`` only opens (and closes) a TCP connection to each portal, ``select`` looks
+among the disks already present; each says what a real run would do (:meth:`Job.would`,
+the report's ``would_do``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 
 from toolkit import iscsi
+from toolkit.disks import gate
 from toolkit.disks.identity import identity_of
 from toolkit.disks.inventory import Disk
 from toolkit.iscsi.adm import redact
 from toolkit.jobs import report
-from toolkit.jobs.progress import Progress, Reporter
+from toolkit.jobs.progress import Progress
+from toolkit.jobs.report import safe_url
 from toolkit.unattended import selectors
 from toolkit.unattended.console import Console
 from toolkit.unattended.plan import Plan
-from toolkit.unattended.reporter import RunReporter, safe_url
+from toolkit.unattended.reporter import RunReporter
 from toolkit.unattended.selectors import IscsiLun, Selector
 
 PHASES = ("network", "iscsi", "select", "check", "write")
@@ -63,6 +69,31 @@ def set_initiator(name: str) -> None:
         iscsi.set_initiator_name(name)
 
 
+def probe_portal(host: str, port: int, timeout: float = 5.0) -> str | None:
+    """None when ``host:port`` accepts a TCP connection (closed at once: no iSCSI login, no
+    discovery, nothing recorded here), else why not in plain words."""
+    import socket
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except socket.gaierror:
+        return f"the host name {host} is not resolved"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
+def _net_line(s) -> str:
+    """``ens3 static 10.0.2.15/24 gateway 10.0.2.2, DNS 10.0.2.3, MTU 9000``."""
+    parts = [s.iface, s.mode] + ([s.address] if s.address else [])
+    extra = ([f"gateway {s.gateway}"] if s.gateway else []) + (
+        [f"DNS {' '.join(s.dns)}"] if s.dns else []) + ([f"MTU {s.mtu}"] if s.mtu else [])
+    return " ".join(parts) + (f" ({', '.join(extra)})" if extra else "")
+
+
 def _lun_label(x: IscsiLun) -> str:
     return f"{x.role} {x.iqn} LUN {x.lun} at {x.portal}"
 
@@ -76,6 +107,12 @@ def iscsi_luns(plan: Plan) -> list[IscsiLun]:
                              for x in out):
         out.append(im.lun)
     return out + list(plan.targets)
+
+
+def _consent(plan: Plan) -> gate.Consent:
+    """``rtk.consent=`` as the write gate takes it (it checks it names the disk)."""
+    c = plan.consent
+    return gate.Consent.unattended(c.kind, c.value) if c else gate.Consent.unattended("", "")
 
 
 def _source_selector(plan: Plan) -> Selector | None:
@@ -106,6 +143,8 @@ class Job:
         self.inner: dict = {}  # the restore/copy result as its report has it
         self.inner_report: report.ReportPaths | None = None
         self.written = False
+        self.would_do: list[dict] = []  # a dry run: what a real run would do, in order
+        self.not_checked: list[str] = []  # a dry run: what it could not check
         self.secrets = plan_secrets(plan)
 
     def clean(self, text: str) -> str:
@@ -135,11 +174,15 @@ class Job:
         if not self.plan.network:
             return
         from toolkit.net.errors import NetError
-        self.enter("network", "network: applying " + ", ".join(
-            f"{s.iface} {s.mode}" for s in self.plan.network))
+        self.enter("network", "network: " + ("checking" if self.dry_run else "applying") + " "
+                   + ", ".join(f"{s.iface} {s.mode}" for s in self.plan.network))
         try:
             known = self.hooks["known_nics"]()
-            for s in self.plan.network_settings(known):
+            settings = self.plan.network_settings(known)  # validated: the NICs exist here
+            for s in settings:
+                if self.dry_run:  # nothing applied: what a real run would do
+                    self.would("network", f"apply {_net_line(s)}", settings=s.to_dict())
+                    continue
                 r = self.hooks["apply_network"](s, known_nics=known)
                 addrs = ", ".join(getattr(r, "addresses", []) or []) or "no address yet"
                 self.con.say(f"network: {s.iface} up ({addrs})")
@@ -150,6 +193,8 @@ class Job:
         luns = iscsi_luns(self.plan)
         if not luns:
             return
+        if self.dry_run:
+            return self.attach_dry(luns)
         self.enter("iscsi", f"iscsi: attaching {len(luns)} LUN(s)")
         try:
             if self.plan.initiator:
@@ -178,10 +223,55 @@ class Job:
             self.con.say(f"iscsi: attached {_lun_label(x)}"
                          + (f" as {', '.join(d for d in devices if d)}" if any(devices) else ""))
 
+    def attach_dry(self, luns: list[IscsiLun]) -> None:
+        """A dry run's iscsi phase: no initiator name set, no discovery (it would create
+        node records), no login; only a TCP connect to each portal, which changes
+        nothing here."""
+        self.enter("iscsi", f"iscsi: checking {len(luns)} LUN(s) (dry run: no login)")
+        if self.plan.initiator:
+            self.would("iscsi", f"set the initiator name to {self.plan.initiator}",
+                       initiator=self.plan.initiator)
+        answered: dict[tuple[str, int], str | None] = {}
+        for x in luns:
+            if (x.host, x.port) not in answered:
+                answered[x.host, x.port] = self.hooks["probe_portal"](x.host, x.port)
+            why = answered[x.host, x.port]
+            if why:
+                raise Stop("iscsi", self.clean(f"iSCSI portal unreachable for {_lun_label(x)}: "
+                                               f"{x.portal} does not answer ({why}); a real run "
+                                               "would stop here"))
+            self.would("iscsi", f"attach {_lun_label(x)}"
+                       + (" with CHAP" if x.chap else "") + (", mutual" if x.mutual else ""),
+                       role=x.role, iqn=x.iqn, lun=x.lun, portal=x.portal,
+                       chap=bool(x.chap), mutual=bool(x.mutual), portal_answers=True)
+
+    def would(self, phase: str, action: str, **details) -> None:
+        """A dry run: what a real run would do here (the console and the report say it)."""
+        self.would_do.append({"phase": phase, "action": action, **details})
+        self.con.say(f"{phase}: dry run: would {action}")
+
+    def _not_attached(self, disks: list[Disk], sel: Selector, param: str) -> None:
+        """A dry run attached nothing: a disk that may be one of the LUNs a real run would
+        attach cannot be selected. Stop the dry run there (not a refusal), saying so."""
+        luns = iscsi_luns(self.plan)
+        if not (self.dry_run and luns) or any(selectors.matches(d, sel) for d in disks):
+            return
+        if sel.kind == "iscsi" and all((x.iqn, x.lun) != (sel.iqn, sel.lun) for x in luns):
+            return  # not a LUN of this run: a real run would not find it either
+        what = (f"{param}={sel} is a LUN this run would attach" if sel.kind == "iscsi" else
+                f"no disk here matches {param}={sel}, and it may be one of the "
+                f"{len(luns)} LUN(s) this run would attach")
+        note = (f"{what}, not attached in a dry run: the selection, the consent and the "
+                f"{'image' if self.plan.mode == 'restore' else 'copy'} checks were not done")
+        self.not_checked.append(f"select: {note}")
+        raise Stop("select", f"dry run: the checks up to here passed, nothing was changed; "
+                             f"{note}", "dry-run")
+
     def select(self) -> list[Disk]:
         self.enter("select", f"disk: looking for rtk.disk={self.plan.disk}")
         try:
-            disks = self.hooks["list_disks"]()
+            disks = self.hooks["list_disks"]()  # a dry run: only the disks present
+            self._not_attached(disks, self.plan.disk, "rtk.disk")
             self.disk = selectors.select(disks, self.plan.disk)
             self.rep.update(disk=disk_identity(self.disk))
             self.con.say(f"disk: found {selectors.describe(self.disk)}")
@@ -192,6 +282,7 @@ class Job:
                 if sel is None:
                     raise Stop("select", "rtk.mode=copy: no source (rtk.image=iscsi:IQN:LUN "
                                          "or exactly one rtk.source=)")
+                self._not_attached(disks, sel, "the source")
                 self.source = selectors.select(disks, sel, "the source")
                 self.rep.update(source=disk_identity(self.source))
                 self.con.say(f"source: {selectors.describe(self.source)}")
@@ -207,6 +298,7 @@ class Job:
             return im.location
         if im.kind == "path":
             return os.path.join(self.medium, im.location.lstrip("/"))
+        self._not_attached(disks, im.selector, "rtk.image")
         try:
             return selectors.select(disks, im.selector, "rtk.image").path
         except selectors.SelectError as e:
@@ -214,7 +306,6 @@ class Job:
 
     def check_restore(self, disks: list[Disk]):
         from toolkit import restore
-        from toolkit.restore import detect
 
         location = self.image_location(disks)
         self.enter("check", f"check: image {safe_url(location)} onto {self.disk.path}")
@@ -225,9 +316,10 @@ class Job:
         except restore.Refused as e:
             raise Stop("check", "; ".join(e.problems)) from None
         except OSError as e:  # requests' ConnectionError, Timeout... (not a SourceError)
-            why = getattr(e, "strerror", None) or type(e).__name__
-            raise Stop("check", f"cannot read the image {safe_url(location)}: {why} (is the "
-                                "server up and reachable?); nothing was written") from None
+            from toolkit.restore.source import is_url, os_reason
+            hint = " (is the server up and reachable?)" if is_url(location) else ""
+            raise Stop("check", f"cannot read the image {safe_url(location)}: {os_reason(e)}"
+                                f"{hint}; nothing was written") from None
         img = rplan.image
         self.rep.update(image={"location": safe_url(location), "kind": img.kind,
                                "size": img.size, "sha256_expected": img.expected_sha256,
@@ -237,33 +329,43 @@ class Job:
             self.con.say(f"warning: {w}")
         self.con.say(f"check: {img.kind}, {img.size or 'unknown'} bytes, fits "
                      f"{self.disk.path} ({rplan.target.size} bytes)")
-        if img.expected_sha256 and img.format == detect.RAW:
-            # a raw image is streamed onto the disk: check its hash before writing
-            got = self.timed("checksum", self.prehash, location, opts)
-            self.hashes["image_sha256"] = got
-            if got != img.expected_sha256:
-                raise Stop("check", f"SHA-256 mismatch: the image {safe_url(location)} "
-                                    f"hashes to {got}, expected {img.expected_sha256} "
-                                    f"(from {safe_url(img.sha256_from)}); nothing was written",
-                           "mismatch")
-            self.con.say("check: SHA-256 matches")
+        if img.expected_sha256:
+            self.check_sha256(rplan, location)
         return rplan
 
-    def prehash(self, location: str, opts) -> str:
-        from toolkit.restore import source as sourcemod
-        rep = Reporter(self.on_progress, 0.25)
-        h, done = hashlib.sha256(), 0
+    def check_sha256(self, rplan, location: str) -> None:
+        """The restore's own check before writing (:func:`toolkit.restore.check_image`), run
+        in the check phase: its result (and an HTTP image's spool) stays in ``rplan`` for
+        the write phase; a dry run drops it."""
+        from toolkit import restore
+        img = rplan.image
         try:
-            with sourcemod.open_source(location, **opts.source_kw()) as src:
-                rep.start("checksum", src.size or 0)
-                while data := src.read(8 << 20):
-                    h.update(data)
-                    done += len(data)
-                    rep.update(done)
+            checked = self.timed("checksum", restore.check_image, rplan,
+                                 progress=self.on_progress)
+        except restore.ChecksumMismatch as e:
+            self.hashes["image_sha256"] = e.sha256
+            raise Stop("check", f"SHA-256 mismatch: the image {safe_url(location)} hashes to "
+                                f"{e.sha256}, expected {img.expected_sha256} (from "
+                                f"{safe_url(img.sha256_from)}); nothing was written",
+                       "mismatch") from None
+        except restore.Refused as e:
+            raise Stop("check", "; ".join(e.problems)) from None
         except OSError as e:
-            raise Stop("check", f"cannot read the image to check its SHA-256: {e}") from None
-        rep.update(done, force=True)
-        return h.hexdigest()
+            from toolkit.restore.source import os_reason
+            raise Stop("check", f"cannot read the image {safe_url(location)} to check its "
+                                f"SHA-256: {os_reason(e)}; nothing was written") from None
+        except Exception as e:  # noqa: BLE001 - restore.Failed: cancelled
+            raise Stop("check", f"{e}") from None
+        if checked is None:  # a container too large to spool: checked while downloading
+            self.con.say("check: the SHA-256 is checked while the image is downloaded, "
+                         "before writing")
+            return
+        self.hashes["image_sha256"] = checked.sha256
+        self.con.say("check: SHA-256 matches" + (" (image spooled to the temporary "
+                                                 "directory)" if checked.spool else ""))
+        if self.dry_run:
+            checked.close()
+            rplan.checked = None
 
     def check_copy(self, disks: list[Disk]):
         from toolkit.copy import engine as copy
@@ -273,6 +375,9 @@ class Job:
                                    source_role=self.hooks["source_keys"](), disks=disks)
         except copy.Refused as e:
             raise Stop("check", "; ".join(e.problems)) from None
+        why = gate.consent_problem(cplan.target, _consent(self.plan))  # the gate's word
+        if why:
+            raise Stop("check", why)
         self.warnings += cplan.warnings
         for w in cplan.warnings:
             self.con.say(f"warning: {w}")
@@ -282,7 +387,9 @@ class Job:
         from toolkit import restore
         self.enter("write", f"write: restoring onto {self.disk.path}")
         self.written = True
-        res = self.timed("write", restore.restore, rplan, progress=self.on_progress)
+        # the write gate opens the disk only if rtk.consent= names it
+        res = self.timed("write", restore.restore, rplan, progress=self.on_progress,
+                         consent=_consent(self.plan))
         self.inner, self.inner_report = res.to_dict(), res.report
         self.hashes.update({"image_sha256": res.input_sha256 or self.hashes.get("image_sha256"),
                             "sha256_match": res.sha256_match,
@@ -293,13 +400,20 @@ class Job:
         return res.status, res.message
 
     def write_copy(self, cplan) -> tuple[str, str]:
+        from toolkit.copy import binding
         from toolkit.copy import engine as copy
         self.enter("write", f"write: copying {self.source.path} onto {self.disk.path}")
         self.written = True
+        # a mapfile of the pair already there: refused unless the plan's resume says
+        # yes (continue it; refused if another pair's or the source changed) or restart
+        existing = {"yes": "resume", "restart": "restart"}.get(self.plan.resume, "refuse")
+        options = copy.CopyOptions(verify=self.plan.verify, existing=existing,
+                                   choices=binding.UNATTENDED,
+                                   outage_limit=self.plan.outage_limit)
         try:
-            res = self.timed("write", copy.copy, cplan, copy.CopyOptions(verify=self.plan.verify),
-                             progress=self.on_progress)
-        except copy.Refused as e:  # target busy (no exclusive open), foreign mapfile
+            res = self.timed("write", copy.copy, cplan, options, progress=self.on_progress,
+                             consent=_consent(self.plan))
+        except copy.Refused as e:  # target busy (no exclusive open), a mapfile there
             self.written = False
             raise Stop("write", "; ".join(e.problems)) from None
         self.inner, self.inner_report = report.to_jsonable(res), res.report

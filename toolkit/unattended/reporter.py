@@ -22,14 +22,17 @@ import requests
 
 from toolkit.iscsi.adm import redact
 from toolkit.jobs.progress import Progress
-from toolkit.jobs.report import iso_time, safe_url  # noqa: F401 - part of this module's API
+from toolkit.jobs.report import iso_time
+from toolkit.net.http import http_failure
 from toolkit.system import machine
 
 SCHEMA = "rtk-unattended/1"
 
 
 def scrub(value, secrets: Iterable[str]):
-    """``value`` (JSON-able) with every secret replaced by ``********``, in keys and values."""
+    """``value`` (JSON-able) with every secret replaced by ``********``, in values and in
+    keys. A secret of fewer than 4 characters is replaced in a key only when it is the
+    whole key: it must not rename the report's own fields (``phase`` holds an "a")."""
     secrets = [s for s in secrets if s]
     if not secrets:
         return value
@@ -37,11 +40,14 @@ def scrub(value, secrets: Iterable[str]):
     def text(s: str) -> str:
         return redact(s, secrets)
 
+    def key(k: str) -> str:
+        return "********" if k in secrets else redact(k, [s for s in secrets if len(s) >= 4])
+
     def walk(v):
         if isinstance(v, str):
             return text(v)
         if isinstance(v, dict):
-            return {text(str(k)): walk(x) for k, x in v.items()}
+            return {key(str(k)): walk(x) for k, x in v.items()}
         if isinstance(v, list | tuple):
             return [walk(x) for x in v]
         return v
@@ -98,7 +104,7 @@ class ReportClient:
                     return True
                 self.last_error = f"HTTP {r.status_code}"
             except requests.RequestException as e:
-                self.last_error = type(e).__name__
+                self.last_error = http_failure(e)
             except Exception as e:  # noqa: BLE001 - a report must never stop the job
                 self.last_error = f"{type(e).__name__}: {e}"
             if attempt + 1 < tries:

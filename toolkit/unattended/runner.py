@@ -3,8 +3,9 @@ action.
 
 :func:`run` goes through the phases of :class:`~toolkit.unattended.job.Job` in order
 (network, iscsi, select, check, write), and every check comes before the first write to
-any disk; ``dry_run`` stops before the write. Then the local report, the ``end`` event
-and the done action (:mod:`toolkit.unattended.ending`).
+any disk; ``dry_run`` changes nothing (no network settings applied, no LUN attached, no
+initiator name set) and stops before the write, reporting what a real run would do.
+Then the local report, the ``end`` event and the done action (:mod:`toolkit.unattended.ending`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from toolkit import exitcodes, iscsi
 from toolkit.disks import inventory as disks_mod
 from toolkit.disks import roles
 from toolkit.disks.inventory import Disk
+from toolkit.jobs.report import safe_url
 from toolkit.system import machine
 from toolkit.system.paths import LIVE_MEDIUM
 from toolkit.unattended.console import Console
@@ -35,10 +37,11 @@ from toolkit.unattended.job import (
     disk_identity,
     iscsi_luns,
     plan_secrets,
+    probe_portal,
     set_initiator,
 )
 from toolkit.unattended.plan import Plan
-from toolkit.unattended.reporter import ReportClient, RunReporter, safe_url
+from toolkit.unattended.reporter import ReportClient, RunReporter
 from toolkit.unattended.selectors import SOURCE, TARGET
 
 
@@ -48,12 +51,18 @@ def run(plan: Plan, *, reporter: RunReporter | None = None, console: Console | N
         attach: Callable = iscsi.attach, set_initiator: Callable[[str], None] = set_initiator,
         apply_network: Callable | None = None, known_nics: Callable[[], list[str]] | None = None,
         source_keys: Callable[[], frozenset[str]] = roles.source_keys,
+        probe_portal: Callable[[str, int], str | None] = probe_portal,
         dry_run: bool = False, medium: str = LIVE_MEDIUM) -> Outcome:
     """Run ``plan`` (mode restore or copy); never raises for a failed job.
 
     ``reporter``: default a :class:`RunReporter` posting to ``plan.report`` (if set).
     ``power(action)`` is called for "reboot"/"poweroff" after success only (not in a dry
     run; ``None``: never). The other callables are the real steps, replaceable (tests).
+    ``dry_run`` changes nothing: no ``apply_network``, ``set_initiator``, ``attach``
+    or write; the network settings are validated against ``known_nics()``, each portal
+    gets a TCP connect (``probe_portal``), the disk is selected among the disks already
+    present, the image is checked, and the report's ``would_do`` lists what a real run
+    would do (``not_checked`` what the dry run could not check).
     """
     console = console or Console()
     if reporter is None:
@@ -65,7 +74,7 @@ def run(plan: Plan, *, reporter: RunReporter | None = None, console: Console | N
         from toolkit.net.nics import nic_names as known_nics
     hooks = {"list_disks": list_disks, "attach": attach, "set_initiator": set_initiator,
              "apply_network": apply_network, "known_nics": known_nics,
-             "source_keys": source_keys}
+             "source_keys": source_keys, "probe_portal": probe_portal}
     job = Job(plan, reporter, console, dry_run=dry_run, medium=medium, hooks=hooks)
     started = _start(plan, reporter, console, dry_run)
     status, message = _phases(job, plan, dry_run)
@@ -114,7 +123,8 @@ def _phases(job: Job, plan: Plan, dry_run: bool) -> tuple[str, str]:
         checked = job.timed("check", job.check_restore if plan.mode == "restore"
                             else job.check_copy, disks)
         if dry_run:
-            return "dry-run", (f"dry run: every check passed, nothing was written; a real run "
+            _would_write(job, plan)
+            return "dry-run", (f"dry run: every check passed, nothing was changed; a real run "
                                f"would write {job.disk.path} and then {plan.done}")
         return (job.write_restore if plan.mode == "restore" else job.write_copy)(checked)
     except Stop as e:
@@ -122,6 +132,18 @@ def _phases(job: Job, plan: Plan, dry_run: bool) -> tuple[str, str]:
         return e.status, job.clean(str(e))
     except Exception as e:  # noqa: BLE001 - whatever happens, report it and do not reboot
         return "failed", job.clean(f"{type(e).__name__}: {e}")
+
+
+def _would_write(job: Job, plan: Plan) -> None:
+    """A dry run that passed every check: the write and the done action it stopped before."""
+    from toolkit.unattended.selectors import describe
+    what = (f"restore {safe_url(plan.image.location)}" if plan.mode == "restore"
+            else f"copy {job.source.path} ({describe(job.source)})")
+    job.would("write", f"{what} onto {job.disk.path} ({describe(job.disk)}), verify "
+                       f"{'yes' if plan.verify else 'no'}"
+                       + (f", grow {'yes' if plan.grow else 'no'}" if plan.mode == "restore"
+                          else ""), disk=job.disk.path, verify=plan.verify)
+    job.would("done", f"then {plan.done}", done=plan.done)
 
 
 def _end_record(job: Job, status: str, message: str, action: str, started: float) -> dict:
@@ -133,7 +155,8 @@ def _end_record(job: Job, status: str, message: str, action: str, started: float
     return {"phase": job.phase, "result": status, "exit_code": exitcodes.for_status(status),
             "message": message, "error": None if status in ("ok", "dry-run") else message,
             "written": job.written, "hashes": job.hashes, "timings": timings,
-            "attached": job.attached, "warnings": job.warnings, "action": action}
+            "attached": job.attached, "warnings": job.warnings, "action": action,
+            "would_do": job.would_do, "not_checked": job.not_checked}
 
 
 __all__ = ["PHASES", "SOURCE", "TARGET", "Outcome", "Stop", "decide_done", "disk_identity",

@@ -1,7 +1,7 @@
 """Which disks the unattended mode touches, named by stable identity only.
 
 ``rtk.disk=`` (and ``rtk.image=iscsi:IQN:LUN``) is parsed into a
-:class:`Selector`; :func:`select` finds the one :class:`~toolkit.disks.Disk`
+:class:`Selector`; :func:`select` finds the one :class:`~toolkit.disks.inventory.Disk`
 it names, :func:`check_consent` checks ``rtk.consent=`` against that disk.
 Kernel names (``/dev/sdb``) are refused: they change between boots. The
 iSCSI LUNs to attach (``rtk.source=``, ``rtk.target=``, RFC 4173 form) are
@@ -20,7 +20,7 @@ from toolkit.disks.inventory import Disk
 from toolkit.iscsi.adm import Chap
 from toolkit.iscsi.parse import valid_iscsi_name
 from toolkit.iscsi.portal import DEFAULT_PORT, format_portal
-from toolkit.unattended.cmdline import CmdlineError, decode
+from toolkit.unattended.cmdline import CmdlineError, decode, is_number
 
 SOURCE, TARGET = "SOURCE", "TARGET"
 KINDS = ("serial", "wwn", "by-id", "by-path", "iscsi", "rule")
@@ -65,7 +65,7 @@ _RULE = re.compile(r"\s*([a-z_]+)\s*(>=|<=|!=|=|~|>|<)\s*(.*?)\s*")
 _RULE_OPS = {"transport": "= !=", "size": "= >= <= > <", "model": "= != ~",
              "vendor": "= != ~", "serial": "= != ~", "wwn": "= !=", "iqn": "= != ~",
              "lun": "=", "rotational": "=", "removable": "="}
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)b?", re.I)
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?)(i?)b?", re.I)
 
 
 def parse_size(text: str) -> int:
@@ -74,7 +74,10 @@ def parse_size(text: str) -> int:
     if not m:
         raise ValueError(f"{text!r} is not a size (e.g. 100G, 1.5T, 64GiB, 512)")
     power = "kmgtp".find(m.group(2).lower()) + 1 if m.group(2) else 0
-    return int(float(m.group(1)) * (1024 if m.group(3) else 1000) ** power)
+    size = float(m.group(1)) * (1024 if m.group(3) else 1000) ** power
+    if size >= 2 ** 64:  # (and an infinite float of hundreds of digits)
+        raise ValueError(f"{text.strip()[:40]!r} is too large for a disk size")
+    return int(size)
 
 
 def _rule(term: str, param: str) -> Rule:
@@ -87,7 +90,7 @@ def _rule(term: str, param: str) -> Rule:
     try:
         if field == "size":
             parse_size(value)
-        elif field == "lun" and not value.isdigit():
+        elif field == "lun" and not is_number(value):
             raise ValueError(f"LUN {value!r} is not a number")
         elif field in ("rotational", "removable") and value not in ("yes", "no"):
             raise ValueError(f"{field} is yes or no, not {value!r}")
@@ -124,7 +127,7 @@ def parse_selector(text: str, param: str = "rtk.disk") -> Selector:
     if kind != "iscsi":
         return Selector(kind, value)
     iqn, _, lun = value.rpartition(":")
-    if not lun.isdigit() or not valid_iscsi_name(iqn):
+    if not is_number(lun) or not valid_iscsi_name(iqn):
         raise CmdlineError(f"{param}={text}: expected iscsi:<target IQN>:<LUN>, e.g. "
                            "iscsi:iqn.2001-05.com.example:store1:0")
     return Selector(kind, value, iqn=iqn, lun=int(lun))
@@ -238,6 +241,20 @@ class IscsiLun:
 
 
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+def check_host(text: str, where: str) -> str:
+    """A server name, or an IPv4 or IPv6 address (brackets optional), as :class:`IscsiLun`
+    holds it (IPv6 without brackets); CmdlineError otherwise."""
+    h = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return str(ipaddress.ip_address(h))
+    except ValueError:
+        pass
+    if not _HOST.fullmatch(h):
+        raise CmdlineError(f"{where}: {text[:60]!r} is not a server name or address (IPv6 "
+                           "goes in brackets: [2001:db8::1])")
+    return h
+
+
 ISCSI_FORM = ("iscsi:[<username>:<password>[:<reverse>:<password>]@]<servername>:"
               "[<protocol>]:[<port>][:[<iscsi_iface_name>]:[<netdev_name>]]:[<LUN>]:<targetname>")
 
@@ -285,9 +302,9 @@ def parse_iscsi(value: str, role: str, param: str) -> IscsiLun:
                            "supported: leave them empty")
     if proto not in ("", "6"):
         raise CmdlineError(f"{where}: protocol {proto!r}: only 6 (TCP) is supported")
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+    if port and not (is_number(port) and 1 <= int(port) <= 65535):
         raise CmdlineError(f"{where}: port {port!r} is not a number from 1 to 65535")
-    if lun and not lun.isdigit():
+    if lun and not is_number(lun):
         raise CmdlineError(f"{where}: LUN {lun!r} is not a decimal number (the LUN as "
                            "Linux numbers it, lun-N in /dev/disk/by-path)")
     if not valid_iscsi_name(iqn):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import stat
 
-from toolkit.blockio.mapfile import BAD, FINISHED, Mapfile, MapfileError
+from toolkit.copy import binding
 from toolkit.copy import engine as dc
+from toolkit.disks import gate, roles
 from toolkit.disks import inventory as disks_mod
-from toolkit.disks import roles
 from toolkit.disks.inventory import Disk
 from tui.job import Job, JobController
 from tui.views.copy import CopyProgressView, CopyResultView, CopySummaryView
@@ -27,6 +28,8 @@ class CopyController(JobController):
         self.disks: list[Disk] = []
         self.source: Disk | None = None
         self.plan: dc.CopyPlan | None = None
+        self.map_state: binding.MapState | None = None  # the pair's mapfile, if any
+        self.summary: CopySummaryView | None = None  # the confirmation, what was typed
         self.job = Job(app, "Stop the copy?",
                        "The copy stops at a consistent point. Choosing the same SOURCE and "
                        "TARGET again offers to resume it.", "Keep copying")
@@ -59,8 +62,11 @@ class CopyController(JobController):
             if d.name == source.name:
                 out.append((d, "this is the SOURCE"))
                 continue
+            # deep: every alias sysfs knows (a loop device over the source...), for devices
+            # of this machine; the write gate decides the same again when it opens it
             problems, _warnings = dc.check_pair(src, dc.endpoint_from_disk(d),
-                                                self.source_role)
+                                                self.source_role,
+                                                deep=_devices_here(source, d))
             out.append((d, problems[0] if problems else None))
         # eligible targets first, TARGET-role LUNs (SAN volumes) first among them
         return sorted(out, key=lambda c: (c[1] is not None, c[0].role != roles.TARGET))
@@ -81,32 +87,45 @@ class CopyController(JobController):
             self.app.dialog("Cannot copy", str(e), [("OK", self.app.close_dialog)])
             return
         self.plan = plan
-        self.app.push(CopySummaryView(plan, confirmation_word(target),
-                                      self._resumable(plan), self.start))
+        self.map_state = self._map_state(plan)
+        self.summary = CopySummaryView(plan, confirmation_word(target), self.map_state,
+                                       self.start)
+        self.app.push(self.summary)
 
-    def _resumable(self, plan: dc.CopyPlan) -> int | None:
-        """Bytes already copied by an interrupted copy of this same pair, if any."""
-        path = dc.default_mapfile(plan)
+    def _map_state(self, plan: dc.CopyPlan) -> binding.MapState:
+        """What the default mapfile of this pair says (an interrupted or finished copy of
+        it, another pair's, a changed source...): the summary asks what to do with it."""
         try:
-            m = Mapfile.load(path)
-        except (OSError, MapfileError):
-            return None
-        done = m.bytes_with(FINISHED, BAD)
-        return done if done > 0 and not m.finished else None
+            return binding.inspect(plan)
+        except OSError:  # the source cannot be read for its fingerprint: the copy says so
+            return binding.MapState(dc.default_mapfile(plan), default=True)
 
     # --- running -------------------------------------------------------------
     def start(self, *, verify: bool, algorithm: str, skip_zeros: bool, resume: bool) -> None:
         plan = self.plan
         assert plan is not None
-        mapfile = dc.default_mapfile(plan)
-        if not resume and os.path.exists(mapfile):
-            os.unlink(mapfile)
+        state = self.map_state
+        # none there: refuse one that appeared since; one with a problem: only start over
+        existing = ("refuse" if state is None or not state.exists
+                    else "resume" if resume and not state.problem else "restart")
         options = dc.CopyOptions(verify=verify, algorithm=algorithm, skip_zeros=skip_zeros,
-                                 mapfile=mapfile)
+                                 existing=existing, choices=binding.MENU)
+        # what the technician typed: the write gate opens the target only if it names it
+        consent = gate.Consent.menu(self.summary.confirm.edit_text)
         self.job.start_behind(
             CopyProgressView(plan, self.job.confirm_cancel), "disk-copy",
-            lambda progress, cancel: dc.copy(plan, options, progress=progress, cancel=cancel),
+            lambda progress, cancel: dc.copy(plan, options, progress=progress, cancel=cancel,
+                                             consent=consent),
             self._done, lambda e: self.job.failed("Cannot copy", str(e)), errors=(dc.Refused,))
 
     def _done(self, result: dc.CopyResult) -> None:
         self.app.replace(CopyResultView(result, self.app.pop_to_root))
+
+
+def _devices_here(*disks: Disk) -> bool:
+    """Whether every disk's node is a block device of this machine (then the write gate's
+    deep checks can follow its aliases; a disk described by hand has none)."""
+    try:
+        return all(stat.S_ISBLK(os.stat(d.path).st_mode) for d in disks)
+    except OSError:
+        return False

@@ -1,4 +1,5 @@
-"""The Disks screen's controller: the inventory, and one disk in full."""
+"""The Disks screen's controller: the inventory (with what its probe could not find
+out), and one disk in full."""
 
 from __future__ import annotations
 
@@ -12,19 +13,19 @@ class DisksController:
         self.app = app
         self._list_disks = list_disks
 
-    def _load(self) -> tuple[list[Disk], str | None]:
+    def _view(self) -> DisksView:
+        """The list, with the probe's warnings (blkid missing...) as lines of their own."""
         try:
-            return self._list_disks(), None
+            found = self._list_disks()
         except OSError as e:
-            return [], f"Could not read the disks: {e}"
+            return DisksView(self, [], f"Could not read the disks: {e}")
+        return DisksView(self, found, None, getattr(found, "warnings", []))
 
     def show(self) -> None:
-        found, error = self._load()
-        self.app.push(DisksView(self, found, error))
+        self.app.push(self._view())
 
     def refresh(self) -> None:
-        found, error = self._load()
-        self.app.replace(DisksView(self, found, error))
+        self.app.replace(self._view())
 
     def show_disk(self, disk: Disk) -> None:
         self.app.push(DiskDetailView(disk))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from toolkit import restore
+from toolkit.disks import gate, roles
 from toolkit.disks import inventory as disks_mod
-from toolkit.disks import roles
 from toolkit.disks.endpoint import endpoint_from_disk
 from toolkit.disks.inventory import Disk
 from toolkit.restore import checks, media
@@ -50,6 +51,7 @@ class RestoreController(JobController):
         self.options = restore.RestoreOptions(grow=False, verify=True)
         self.inspection: Inspection | None = None
         self.plan: restore.RestorePlan | None = None
+        self.summary: RestoreSummaryView | None = None  # the confirmation, what was typed
         self.job = Job(app, "Stop the restore?",
                        "The target is left without a partition table (its first and last MiB "
                        "zeroed): nothing will take a half-written disk for a valid one.",
@@ -181,8 +183,11 @@ class RestoreController(JobController):
             if d.path == self.image_disk:
                 out.append((d, "this disk holds the image"))
                 continue
+            # deep: every alias sysfs knows (the image's backing file, a partition...),
+            # for devices of this machine; the write gate decides again when it opens it
             problems, _w = checks.check_target(endpoint_from_disk(d), self.location,
-                                               info.size, info.sector_size, role)
+                                               info.size, info.sector_size, role,
+                                               deep=_deep(self.location, d))
             out.append((d, problems[0] if problems else None))
         return sorted(out, key=lambda c: (c[1] is not None, c[0].role != roles.TARGET))
 
@@ -199,8 +204,9 @@ class RestoreController(JobController):
 
         def done(plan: restore.RestorePlan) -> None:
             self.plan = plan
-            self.app.push(RestoreSummaryView(plan, self.inspection, confirmation_word(target),
-                                             self.start))
+            self.summary = RestoreSummaryView(plan, self.inspection, confirmation_word(target),
+                                              self.start)
+            self.app.push(self.summary)
         def work() -> restore.RestorePlan:
             return restore.plan_restore(location, target.path, options, disks=disks)
         self.app.background(f"Checking {target.path}...", work, done,
@@ -211,10 +217,13 @@ class RestoreController(JobController):
         plan = self.plan
         assert plan is not None
         plan.options.grow, plan.options.verify = grow, verify
+        # what the technician typed: the write gate opens the target only if it names it
+        consent = gate.Consent.menu(self.summary.confirm.edit_text)
         # restore() does not raise for a failed restore; anything else is shown
         self.job.start_behind(
             RestoreProgressView(plan, self.job.confirm_cancel), "restore",
-            lambda progress, cancel: restore.restore(plan, progress=progress, cancel=cancel),
+            lambda progress, cancel: restore.restore(plan, progress=progress, cancel=cancel,
+                                                     consent=consent),
             self._done, lambda e: self.job.failed("Restore failed", f"{type(e).__name__}: {e}"))
 
     def _done(self, result: restore.RestoreResult) -> None:
@@ -235,3 +244,15 @@ def _url_problem(url: str, sha256: str | None, ca_file: str | None, insecure: bo
         return "A CA file is for an https:// URL (this one has no TLS)."
     problem = ca_file and sourcemod.check_ca_file(ca_file)
     return f"{problem[0].upper()}{problem[1:]}." if problem else None
+
+
+def _deep(location: str, disk: Disk) -> bool:
+    """Whether the write gate's deep checks can follow the aliases of ``disk`` and of the
+    image at ``location`` (devices and files of this machine; a disk described by hand,
+    or a file that is not there, has none)."""
+    try:
+        if not stat.S_ISBLK(os.stat(disk.path).st_mode):
+            return False
+        return sourcemod.is_url(location) or os.path.exists(location)
+    except OSError:
+        return False

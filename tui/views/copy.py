@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urwid
 
+from toolkit.copy.binding import shown
 from toolkit.units import human_rate, human_size
 from tui.widgets.base import ProgressView, ResultView
 from tui.widgets.confirm import ConfirmOverwriteView
@@ -11,9 +12,15 @@ from tui.widgets.disk_summary import disk_column
 
 
 class CopySummaryView(ConfirmOverwriteView):
+    """The confirmation, and what to do with the pair's mapfile (``state``,
+    :class:`toolkit.copy.binding.MapState`) when there is one: an interrupted copy of
+    this pair (resume or start over), a finished one (verify again or start over), or one
+    that cannot be resumed (another pair's, the source changed, a plain ddrescue one),
+    said, and only started over."""
+
     title = "Disk Copy: confirm"
 
-    def __init__(self, plan, expected: str, resume_done: int | None, on_start):
+    def __init__(self, plan, expected: str, state, on_start):
         self.verify = urwid.CheckBox("Verify: read the target back and compare (recommended)",
                                      state=True)
         group: list = []
@@ -23,12 +30,21 @@ class CopySummaryView(ConfirmOverwriteView):
                                          "reads back zeros: a fresh thin LUN)")
         self.resume = None
         options: list = []
-        if resume_done is not None:
+        if state is not None and state.exists and state.problem:
+            options.append(urwid.Text(("warn", _problem(state))))
+        elif state is not None and state.exists:
             rgroup: list = []
-            self.resume = urwid.RadioButton(
-                rgroup, f"Resume the interrupted copy of this pair ({human_size(resume_done)} "
-                        f"of {human_size(plan.source.size)} done)", state=True)
-            urwid.RadioButton(rgroup, "Start over")
+            if state.finished:
+                options.append(urwid.Text(f"This pair was already copied on "
+                                          f"{_date(state, 'finished')}, {state.verified()}."))
+                self.resume = urwid.RadioButton(rgroup, "Verify again: nothing is left to "
+                                                        "copy", state=True)
+            else:
+                self.resume = urwid.RadioButton(
+                    rgroup, f"Resume the interrupted copy of this pair "
+                            f"({human_size(state.done())} of {human_size(plan.source.size)} "
+                            f"done, started {_date(state, 'started')})", state=True)
+            urwid.RadioButton(rgroup, "Start over: copy everything again")
             options += rgroup
         options += [self.verify, urwid.Columns([(20, self.blake3), (16, self.sha256)]),
                     self.skip_zeros]
@@ -38,7 +54,23 @@ class CopySummaryView(ConfirmOverwriteView):
             "Start the copy", lambda: on_start(
                 verify=self.verify.state, algorithm="sha256" if self.sha256.state else "blake3",
                 skip_zeros=self.skip_zeros.state,
-                resume=self.resume is None or self.resume.state))
+                resume=self.resume is not None and self.resume.state))
+
+
+def _date(state, key: str) -> str:
+    return shown(state.meta.get(key))
+
+
+def _problem(state) -> str:
+    """Why the mapfile there cannot be resumed, and that starting discards it."""
+    if state.foreign:
+        why = (f"The mapfile {state.path} has no rtk identity lines (a plain GNU ddrescue "
+               "mapfile, or one of an older rtk): its origin is unknown.")
+    elif state.problem.startswith("the mapfile"):
+        why = "T" + state.problem[1:] + "."
+    else:
+        why = f"The mapfile of this pair cannot be resumed: {state.problem}."
+    return f"{why} Starting the copy discards the mapfile and copies everything again."
 
 
 class CopyProgressView(ProgressView):

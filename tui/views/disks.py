@@ -14,12 +14,14 @@ class DisksView(View):
     title = "Disks"
     hints = (("↑↓", "move"), ("Enter", "details"), ("F5", "refresh"), ("Esc", "back"))
 
-    def __init__(self, controller, disks: list[Disk], error: str | None = None):
+    def __init__(self, controller, disks: list[Disk], error: str | None = None,
+                 warnings: list[str] = ()):
         self.controller = controller
         self.keys = {"f5": controller.refresh, "ctrl r": controller.refresh}
         rows: list = []
         if error:
             rows.append(urwid.Text(("warn", error)))
+        rows += [urwid.Text(("warn", f"! {w}")) for w in warnings]  # what the list lacks
         if not disks:
             rows.append(urwid.Text("No disks found."))
         for d in disks:

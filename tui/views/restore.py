@@ -240,8 +240,9 @@ class RestoreProgressView(ProgressView):
     def update(self, p) -> None:
         super().update(p)
         self.seen[p.phase] = p.average_rate
-        names = {"download": "download", "write": "download and write" if self.is_url
-                 else "write", "verify": "verify", "unpack": "unpack"}
+        names = {"checksum": "SHA-256 check", "download": "download",
+                 "write": "download and write" if self.is_url else "write",
+                 "verify": "verify", "unpack": "unpack"}
         self.rates.set_text("   ".join(f"{names[k]} {human_rate(v)}"
                                        for k, v in self.seen.items() if k in names) + " average")
 

@@ -104,7 +104,9 @@ class ProgressView(View):
         super().__init__(urwid.Filler(urwid.Pile(rows), valign="top"))
 
     def update(self, p) -> None:
-        self.phase.set_text(("title", self.phases.get(p.phase, p.phase)))
+        note = getattr(p, "note", "")  # "waiting": a storage outage, what is waited for
+        self.phase.set_text(("warn", note) if note else
+                            ("title", self.phases.get(p.phase, p.phase)))
         self.bar.set_completion(100 * p.fraction)
         eta = human_duration(p.eta) if p.eta is not None else "?"
         self.figures.set_text(f"{human_size(p.done)} of {human_size(p.total)}   "
