@@ -28,6 +28,7 @@ APT_PACKAGES=(
     zstd xz-utils gzip                            # compressed images
     curl openssl ca-certificates                  # HTTP(S) images, the test CA
     iproute2 iputils-ping                         # rtk net
+    udpcast                                       # udp-sender, udp-receiver: multicast fleets
 )
 ./.ci/apt-install.sh "test dependencies" "${APT_PACKAGES[@]}"
 # Debian starts a system-wide tgtd on install; the VM lab runs its own on 127.0.0.1:3260.

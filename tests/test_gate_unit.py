@@ -34,27 +34,22 @@ WRITE_FLAGS = {"O_WRONLY", "O_RDWR"}
 # device is opened for writing only by the gate (open_target); a regular file that may be
 # given by a person, through gate.open_file (which refuses a block device).
 REGULAR_FILE_WRITERS = {
-    ("toolkit/blockio/mapfile.py", "save"): "the mapfile's new PATH.tmp (O_CREAT), renamed "
-                                            "over; the CLI refuses a --mapfile that is no file",
-    ("toolkit/system/atomic.py", "write_atomic"): "a new PATH.PID.tmp (O_CREAT), renamed over",
+    ("toolkit/atomic.py", "write_atomic"): "a new temporary file beside PATH (mkstemp: "
+                                           "O_EXCL, O_NOFOLLOW), renamed over; PATH itself "
+                                           "must be a regular file or absent",
     ("toolkit/cli/main.py", "_drop_stdout"): "os.devnull",
-    ("toolkit/disks/roles.py", "_save"): "the roles file's temporary file under the run dir",
     ("toolkit/iscsi/adm.py", "_log"): "the iSCSI log in the log directory",
-    ("toolkit/iscsi/initiator.py", "_write"): "initiatorname.iscsi's temporary file",
     ("toolkit/iscsi/manager.py", "set_recovery_timeout"): "a sysfs attribute (recovery_tmo)",
-    ("toolkit/net/apply.py", "_save_state"): "the network state's temporary file",
-    ("toolkit/net/apply.py", "write_files"): "networkd files' temporary files",
     ("toolkit/net/resolv.py", "write"): "resolv.conf's temporary file",
-    ("toolkit/restore/engine.py", "_hash_pass"): "the HTTP image's spool in a new "
+    ("toolkit/restore/checksum.py", "_hash_pass"): "the HTTP image's spool in a new "
                                                  "TemporaryDirectory",
-    ("toolkit/restore/engine.py", "_copy_into"): "the unpacked container in a new "
+    ("toolkit/restore/container.py", "_copy_into"): "the unpacked container in a new "
                                                  "TemporaryDirectory",
     ("toolkit/system/bundle.py", "build"): "the support bundle (a new file in the log dir)",
     ("toolkit/system/state.py", "_record"): "the state journal in the run directory",
     ("toolkit/system/state.py", "_merge"): "the state journal in the run directory",
     ("toolkit/system/tools.py", "emit"): "tools.log in the log directory",
     ("toolkit/unattended/boot.py", "open_streams"): "the console terminals and the log file",
-    ("toolkit/unattended/boot.py", "hand_over"): "the hand-over file in the run directory",
 }
 
 # Programs that write a disk: where they may be named, and why it is safe there.
@@ -202,7 +197,8 @@ def test_the_front_ends_pass_their_consent():
     """The CLI, the menu and unattended runs call copy() and restore() with consent=."""
     wrong = []
     for rel in ("toolkit/cli/copy.py", "toolkit/cli/restore.py", "tui/controllers/copy.py",
-                "tui/controllers/restore.py", "toolkit/unattended/job.py"):
+                "tui/controllers/restore.py", "toolkit/unattended/job.py",
+                "toolkit/unattended/restore_steps.py", "toolkit/unattended/copy_steps.py"):
         tree = ast.parse((ROOT / rel).read_text())
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):

@@ -254,6 +254,21 @@ def test_discover_replaces_unreachable_portal(monkeypatch):
         (BDR, "10.0.2.2", 3262), (SAN, "10.0.2.2", 3262)]
     assert len(res.notes) == 2 and "127.0.0.1:3262" in res.notes[0]
     assert "using 10.0.2.2:3262" in res.notes[0]
+    assert "loopback or NAT" in res.notes[0]
+
+
+def test_discovery_note_blames_the_port_when_only_the_port_differs(monkeypatch):
+    """The target advertises the very address typed, on a port closed from here: the
+    note says so, instead of blaming a loopback or NAT address."""
+    from toolkit.iscsi import manager
+
+    monkeypatch.setattr(manager, "ensure_iscsid", lambda: "iqn.x")
+    monkeypatch.setattr(adm, "discovery_sendtargets",
+                        lambda h, p: fixture("discovery-sendtargets"))
+    monkeypatch.setattr(manager, "_unreachable", lambda host, port: True)
+    res = manager.discover("127.0.0.1", 3263)  # advertised: 127.0.0.1:3262
+    assert "its port is closed here" in res.notes[0], res.notes[0]
+    assert "NAT" not in res.notes[0]
 
 
 def test_cli_secret_options(tmp_path, monkeypatch, capsys):

@@ -109,9 +109,11 @@ def test_metadata_lines_keep_their_order_and_stay_one_line(tmp_path):
     path = tmp_path / "m.map"
     m.save(str(path), ["Mapfile. test"])
     lines = [x for x in path.read_text().splitlines() if x.startswith("# rtk-")]
-    assert lines == ['# rtk-version: 2', '# rtk-source: {"serial": "A"}',
-                     "# rtk-fingerprint: x y"]
-    assert list(Mapfile.load(str(path)).meta) == ["version", "source", "fingerprint"]
+    assert lines[:3] == ['# rtk-version: 2', '# rtk-source: {"serial": "A"}',
+                         "# rtk-fingerprint: x y"]
+    assert len(lines) == 4 and lines[3] == f"# rtk-check: {m.check_text()}"  # last
+    back = Mapfile.load(str(path))
+    assert list(back.meta) == ["version", "source", "fingerprint"] and back.intact
 
 
 def test_save_writes_fsyncs_renames_then_fsyncs_the_directory(tmp_path, monkeypatch):

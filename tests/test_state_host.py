@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, MiB, own_disks, wait_worker
+from conftest import ROOT, MiB, wait_worker
+from conftest import own_disks as _own_disks
 from loopdev import make_image, run
 from screen import press
 
@@ -85,6 +86,14 @@ def hybrid_iso(tmp_path_factory) -> Path:
     table = run("sfdisk", "--dump", str(iso))
     assert "label: dos" in table and "type=ef" in table, table
     return iso
+
+
+def own_disks(*paths: str):
+    """The test's loop devices as the USB sticks they stand for (an RTK-DATA on a fixed
+    disk is not mounted at boot unless rtk.data= names it)."""
+    import dataclasses
+    inner = _own_disks(*paths)
+    return lambda: [dataclasses.replace(d, transport="usb", removable=True) for d in inner()]
 
 
 def readme_blocks() -> list[str]:

@@ -13,9 +13,10 @@ import pytest
 from conftest import MiB, dialog, disk, guest_disks, guest_probe, partition, wait_worker
 from screen import press, render
 
+from toolkit import atomic
 from toolkit.blockio.mapfile import Mapfile
 from toolkit.jobs import report
-from toolkit.system import atomic, paths, state, tools
+from toolkit.system import paths, state, tools
 from tui.app import App
 from tui.controllers.state import StatePrompt
 
@@ -142,8 +143,8 @@ def test_what_survives(tmp_path, line, persistent):
 
 # --- which RTK-DATA partition ---------------------------------------------------------------
 
-def rtk_data(name, *, uuid, fstype="ext4", label="RTK-DATA", **kw):
-    d = disk(name, serial=f"SER-{name}", size=8 << 30, **kw)
+def rtk_data(name, *, uuid, fstype="ext4", label="RTK-DATA", transport="usb", **kw):
+    d = disk(name, serial=f"SER-{name}", size=8 << 30, transport=transport, **kw)
     partition(d, 1, MiB, 300 * MiB, fstype="iso9660", label="RTK")
     partition(d, 3, 400 * MiB, 7 << 30, fstype=fstype, label=label, uuid=uuid)
     return d
@@ -154,12 +155,14 @@ def names(volumes):
 
 
 def test_the_boot_medium_wins_then_removable_then_uuid():
-    disks = [rtk_data("sdb", uuid="bbbb"), rtk_data("sdc", uuid="aaaa"),
-             rtk_data("sdd", uuid="cccc", removable=True),
-             rtk_data("sde", uuid="dddd", boot_medium=True)]
-    ok, skipped = state.data_partitions(disks)
+    disks = [rtk_data("sdb", uuid="bbbb", transport="sata"),
+             rtk_data("sdc", uuid="aaaa", transport="sata"),
+             rtk_data("sdd", uuid="cccc", removable=True, transport="sata"),
+             rtk_data("sde", uuid="dddd", boot_medium=True, transport="sata")]
+    named = "rtk.data=UUID=BBBB rtk.data=UUID=aaaa"  # fixed disks: only when named
+    ok, skipped = state.data_partitions(disks, named)
     assert names(ok) == ["/dev/sde3", "/dev/sdd3", "/dev/sdc3", "/dev/sdb3"] and not skipped
-    ok, _ = state.data_partitions(disks[:2])  # then the UUID decides, not the /dev names
+    ok, _ = state.data_partitions(disks[:2], named)  # then the UUID decides, not /dev names
     assert names(ok) == ["/dev/sdc3", "/dev/sdb3"]
 
 

@@ -100,3 +100,23 @@ def test_menu_offers_resume_of_interrupted_copy(pair):
     assert "VERIFIED IDENTICAL" in screen, screen
     assert app.copy.result.resumed
     subprocess.run(["cmp", "-n", str(24 * MiB + 3 * 512), src, dst], check=True)
+
+
+def test_menu_says_before_a_copy_that_a_reboot_loses_the_resume_point(pair, monkeypatch):
+    """The state directory on the live system's RAM overlay: before the confirmation, the
+    menu says so and offers a disk; "Start anyway" goes on to the usual summary."""
+    from toolkit.system import state
+
+    src, dst, small, log_dir = pair
+    in_ram = state.StateLocation(str(log_dir), str(log_dir), "/", "overlay", "overlay",
+                                 persistent=False, writable=True)
+    monkeypatch.setattr(state, "location", lambda *a, **k: in_ram)
+    app = App(log_dir=str(log_dir), list_disks=own_disks(src, dst, small))
+    press(app, "c")
+    choose(app, [d.path for d in app.copy.disks], src)
+    eligible = [d.path for d, r in app.copy.target_choices(app.copy.source) if r is None]
+    screen = choose(app, eligible, dst)
+    assert "Resume point in RAM" in screen and "Choose a disk" in screen, screen
+    assert "TARGET (overwritten)" not in screen
+    screen = press(app, "right", "right", "enter")  # Start anyway
+    assert "SOURCE (read only)" in screen and "TARGET (overwritten)" in screen, screen

@@ -322,3 +322,11 @@ def test_any_plan_text_is_a_mapping_or_a_clear_error(text):
             assert str(e).startswith(f"plan {name}: ")
         else:
             assert isinstance(data, dict)
+
+
+def test_rtk_data_is_a_known_parameter_of_an_unattended_boot():
+    """rtk.data=UUID=... names the RTK-DATA partition (read at boot by the state
+    service); an unattended plan on the same command line must not call it unknown."""
+    plan = plan_of("rtk.mode=restore rtk.image=/w.img rtk.disk=serial:A rtk.consent=serial:A "
+                   "rtk.data=UUID=1234-ABCD")
+    assert plan.mode == "restore"

@@ -12,6 +12,10 @@ and this module reads theirs.
 same status merged. ``# rtk-KEY: VALUE`` comment lines carry metadata (which
 source and target the map belongs to, the source's fingerprint, when it was copied and
 verified: :mod:`toolkit.copy.binding`), kept in the order set; ddrescue ignores them.
+When there are any, a last ``# rtk-check: blake3 HEX`` line holds the BLAKE3 of those
+lines and the block lines (:meth:`Mapfile.check_text`), keyed with nothing secret: it
+tells an accidental edit or a naive rewrite of a line apart (:attr:`Mapfile.intact`), not
+a determined forger, who can compute it too.
 """
 
 from __future__ import annotations
@@ -22,11 +26,16 @@ import stat
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
+import blake3
+
+from toolkit.atomic import write_atomic
+
 NON_TRIED, NON_TRIMMED, NON_SCRAPED, BAD, FINISHED = "?", "*", "/", "-", "+"
 BLOCK_STATUSES = (NON_TRIED, NON_TRIMMED, NON_SCRAPED, BAD, FINISHED)
 # Status line characters (the phase the copy is in).
 PHASE_COPYING, PHASE_TRIMMING, PHASE_SCRAPING, PHASE_FINISHED = "?", "*", "/", "+"
 PHASE_STATUSES = ("?", "*", "/", "-", "F", "G", "+")
+CHECK = "check"  # the rtk line that checks the others
 
 
 class MapfileError(ValueError):
@@ -49,6 +58,7 @@ class Mapfile:
         self.phase = PHASE_COPYING
         self.current_pass = 1
         self.meta: dict[str, str] = {}
+        self.recorded_check: str | None = None  # the rtk-check line read (None: none)
 
     # --- queries -------------------------------------------------------------
 
@@ -117,10 +127,29 @@ class Mapfile:
 
     # --- text ----------------------------------------------------------------
 
+    def _meta_lines(self) -> list[str]:
+        # in the order set (the identity lines first); one line each, whatever the value
+        return [f"rtk-{k}: {' '.join(str(v).splitlines()).strip()}"
+                for k, v in self.meta.items() if k != CHECK]
+
+    def check_text(self) -> str:
+        """``blake3 HEX`` of the rtk lines and the block lines, as written (ASCII)."""
+        text = "\n".join(["rtk-check 1", *self._meta_lines(),
+                          *(f"0x{p:08X}  0x{s:08X}  {st}" for p, s, st in self.blocks)])
+        return f"blake3 {blake3.blake3(text.encode('ascii', errors='replace')).hexdigest()}"
+
+    @property
+    def intact(self) -> bool | None:
+        """Whether the rtk-check line read matches the other lines; None: there was none."""
+        if self.recorded_check is None:
+            return None
+        return self.recorded_check == self.check_text()
+
     def format(self, heading: list[str] | None = None) -> str:
         lines = [f"# {h}" for h in heading or []]
-        # in the order set (the identity lines first); one line each, whatever the value
-        lines += [f"# rtk-{k}: {' '.join(str(v).splitlines())}" for k, v in self.meta.items()]
+        lines += [f"# {x}" for x in self._meta_lines()]
+        if self.meta:
+            lines.append(f"# rtk-{CHECK}: {self.check_text()}")
         lines.append("# current_pos  current_status  current_pass")
         lines.append(f"0x{self.current_pos:08X}     {self.phase}               "
                      f"{self.current_pass}")
@@ -132,12 +161,16 @@ class Mapfile:
     def parse(cls, text: str) -> Mapfile:
         """Read a mapfile; it must cover ``[0, end)`` without gaps or overlaps."""
         meta: dict[str, str] = {}
+        check: str | None = None
         rows: list[list[str]] = []
         for n, raw in enumerate(text.splitlines(), 1):
             stripped = raw.strip()
             if stripped.startswith("# rtk-") and ":" in stripped:
                 k, v = stripped[6:].split(":", 1)
-                meta[k.strip()] = v.strip()
+                if k.strip() == CHECK:
+                    check = v.strip()
+                else:
+                    meta[k.strip()] = v.strip()
             line = _strip_comment(raw)
             if line:
                 rows.append([str(n)] + line.split())
@@ -145,7 +178,7 @@ class Mapfile:
             raise MapfileError("it is empty: no status line 'POS STATUS [PASS]'")
         status_row, block_rows = rows[0], rows[1:]
         m = cls(0)
-        m.meta = meta
+        m.meta, m.recorded_check = meta, check
         if len(status_row) not in (3, 4) or status_row[2] not in PHASE_STATUSES:
             raise MapfileError(f"line {status_row[0]}: expected the status line "
                                f"'POS STATUS [PASS]' with a STATUS of "
@@ -200,23 +233,9 @@ class Mapfile:
             raise error(f"is not a GNU ddrescue mapfile: {e}") from None
 
     def save(self, path: str, heading: list[str] | None = None) -> None:
-        """Write atomically: a temporary file, fsync, rename over, fsync the directory."""
-        directory = os.path.dirname(os.path.abspath(path))
-        tmp = f"{path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            data = memoryview(self.format(heading).encode("ascii", errors="replace"))
-            while data:
-                data = data[os.write(fd, data):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        """Write atomically (:func:`toolkit.atomic.write_atomic`): a temporary file, fsync,
+        rename over, fsync the directory."""
+        write_atomic(path, self.format(heading).encode("ascii", errors="replace"))
 
 
 def _strip_comment(line: str) -> str:

@@ -12,12 +12,20 @@ in their place). :func:`hash_device` checks a recorded hash.
 
 A verification that cannot finish (a read error, a failure in the pipeline:
 a bug, memory) says so in :attr:`VerifyOutcome.error`: it is never a mismatch.
+
+A failed read is first put to the caller's ``on_error(pos, n, error)`` hook (one per
+disk read; :class:`~toolkit.blockio.reader.DeviceReader`'s): the copy and ``rtk verify``
+pass one that waits out a storage outage (:mod:`toolkit.disks.transport`, a layer this
+one does not import) and returns the descriptor to read the same chunk again from; what
+the hook raises (the outage outlasted its limit, or the job was cancelled meanwhile)
+ends the verification with the hook's own words in :attr:`VerifyOutcome.error`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from toolkit.blockio import blockdev
@@ -43,6 +51,27 @@ def _failure(e: Exception) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+class Stopped(Exception):
+    """What an ``on_error`` hook raised (an outage that lasted too long): the verification
+    stops, and says so in the hook's words, not as a mismatch or a crash."""
+
+
+OnError = Callable[[int, int, OSError], int | None]
+
+
+def _asking(on_error: OnError | None) -> OnError | None:
+    """``on_error``, whose exceptions come to the consumer as :class:`Stopped`."""
+    if on_error is None:
+        return None
+
+    def ask(pos: int, n: int, error: OSError) -> int | None:
+        try:
+            return on_error(pos, n, error)
+        except Exception as e:  # noqa: BLE001 - the hook's reason to stop, in words
+            raise Stopped(str(e) or type(e).__name__) from e
+    return ask
+
+
 def compare_regions(out: VerifyOutcome, regions, digest: SourceDigest, first: int,
                     last: int) -> None:
     """Compare region digests ``first`` to ``last - 1`` of ``regions`` with ``digest``'s:
@@ -58,11 +87,13 @@ def compare_regions(out: VerifyOutcome, regions, digest: SourceDigest, first: in
 
 
 def verify_against(fd: int, digest: SourceDigest, *, progress=None, cancel=None,
-                   chunk_size: int = DEFAULT_CHUNK, buffers: int = 4) -> VerifyOutcome:
+                   chunk_size: int = DEFAULT_CHUNK, buffers: int = 4,
+                   on_error: OnError | None = None) -> VerifyOutcome:
     """Read ``digest.size`` bytes of ``fd`` with O_DIRECT and compare with ``digest``.
 
     ``progress``: a callback or a :class:`Reporter`. The first region whose
-    digest differs is named in ``first_difference``.
+    digest differs is named in ``first_difference``. ``on_error``: asked about every
+    failed read (the module's docstring).
     """
     reporter = progress if isinstance(progress, Reporter) else Reporter(progress, 0.25)
     cancel = cancel or threading.Event()
@@ -71,7 +102,8 @@ def verify_against(fd: int, digest: SourceDigest, *, progress=None, cancel=None,
     hasher = RegionHasher(digest.algorithm, digest.size, digest.region_size)
     checked = 0  # regions compared so far
     try:
-        with Pipeline(DeviceReader(fd, [(0, digest.size)], chunk_size), chunk=chunk_size,
+        with Pipeline(DeviceReader(fd, [(0, digest.size)], chunk_size,
+                                   on_error=_asking(on_error)), chunk=chunk_size,
                       buffers=buffers, cancel=cancel) as pipe:
             reporter.start("verify", digest.size)
             for kind, pos, n, payload in pipe:
@@ -84,6 +116,8 @@ def verify_against(fd: int, digest: SourceDigest, *, progress=None, cancel=None,
                 compare_regions(out, hasher.regions, digest, checked, full)
                 checked = full
                 reporter.update(pos + n)
+    except Stopped as e:  # an outage past its limit: no verdict on the bytes
+        out.error = str(e)
     except Exception as e:  # noqa: BLE001 - the verification did not finish: a failure
         out.error = _failure(e)
     if cancel.is_set() and hasher.pos < digest.size:
@@ -111,19 +145,25 @@ def _first_diff(a: blockdev.AlignedBuffer, b: blockdev.AlignedBuffer, n: int) ->
 
 def compare_devices(src_fd: int, dst_fd: int, size: int, algorithm: str, *, holes=(),
                     reporter: Reporter, cancel: threading.Event,
-                    chunk_size: int = DEFAULT_CHUNK, buffers: int = 3) -> VerifyOutcome:
+                    chunk_size: int = DEFAULT_CHUNK, buffers: int = 3,
+                    src_error: OnError | None = None,
+                    dst_error: OnError | None = None) -> VerifyOutcome:
     """Read source and target side by side (a pipeline each) and compare them.
 
     ``holes``: unreadable source ranges, compared as zeros (what the copy wrote).
+    ``src_error``, ``dst_error``: asked about every failed read of that disk (the
+    module's docstring).
     """
     t0 = time.monotonic()
     out = VerifyOutcome(match=False, method="compared with source")
     stream = new_hasher(algorithm)
     pos = 0
     try:
-        with Pipeline(DeviceReader(src_fd, [(0, size)], chunk_size, holes=holes),
+        with Pipeline(DeviceReader(src_fd, [(0, size)], chunk_size, holes=holes,
+                                   on_error=_asking(src_error)),
                       chunk=chunk_size, buffers=buffers, cancel=cancel) as src, \
-                Pipeline(DeviceReader(dst_fd, [(0, size)], chunk_size), chunk=chunk_size,
+                Pipeline(DeviceReader(dst_fd, [(0, size)], chunk_size,
+                                      on_error=_asking(dst_error)), chunk=chunk_size,
                          buffers=buffers, cancel=cancel) as dst:
             reporter.start("verify", size)
             for a, b in zip(src, dst, strict=False):  # the first to end ends it
@@ -141,6 +181,8 @@ def compare_devices(src_fd: int, dst_fd: int, size: int, algorithm: str, *, hole
                                                 "offset": pos + _first_diff(abuf, bbuf, n)}
                 pos += n
                 reporter.update(pos)
+    except Stopped as e:  # an outage past its limit: no verdict on the bytes
+        out.error = str(e)
     except Exception as e:  # noqa: BLE001 - the verification did not finish: a failure
         out.error = _failure(e)
     if pos < size and not out.error:
@@ -156,15 +198,18 @@ def compare_devices(src_fd: int, dst_fd: int, size: int, algorithm: str, *, hole
 
 
 def hash_device(fd: int, digest: SourceDigest, reporter: Reporter, cancel: threading.Event,
-                chunk_size: int = DEFAULT_CHUNK) -> VerifyOutcome:
+                chunk_size: int = DEFAULT_CHUNK, on_error: OnError | None = None
+                ) -> VerifyOutcome:
     """Hash the first ``digest.size`` bytes of ``fd`` (``digest.algorithm``) and compare
-    with ``digest.hexdigest`` (its region digests are not used)."""
+    with ``digest.hexdigest`` (its region digests are not used). ``on_error``: asked
+    about every failed read (the module's docstring)."""
     out = VerifyOutcome(match=False, method="hash", source_hash=digest.hexdigest)
     t0 = time.monotonic()
     stream = new_hasher(digest.algorithm)
     pos = 0
     try:
-        with Pipeline(DeviceReader(fd, [(0, digest.size)], chunk_size), chunk=chunk_size,
+        with Pipeline(DeviceReader(fd, [(0, digest.size)], chunk_size,
+                                   on_error=_asking(on_error)), chunk=chunk_size,
                       buffers=4, cancel=cancel) as pipe:
             reporter.start("verify", digest.size)
             for kind, p, n, payload in pipe:
@@ -174,6 +219,8 @@ def hash_device(fd: int, digest: SourceDigest, reporter: Reporter, cancel: threa
                 stream.update(payload.view[:n])
                 pos = p + n
                 reporter.update(pos)
+    except Stopped as e:  # an outage past its limit: no verdict on the bytes
+        out.error = str(e)
     except Exception as e:  # noqa: BLE001 - the verification did not finish: a failure
         out.error = _failure(e)
     if pos < digest.size and not out.error:

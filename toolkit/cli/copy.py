@@ -13,8 +13,10 @@ same command resume with ``--resume``); 2 usage error (argparse).
 
 A mapfile already there for the pair (an interrupted or a finished copy) stops the copy,
 before the confirmation, with what it says: ``--resume`` continues it (refused when it is
-another pair's, or the source changed since it started), ``--restart`` discards it. A
-plain ddrescue mapfile is only used when named with ``--mapfile`` (:mod:`toolkit.copy.binding`).
+another pair's, the source changed since it started, or it was edited), ``--restart``
+discards it. A plain ddrescue mapfile is only used when named with ``--mapfile``, and
+never with ``--no-verify``; nor is a pair whose last verification found a difference
+resumed with ``--no-verify`` (:mod:`toolkit.copy.binding`).
 
 The copy asks for confirmation: type the target's serial (or WWN), or its
 device name. Scripts pass ``--yes --target-id ID``, where ID must be the
@@ -90,6 +92,8 @@ def _existing_mapfile(plan: copymod.CopyPlan, args: argparse.Namespace, existing
         return None
     if existing == "refuse" or (existing == "resume" and state.problem):
         return state.refusal()
+    if existing == "resume" and not args.verify and (why := state.no_verify_problem()):
+        return why  # a pair known to differ, a foreign mapfile's claim: not unverified
     if existing == "restart":
         print(f"mapfile: {state.path} discarded (--restart): copying everything",
               file=sys.stderr)

@@ -31,7 +31,7 @@ class _Version(argparse.Action):
 # the modules that define the subcommands, by name: a run imports only its own (the
 # others' imports, psutil for `net`, the copy engine for `copy`, cost start-up time)
 COMMANDS = {"disks": "disks", "iscsi": "iscsi", "net": "net", "copy": "copy", "verify": "copy",
-            "restore": "restore", "unattended": "unattended", "plan": "plan"}
+            "restore": "restore", "unattended": "unattended", "plan": "plan", "fleet": "fleet"}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

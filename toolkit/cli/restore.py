@@ -2,7 +2,7 @@
 
     rtk restore IMAGE TARGET [--sha256 HEX] [--grow] [--no-verify] [--ca-file F]
                              [--insecure] [--tmpdir DIR] [--hash blake3|sha256]
-                             [--yes --target-id SERIAL]
+                             [--outage-limit DURATION] [--yes --target-id SERIAL]
 
 IMAGE: a file or an HTTP(S) URL; raw (optionally gzip/xz/zstd), qcow2, VHD,
 VHDX or VMDK, recognised by content. A given SHA-256 is checked before
@@ -21,6 +21,8 @@ import sys
 
 from toolkit.blockio.hashing import ALGORITHMS
 from toolkit.cli.common import confirmed, err, refused, run_with_progress
+from toolkit.cli.copy import duration
+from toolkit.disks.transport import DEFAULT_LIMIT
 from toolkit.exitcodes import EXIT_REFUSED
 from toolkit.units import human_size
 
@@ -59,7 +61,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     options = restore.RestoreOptions(
         verify=args.verify, grow=args.grow, sha256=args.sha256, ca_file=args.ca_file,
-        insecure=args.insecure, tmpdir=args.tmpdir, algorithm=args.algorithm)
+        insecure=args.insecure, tmpdir=args.tmpdir, algorithm=args.algorithm,
+        outage_limit=args.outage_limit)
     try:
         plan = restore.plan_restore(args.image, args.target, options)
         _summary(plan)
@@ -97,6 +100,10 @@ def register(sub) -> None:
                    help="do not verify the server's TLS certificate")
     p.add_argument("--tmpdir", metavar="DIR",
                    help="where container images from a URL are downloaded (default: $TMPDIR)")
+    p.add_argument("--outage-limit", type=duration, default=DEFAULT_LIMIT, metavar="DURATION",
+                   help="how long an outage of the target's storage path (an iSCSI session "
+                        "lost) is waited out before the restore fails (default: 10m; 30s, "
+                        "2h...); what failed meanwhile is written again")
     p.add_argument("--yes", action="store_true", help="no interactive confirmation")
     p.add_argument("--target-id", metavar="ID", help="with --yes: the target's serial or WWN")
     p.set_defaults(func=cmd_restore)

@@ -22,10 +22,16 @@ ignores (:mod:`toolkit.blockio.mapfile`):
 ``origin``
     only in a mapfile adopted from elsewhere (a plain ddrescue one, named with
     ``--mapfile``): where its first state came from.
+``check``
+    written last by :meth:`Mapfile.format`: the BLAKE3 of the other rtk lines and the
+    block lines. A mapfile with identity lines whose check is missing or does not match
+    (an edited ``rtk-target`` line, an edited block status) is refused ("damaged"): it
+    guards against accidental edits and naive tampering, not a determined adversary (the
+    hash is keyed with nothing secret).
 
 :func:`inspect` reads the mapfile at a copy's path and says what it is
 (:class:`MapState`): none, another pair's, a changed source's, an interrupted or a
-finished copy of this pair, or a mapfile without these lines (a plain ddrescue one,
+finished copy of this pair, an edited one, or a mapfile without these lines (a plain ddrescue one,
 or one of an older rtk), whose origin is unknown: that is only used when named
 explicitly, never found at the default place. What may be done with it (resume,
 restart, refuse) is the caller's choice (:class:`Choices` spells it in messages).
@@ -57,14 +63,16 @@ class Choices:
     resume: str = "--resume"
     restart: str = "--restart"
     again: str = "run the same command with --resume to continue"
+    no_verify: str = "--no-verify"
 
 
 CLI = Choices()
-MENU = Choices("Resume", "Start over", "choose the same SOURCE and TARGET again to resume")
+MENU = Choices("Resume", "Start over", "choose the same SOURCE and TARGET again to resume",
+               "verification off")
 UNATTENDED = Choices("rtk.resume=yes (resume: true in a plan file)",
                      "rtk.resume=restart (resume: restart)",
                      "run it again with rtk.resume=yes (resume: true in a plan file) to "
-                     "continue")
+                     "continue", "rtk.verify=no")
 
 
 # --- identities ----------------------------------------------------------------------------
@@ -166,7 +174,8 @@ class MapState:
     """The mapfile at ``path`` as this copy (``plan``, the source's fingerprint now) sees
     it. ``kind``: "none" (no mapfile), "ok" (this pair's, the source unchanged: it can be
     resumed), "changed" (this pair's, but the source changed), "other" (another pair's,
-    or another size), "foreign" (no rtk identity lines: its origin is unknown), or
+    or another size), "foreign" (no rtk identity lines: its origin is unknown), "damaged"
+    (its rtk-check line missing or not matching: edited since rtk wrote it), or
     "unreadable". ``problem``: why it cannot be resumed (None: it can)."""
 
     path: str
@@ -201,6 +210,39 @@ class MapState:
         if word == "identical":
             return f"verified identical on {shown(date)}"
         return f"verification FAILED on {shown(date)}, the target differed {how}".rstrip()
+
+    def differs(self) -> bool:
+        """The last verification of this pair found a difference."""
+        return self.meta.get("verified", "").startswith("differs ")
+
+    def no_verify_problem(self, c: Choices = CLI) -> str | None:
+        """Why resuming it without a verification is refused (None: it is not): a pair
+        whose last verification found a difference would otherwise end "nothing left to
+        copy", and a foreign mapfile's "finished" is a claim nobody vouches for."""
+        if self.foreign:
+            return (f"{self.says()}: what it records as copied is a claim nobody vouches "
+                    f"for, so it is only used with a verification ({c.resume} with "
+                    f"{c.no_verify} is refused): {c.resume} without {c.no_verify} continues "
+                    "from it and verifies the whole copy, "
+                    f"{c.restart} discards it and copies everything again")
+        if self.kind == "ok" and self.differs():
+            date = self.meta["verified"].split(" ", 2)[1]
+            return (f"the mapfile {self.path} says: the last verification of this pair found "
+                    f"a difference on {shown(date)}: {c.restart} copies it again, or "
+                    f"{c.resume} without {c.no_verify} verifies again ({c.resume} with "
+                    f"{c.no_verify} is refused)")
+        return None
+
+    def mismatch_hint(self, samples: int, c: Choices = CLI) -> str:
+        """Said when the verification of a resumed copy fails: the fingerprint did not see
+        a change of the source, which it cannot prove absent."""
+        if self.foreign:
+            since = (f"the mapfile {self.path} was written (its origin is unknown: what it "
+                     "records as copied may never have been)")
+        else:
+            since = f"the copy started on {shown(self.meta.get('started'))}"
+        return (f"this copy was resumed: the source may have changed since {since} (the "
+                f"fingerprint samples only {samples} regions): {c.restart} copies it again")
 
     def says(self) -> str:
         """What the mapfile says, one sentence, without a verdict."""
@@ -274,6 +316,17 @@ def inspect(plan: CopyPlan, mapfile: str | None = None, *,
     except (KeyError, ValueError):
         state.kind = "foreign"
         state.problem = wrong_size if m.size != size else NOT_NAMED if state.default else None
+        return state
+    state.kind = "damaged"
+    if m.intact is None:
+        state.problem = (f"the mapfile {path} has rtk identity lines but no rtk-check line "
+                         "(edited, or written by an older rtk): whether its lines are still "
+                         "the ones rtk wrote cannot be told")
+        return state
+    if not m.intact:
+        state.problem = (f"the mapfile {path} fails its integrity check: its rtk-check line "
+                         "does not match its other lines (an rtk-source or rtk-target line, "
+                         "a block status edited since rtk wrote it): it is not trusted")
         return state
     state.kind = "other"
     now_src, now_dst = identity_record(plan.source), identity_record(plan.target)

@@ -48,7 +48,7 @@ from toolkit.copy.plan import (
     plan_copy,
     source_input,
 )
-from toolkit.copy.report import write_result_report
+from toolkit.copy.report import RUNNING, write_result_report
 from toolkit.copy.result import CopyResult, conclude
 from toolkit.copy.verify import verify_disks, verify_hash
 from toolkit.disks import gate, transport
@@ -129,6 +129,11 @@ class _Copier:
         self.guards: dict[str, transport.Guard] = {}  # "SOURCE", "TARGET": their paths
         self.since_sync: list[tuple[int, int]] = []  # marked done since the last fdatasync
         self.target_lost = False  # gave up on the TARGET: what was not synced is redone
+        # the report, written when the copy starts and at each mapfile save (running)
+        self.report_paths: report.ReportPaths | None = None
+        self.started = time.time()
+        self.resumed = False
+        self.t0 = time.monotonic()
 
     # mapfile --------------------------------------------------------------------------
     def load_map(self) -> bool:
@@ -148,6 +153,10 @@ class _Copier:
         if state.exists and (opts.existing == "refuse"
                              or (opts.existing == "resume" and state.problem)):
             raise Refused(state.refusal(opts.choices))
+        if state.exists and opts.existing == "resume" and not opts.verify:
+            why = state.no_verify_problem(opts.choices)  # known to differ; a foreign claim
+            if why:
+                raise Refused(why)
         if state.exists and opts.existing == "resume":
             self.map = state.map
             if state.foreign:  # adopted: bound to this pair from now on
@@ -199,6 +208,61 @@ class _Copier:
                 or time.monotonic() - self.last_save >= self.opts.mapfile_interval):
             self.map.current_pos = pos
             self.save_map()
+            self.running_report()
+
+    # the report while the copy runs ---------------------------------------------------
+    def running_report(self, phase: str | None = None, status: str = RUNNING,
+                       message: str | None = None) -> None:
+        """Write (the first time) or rewrite the report in place, atomically: what the
+        mapfile records as done so far, so that a power cut leaves a report of the
+        interrupted copy (``result`` "running"); the final report replaces it."""
+        if not self.opts.write_report:
+            return
+        now, done = time.time(), self.done_bytes()
+        phase = phase or self.reporter.phase or "copy"
+        if message is None:
+            message = (f"running ({phase}): {done} of {self.size} bytes done as of "
+                       f"{report.iso_time(now)}; if no copy runs any more it was interrupted "
+                       f"(a power cut, a kill): the mapfile {self.mapfile_path} records what "
+                       f"was copied: {self.opts.choices.again}")
+        plan, opts = self.plan, self.opts
+        r = CopyResult(
+            operation="copy", status=status, message=message, source=plan.source.describe(),
+            target=plan.target.describe(), size=self.size, started=self.started,
+            finished=now, algorithm=opts.algorithm, resumed=self.resumed,
+            mapfile=self.mapfile_path, copied_bytes=self.copied, written_bytes=self.written,
+            skipped_zero_bytes=self.skipped, unread_hole_bytes=self.unread,
+            source_map=self.source_map, write_calls=self.write_calls,
+            read_errors=self.read_errors, copy_seconds=time.monotonic() - self.t0,
+            unreadable=list(self.map.ranges(BAD)),
+            warnings=[*plan.warnings, *self.warnings,
+                      *(ev.text() for g in self.guards.values() for ev in g.events)],
+            options={"verify": opts.verify, "skip_zeros": opts.skip_zeros,
+                     "chunk_size": opts.chunk_size})
+        try:
+            self.report_paths = write_result_report(
+                r, opts.report_dir, paths=self.report_paths, done_bytes=done, updated=now,
+                phase=phase if status == RUNNING else None)
+        except OSError as e:  # the copy goes on; the final report says it
+            why = f"cannot write the report while the copy runs: {e.strerror or e}"
+            if why not in self.warnings:
+                self.warnings.append(why)
+
+    def final_report(self, result: CopyResult) -> None:
+        """The final report, in place of the running one (same files)."""
+        result.report = write_result_report(
+            result, self.opts.report_dir, paths=self.report_paths,
+            done_bytes=self.done_bytes() if hasattr(self, "map") else None)
+
+    def stopped_by(self, error: BaseException) -> None:
+        """The copy raised ``error`` after its report was written: the report says so
+        (not "running")."""
+        if self.report_paths is None or not hasattr(self, "map"):
+            return
+        what = str(error) or type(error).__name__
+        self.running_report(status="failed", message=(
+            f"the copy stopped: {what}; the mapfile {self.mapfile_path} records what was "
+            f"copied: {self.opts.choices.again}"))
 
     def done_bytes(self) -> int:
         return self.size - self.map.bytes_with(NON_TRIED, NON_TRIMMED, NON_SCRAPED)
@@ -310,6 +374,18 @@ class _Copier:
         """The reader's question about a failed read (in its thread): the descriptor to
         read the chunk again from, after an outage waited out; None: a media error."""
         return self.src_fd if self.outage("SOURCE", pos, error) else None
+
+    def read_again(self, role: str):
+        """The verification's question about a failed read of ``role``'s end (in its
+        reader's thread): the descriptor to read the chunk again from once an outage is
+        waited out (the end reopened when it came back under another name); None: a media
+        error. An outage past the limit raises :class:`transport.Outage`, which ends the
+        verification (not a mismatch)."""
+        def ask(pos: int, n: int, error: OSError) -> int | None:
+            if not self.outage(role, pos, error):
+                return None
+            return self.src_fd if role == "SOURCE" else self.dst_fd
+        return ask
 
     def read_piece(self, view: memoryview, pos: int) -> bool:
         """Read ``view`` at ``pos`` (an outage waited out and read again); False: a read
@@ -473,7 +549,9 @@ class _Copier:
         if opts.verify and not resumed:
             hasher = RegionHasher(opts.algorithm, self.size,
                                   region_size_for(self.size, opts.chunk_size))
-        t0 = time.monotonic()
+        t0 = self.t0 = time.monotonic()
+        self.started, self.resumed = started, resumed
+        self.running_report("copy")  # the report exists from the start: the pair, the map
         self.reporter.start("copy", self.size, self.done_bytes())
         hash_ok = self.copy_pass(hasher, skipping=True)
         if self.map.bytes_with(NON_TRIED) and not self.failure and not self.cancel.is_set():
@@ -532,17 +610,30 @@ class _Copier:
                 f"{opts.choices.again}")
         else:
             if opts.verify:
-                if digest:
+                self.running_report("verify")  # copied; a verification may take hours
+                before = {role: len(g.events) for role, g in self.guards.items()}
+                if digest:  # an outage while reading is waited out (read_again)
                     result.verify = verify_against(self.dst_fd, digest,
                                                    progress=self.reporter, cancel=self.cancel,
-                                                   chunk_size=opts.chunk_size)
+                                                   chunk_size=opts.chunk_size,
+                                                   on_error=self.read_again("TARGET"))
                 else:
                     result.verify = compare_devices(self.src_fd, self.dst_fd, self.size,
                                                     opts.algorithm, holes=unreadable,
                                                     reporter=self.reporter, cancel=self.cancel,
-                                                    chunk_size=opts.chunk_size)
+                                                    chunk_size=opts.chunk_size,
+                                                    src_error=self.read_again("SOURCE"),
+                                                    dst_error=self.read_again("TARGET"))
                 self.record_verification(result)
+                result.warnings += [ev.text() for role, g in self.guards.items()
+                                    for ev in g.events[before.get(role, 0):]]
             conclude(result, self.cancel)
+            v = result.verify
+            if v and v.error and result.status == "failed" and any(
+                    not ev.resumed for g in self.guards.values() for ev in g.events):
+                result.message += (f"; the copy itself is finished (the mapfile "
+                                   f"{self.mapfile_path} records it), only its verification "
+                                   f"is not: {opts.choices.again} (it verifies again)")
             was = self.state
             if was and was.finished and not was.foreign and not self.copied \
                     and result.status == "ok":  # resumed a finished copy: nothing to do
@@ -550,6 +641,9 @@ class _Copier:
                     f"nothing left to copy: this pair was already copied on "
                     f"{binding.shown(was.meta.get('finished'))}; "
                     + ("verified again: identical" if result.verify else "not verified"))
+            if was and resumed and result.status == "mismatch":  # what the fingerprint missed
+                result.message += "; " + was.mismatch_hint(
+                    len(self.fp.samples) if self.fp else fingerprint.COUNT, opts.choices)
         result.finished = time.time()
         return result
 
@@ -574,7 +668,13 @@ def copy(plan: CopyPlan, options: CopyOptions | None = None,
     none names the target by ``plan.target.path``.
     """
     opts = options or CopyOptions()
-    result = _Copier(plan, opts, progress, cancel, consent).run()
+    copier = _Copier(plan, opts, progress, cancel, consent)
+    try:
+        result = copier.run()
+    except BaseException as e:
+        with contextlib.suppress(Exception):  # never hides why the copy stopped
+            copier.stopped_by(e)
+        raise
     if opts.write_report:
-        result.report = write_result_report(result, opts.report_dir)
+        copier.final_report(result)
     return result

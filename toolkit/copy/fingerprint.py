@@ -13,17 +13,23 @@ Read with O_DIRECT (16 reads of 64 KiB: milliseconds, whatever the disk's size).
 
 A change outside the sampled regions is not seen: the fingerprint tells a re-used or
 rewritten source apart, it does not prove two disks equal (the verification does that).
-A region that cannot be read is recorded as unreadable (``-``) and not compared.
+A region that cannot be read is recorded as unreadable (``-``) and not compared; but a
+read that fails while the source's storage path is down (:mod:`toolkit.disks.transport`)
+says nothing about the medium: :func:`take` raises :class:`PathDown` ("SOURCE path to
+10.0.2.2 is down: ...") instead of recording a fingerprint without regions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from dataclasses import dataclass
 
 import blake3
 
 from toolkit.blockio import blockdev
+from toolkit.disks import transport
 
 KiB, MiB = 1 << 10, 1 << 20
 REGION = 64 * KiB
@@ -31,6 +37,44 @@ COUNT = 16
 DIGEST = 16  # bytes of BLAKE3 kept per region
 ALGORITHM = "blake3"
 UNREADABLE = "-"
+SYS_ROOT = "/sys"  # where the source's path state is read (tests: a replayed sysfs)
+
+
+class PathDown(OSError):
+    """A region could not be read because the source's storage path is down (not a bad
+    sector): its message names the disk and says so, the CLI prints it as it is."""
+
+
+def _device_name(fd: int, sys_root: str) -> str | None:
+    """The kernel name of the block device open as ``fd`` (sysfs), None for a file."""
+    with contextlib.suppress(OSError):
+        st = os.fstat(fd)
+        if stat.S_ISBLK(st.st_mode):
+            link = os.path.join(sys_root, "dev", "block",
+                                f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+            return os.path.basename(os.path.realpath(link))
+    return None
+
+
+def path_down(fd: int, pos: int, error: OSError, role: str = "SOURCE") -> PathDown | None:
+    """The :class:`PathDown` to raise when the read at ``pos`` of ``fd`` failed with
+    ``error`` while the device's path is down (or the device is gone); None when it is up
+    (a media error) or ``fd`` is no block device."""
+    name = _device_name(fd, SYS_ROOT)
+    if name is None:
+        return None
+    state = transport.path_state(name, SYS_ROOT)
+    if state == transport.UP:
+        return None
+    lun = transport.Lun.of(role, name, SYS_ROOT)
+    where = lun.where() if lun.address else name
+    gone = "gone" if state == transport.GONE else "down"
+    e = PathDown(f"{role} {where} is {gone}: the fingerprint of the source (/dev/{name}) "
+                 f"cannot be read ({os.strerror(error.errno) if error.errno else error} at "
+                 f"byte {pos}): an outage, not a bad sector; run the same command again "
+                 "once the path is back")
+    e.errno = error.errno
+    return e
 
 
 def region_length(size: int, sector: int = 512, region: int = REGION) -> int:
@@ -103,7 +147,8 @@ class Fingerprint:
 
 def take(fd: int, size: int, sector: int = 512, region: int = REGION, count: int = COUNT
          ) -> Fingerprint:
-    """Fingerprint the ``size`` bytes readable from ``fd`` (O_DIRECT or not)."""
+    """Fingerprint the ``size`` bytes readable from ``fd`` (O_DIRECT or not); raises
+    :class:`PathDown` when a read fails while the device's storage path is down."""
     n = region_length(size, sector, region)
     samples: list[tuple[int, str]] = []
     if n <= 0:
@@ -113,7 +158,10 @@ def take(fd: int, size: int, sector: int = 512, region: int = REGION, count: int
         for pos in offsets(size, sector, region, count):
             try:
                 blockdev.read_exact(fd, buf.view[:n], pos)
-            except OSError:
+            except OSError as e:
+                down = path_down(fd, pos, e)
+                if down is not None:  # an outage, not a bad sector: say so
+                    raise down from None
                 samples.append((pos, UNREADABLE))
                 continue
             samples.append((pos, blake3.blake3(buf.view[:n]).hexdigest(length=DIGEST)))

@@ -1,4 +1,11 @@
-"""The report of a copy or a verification: JSON data and text (docs/copy.md)."""
+"""The report of a copy or a verification: JSON data and text (docs/copy.md).
+
+A copy writes its report when it starts, with ``result`` "running", and rewrites it at
+each mapfile save (:func:`write_result_report` with the ``paths`` of the first write);
+the final report replaces it. A report still "running" after the job is gone is the
+record of an interrupted copy (a power cut, a kill): ``copy.done_bytes`` is what its
+mapfile records as done, as of ``updated``.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +13,31 @@ from toolkit.copy.result import CopyResult
 from toolkit.jobs import report
 from toolkit.units import human_duration, human_rate, human_size
 
+RUNNING = "running"  # the status of a report written while the copy runs
 
-def report_data(r: CopyResult) -> dict:
-    """The JSON report (see docs/copy.md for the schema)."""
+
+def report_data(r: CopyResult, *, done_bytes: int | None = None,
+                updated: float | None = None, phase: str | None = None) -> dict:
+    """The JSON report (see docs/copy.md for the schema). ``done_bytes``: what the
+    mapfile records as done (all runs of the copy); ``updated``: when (a running
+    report's time; default: ``r.finished``); ``phase``: a running copy's."""
     v = r.verify
     copy_rate = r.copied_bytes / r.copy_seconds if r.copy_seconds else None
+    running = r.status == RUNNING
+    updated = updated if updated is not None else r.finished
     return {
-        "kind": r.operation, "schema": 1, "result": r.status, "exit_code": r.exit_code,
+        "kind": r.operation, "schema": 1, "result": r.status,
+        "exit_code": None if running else r.exit_code,
         "message": r.message, "warnings": r.warnings,
         "source": r.source, "target": r.target,
-        "started": report.iso_time(r.started), "finished": report.iso_time(r.finished),
-        "duration_seconds": round(r.finished - r.started, 3),
+        "started": report.iso_time(r.started),
+        "finished": None if running else report.iso_time(r.finished),
+        "updated": report.iso_time(updated),
+        "duration_seconds": round(updated - r.started, 3),
         "size": r.size,
         "copy": None if r.operation != "copy" else {
-            "resumed": r.resumed, "mapfile": r.mapfile, "copied_bytes": r.copied_bytes,
+            "resumed": r.resumed, "mapfile": r.mapfile, "phase": phase if running else None,
+            "done_bytes": done_bytes, "copied_bytes": r.copied_bytes,
             "written_bytes": r.written_bytes, "skipped_zero_bytes": r.skipped_zero_bytes,
             "unread_hole_bytes": r.unread_hole_bytes, "source_map": r.source_map,
             "write_calls": r.write_calls, "read_errors": r.read_errors,
@@ -61,11 +79,14 @@ def _who(d: dict) -> list[tuple[str, object]]:
     return rows
 
 
-def report_text(r: CopyResult) -> str:
-    data = report_data(r)
-    rows = [("result", f"{r.status.upper()} (exit code {r.exit_code})"),
+def report_text(r: CopyResult, **progress) -> str:
+    data = report_data(r, **progress)
+    running = r.status == RUNNING
+    rows = [("result", "RUNNING (or interrupted, if no job is running any more)" if running
+             else f"{r.status.upper()} (exit code {r.exit_code})"),
             ("message", r.message), ("started", data["started"]),
-            ("finished", data["finished"]), ("size", f"{r.size} bytes ({human_size(r.size)})")]
+            ("updated" if running else "finished", data["updated"]),
+            ("size", f"{r.size} bytes ({human_size(r.size)})")]
     rows += [("warning", w) for w in r.warnings]
     sections = [("Result", rows), ("Source", _who(r.source))]
     if r.target:
@@ -75,6 +96,9 @@ def report_text(r: CopyResult) -> str:
         rate = human_rate(c["bytes_per_second"]) if c["bytes_per_second"] else None
         sections.append(("Copy", [
             ("resumed", "yes" if r.resumed else "no"), ("mapfile", r.mapfile),
+            *([("phase", c["phase"])] if c["phase"] else []),
+            *([("done", f"{c['done_bytes']} of {r.size} bytes (all runs, as the mapfile "
+                        "records)")] if c["done_bytes"] is not None else []),
             ("copied", f"{r.copied_bytes} bytes in {human_duration(r.copy_seconds)}"
                        + (f" ({rate})" if rate else "")),
             ("written", f"{r.written_bytes} bytes in {r.write_calls} writes"),
@@ -104,6 +128,11 @@ def report_text(r: CopyResult) -> str:
     return report.render_text(title, sections)
 
 
-def write_result_report(r: CopyResult, directory: str | None = None) -> report.ReportPaths:
-    return report.write_report(r.operation, report_data(r), report_text(r),
-                               directory=directory, when=r.started)
+def write_result_report(r: CopyResult, directory: str | None = None, *,
+                        paths: report.ReportPaths | None = None,
+                        **progress) -> report.ReportPaths:
+    """Write the report; with ``paths`` (the running report's), replace it in place.
+    ``progress``: ``done_bytes``, ``updated``, ``phase`` (:func:`report_data`)."""
+    return report.write_report(r.operation, report_data(r, **progress),
+                               report_text(r, **progress), directory=directory,
+                               when=r.started, paths=paths)

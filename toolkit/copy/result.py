@@ -79,3 +79,11 @@ def conclude(result: CopyResult, cancel: threading.Event) -> None:
     else:
         result.status = "ok"
         result.message = f"{verb} {result.size} bytes" + (", verified" if v else "")
+        if result.operation == "copy" and result.resumed and result.copied_bytes < result.size:
+            # never "copied N bytes" for bytes this run did not copy
+            before = result.size - result.copied_bytes
+            result.message = (
+                (f"nothing copied in this run: the mapfile says all {result.size} bytes were "
+                 "copied before" if not result.copied_bytes else
+                 f"copied {result.copied_bytes} bytes in this run (the mapfile says the other "
+                 f"{before} were copied before)") + (", verified" if v else ", not verified"))

@@ -11,5 +11,7 @@
 | ``eligibility`` | may this disk be written at all (in use, boot medium, read-only, SOURCE) |
 | ``overlap`` | do two ends lie on one medium (same device, partition, serial/WWN, loop file) |
 | ``aliases`` | every device and file a path stands for (links, nodes, partitions, loops, dm) |
-| ``gate`` | the write gate: whether a disk may be written, and the only writable descriptor |
+| ``consent`` | what a person named the target with, and whether it names the target |
+| ``decision`` | the write gate's decision: every reason a target must not be written |
+| ``gate`` | the write gate: the only writable descriptor (the hold); imports the decision |
 """

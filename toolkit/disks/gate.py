@@ -15,8 +15,9 @@ from :func:`open_target`, which
    apart), that reaches a mounted filesystem, a swap area, a held device or the boot
    medium through any alias, that the inventory calls in use, read-only or SOURCE
    (:func:`toolkit.disks.eligibility.writable_problems`), or that the person's consent
-   does not name (:class:`Consent`: ``--target-id``, the serial typed at the prompt, the
-   menu's typed confirmation, ``rtk.consent=``);
+   does not name (:class:`~toolkit.disks.consent.Consent`: ``--target-id``, the serial
+   typed at the prompt, the menu's typed confirmation, ``rtk.consent=``): the decision,
+   :mod:`toolkit.disks.decision`;
 3. opens it ``O_RDWR | O_EXCL`` (``O_DIRECT`` unless told otherwise), then checks that
    the descriptor is the device it decided on (``fstat``: a symlink swapped between the
    check and the open does not win; the disk sequence number: a loop device detached and
@@ -31,9 +32,11 @@ the kernel's node of the held disk, checked just before (:meth:`WriteHold.vouch`
 the filesystem tools, which claim their partition exclusively themselves (the kernel
 refuses that while the whole disk is claimed), through :meth:`WriteHold.lend`.
 
-:func:`write_problems` is the decision without the opening, for plans and the menu's
-lists. ``tests/test_gate_unit.py`` fails when any other code opens a block device for
-writing, and ``tests/writeguard.py`` watches every open of the host tests.
+This module holds the hold and the opening; :func:`write_problems` (the decision without
+the opening, for plans and the menu's lists), :class:`Input`, :class:`Consent` and
+:func:`consent_problem` are imported from here too.
+``tests/test_gate_unit.py`` fails when any other code opens a block device for writing,
+and ``tests/writeguard.py`` watches every open of the host tests.
 """
 
 from __future__ import annotations
@@ -45,333 +48,13 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from toolkit.disks import aliases
-from toolkit.disks.eligibility import in_use, writable_problems
+from toolkit.disks import aliases, decision
+
+# the consent and the decision, which callers import from the gate too
+from toolkit.disks.consent import TARGET_ID, Consent, accepted_names, consent_problem, menu_word  # noqa: F401
+from toolkit.disks.decision import Input, in_use_problems, write_problems  # noqa: F401
 from toolkit.disks.endpoint import Endpoint
-from toolkit.disks.identity import identity_of
-from toolkit.disks.mounts import parse_mountinfo, parse_swaps
-from toolkit.disks.overlap import overlap_problem
 from toolkit.errors import Refused
-
-LIVE_MEDIUM_MOUNTS = ("/run/live/medium", "/lib/live/mount/medium")
-
-
-# --- consent ---------------------------------------------------------------------------------
-
-TARGET_ID, TYPED, MENU, UNATTENDED, PROGRAM = (
-    "--target-id", "typed at the prompt", "typed in the menu", "rtk.consent", "the program")
-
-
-@dataclass(frozen=True)
-class Consent:
-    """What a person (or the boot parameters) named the target with, as the caller
-    collected it. ``how`` says where it came from, which decides what it may be:
-
-    - ``--target-id`` (``rtk copy/restore --yes``): the serial or WWN; a disk with
-      neither (a loop device) by its kernel name, node or backing file;
-    - typed at the prompt: the serial/WWN or the device name (``sdb``, ``/dev/sdb``);
-    - typed in the menu: exactly the word the screen asked for (the serial/WWN, else
-      the kernel name);
-    - ``rtk.consent=serial:X`` / ``wwn:Y``: only a serial or a WWN;
-    - the program: a Python caller (tests, benchmarks) that named the target by its
-      path: that path must still lead to the target.
-    """
-
-    how: str
-    value: str
-    kind: str = ""  # rtk.consent: "serial" or "wwn"
-
-    @classmethod
-    def target_id(cls, value: str) -> Consent:
-        return cls(TARGET_ID, value)
-
-    @classmethod
-    def typed(cls, value: str) -> Consent:
-        return cls(TYPED, value.strip())
-
-    @classmethod
-    def menu(cls, value: str) -> Consent:
-        return cls(MENU, value.strip())
-
-    @classmethod
-    def unattended(cls, kind: str, value: str) -> Consent:
-        return cls(UNATTENDED, value, kind)
-
-    @classmethod
-    def program(cls, path: str) -> Consent:
-        return cls(PROGRAM, path)
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.value}" if self.kind else self.value
-
-
-def menu_word(target: Endpoint) -> str:
-    """What the menu asks the technician to type: the serial/WWN, else the kernel name."""
-    return target.disk.identity or target.disk.name
-
-
-def accepted_names(target: Endpoint, how: str = TARGET_ID) -> set[str]:
-    """What a consent given ``how`` may be for ``target``."""
-    d = target.disk
-    ident = {x for x in (d.serial, d.wwn) if x}
-    if how == TARGET_ID:
-        if ident:
-            return ident
-        names = {d.name, d.path, target.node, os.path.basename(target.node)}
-        if d.backing_file:
-            names.add(d.backing_file)
-        return names
-    if how == TYPED:
-        names = {os.path.basename(target.node), target.node}
-        if target.identity:
-            names.add(target.identity)
-        return names
-    if how == MENU:
-        return {menu_word(target)}
-    return ident
-
-
-def _wwn(text: str | None) -> str:
-    t = (text or "").strip().lower()
-    for prefix in ("0x", "naa.", "eui.", "wwn-0x"):
-        t = t.removeprefix(prefix)
-    return t
-
-
-def consent_problem(target: Endpoint, consent: Consent) -> str | None:
-    """Why ``consent`` does not name ``target`` (None: it does)."""
-    label = target.label()
-    if consent.how == TARGET_ID:
-        names = accepted_names(target, TARGET_ID)
-        if consent.value in names:
-            return None
-        return (f"--target-id {consent.value} does not match the target {label}: "
-                f"expected {' or '.join(sorted(names))}")
-    if consent.how == TYPED:
-        if consent.value in accepted_names(target, TYPED):
-            return None
-        return f"not confirmed: {consent.value or 'nothing'!r} does not name the target {label}"
-    if consent.how == MENU:
-        if consent.value == menu_word(target):
-            return None
-        return (f"the confirmation typed in the menu ({consent.value or 'nothing'}) does not "
-                f"name the target {label}: {menu_word(target)} was asked for")
-    if consent.how == UNATTENDED:
-        d = target.disk
-        if consent.kind not in ("serial", "wwn"):
-            return f"rtk.consent={consent}: consent is serial: or wwn:"
-        if not d.serial and not d.wwn:
-            return (f"{d.name} has neither serial nor WWN, so no consent can name it: write "
-                    "it from the menu instead")
-        ok = (d.serial is not None and d.serial.strip() == consent.value.strip()
-              if consent.kind == "serial" else bool(d.wwn) and _wwn(d.wwn) == _wwn(consent.value))
-        if ok:
-            return None
-        return (f"rtk.consent={consent} does not name the disk found, "
-                f"{identity_of(d).summary()}: nothing was written")
-    if consent.how == PROGRAM:
-        try:
-            rdev = os.stat(consent.value).st_rdev
-        except OSError as e:
-            return f"the target was named {consent.value}, which is gone ({e.strerror})"
-        if target.rdev is not None and rdev != target.rdev:
-            return (f"the target was named {consent.value}, which does not lead to "
-                    f"{target.node} any more")
-        return None
-    return f"a consent of an unknown kind ({consent.how}) names nothing"
-
-
-# --- inputs and the decision ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Input:
-    """What a write reads, which it must not destroy: a copy's source, a restore's image
-    (and the files a container image refers to). ``role`` is how messages call it;
-    ``endpoint``: the input resolved as a disk end; ``fd``: resolve from this open
-    descriptor (the very file that will be read) rather than from the path."""
-
-    path: str
-    role: str = "source"
-    endpoint: Endpoint | None = None
-    fd: int | None = None
-
-
-def resolver_for(*ends: Endpoint | None) -> aliases.Resolver:
-    """A resolver that also knows the serials and WWNs the inventory (udev) gave ``ends``."""
-    names: dict[str, set[str]] = {}
-    for e in ends:
-        if e is None:
-            continue
-        d = e.disk
-        names.setdefault(d.name, set()).update(
-            {f"serial:{d.serial}"} if d.serial else set())
-        if d.wwn:
-            names[d.name].add(f"wwn:{d.wwn}")
-    return aliases.Resolver(names_of=lambda n: frozenset(names.get(n, ())))
-
-
-def _target_footprint(target: Endpoint, resolver: aliases.Resolver) -> aliases.Footprint:
-    if target.rdev is not None:
-        fp = resolver.device_footprint(target.rdev, target.node)
-    else:
-        fp = resolver.footprint(target.path)
-    return fp
-
-
-def _collision_message(target: Endpoint, given: str, role: str, theirs_fp: aliases.Footprint,
-                       ours_fp: aliases.Footprint, col: aliases.Collision) -> str:
-    first_theirs = col.theirs is theirs_fp.pieces[0]
-    first_ours = col.ours is ours_fp.pieces[0]
-    label = target.label()
-    if first_theirs and first_ours:
-        head = f"the target is the {role}: {target.path} and {given} are the same device"
-    elif first_theirs and col.theirs.key.startswith("file:"):
-        head = f"the {role} {given} is the backing file of the target {label}"
-        if any("loop device over the file" in t for t in col.ours.trail):
-            backing = col.ours.what.removeprefix("the file ")
-            if os.path.realpath(given) != os.path.realpath(backing):
-                head += (f" by another name (the same inode as {backing}: a hard link or a "
-                         "renamed file)")
-    elif first_ours:
-        head = f"the {role} {given} lies on the target {label}"
-    elif first_theirs:
-        head = f"the target {label} lies on the {role} {given}"
-    else:
-        head = f"the target {label} and the {role} {given} share {col.theirs.what}"
-    return f"{head}: {col.words()}"
-
-
-def alias_problem(target: Endpoint, inp: Input, resolver: aliases.Resolver | None = None,
-                  ours: aliases.Footprint | None = None) -> str | None:
-    """Why writing ``target`` would destroy what ``inp`` reads, by any alias (None: apart)."""
-    resolver = resolver or resolver_for(target, inp.endpoint)
-    try:
-        ours = ours or _target_footprint(target, resolver)
-        theirs = resolver.footprint(inp.path, fd=inp.fd)
-    except aliases.Unresolvable as e:
-        return (f"the {inp.role} {inp.path} cannot be followed to the devices it lives on "
-                f"({e}), so nothing can tell that the target {target.node} is apart from it")
-    except OSError as e:
-        return f"the {inp.role} {inp.path} cannot be resolved: {e.strerror or e}"
-    col = aliases.collision(ours, theirs)
-    return _collision_message(target, inp.path, inp.role, theirs, ours, col) if col else None
-
-
-@dataclass
-class _InUse:
-    """A device (or a swap file) in use that no alias of a target may reach."""
-
-    rdev: int | None
-    what: str  # "/dev/vda, mounted at /"
-    path: str | None = None  # a swap file
-
-
-def _devices_in_use(resolver: aliases.Resolver, source_role: Iterable[str]) -> list[_InUse]:
-    """Mounted filesystems' devices, swap devices and files, held devices, the boot
-    medium, SOURCE-role devices given by path: what a target must not reach."""
-    out: list[_InUse] = []
-    with contextlib.suppress(OSError):
-        with open(resolver.mountinfo) as f:
-            mounts = parse_mountinfo(f.read())
-        for m in mounts:
-            with contextlib.suppress(ValueError, OSError):
-                rdev = aliases.Resolver.devno(m.devno)
-                if resolver.sysdir(rdev):
-                    what = ("the boot medium of this live system" if m.mountpoint in
-                            LIVE_MEDIUM_MOUNTS else f"mounted at {m.mountpoint}")
-                    out.append(_InUse(rdev, f"{resolver.node(rdev)}, {what}"))
-    with contextlib.suppress(OSError), open(resolver.swaps) as f:
-        for name in parse_swaps(f.read()):
-            with contextlib.suppress(OSError):
-                st = os.stat(name)
-                if stat.S_ISBLK(st.st_mode):
-                    out.append(_InUse(st.st_rdev, f"{name}, in use as swap"))
-                elif stat.S_ISREG(st.st_mode):
-                    out.append(_InUse(None, f"the swap file {name}", name))
-    with contextlib.suppress(OSError):
-        base = os.path.join(resolver.sys, "class", "block")
-        for name in sorted(os.listdir(base)):
-            with contextlib.suppress(OSError, ValueError):
-                holders = os.listdir(os.path.join(base, name, "holders"))
-                if holders:
-                    with open(os.path.join(base, name, "dev")) as f:
-                        rdev = aliases.Resolver.devno(f.read())
-                    out.append(_InUse(rdev, f"{resolver.node(rdev)}, held by "
-                                            f"{', '.join(sorted(holders))}"))
-    for key in source_role:
-        with contextlib.suppress(OSError, TypeError, ValueError):
-            if key.startswith("/") and stat.S_ISBLK(os.stat(key).st_mode):
-                out.append(_InUse(os.stat(key).st_rdev, f"{key}, an iSCSI disk attached as "
-                                                        "SOURCE (a backup snapshot)"))
-    return out
-
-
-def in_use_problems(target: Endpoint, resolver: aliases.Resolver,
-                    source_role: Iterable[str] = frozenset(),
-                    ours: aliases.Footprint | None = None) -> list[str]:
-    """Devices in use (mounted, swap, held, the boot medium, SOURCE) that writing
-    ``target`` would reach through an alias: a loop device over a mounted disk, say.
-    Only the target's raw bytes count: a file on a mounted filesystem may be written."""
-    roles = set(source_role)
-    ours = ours or _target_footprint(target, resolver)
-    problems: list[str] = []
-    for piece in ours.pieces[1:]:  # the target itself: the inventory's (eligibility)
-        hit = piece.names & ({f"serial:{r}" for r in roles} | {f"wwn:{r}" for r in roles})
-        if piece.inside is None and hit:
-            problems.append(f"the target {target.label()} reaches {piece.what}, an iSCSI disk "
-                            f"attached as SOURCE ({', '.join(sorted(hit))}): "
-                            + "; ".join(piece.trail))
-    for used in _devices_in_use(resolver, roles):
-        try:
-            theirs = (resolver.footprint(used.path) if used.path else
-                      resolver.device_footprint(used.rdev, used.what))
-        except (aliases.Unresolvable, OSError):
-            continue
-        col = aliases.collision(ours, theirs, raw_only=True)
-        if col is None or (col.ours is ours.pieces[0] and col.theirs is theirs.pieces[0]):
-            continue  # none, or the target itself in use: the inventory says so
-        said = col.words()
-        problems.append(f"the target {target.label()} would overwrite {used.what}: {said}")
-    return list(dict.fromkeys(problems))
-
-
-def write_problems(target: Endpoint, inputs: Iterable[Input] = (), *,
-                   source_role: Iterable[str] = frozenset(), consent: Consent | None = None,
-                   deep: bool = True, resolver: aliases.Resolver | None = None) -> list[str]:
-    """Every reason ``target`` must not be written with ``inputs`` read, most serious
-    first: it overlaps an input; it may not be written at all (the inventory: SOURCE,
-    in use, read-only); it reaches a device in use through an alias; ``consent`` does
-    not name it. ``deep=False``: the inventory's records only (no sysfs), for lists of
-    hand-built disks."""
-    inputs = list(inputs)
-    roles = frozenset(source_role)
-    resolver = resolver or resolver_for(target, *(i.endpoint for i in inputs))
-    problems: list[str] = []
-    ours = None
-    if deep:
-        try:
-            ours = _target_footprint(target, resolver)
-        except (aliases.Unresolvable, OSError) as e:
-            problems.append(f"the target {target.node} cannot be followed to the devices it "
-                            f"is made of ({e}): it is not written")
-            deep = False
-    for inp in inputs:
-        p = overlap_problem(inp.endpoint, target, inp.role) if inp.endpoint else None
-        if p is None and deep:
-            p = alias_problem(target, inp, resolver, ours)
-        if p:
-            problems.append(p)
-    eligible = writable_problems(target, roles)
-    problems += eligible
-    if deep and not in_use(target):
-        problems += [p for p in in_use_problems(target, resolver, roles, ours)
-                     if p not in problems]
-    if consent is not None:
-        c = consent_problem(target, consent)
-        if c:
-            problems.append(c)
-    return problems
-
 
 # --- the hold ------------------------------------------------------------------------------------
 
@@ -528,7 +211,7 @@ def open_target(target: Endpoint, inputs: Iterable[Input] = (), *,
     written then."""
     inputs = list(inputs)
     consent = consent or Consent.program(target.path)
-    resolver = resolver_for(target, *(i.endpoint for i in inputs))
+    resolver = decision.resolver_for(target, *(i.endpoint for i in inputs))
     problems = write_problems(target, inputs, source_role=source_role, consent=consent,
                               resolver=resolver)
     if problems:
@@ -563,7 +246,8 @@ def open_target(target: Endpoint, inputs: Iterable[Input] = (), *,
         if after.keys() != before.keys():
             raise Refused(f"the target {target.node} changed while it was opened (what it "
                           "is made of is not what was checked)")
-        again = [p for inp in inputs if (p := alias_problem(target, inp, resolver, after))]
+        again = [p for inp in inputs
+                 if (p := decision.alias_problem(target, inp, resolver, after))]
         if again:
             raise Refused(again)
     except BaseException:

@@ -1,6 +1,7 @@
 """One record of what names a disk (or a partition of it), for reports, the menu and
 unattended runs: :func:`identity_of` builds it, :meth:`DiskIdentity.to_dict` is what the
-JSON reports hold, :meth:`DiskIdentity.label` the one line of a message.
+JSON reports hold, :meth:`DiskIdentity.label` the one line of a message; :func:`wwn_key`
+is the one form two WWNs are compared in (a consent, a selector, the disk found).
 
 Everything a person checks before a write, nothing else: kernel name and path, model,
 vendor, serial, WWN, transport, the by-id and by-path names, the iSCSI target, portal
@@ -90,3 +91,12 @@ def identity_of(disk: Disk, partition: Partition | None = None, *, path: str | N
         partition={"disk": disk.path, "number": partition.number, "start": partition.start}
         if partition else None,
     )
+
+
+def wwn_key(text: str | None) -> str:
+    """A WWN as it is compared: lower case, without ``0x``, ``naa.``, ``eui.`` or
+    ``wwn-0x`` (``0x5000C500A1B2C3D4``, ``naa.5000c500a1b2c3d4``: the same disk)."""
+    t = (text or "").strip().lower()
+    for prefix in ("0x", "naa.", "eui.", "wwn-0x"):
+        t = t.removeprefix(prefix)
+    return t

@@ -11,6 +11,17 @@ class Mount:
     mountpoint: str
     fstype: str
     source: str
+    options: frozenset[str] = frozenset()  # the mount's own: "ro", "noatime"...
+    super_options: tuple[str, ...] = ()  # the filesystem's: "upperdir=/x", "errors=..."
+
+    def super_option(self, key: str) -> str | None:
+        """The value of the filesystem option ``key`` (``upperdir`` of an overlay), "" for
+        a flag, None when it is not there."""
+        for opt in reversed(self.super_options):  # the last one counts, as in the kernel
+            k, _, v = opt.partition("=")
+            if k == key:
+                return v
+        return None
 
 
 def _unescape(field: str) -> str:
@@ -43,7 +54,9 @@ def parse_mountinfo(text: str) -> list[Mount]:
         lf, rf = left.split(), right.split()
         if len(lf) < 5 or len(rf) < 2:
             continue
-        mounts.append(Mount(lf[2], _unescape(lf[4]), rf[0], _unescape(rf[1])))
+        mounts.append(Mount(lf[2], _unescape(lf[4]), rf[0], _unescape(rf[1]),
+                            frozenset(lf[5].split(",")) if len(lf) > 5 else frozenset(),
+                            tuple(rf[2].split(",")) if len(rf) > 2 else ()))
     return mounts
 
 

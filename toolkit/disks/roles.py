@@ -23,6 +23,8 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
+from toolkit.atomic import write_atomic
+
 SOURCE = "SOURCE"
 TARGET = "TARGET"
 ROLES = (SOURCE, TARGET)
@@ -46,10 +48,7 @@ def _load() -> dict[str, dict]:
 def _save(data: dict[str, dict]) -> None:
     path = registry_path()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _names(entry: dict) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+from toolkit.atomic import write_atomic
 from toolkit.iscsi import adm
 from toolkit.iscsi.errors import IscsidNotRunning, IscsiError, IscsiToolMissing
 from toolkit.iscsi.parse import parse_initiator_name, valid_iscsi_name
@@ -47,11 +48,7 @@ def generate_initiator_name() -> str:
 def _write(name: str) -> None:
     path = initiator_file()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(f"InitiatorName={name}\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, f"InitiatorName={name}\n")
 
 
 def set_initiator_name(name: str) -> str:

@@ -98,8 +98,10 @@ def discover(host: str, port: int = DEFAULT_PORT, chap: Chap | None = None) -> D
         if given in t.advertised:
             t.host, t.port = host, port
         elif _unreachable(t.host, t.port):
+            why = ("its port is closed here" if t.host == host
+                   else "a loopback or NAT address")
             t.note = (f"{t.iqn} advertises {', '.join(t.advertised)}, which cannot be reached "
-                      f"from here (loopback or NAT address): using {given}, the address "
+                      f"from here ({why}): using {given}, the address "
                       "discovery answered on")
             notes.append(t.note)
             t.host, t.port = host, port

@@ -4,7 +4,9 @@ plain text.
 A report is a JSON-able dict plus a plain text rendering of it, written side
 by side under :data:`toolkit.system.paths.LOG_DIR` as ``KIND-YYYYmmdd-HHMMSS.json``
 and ``.txt`` (``-2``, ``-3``... when two land in the same second). Both files
-are written atomically, so a report is either complete or absent.
+are written atomically, so a report is either complete or absent. A long job (a copy)
+writes its report at the start and rewrites it in place (:func:`rewrite_report`) as it
+goes: after a power cut, the last version says what was done.
 """
 
 from __future__ import annotations
@@ -74,8 +76,12 @@ def render_text(title: str, sections: list[tuple[str, list[tuple[str, object]]]]
 
 
 def write_report(kind: str, data: dict, text: str, *, directory: str | None = None,
-                 when: float | None = None) -> ReportPaths:
-    """Write ``KIND-YYYYmmdd-HHMMSS.json`` and ``.txt``; return their paths."""
+                 when: float | None = None, paths: ReportPaths | None = None) -> ReportPaths:
+    """Write ``KIND-YYYYmmdd-HHMMSS.json`` and ``.txt``; return their paths. With
+    ``paths`` (a report written before: a job's partial report), replace those files
+    (:func:`rewrite_report`)."""
+    if paths is not None:
+        return rewrite_report(paths, data, text)
     directory = directory or log_dir()
     os.makedirs(directory, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when or time.time()))
@@ -90,9 +96,18 @@ def write_report(kind: str, data: dict, text: str, *, directory: str | None = No
     return paths
 
 
+def rewrite_report(paths: ReportPaths, data: dict, text: str) -> ReportPaths:
+    """Replace the report at ``paths`` (both files, each atomically): a long job writes
+    its report when it starts and rewrites it as it goes, so that a power cut leaves one
+    that says what was done so far; the last version is the final report."""
+    _atomic_write(paths.json, json.dumps(to_jsonable(data), indent=1, sort_keys=False) + "\n")
+    _atomic_write(paths.text, text)
+    return paths
+
+
 def _atomic_write(path: str, content: str) -> None:
     """Temporary file, fsync, rename, fsync of the directory: a power cut leaves the old
-    version or the new one (:func:`toolkit.system.atomic.write_atomic`)."""
-    from toolkit.system.atomic import write_atomic
+    version or the new one (:func:`toolkit.atomic.write_atomic`)."""
+    from toolkit.atomic import write_atomic
 
     write_atomic(path, content)

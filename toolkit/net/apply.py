@@ -17,17 +17,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from toolkit.atomic import write_atomic
 from toolkit.net import networkd, nics, resolv
 from toolkit.net.errors import NetError, NetRefused
 from toolkit.net.settings import NetSettings, validate
 from toolkit.system import systemctl, tools
-from toolkit.system.atomic import write_atomic
 
 NETWORK_DIR = "run/systemd/network"
 STATE_FILE = "run/rtk/net.json"
@@ -133,10 +132,8 @@ def load_state(path: Path) -> tuple[list[NetSettings], dict[str, int]]:
 
 def _save_state(path: Path, configs: list[NetSettings], orig_mtu: dict[str, int]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"configs": [c.to_dict() for c in configs],
-                               "orig_mtu": orig_mtu}, indent=1))
-    os.replace(tmp, path)
+    write_atomic(str(path), json.dumps({"configs": [c.to_dict() for c in configs],
+                                        "orig_mtu": orig_mtu}, indent=1))
 
 
 def write_files(netdir: Path, files: dict[str, str]) -> list[str]:
@@ -146,10 +143,7 @@ def write_files(netdir: Path, files: dict[str, str]) -> list[str]:
         if old.name not in files:
             old.unlink()
     for name, text in files.items():
-        tmp = netdir / f".{name}.tmp"
-        tmp.write_text(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, netdir / name)
+        write_atomic(str(netdir / name), text)
     return sorted(str(netdir / n) for n in files)
 
 

@@ -54,7 +54,7 @@ def image_inputs(location: str, image_device: Endpoint | None = None,
     """What a restore of ``location`` reads, for the write gate: the image (a local file
     or device; nothing for a URL) and the files a container refers to (``referenced``:
     backing files, VMDK extents, a qcow2 data file)."""
-    if sourcemod.is_url(location):
+    if sourcemod.is_url(location) or sourcemod.is_multicast(location):
         return []
     return [gate.Input(location, "image", endpoint=image_device),
             *(gate.Input(p, f"image's file {p} (which {location} refers to)")
@@ -90,8 +90,9 @@ def check_target(target: Endpoint, location: str, image_size: int | None,
                         "sectors")
     if image_size is None:
         warnings.append("the image's size is not known before writing (a compressed stream "
-                        "without a GPT): a too large image fails while writing, and the "
-                        "target is then left without a partition table")
+                        "or a download of unknown length, without a GPT): a too large image "
+                        "fails while writing, and the target is then left without a "
+                        "partition table")
     return problems, warnings
 
 
@@ -108,10 +109,19 @@ def parse_sha256(text: str, name: str | None = None) -> str | None:
 
 def expected_sha256(location: str, given: str | None, **source_kw) -> tuple[str | None, str]:
     """``(hex or None, where it came from)``; a malformed ``given`` raises ValueError."""
+    if sourcemod.is_multicast(location):  # no sidecar: the URL's ?sha256= or the given
+        from toolkit.restore import multicast
+        url = multicast.parse(location).sha256
+        if given and url and given.strip().lower() != url:
+            raise ValueError(f"--sha256 {given} differs from the sha256= of {location}")
+        if url and not given:
+            return url, "the udpcast:// URL"
     if given:
         if not _HEX.match(given.strip()):
             raise ValueError(f"--sha256 {given!r} is not 64 hexadecimal digits")
         return given.strip().lower(), "command line"
+    if sourcemod.is_multicast(location):
+        return None, "none"
     side = location + ".sha256"
     try:
         data = sourcemod.read_small(side, **source_kw)

@@ -76,6 +76,41 @@ class Geometry:
     sector_size: int | None  # logical sector size, when a GPT header shows it
     disk_size: int | None  # GPT: (backup header LBA + 1) * sector size
     min_size: int | None  # MBR: end of the last partition (a lower bound)
+    # the partition that ends last (GPT or MBR): its number and the byte it ends at; an
+    # image that ends before it is truncated (:func:`truncation`)
+    last_partition: int | None = None
+    parts_end: int | None = None
+
+
+def _gpt_parts_end(head: bytes, sector: int) -> tuple[int | None, int | None]:
+    """(number, end byte) of the GPT partition that ends last, from the entries in ``head``
+    (the array read where the header says; None when it lies past ``head``)."""
+    h = head[sector:sector + 92]
+    start_lba, count, esize = struct.unpack_from("<QII", h, 72)
+    if esize < 128 or count > 4096:
+        return None, None
+    best: tuple[int | None, int | None] = (None, None)
+    for i in range(count):
+        off = start_lba * sector + i * esize
+        entry = head[off:off + esize]
+        if len(entry) < 128:
+            return None, None
+        if entry[:16] == b"\0" * 16:
+            continue
+        end = (struct.unpack_from("<Q", entry, 40)[0] + 1) * sector
+        if best[1] is None or end > best[1]:
+            best = (i + 1, end)
+    return best
+
+
+def truncation(size: int | None, geo: Geometry) -> str | None:
+    """Why an image of ``size`` bytes is truncated by its own partition table, else None."""
+    if size is None or geo.parts_end is None or size >= geo.parts_end:
+        return None
+    disk = geo.disk_size or geo.min_size or geo.parts_end
+    return (f"the image ends at byte {size} but its partition table describes a disk of "
+            f"{disk} bytes (partition {geo.last_partition} ends at byte {geo.parts_end}): "
+            "truncated")
 
 
 def _gpt_header(head: bytes, sector: int) -> int | None:
@@ -99,7 +134,8 @@ def geometry(head: bytes) -> Geometry:
     for sector in (512, 4096):
         backup = _gpt_header(head, sector)
         if backup is not None:
-            return Geometry("gpt", sector, (backup + 1) * sector, None)
+            number, end = _gpt_parts_end(head, sector)
+            return Geometry("gpt", sector, (backup + 1) * sector, None, number, end)
     if len(head) >= 512 and head[510:512] == b"\x55\xaa":
         ends = []
         for i in range(4):
@@ -107,7 +143,8 @@ def geometry(head: bytes) -> Geometry:
             ptype = entry[4]
             start, count = struct.unpack_from("<II", entry, 8)
             if ptype and count:
-                ends.append((start + count) * 512)
+                ends.append(((start + count) * 512, i + 1))
         if ends:
-            return Geometry("dos", None, None, max(ends))
+            end, number = max(ends)
+            return Geometry("dos", None, None, end, number, end)
     return Geometry(None, None, None, None)

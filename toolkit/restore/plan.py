@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from toolkit.blockio import blockdev
-from toolkit.disks import roles
+from toolkit.disks import roles, transport
 from toolkit.disks.endpoint import Endpoint, resolve
 from toolkit.disks.inventory import Disk, list_disks
 from toolkit.errors import Refused
@@ -40,6 +40,9 @@ class RestoreOptions:
     algorithm: str = "blake3"
     boot: bool = True  # create a UEFI boot entry when booted in UEFI mode
     interval: float = 0.25  # seconds between progress events
+    # a storage outage of the target (its path down: toolkit.disks.transport) is waited
+    # out this long, then the restore fails (the disk left without a partition table)
+    outage_limit: float = transport.DEFAULT_LIMIT
 
     def source_kw(self) -> dict:
         return {"ca_file": self.ca_file, "insecure": self.insecure}
@@ -63,6 +66,7 @@ class ImageInfo:
     # an HTTP image: (ETag, Last-Modified, size) of the answer probed; every later
     # download must be of the same file (toolkit.restore.source.same_entity)
     http_entity: tuple | None = None
+    geometry: detect.Geometry | None = None  # what the image's first MiB says
 
     @property
     def kind(self) -> str:
@@ -88,7 +92,11 @@ class RestorePlan:
 
 
 def probe_image(location: str, options: RestoreOptions) -> ImageInfo:
-    """Detect compression, container format, size and sector size by content."""
+    """Detect compression, container format, size and sector size by content. A
+    ``udpcast://`` stream is read once: probed by the restore itself, from its first MiB,
+    before writing (raw only; compression, sector size and size checked then)."""
+    if sourcemod.is_multicast(location):
+        return ImageInfo(location, False, None, detect.RAW, None, None, None, None)
     try:
         with sourcemod.open_source(location, **options.source_kw()) as src:
             head = read_full(src, HEAD)
@@ -110,13 +118,15 @@ def probe_image(location: str, options: RestoreOptions) -> ImageInfo:
     info = ImageInfo(location, sourcemod.is_url(location), comp, fmt, file_size, None, None,
                      None, http_entity=entity)
     if fmt == detect.RAW:
-        geo = detect.geometry(data)
+        geo = info.geometry = detect.geometry(data)
         info.table, info.sector_size = geo.table, geo.sector_size
-        info.size = file_size if not comp else geo.disk_size
+        # a download of unknown length: as large as its GPT says (checked at its end)
+        info.size = file_size if not comp and file_size is not None else geo.disk_size
     elif not comp and not info.is_url:
+        qemu.referenced_files(location, fmt)  # a protocol or json: name: refused first
         info.size = container_size(location, fmt)
         try:
-            geo = detect.geometry(qemu.first_mib(location, fmt, info.size))
+            geo = info.geometry = detect.geometry(qemu.first_mib(location, fmt, info.size))
         except qemu.QemuError as e:
             raise Refused(f"{location}: {e}") from None
         info.table, info.sector_size = geo.table, geo.sector_size
@@ -144,6 +154,17 @@ def image_device(location: str, disks: list[Disk]) -> Endpoint | None:
         return resolve(location, disks)
     except (Refused, OSError):
         return None  # not in the inventory: nothing to compare the target with
+
+
+def image_inputs(image: str, info: ImageInfo, disks: list[Disk]) -> list:
+    """What the restore of ``image`` reads, for the write gate (the plan's ``inputs``, and
+    the menu's list of targets): the image and, for a local container, every file its
+    chain refers to (:func:`toolkit.restore.qemu.referenced_files`: :class:`Refused` when
+    that cannot be told). A compressed or downloaded container's are checked once it is
+    unpacked, before writing (:func:`toolkit.restore.engine.restore`)."""
+    local = info.format != detect.RAW and not info.is_url and not info.compression
+    return checks.image_inputs(image, image_device(image, disks),
+                               qemu.referenced_files(image, info.format) if local else ())
 
 
 def target_open_problem(target: str, e: OSError, writing: bool = False) -> str:
@@ -179,14 +200,18 @@ def plan_restore(image: str, target: str, options: RestoreOptions | None = None,
     except ValueError as e:
         raise Refused(str(e)) from None
     role = frozenset(roles.source_keys() if source_role is None else source_role)
-    inputs = checks.image_inputs(image, image_device(image, disks),
-                                 qemu.referenced_files(image, info.format)
-                                 if info.format != detect.RAW and not info.is_url else ())
+    inputs = image_inputs(image, info, disks)  # Refused: cannot tell what it reads
     problems, warnings = checks.check_target(dst, image, info.size, info.sector_size, role,
                                              deep=True, inputs=inputs)
     if info.format == detect.RAW and not info.compression and info.size and info.size % 512:
         problems.append(f"the image has {info.size} bytes, not a multiple of 512: truncated, "
                         "or not a disk image")
+    if info.geometry is not None and (info.format != detect.RAW or not info.compression):
+        # the file's (or the download's Content-Length, the container's virtual) size
+        cut = detect.truncation(info.size if info.format != detect.RAW else info.file_size,
+                                info.geometry)
+        if cut:
+            problems.append(f"{image}: {cut}")
     if problems:
         raise Refused(problems)
     if info.http_entity is not None and not (info.http_entity[0] or info.http_entity[1]):

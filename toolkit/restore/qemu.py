@@ -9,7 +9,7 @@ writes everything but the first MiB; :mod:`toolkit.restore.write` writes that
 last, read from the image by qemu-img. Verification is ``qemu-img compare`` of
 the same two views (the target read with O_DIRECT), then the first MiB read
 back. A verified restore converts in pieces (:func:`piece_size`) and compares
-each one while the next is converted (:func:`convert_and_compare`).
+each one while the next is converted (:func:`toolkit.restore.qemu_compare.convert_and_compare`).
 
 HTTP(S) sources of these formats are downloaded to a temporary file first,
 not read through qemu-img's curl driver (which this qemu-img has: see
@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import re
 import shutil
 import subprocess
@@ -93,27 +92,101 @@ def info(location: str, fmt: str) -> dict:
     return json.loads(_run("info", "--output=json", "-f", fmt, location))
 
 
+# qemu block drivers a ``json:`` name may use: image formats and local files and devices.
+# Any other (nbd, http(s), iscsi, ssh, nfs, rbd, gluster, blkdebug...) reads what the
+# toolkit cannot resolve to a device: refused.
+_LOCAL_DRIVERS = frozenset({"raw", "qcow2", "qcow", "qed", "vmdk", "vpc", "vhdx", "vdi",
+                            "parallels", "file", "host_device", "host_cdrom"})
+_LOCAL_PREFIXES = ("file:", "host_device:", "host_cdrom:")
+_PLAIN_KEYS = frozenset({"driver", "locking", "node-name", "read-only", "aio", "cache",
+                         "direct", "no-flush", "auto-read-only", "discard", "detect-zeroes",
+                         "format", "offset", "size"})
+
+
+def _unresolvable(location: str, name: str) -> Refused:
+    return Refused(f"the image's backing file is {name} (which {location} refers to): the "
+                   "toolkit cannot tell that it does not read the target: refused")
+
+
+def _json_names(location: str, name: str) -> list[str]:
+    """Every file a ``json:{...}`` name opens (its "filename" keys, nested or dotted);
+    :class:`Refused` for a driver that is not a local file or format."""
+    try:
+        tree = json.loads(name[5:])
+    except ValueError:
+        raise _unresolvable(location, name) from None
+    out: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                leaf = key.rsplit(".", 1)[-1]
+                if leaf == "driver" and value not in _LOCAL_DRIVERS:
+                    raise _unresolvable(location, name)
+                if leaf == "filename":
+                    if not isinstance(value, str):
+                        raise _unresolvable(location, name)
+                    out.append(value)
+                elif isinstance(value, dict | list):
+                    walk(value)
+                elif leaf not in _PLAIN_KEYS and isinstance(value, str) and value:
+                    # "backing": a node name, "server", "url", "path"...: not a file named
+                    raise _unresolvable(location, name)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(tree)
+    if not out:
+        raise _unresolvable(location, name)
+    return out
+
+
 def referenced_files(location: str, fmt: str) -> list[str]:
     """The local files and devices the image ``location`` makes qemu-img read besides
     itself: its backing chain, VMDK extents (a descriptor may name a raw device) and a
-    qcow2 external data file. Empty when qemu-img cannot tell (its check refuses such an
-    image anyway)."""
-    try:
-        chain = json.loads(_run("info", "--backing-chain", "--output=json", "-f", fmt,
-                                location))
-    except (tools.ToolError, ValueError):
-        return []
+    qcow2 external data file; a ``json:`` name by every "filename" in it.
+
+    Raises :class:`Refused` when it cannot be told: qemu-img info fails on the image or
+    its chain, or a name is of a protocol (``nbd://``, ``http:``, ``iscsi:``, ``ssh:``...)
+    that the write gate cannot follow to a device."""
     found: list[str] = []
 
     def add(name) -> None:
-        if isinstance(name, str) and name and ":" not in name.split("/", 1)[0]:
-            path = os.path.abspath(name)
-            if path != os.path.abspath(location) and path not in found:
-                found.append(path)
+        if not isinstance(name, str) or not name or name == location:
+            return
+        if name.startswith("json:"):
+            for n in _json_names(location, name):
+                add(n)
+            return
+        for prefix in _LOCAL_PREFIXES:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        else:
+            if ":" in name.split("/", 1)[0]:  # nbd://, http:, iscsi:, ssh:, nbd:host:port...
+                raise _unresolvable(location, name)
+        path = os.path.abspath(name)  # qemu-img names them as opened: relative to here
+        if path != os.path.abspath(location) and path not in found:
+            found.append(path)
 
+    try:
+        chain = json.loads(_run("info", "--backing-chain", "--output=json", "-f", fmt,
+                                location))
+    except (tools.ToolError, ValueError) as e:
+        try:  # the image alone (qemu-img info opens no backing file): name what it names
+            top = json.loads(_run("info", "--output=json", "-f", fmt, location))
+        except (tools.ToolError, ValueError):
+            top = {}
+        if isinstance(top, dict):
+            add(top.get("backing-filename"))  # a protocol or json: refused by its name
+        raise Refused(f"cannot tell which files the image {location} reads ({e}): "
+                      "refused") from None
     for layer in chain if isinstance(chain, list) else [chain]:
         add(layer.get("filename"))
         add(layer.get("full-backing-filename"))
+        if layer.get("backing-filename") and not layer.get("full-backing-filename"):
+            add(layer.get("backing-filename"))
         data = (layer.get("format-specific") or {}).get("data") or {}
         add(data.get("data-file"))
         for extent in data.get("extents") or []:
@@ -135,6 +208,12 @@ def _target_file(target, *, writing: bool) -> tuple[str, tuple[int, ...]]:
         raise Failed(f"{target} is a block device: it is written only through the write "
                      "gate's hold")
     return target, ()
+
+
+def target_to_read(target) -> tuple[str, tuple[int, ...]]:
+    """What qemu-img opens to read the target (a compare), and the descriptors it inherits
+    (see :func:`_target_file`)."""
+    return _target_file(target, writing=False)
 
 
 def check(path: str, fmt: str) -> list[str]:
@@ -195,7 +274,7 @@ def first_mib(location: str, fmt: str, virtual_size: int, curl: dict | None = No
             return f.read(n)
 
 
-def _with_progress(args: list[str], progress, cancel: threading.Event,
+def with_progress(args: list[str], progress, cancel: threading.Event,
                    pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     """Run qemu-img with ``-p``, calling ``progress(fraction)``; terminate it on cancel.
     ``proc.failure()``: the QemuError for its exit status. ``pass_fds``: the write gate's
@@ -257,85 +336,15 @@ def convert_range(location: str, fmt: str, target, start: int, length: int, prog
     args = ["convert", "-p", "-n", "-t", "none", "-W", "-m", "16", "--image-opts",
             source_opts(location, fmt, start, length, curl=curl),
             "--target-image-opts", target_opts(name, start, length)]
-    proc = _with_progress(args, progress, cancel, fds)
+    proc = with_progress(args, progress, cancel, fds)
     if cancel.is_set():
         raise Failed("cancelled", "cancelled")
     if proc.returncode:
         raise proc.failure()
 
 
-COMPARE_PIECES = 4  # qemu-img compare reads one request at a time: run several
 PIECE = 1 << 30  # at most this many bytes converted, then compared, at a time (see piece_size)
 PIECES = 8  # ... and the image cut in about this many pieces, of at least 64 MiB
-
-
-class _Either:
-    """``is_set()`` of the caller's cancel event, or of this comparison's own."""
-
-    def __init__(self, cancel):
-        self.cancel, self.event = cancel, threading.Event()
-
-    def is_set(self) -> bool:
-        return self.cancel.is_set() or self.event.is_set()
-
-
-def compare_range(location: str, fmt: str, target, start: int, length: int, progress,
-                  cancel, curl: dict | None = None) -> str | None:
-    """None when the target's bytes ``[start, start+length)`` are the image's, else what
-    differs, named by its byte on the disk.
-
-    The range is split into :data:`COMPARE_PIECES` pieces compared at once (the
-    target's reads are O_DIRECT, one at a time per qemu-img: several keep the
-    device busy); the first piece to find a difference stops the others.
-    """
-    name, fds = _target_file(target, writing=False)
-    step = -(-length // COMPARE_PIECES // HEAD) * HEAD
-    pieces = [(start + off, min(step, length - off)) for off in range(0, length, step)]
-    done = [0.0] * len(pieces)
-    results: list = [None] * len(pieces)
-    lock = threading.Lock()
-    found = _Either(cancel)  # set by the first piece that differs or fails: stop the others
-
-    def run(i: int, off: int, n: int) -> None:
-        def part(f: float) -> None:
-            with lock:
-                done[i] = f * n
-                progress(sum(done) / length)
-        args = ["compare", "-p", "--image-opts",
-                source_opts(location, fmt, off, n, curl=curl),
-                target_opts(name, off, n, locking=False)]
-        try:
-            results[i] = _with_progress(args, part, found, fds)
-            if results[i].returncode:
-                found.event.set()
-        except BaseException as e:  # noqa: BLE001 - raised below, in the caller's thread
-            results[i] = e
-            found.event.set()
-
-    threads = [threading.Thread(target=run, args=(i, off, n), daemon=True)
-               for i, (off, n) in enumerate(pieces)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if cancel.is_set():
-        raise Failed("cancelled", "cancelled")
-    for proc in results:
-        if isinstance(proc, BaseException):
-            raise proc
-    for (off, n), proc in zip(pieces, results, strict=True):
-        if proc.returncode < 0 and proc.stopped:  # another piece differed or failed
-            continue
-        if proc.returncode < 0:  # killed (the OOM killer...): this piece was not compared
-            raise Failed(f"qemu-img compare of bytes {off}-{off + n} was killed "
-                         f"(signal {-proc.returncode})")
-        if proc.returncode == 1:
-            m = re.search(r"offset (\d+)", proc.stderr_text + proc.stdout_text)
-            where = f"at byte {off + int(m.group(1))}" if m else f"in bytes {off}-{off + n}"
-            return f"the target differs from the image {where} (qemu-img compare)"
-        if proc.returncode:
-            raise proc.failure()
-    return None
 
 
 def piece_size(size: int) -> int:
@@ -347,84 +356,6 @@ def piece_size(size: int) -> int:
     (measured in docs/benchmarks.md: eight pieces keep that to a few per cent)."""
     n = -(-size // PIECES // HEAD) * HEAD  # rounded up to whole MiB
     return max(min(n, PIECE), min(64 << 20, PIECE))
-
-
-def convert_and_compare(location: str, fmt: str, target, virtual_size: int, reporter,
-                        cancel: threading.Event, curl: dict | None = None
-                        ) -> tuple[str | None, int]:
-    """A verified conversion of the image's bytes after its first MiB, in pieces
-    (:func:`piece_size`) converted one after the other; a thread compares each
-    piece (:func:`compare_range`, without qemu's image locks on the target) once
-    converted and flushed, while the next ones are converted.
-
-    The compare reads a piece's source back while it is still in the page
-    cache: from a slow medium (a USB disk), the image is read once, not twice,
-    and the verification is mostly done when the writing ends. (Two conversions
-    at once end their last pieces together, leaving two to compare after the
-    writing: slower, see docs/benchmarks.md.) Returns
-    ``(difference or None, bytes compared by the end of the writing)``; the
-    first difference stops the conversion and the comparison.
-    """
-    size = virtual_size - HEAD
-    if size <= 0:
-        return None, 0
-    piece = piece_size(size)
-    stop = _Either(cancel)  # the caller's cancel, or what the comparison found
-    lock = threading.Lock()
-    compared = [0.0]  # bytes compared, the piece being compared included
-    outcome: list = []  # from the comparison: the difference (a str) or its error
-    todo: queue.Queue = queue.Queue()  # converted pieces, then None
-
-    def compare_pieces() -> None:
-        while (item := todo.get()) is not None:
-            start, n = item
-            base = compared[0]
-
-            def part(f: float, base: float = base, n: int = n) -> None:
-                with lock:
-                    compared[0] = base + f * n
-            try:
-                diff = compare_range(location, fmt, target, start, n, part, stop, curl)
-            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
-                diff = e
-            with lock:
-                compared[0] = base + n
-            if diff is not None:
-                outcome.append(diff)
-                stop.event.set()
-                return
-
-    checker = threading.Thread(target=compare_pieces, daemon=True, name="rtk-compare")
-    reporter.start("write", virtual_size)
-    checker.start()
-    try:
-        for off in range(0, size, piece):
-            start, n = HEAD + off, min(piece, size - off)
-            try:
-                convert_range(location, fmt, target, start, n,
-                              lambda f, s=start, n=n: reporter.update(s + int(f * n)), stop,
-                              curl)
-            except Failed:
-                if cancel.is_set() or not stop.event.is_set():
-                    raise
-                break  # the comparison found something and stopped the conversion
-            todo.put((start, n))
-        early = int(compared[0])
-        if not stop.is_set():
-            reporter.start("verify", virtual_size, HEAD + early)
-        todo.put(None)
-        while checker.is_alive():
-            checker.join(0.2)
-            reporter.update(HEAD + int(compared[0]))
-    finally:
-        stop.event.set()  # on every way out: nothing may go on reading
-        todo.put(None)
-        checker.join()
-    if cancel.is_set():
-        raise Failed("cancelled", "cancelled")
-    if outcome and isinstance(outcome[0], BaseException):
-        raise outcome[0]
-    return (outcome[0] if outcome else None), early
 
 
 def http_strategy(size: int | None, tmpdir: str, *, want_hash: bool, ca_file: str | None
@@ -441,3 +372,12 @@ def http_strategy(size: int | None, tmpdir: str, *, want_hash: bool, ca_file: st
     if not has_curl():
         raise ValueError(f"{why}, and this qemu-img has no curl (https) driver")
     return "curl"
+
+
+def __getattr__(name: str):
+    """The comparison's names, still reachable here (they live in
+    :mod:`toolkit.restore.qemu_compare`, which imports this module)."""
+    if name in ("COMPARE_PIECES", "compare_range", "convert_and_compare"):
+        from toolkit.restore import qemu_compare
+        return getattr(qemu_compare, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

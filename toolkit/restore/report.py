@@ -11,6 +11,7 @@ the boot plan, times and the result. Schema in docs/restore.md.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 
 from toolkit import exitcodes
@@ -119,8 +120,31 @@ def render(data: dict) -> str:
     return report.render_text("Image restore", sections)
 
 
-def write_restore_report(result: RestoreResult) -> report.ReportPaths | None:
+def write_restore_report(result: RestoreResult, paths: report.ReportPaths | None = None
+                         ) -> report.ReportPaths | None:
+    """The final report; with ``paths`` (the running report's), in place of it."""
     data = result.to_dict()
+    try:
+        return report.write_report("restore", data, render(data), when=result.started,
+                                   paths=paths)
+    except OSError:
+        return None
+
+
+def write_running_report(result: RestoreResult) -> report.ReportPaths | None:
+    """The report of a restore that has begun writing (status "running"): a power cut
+    leaves it, the record of which image was being written onto which disk; the final
+    report replaces it (:func:`write_restore_report` with its paths)."""
+    now = time.time()
+    running = dataclasses.replace(
+        result, status="running", finished=now, message=(
+            f"running since {report.iso_time(result.started)}: restoring "
+            f"{report.safe_url(result.image.location)} onto {result.target.node}; if no "
+            "restore runs any more it was interrupted (a power cut, a kill): restore the "
+            "image again (its first MiB is written last: the disk is not left looking "
+            "valid)"))
+    data = running.to_dict()
+    data.update(exit_code=None, finished=None, updated=report.iso_time(now))
     try:
         return report.write_report("restore", data, render(data), when=result.started)
     except OSError:

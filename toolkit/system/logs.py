@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from toolkit.atomic import TMP_SUFFIX
 from toolkit.system import tools
-from toolkit.system.atomic import TMP_SUFFIX
 from toolkit.system.paths import LOG_DIR
 
 MAX_BYTES = 2 * 1024 * 1024  # the tail of a file that the viewer shows

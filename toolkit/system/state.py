@@ -1,11 +1,14 @@
-"""State that outlives the boot: the ``RTK-DATA`` partition, and whether the state
-directory (mapfiles, reports, logs) survives a reboot.
+"""The ``RTK-DATA`` partition: state (mapfiles, reports, logs) that outlives the boot.
 
 At boot (``rtk-data.service``, before the menu and ``rtk-unattended.service``),
 :func:`boot` looks for filesystems labelled ``RTK-DATA`` (ext2/3/4, FAT or exFAT) on
 every disk, mounts the preferred one read-write at ``/run/rtk/data``
 (:func:`toolkit.system.paths.data_mount`) and makes ``/var/log/rtk`` a symbolic link to
 its ``rtk`` directory (:func:`activate`): every path the toolkit writes stays the same.
+Only one on the boot medium or on a removable or USB disk is mounted with no one
+asking; one on another local disk only when ``rtk.data=UUID=...`` names it (it may be
+the customer's disk to copy), never one on an iSCSI disk or on a disk attached as
+SOURCE; the technician may still choose one in the menu (:func:`use_volume`).
 Preferred, when there are several: the one on the boot medium, then one on a removable
 or USB disk, then by filesystem UUID (a stable order, whatever the /dev names are); the
 others are logged and left alone. One that does not mount is logged and the next is
@@ -16,9 +19,11 @@ can never be the target of a copy or a restore.
 
 Without one, the state stays in RAM (the live system's tmpfs overlay):
 :func:`location` says where the state directory really is and
-:func:`persistent_state` whether it survives a reboot, so the menu can warn before a
-long job, and :func:`use_volume` mounts a filesystem the technician picks
-(:func:`volumes`) in the data partition's place.
+:func:`persistent_state` whether it survives a reboot
+(:mod:`toolkit.system.state_location`), so the menu can warn before a long job, and
+:func:`use_volume` mounts a filesystem the technician picks (:func:`volumes`, of
+:mod:`toolkit.system.volumes`) in the data partition's place. Those names are imported
+from here too.
 """
 
 from __future__ import annotations
@@ -32,85 +37,22 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from urllib.parse import unquote
 
+from toolkit.atomic import TMP_SUFFIX, fsync_dir, write_atomic
 from toolkit.disks.inventory import Disk
 from toolkit.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_STATE_IN_RAM, EXIT_USAGE
 from toolkit.system import blkid, mount, paths, tools
-from toolkit.system.atomic import TMP_SUFFIX, fsync_dir, write_atomic
-from toolkit.units import human_size
+
+# where the state is and the volumes it may be put on, which callers import from here too
+from toolkit.system.state_location import StateLocation, location, persistent_state  # noqa: F401
+from toolkit.system.volumes import StateError, Volume, mount_volume, volumes, volumes_of  # noqa: F401
 
 # Filesystems an RTK-DATA partition may have (the live kernel mounts them all).
 DATA_FILESYSTEMS = ("ext4", "ext3", "ext2", "vfat", "exfat")
-# Filesystems a technician may pick for the state or a logs bundle (mounted read-write).
-WRITABLE_FILESYSTEMS = (*DATA_FILESYSTEMS, "ntfs", "xfs", "btrfs", "f2fs")
-# Filesystems whose files are gone after a reboot (or that cannot be written).
-VOLATILE = {"tmpfs", "ramfs", "devtmpfs", "squashfs", "iso9660", "udf", "proc", "sysfs",
-            "rootfs", "erofs"}
+
 STATE_RECORD = "data.json"  # in the run directory: which partition holds the state
 BOOT_LOG = "boot.log"  # in the state directory: one line per boot, which partition
-
-
-class StateError(OSError):
-    """The state directory cannot be moved where it was asked to."""
-
-
-@dataclass(frozen=True)
-class Volume:
-    """A filesystem that can hold the state or a logs bundle."""
-
-    name: str  # kernel name of the partition (or the disk, for a filesystem on it all)
-    path: str
-    size: int
-    fstype: str
-    label: str | None
-    uuid: str | None
-    disk: Disk
-    mountpoints: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        """``/dev/sdb3 ext4 "RTK-DATA" 7.5 GB, UUID 1b2c..., on /dev/sdb (usb, SanDisk,
-        serial 4C53...)``."""
-        d = self.disk
-        what = ", ".join(x for x in (d.transport, d.model, d.serial and f"serial {d.serial}")
-                         if x)
-        label = f' "{self.label}"' if self.label else ""
-        uuid = f", UUID {self.uuid}" if self.uuid else ""
-        where = "" if self.path == d.path else f" on {d.path} ({what})"
-        return f"{self.path} {self.fstype}{label} {human_size(self.size)}{uuid}{where}"
-
-
-def _volumes_of(disks: Iterable[Disk]) -> list[Volume]:
-    out = []
-    for d in disks:
-        if d.transport in ("cdrom", "floppy"):
-            continue
-        if not d.partitions and d.fstype:
-            out.append(Volume(d.name, d.path, d.size, d.fstype, d.label, None, d,
-                              tuple(d.mountpoints)))
-        for p in d.partitions:
-            if p.fstype:
-                out.append(Volume(p.name, p.path, p.size, p.fstype, p.label, p.uuid, d,
-                                  tuple(p.mountpoints)))
-    return out
-
-
-def _uses(v: Volume) -> list[str]:
-    """Why ``v`` cannot be mounted read-write by us: in use, read-only, a SOURCE."""
-    d = v.disk
-    reasons = []
-    if d.role == "SOURCE":
-        reasons.append("on an iSCSI disk attached as SOURCE (never written)")
-    if d.read_only:
-        reasons.append("read-only disk")
-    part = next((p for p in d.partitions if p.path == v.path), None)
-    swap, holders = (part.swap, part.holders) if part else (d.swap, d.holders)
-    if swap:
-        reasons.append("in use as swap")
-    if holders:
-        reasons.append("held by " + ", ".join(holders))
-    return reasons
 
 
 # --- the RTK-DATA partition ---------------------------------------------------------------
@@ -131,6 +73,33 @@ def job_disk_ids(cmdline: str) -> set[str]:
     return found
 
 
+def named_data_uuids(cmdline: str) -> set[str]:
+    """The filesystem UUIDs that ``rtk.data=UUID=...`` names (lower case): an RTK-DATA
+    partition on a fixed disk that may be used at boot."""
+    found = set()
+    for m in re.finditer(r'(?:^|\s)"?rtk\.data="?([^\s"]+)', cmdline):
+        kind, _, value = unquote(m.group(1)).partition("=")
+        if kind.upper() == "UUID" and value:
+            found.add(value.strip().lower())
+    return found
+
+
+def _boot_rule(v: Volume, named: set[str]) -> str | None:
+    """Why ``v`` may not be mounted on its own at boot (None: it may): only an
+    RTK-DATA on the boot medium or on a removable or USB disk is, or one on another
+    local disk that ``rtk.data=UUID=...`` names; never one on an iSCSI disk (a
+    customer's LUN, a snapshot to be copied)."""
+    d = v.disk
+    if d.transport == "iscsi":
+        return "on an iSCSI disk (never mounted at boot: it may be a LUN to copy)"
+    if d.boot_medium or d.removable or d.transport == "usb":
+        return None
+    if v.uuid and v.uuid.lower() in named:
+        return None
+    return ("on a fixed disk (it may be the disk to copy): used only when rtk.data=UUID="
+            f"{v.uuid or '...'} names it, or when chosen in the menu")
+
+
 def _on_job_disk(d: Disk, ids: set[str]) -> bool:
     return bool(ids & {_norm_id(x) for x in (d.serial, d.wwn) if x})
 
@@ -143,22 +112,28 @@ def _blkid_uuid(path: str) -> str | None:
 
 
 def data_partitions(disks: Iterable[Disk], cmdline: str = "", label: str = paths.DATA_LABEL,
-                    uuid_of: Callable[[str], str | None] = _blkid_uuid,
+                    uuid_of: Callable[[str], str | None] = _blkid_uuid, *,
+                    at_boot: bool = True,
                     ) -> tuple[list[Volume], list[tuple[Volume, str]]]:
     """``(candidates, skipped)``: the filesystems labelled ``label`` that may hold the
     state, preferred first (on the boot medium, then on a removable or USB disk, then
     by UUID, then by name), and those that may not, with why. ``uuid_of(path)``: the
-    UUID of a filesystem on a whole disk (the inventory has those of partitions only)."""
+    UUID of a filesystem on a whole disk (the inventory has those of partitions only).
+    ``at_boot``: with the boot rule (:func:`_boot_rule`: mounted with no one asked)."""
     ids = job_disk_ids(cmdline)
+    named = named_data_uuids(cmdline)
     ok, skipped = [], []
-    for v in _volumes_of(disks):
+    for v in volumes_of(disks):
         if (v.label or "").upper() != label.upper():
             continue
         if v.uuid is None and v.path == v.disk.path:
             v = dataclasses.replace(v, uuid=uuid_of(v.path))
-        why = _uses(v)
+        why = v.mount_problems()
         if v.fstype not in DATA_FILESYSTEMS:
             why.append(f"{v.fstype} is not one of {', '.join(DATA_FILESYSTEMS)}")
+        rule = _boot_rule(v, named) if at_boot else None
+        if rule:
+            why.append(rule)
         if _on_job_disk(v.disk, ids):
             why.append("on the disk that rtk.disk=/rtk.consent= names (the unattended run "
                        "overwrites it)")
@@ -173,23 +148,6 @@ def data_partitions(disks: Iterable[Disk], cmdline: str = "", label: str = paths
                            not (v.disk.removable or v.disk.transport == "usb"),
                            (v.uuid or "~").lower(), v.path))
     return ok, skipped
-
-
-def mount_volume(v: Volume, mountpoint: str) -> None:
-    """Mount ``v`` read-write at ``mountpoint`` (made if missing); NTFS with ntfs-3g.
-    Raises ToolError (the mount's message) or StateError."""
-    os.makedirs(mountpoint, exist_ok=True)
-    if os.path.ismount(mountpoint):
-        raise StateError(f"{mountpoint} is already a mount point")
-    try:
-        if v.fstype == "ntfs":
-            tools.run(["ntfs-3g", "-o", "noatime", v.path, mountpoint], timeout=120)
-        else:
-            mount.mount(v.path, mountpoint, fstype=v.fstype, options=("rw", "noatime"))
-    except tools.ToolError:
-        with contextlib.suppress(OSError):
-            os.rmdir(mountpoint)
-        raise
 
 
 def _merge(src: str, dst: str) -> None:
@@ -247,138 +205,7 @@ def activate(data_root: str, state: str | None = None) -> str:
     return target
 
 
-# --- where the state is, and whether it survives a reboot ---------------------------------
-
-@dataclass(frozen=True)
-class StateLocation:
-    path: str  # the state directory as the toolkit names it (/var/log/rtk)
-    real: str  # where it really is (/run/rtk/data/rtk)
-    mountpoint: str | None
-    fstype: str | None
-    device: str | None
-    persistent: bool  # survives a reboot (and a power cut)
-    writable: bool
-
-    @property
-    def message(self) -> str:
-        """One sentence for the technician."""
-        where = self.path if self.real == self.path else f"{self.path} ({self.real})"
-        if self.persistent and self.writable:
-            return (f"Mapfiles, reports and logs are kept in {where} on {self.device} "
-                    f"({self.fstype}): they survive a reboot or a power cut.")
-        if self.persistent:
-            return f"{where} on {self.device} is not writable: mapfiles and reports fail."
-        return (f"Mapfiles, reports and logs are kept in {where}, in RAM ({self.fstype}): a "
-                "reboot or a power cut loses the resume point (mapfile) and the reports.")
-
-
-def _mountinfo(text: str) -> list[tuple[str, str, str, set[str], dict[str, str]]]:
-    """(mountpoint, fstype, source, mount options, super options) per line."""
-    def unescape(s: str) -> str:
-        return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
-
-    out = []
-    for line in text.splitlines():
-        if " - " not in line:
-            continue
-        left, right = line.split(" - ", 1)
-        lf, rf = left.split(), right.split()
-        if len(lf) < 6 or len(rf) < 2:
-            continue
-        sup = {}
-        for opt in (rf[2] if len(rf) > 2 else "").split(","):
-            k, _, v = opt.partition("=")
-            sup[k] = v
-        out.append((unescape(lf[4]), rf[0], unescape(rf[1]), set(lf[5].split(",")), sup))
-    return out
-
-
-def _mount_of(path: str, mounts) -> tuple | None:
-    best = None
-    for m in mounts:
-        mp = m[0]
-        if (path == mp or path.startswith(mp.rstrip("/") + "/")) and (
-                best is None or len(mp) >= len(best[0])):
-            best = m
-    return best
-
-
-def _loop_backing(device: str) -> str | None:
-    name = os.path.basename(device)
-    try:
-        with open(f"/sys/block/{name}/loop/backing_file") as f:
-            return f.read().strip().removesuffix(" (deleted)") or None
-    except OSError:
-        return None
-
-
-def _survives(path: str, mounts, depth: int = 0) -> tuple[bool, tuple | None]:
-    """Whether the file at ``path`` survives a reboot; the mount it is on."""
-    m = _mount_of(path, mounts)
-    if m is None or depth > 4:
-        return False, m
-    _mp, fstype, source, _opts, sup = m
-    if fstype == "overlay":  # live-boot's root: its upper layer decides (persistence)
-        upper = sup.get("upperdir")
-        return (_survives(upper, mounts, depth + 1)[0] if upper else False), m
-    if fstype in VOLATILE or source.startswith(("/dev/zram", "/dev/ram")):
-        return False, m
-    if re.fullmatch(r"/dev/loop\d+", source):  # as durable as the file behind it
-        backing = _loop_backing(source)
-        return (_survives(backing, mounts, depth + 1)[0] if backing else False), m
-    return True, m
-
-
-def location(state: str | None = None, *, mountinfo: str | None = None) -> StateLocation:
-    """Where the state directory ``state`` (default :func:`paths.state_dir`) really is,
-    and whether what is written there survives a reboot."""
-    state = state or paths.state_dir()
-    real = os.path.realpath(state)
-    probe = real
-    while not os.path.exists(probe) and probe != "/":
-        probe = os.path.dirname(probe)
-    if mountinfo is None:
-        with open("/proc/self/mountinfo") as f:
-            mountinfo = f.read()
-    mounts = _mountinfo(mountinfo)
-    persistent, m = _survives(probe, mounts)
-    read_only = bool(m and "ro" in m[3])
-    writable = not read_only and os.access(probe, os.W_OK)
-    return StateLocation(state, real, m[0] if m else None, m[1] if m else None,
-                         m[2] if m else None, persistent, writable)
-
-
-def persistent_state(state: str | None = None) -> bool:
-    """Whether the mapfiles and reports written now survive a reboot (False on the live
-    system's tmpfs overlay, True once an RTK-DATA partition or a chosen disk holds them)."""
-    try:
-        loc = location(state)
-    except OSError:
-        return False
-    return loc.persistent and loc.writable
-
-
-# --- the menu: a filesystem the technician picks ------------------------------------------
-
-def volumes(disks: Iterable[Disk], busy: Iterable[str] = ()) -> list[tuple[Volume, str | None]]:
-    """Every filesystem that could be mounted read-write, with None for those that may be
-    chosen and the reason for the others. ``busy``: paths of disks that a job is about to
-    use (its SOURCE and TARGET), never chosen."""
-    busy = {os.path.realpath(b) if b.startswith("/dev/") else b for b in busy}
-    out = []
-    for v in _volumes_of(disks):
-        if v.fstype not in WRITABLE_FILESYSTEMS:
-            continue
-        why = _uses(v)
-        if v.disk.role == "TARGET":
-            why.append("on an iSCSI disk attached as TARGET (to be overwritten)")
-        if {v.disk.path, v.path, v.disk.name} & busy:
-            why.append("part of this job")
-        if v.mountpoints:
-            why.append("mounted at " + ", ".join(v.mountpoints))
-        out.append((v, "; ".join(why) or None))
-    return sorted(out, key=lambda c: (c[1] is not None, not c[0].disk.removable, c[0].path))
-
+# --- which partition holds the state: found at boot, or chosen in the menu --------------
 
 def _record(v: Volume, mountpoint: str, how: str, others: list[str]) -> None:
     """``/run/rtk/data.json`` (which partition holds the state) and a line in the state

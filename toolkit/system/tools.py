@@ -42,7 +42,7 @@ PACKAGES = {
     "debugfs": "e2fsprogs", "ntfsresize": "ntfs-3g", "ntfsls": "ntfs-3g", "ntfs-3g": "ntfs-3g",
     "xfs_growfs": "xfsprogs", "mdir": "mtools", "efibootmgr": "efibootmgr",
     "ip": "iproute2", "ping": "iputils-ping", "ifdown": "ifupdown", "modprobe": "kmod",
-    "pidof": "sysvinit-utils",
+    "pidof": "sysvinit-utils", "udp-receiver": "udpcast", "udp-sender": "udpcast",
 }
 
 log = logging.getLogger("toolkit.tools")

@@ -25,6 +25,7 @@ import sys
 import time
 from typing import TextIO
 
+from toolkit.atomic import write_atomic
 from toolkit.jobs import report
 from toolkit.system import systemctl, tools
 from toolkit.unattended.cmdline import Cmdline, CmdlineError
@@ -111,10 +112,7 @@ def hand_over(action: str, lines: list[str], ttys: list[str]) -> str:
     handover file's path."""
     path = handover_path()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"action": action, "lines": lines}, f)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps({"action": action, "lines": lines}))
     if action in ("reboot", "poweroff"):
         return path
     units = [f"getty@{t}.service" if t.startswith("tty") and t[3:].isdigit()

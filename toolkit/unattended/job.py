@@ -14,6 +14,9 @@
 5. ``write``: :func:`toolkit.restore.restore` or :func:`toolkit.copy.engine.copy`,
    progress to the console and the report server.
 
+A ``udpcast://`` image with ``plan.fallback`` is restored once more from that HTTP(S)
+URL when the stream fails (:mod:`toolkit.unattended.restore_steps`).
+
 A failed check raises :class:`Stop` before the first write to any disk. A dry run
 (``dry_run``) changes nothing: ``network`` only validates the settings against the NICs
 here, ``iscsi`` only opens (and closes) a TCP connection to each portal, ``select`` looks
@@ -23,7 +26,6 @@ the report's ``would_do``).
 
 from __future__ import annotations
 
-import os
 import time
 
 from toolkit import iscsi
@@ -33,23 +35,19 @@ from toolkit.disks.inventory import Disk
 from toolkit.iscsi.adm import redact
 from toolkit.jobs import report
 from toolkit.jobs.progress import Progress
-from toolkit.jobs.report import safe_url
 from toolkit.unattended import selectors
 from toolkit.unattended.console import Console
+from toolkit.unattended.copy_steps import CopySteps
 from toolkit.unattended.plan import Plan
 from toolkit.unattended.reporter import RunReporter
+from toolkit.unattended.restore_steps import FALLBACK_ON, RestoreSteps
 from toolkit.unattended.selectors import IscsiLun, Selector
+from toolkit.unattended.stop import Stop
+
+__all__ = ["FALLBACK_ON", "PHASES", "Job", "Stop", "disk_identity", "iscsi_luns",
+           "plan_secrets", "probe_portal", "set_initiator"]
 
 PHASES = ("network", "iscsi", "select", "check", "write")
-
-
-class Stop(Exception):
-    """A check failed: stop before the first write. ``status`` is "refused" (nothing was
-    written) unless said otherwise."""
-
-    def __init__(self, phase: str, message: str, status: str = "refused"):
-        super().__init__(message)
-        self.phase, self.status = phase, status
 
 
 def plan_secrets(plan: Plan) -> list[str]:
@@ -109,11 +107,6 @@ def iscsi_luns(plan: Plan) -> list[IscsiLun]:
     return out + list(plan.targets)
 
 
-def _consent(plan: Plan) -> gate.Consent:
-    """``rtk.consent=`` as the write gate takes it (it checks it names the disk)."""
-    c = plan.consent
-    return gate.Consent.unattended(c.kind, c.value) if c else gate.Consent.unattended("", "")
-
 
 def _source_selector(plan: Plan) -> Selector | None:
     if plan.image and plan.image.selector:
@@ -124,9 +117,11 @@ def _source_selector(plan: Plan) -> Selector | None:
     return None
 
 
-class Job:
-    """One run of a plan: the phases, what they found and did (for the report)."""
-
+class Job(RestoreSteps, CopySteps):
+    """One run of a plan: the phases, what they found and did (for the report). The
+    network, iscsi and select phases are here; check and write are in
+    :class:`~toolkit.unattended.restore_steps.RestoreSteps` and
+    :class:`~toolkit.unattended.copy_steps.CopySteps`."""
 
     def __init__(self, plan: Plan, reporter: RunReporter, console: Console, *, dry_run: bool,
                  medium: str, hooks: dict):
@@ -146,9 +141,22 @@ class Job:
         self.would_do: list[dict] = []  # a dry run: what a real run would do, in order
         self.not_checked: list[str] = []  # a dry run: what it could not check
         self.secrets = plan_secrets(plan)
+        self.disks: list[Disk] = []  # the disks the select phase saw (for the fallback)
+        self.fallback: dict | None = None  # the HTTP fallback, when it was used
+
+    def step(self, name: str):
+        """``toolkit.restore``'s ``name`` (plan_restore, check_image, restore) unless the
+        hooks replace it (tests)."""
+        from toolkit import restore
+        return self.hooks.get(name) or getattr(restore, name)
 
     def clean(self, text: str) -> str:
         return redact(text, self.secrets)
+
+    def write_consent(self) -> gate.Consent:
+        """``rtk.consent=`` as the write gate takes it (it checks it names the disk)."""
+        c = self.plan.consent
+        return gate.Consent.unattended(c.kind, c.value) if c else gate.Consent.unattended("", "")
 
     def enter(self, phase: str, text: str) -> None:
         self.phase = phase
@@ -250,7 +258,7 @@ class Job:
         self.would_do.append({"phase": phase, "action": action, **details})
         self.con.say(f"{phase}: dry run: would {action}")
 
-    def _not_attached(self, disks: list[Disk], sel: Selector, param: str) -> None:
+    def stop_if_not_attached(self, disks: list[Disk], sel: Selector, param: str) -> None:
         """A dry run attached nothing: a disk that may be one of the LUNs a real run would
         attach cannot be selected. Stop the dry run there (not a refusal), saying so."""
         luns = iscsi_luns(self.plan)
@@ -271,7 +279,7 @@ class Job:
         self.enter("select", f"disk: looking for rtk.disk={self.plan.disk}")
         try:
             disks = self.hooks["list_disks"]()  # a dry run: only the disks present
-            self._not_attached(disks, self.plan.disk, "rtk.disk")
+            self.stop_if_not_attached(disks, self.plan.disk, "rtk.disk")
             self.disk = selectors.select(disks, self.plan.disk)
             self.rep.update(disk=disk_identity(self.disk))
             self.con.say(f"disk: found {selectors.describe(self.disk)}")
@@ -282,7 +290,7 @@ class Job:
                 if sel is None:
                     raise Stop("select", "rtk.mode=copy: no source (rtk.image=iscsi:IQN:LUN "
                                          "or exactly one rtk.source=)")
-                self._not_attached(disks, sel, "the source")
+                self.stop_if_not_attached(disks, sel, "the source")
                 self.source = selectors.select(disks, sel, "the source")
                 self.rep.update(source=disk_identity(self.source))
                 self.con.say(f"source: {selectors.describe(self.source)}")
@@ -291,136 +299,3 @@ class Job:
         except OSError as e:
             raise Stop("select", f"cannot list the disks: {e}") from None
         return disks
-
-    def image_location(self, disks: list[Disk]) -> str:
-        im = self.plan.image
-        if im.kind == "url":
-            return im.location
-        if im.kind == "path":
-            return os.path.join(self.medium, im.location.lstrip("/"))
-        self._not_attached(disks, im.selector, "rtk.image")
-        try:
-            return selectors.select(disks, im.selector, "rtk.image").path
-        except selectors.SelectError as e:
-            raise Stop("select", str(e)) from None
-
-    def check_restore(self, disks: list[Disk]):
-        from toolkit import restore
-
-        location = self.image_location(disks)
-        self.enter("check", f"check: image {safe_url(location)} onto {self.disk.path}")
-        opts = restore.RestoreOptions(verify=self.plan.verify, grow=self.plan.grow,
-                                      sha256=self.plan.sha256)
-        try:
-            rplan = restore.plan_restore(location, self.disk.path, opts, disks=disks)
-        except restore.Refused as e:
-            raise Stop("check", "; ".join(e.problems)) from None
-        except OSError as e:  # requests' ConnectionError, Timeout... (not a SourceError)
-            from toolkit.restore.source import is_url, os_reason
-            hint = " (is the server up and reachable?)" if is_url(location) else ""
-            raise Stop("check", f"cannot read the image {safe_url(location)}: {os_reason(e)}"
-                                f"{hint}; nothing was written") from None
-        img = rplan.image
-        self.rep.update(image={"location": safe_url(location), "kind": img.kind,
-                               "size": img.size, "sha256_expected": img.expected_sha256,
-                               "sha256_from": safe_url(img.sha256_from)})
-        self.warnings += rplan.warnings
-        for w in rplan.warnings:
-            self.con.say(f"warning: {w}")
-        self.con.say(f"check: {img.kind}, {img.size or 'unknown'} bytes, fits "
-                     f"{self.disk.path} ({rplan.target.size} bytes)")
-        if img.expected_sha256:
-            self.check_sha256(rplan, location)
-        return rplan
-
-    def check_sha256(self, rplan, location: str) -> None:
-        """The restore's own check before writing (:func:`toolkit.restore.check_image`), run
-        in the check phase: its result (and an HTTP image's spool) stays in ``rplan`` for
-        the write phase; a dry run drops it."""
-        from toolkit import restore
-        img = rplan.image
-        try:
-            checked = self.timed("checksum", restore.check_image, rplan,
-                                 progress=self.on_progress)
-        except restore.ChecksumMismatch as e:
-            self.hashes["image_sha256"] = e.sha256
-            raise Stop("check", f"SHA-256 mismatch: the image {safe_url(location)} hashes to "
-                                f"{e.sha256}, expected {img.expected_sha256} (from "
-                                f"{safe_url(img.sha256_from)}); nothing was written",
-                       "mismatch") from None
-        except restore.Refused as e:
-            raise Stop("check", "; ".join(e.problems)) from None
-        except OSError as e:
-            from toolkit.restore.source import os_reason
-            raise Stop("check", f"cannot read the image {safe_url(location)} to check its "
-                                f"SHA-256: {os_reason(e)}; nothing was written") from None
-        except Exception as e:  # noqa: BLE001 - restore.Failed: cancelled
-            raise Stop("check", f"{e}") from None
-        if checked is None:  # a container too large to spool: checked while downloading
-            self.con.say("check: the SHA-256 is checked while the image is downloaded, "
-                         "before writing")
-            return
-        self.hashes["image_sha256"] = checked.sha256
-        self.con.say("check: SHA-256 matches" + (" (image spooled to the temporary "
-                                                 "directory)" if checked.spool else ""))
-        if self.dry_run:
-            checked.close()
-            rplan.checked = None
-
-    def check_copy(self, disks: list[Disk]):
-        from toolkit.copy import engine as copy
-        self.enter("check", f"check: copy {self.source.path} onto {self.disk.path}")
-        try:
-            cplan = copy.plan_copy(self.source.path, self.disk.path,
-                                   source_role=self.hooks["source_keys"](), disks=disks)
-        except copy.Refused as e:
-            raise Stop("check", "; ".join(e.problems)) from None
-        why = gate.consent_problem(cplan.target, _consent(self.plan))  # the gate's word
-        if why:
-            raise Stop("check", why)
-        self.warnings += cplan.warnings
-        for w in cplan.warnings:
-            self.con.say(f"warning: {w}")
-        return cplan
-
-    def write_restore(self, rplan) -> tuple[str, str]:
-        from toolkit import restore
-        self.enter("write", f"write: restoring onto {self.disk.path}")
-        self.written = True
-        # the write gate opens the disk only if rtk.consent= names it
-        res = self.timed("write", restore.restore, rplan, progress=self.on_progress,
-                         consent=_consent(self.plan))
-        self.inner, self.inner_report = res.to_dict(), res.report
-        self.hashes.update({"image_sha256": res.input_sha256 or self.hashes.get("image_sha256"),
-                            "sha256_match": res.sha256_match,
-                            "written_hash": res.image_hash, "written_hash_algorithm":
-                            res.algorithm, "written_size": res.image_size})
-        if res.status == "refused":  # refused inside (e.g. a container's real size)
-            self.written = False
-        return res.status, res.message
-
-    def write_copy(self, cplan) -> tuple[str, str]:
-        from toolkit.copy import binding
-        from toolkit.copy import engine as copy
-        self.enter("write", f"write: copying {self.source.path} onto {self.disk.path}")
-        self.written = True
-        # a mapfile of the pair already there: refused unless the plan's resume says
-        # yes (continue it; refused if another pair's or the source changed) or restart
-        existing = {"yes": "resume", "restart": "restart"}.get(self.plan.resume, "refuse")
-        options = copy.CopyOptions(verify=self.plan.verify, existing=existing,
-                                   choices=binding.UNATTENDED,
-                                   outage_limit=self.plan.outage_limit)
-        try:
-            res = self.timed("write", copy.copy, cplan, options, progress=self.on_progress,
-                             consent=_consent(self.plan))
-        except copy.Refused as e:  # target busy (no exclusive open), a mapfile there
-            self.written = False
-            raise Stop("write", "; ".join(e.problems)) from None
-        self.inner, self.inner_report = report.to_jsonable(res), res.report
-        self.inner.pop("source_digest", None)  # per-region digests: bytes, not for JSON
-        v, sd = res.verify, res.source_digest
-        self.hashes.update({
-            "source_hash": sd.hexdigest if sd else None, "algorithm": res.algorithm,
-            "verify_match": v.match if v else None,
-            "target_hash": v.target_hash if v else None})
-        return res.status, res.message

@@ -11,26 +11,27 @@ secret.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import stat
 from dataclasses import asdict, dataclass, replace
-from importlib import resources
 from urllib.parse import urlsplit
-
-import requests
-import yaml
 
 from toolkit.iscsi.adm import Chap
 from toolkit.iscsi.parse import valid_iscsi_name
 from toolkit.iscsi.portal import DEFAULT_PORT
-from toolkit.jobs.report import safe_url
-from toolkit.net.http import http_failure
 from toolkit.net.settings import NetSettings, validate
 from toolkit.system.paths import LIVE_MEDIUM
 from toolkit.unattended import cmdline as kc
 from toolkit.unattended.cmdline import Cmdline, CmdlineError
+from toolkit.unattended.plan_file import (
+    MAX_DEPTH,
+    MAX_SIZE,
+    PlanError,
+    load_plan,
+    parse_plan_text,
+    plan_text,
+    read_plan_file,
+)
+from toolkit.unattended.plan_schema import SCHEMA, SCHEMA_TEXT, key_text, schema_errors
 from toolkit.unattended.selectors import SOURCE, TARGET, IscsiLun, Selector, check_host
 from toolkit.unattended.selectors import parse_consent as _consent
 from toolkit.unattended.selectors import parse_iscsi as _iscsi
@@ -40,172 +41,28 @@ MODES = ("restore", "copy")
 DONE = ("reboot", "poweroff", "menu", "shell")
 PARAMS = tuple(f"rtk.{p}" for p in ("mode", "initiator", "source", "target", "image", "sha256",
                                     "disk", "consent", "verify", "grow", "report", "done", "plan",
-                                    "resume"))
+                                    "resume", "fallback",
+                                    "data"))  # rtk.data=: read at boot (toolkit.system.state)
 RESUME = ("no", "yes", "restart")  # copy: a mapfile of the pair already there (docs)
-
-
-class PlanError(ValueError):
-    """A plan file that cannot be read or does not fit the schema, or an incomplete plan.
-    ``problems``: each problem, one line each (the message lists them all)."""
-
-    def __init__(self, message: str, problems: list[str] | None = None):
-        super().__init__(message)
-        self.problems = list(problems or [message])
-
-
-# The plan file's JSON Schema (draft 2020-12), shipped in the package and published in
-# docs/unattended.md; `rtk plan schema` prints it. Validated with the jsonschema library;
-# what a schema cannot say (a selector's grammar, a URL's port, an IQN's length in bytes,
-# %-escapes, the completeness per mode with the command line) is checked in Python after.
-SCHEMA_TEXT = resources.files(__package__).joinpath("plan.schema.json").read_text("utf-8")
-SCHEMA = json.loads(SCHEMA_TEXT)
-_TYPES = {"object": "a mapping", "array": "a list", "string": "a string",
-          "integer": "an integer", "number": "a number", "boolean": "true or false"}
-# one message per value, the first of these keywords that failed (then any other)
-_FIRST = ("type", "not", "const", "enum", "minLength", "maxLength", "pattern", "minimum",
-          "maximum")
-_validators: list = []  # the validator of SCHEMA, once made
+__all__ = ["DONE", "MAX_DEPTH", "MAX_SIZE", "MODES", "PARAMS", "RESUME", "SCHEMA",
+           "SCHEMA_TEXT", "Image", "Plan", "PlanError", "check", "field_check",
+           "from_cmdline", "from_file", "load_plan", "merge", "parse_plan_text", "plan_text",
+           "read_plan", "read_plan_file", "schema_errors"]
 
 
 def _key(k) -> str:
-    """A key as the error shows it: quoted when empty or not plain printable text (a
-    newline in a key must not break the list of errors into misleading lines)."""
-    text = str(k)
-    return text if text.isprintable() and text.strip() == text and text else repr(text)
+    """A key as the messages show it (:func:`toolkit.unattended.plan_schema.key_text`)."""
+    return key_text(k)
 
 
-def _validator(schema: dict):
-    """A jsonschema validator of ``schema`` (draft 2020-12) where an integer is an int
-    (not 3260.0), and a pattern's ``$`` is the end of the text as in JSON Schema's
-    ECMA-262 regexes (Python's ``$`` also matches before a final newline)."""
-    if schema is SCHEMA and _validators:
-        return _validators[0]
-    import jsonschema  # here: `rtk` commands that read no plan do not pay for the import
-    from jsonschema.exceptions import ValidationError
-
-    base = jsonschema.Draft202012Validator
-
-    def pattern(validator, regex, instance, _schema):
-        if validator.is_type(instance, "string") and not re.search(
-                regex[:-1] + r"\Z" if regex.endswith("$") else regex, instance):
-            yield ValidationError("does not match")  # (never the value: it may be a secret)
-
-    cls = jsonschema.validators.extend(
-        base, validators={"pattern": pattern}, type_checker=base.TYPE_CHECKER.redefine(
-            "integer", lambda _c, v: isinstance(v, int) and not isinstance(v, bool)))
-    v = cls(schema)
-    if schema is SCHEMA:
-        _validators.append(v)
-    return v
 
 
-def _at(data, path) -> tuple[str, tuple]:
-    """``path`` (keys and indexes from the top) as the error shows it, ``.targets[1].chap``,
-    and its sort key: the position of each step in the file (-1: a missing key)."""
-    shown, order, v = "", [], data
-    for step in path:
-        if isinstance(v, list) and isinstance(step, int):
-            shown, v = shown + f"[{step}]", v[step] if step < len(v) else None
-            order.append(step)
-        else:
-            keys = list(v) if isinstance(v, dict) else []
-            shown += f".{_key(step)}"
-            order.append(keys.index(step) if step in keys else -1)
-            v = v.get(step) if isinstance(v, dict) else None
-    return shown, tuple(order)
-
-
-def _checks(path: tuple):
-    """The Python check of the value at ``path`` whose message says more than the schema's
-    (and which the plan runs anyway), with the name it gives the value; or None."""
-    n, top = len(path), path[0] if path else None
-    if n == 1 and top in ("image", "disk", "consent", "initiator", "report"):
-        return _CONVERT[top], f"plan.{top}"
-    if n == 2 and top == "nameservers":
-        return kc.ip_address, "plan.nameservers"
-    if n == 3 and top in ("sources", "targets") and path[2] in ("iqn", "host"):
-        return ({"iqn": _iqn, "host": check_host}[path[2]],
-                f"plan.{top}[{path[1]}].{path[2]}")
-    if top == "network" and (n, path[2:3]) in ((3, ("gateway",)), (4, ("dns",))):
-        return kc.ip_address, f"plan.network[{path[1]}].{path[2]}"
-    return None
-
-
-def _show(v) -> str:
-    return json.dumps(v) if isinstance(v, bool | None | int | float) else str(v)
-
-
-def _messages(e, data, path: str) -> list[tuple[tuple, str, str]]:
-    """jsonschema's error ``e`` in plain words, as (sort key, path, message) items. Its own
-    message quotes the value (a secret, maybe): it is never used."""
-    s, where, kw, value = e.schema, tuple(e.absolute_path), e.validator, e.validator_value
-    own = s.get("errorMessage") if isinstance(s, dict) else None
-
-    def item(text: str, at: tuple = where) -> tuple[tuple, str, str]:
-        shown, order = _at(data, at)
-        return order, path + shown, f"{path + shown}: {text}"
-
-    if kw in ("required", "dependentRequired", "additionalProperties"):
-        inst = e.instance if isinstance(e.instance, dict) else {}
-        if kw == "required":
-            return [item(own or "required", (*where, k)) for k in value if k not in inst]
-        if kw == "dependentRequired":
-            return [item(f"required with {d}", (*where, k)) for d, ks in value.items()
-                    if d in inst for k in ks if k not in inst]
-        props = s.get("properties", {})
-        known = ", ".join(map(_key, props))
-        return [item(f"unknown key (known: {known})", (*where, k)) for k in inst
-                if k not in props]
-    if own:
-        return [item(own)]
-    if kw == "type":
-        types = [value] if isinstance(value, str) else value
-        return [item("expected " + " or ".join(_TYPES.get(t, t) for t in types))]
-    if kw in ("enum", "const"):
-        choices = [value] if kw == "const" else value
-        return [item(f"expected {_show(choices[0])}" if len(choices) == 1 else
-                     "expected one of " + ", ".join(map(_show, choices)))]
-    if kw == "minLength":
-        return [item("must not be empty" if value == 1 else f"needs {value} characters or more")]
-    if kw == "maxLength":
-        return [item(f"must be at most {value} characters")]
-    if kw in ("minimum", "maximum"):
-        lo, hi = s.get("minimum"), s.get("maximum")
-        return [item(f"must be from {lo} to {hi}" if None not in (lo, hi) else
-                     f"must be at least {lo}" if hi is None else f"must be at most {hi}")]
-    if kw == "pattern":
-        check = _checks(where)
-        if check and isinstance(e.instance, str):
-            try:
-                check[0](e.instance, check[1])
-            except ValueError as err:  # CmdlineError: the message the command line gives
-                text = str(err)
-                if text.isprintable():  # (a value with a newline would break the list)
-                    order, where_shown, _ = item("")
-                    return [(order, where_shown, text)]
-        return [item(s.get("patternErrorMessage") or f"does not match {value}")]
-    return [item("not allowed here")]  # not, a false schema
-
-
-def schema_errors(value, schema: dict, path: str = "plan") -> list[str]:
-    """What is wrong with ``value`` for ``schema`` (:data:`SCHEMA`), validated by jsonschema:
-    one line per problem, ``PATH: what is wrong`` in plain words, in the order of the file,
-    one problem per value. Values are never quoted (they may be secrets), except in what the
-    command line's own checks say (a selector, an IQN, an address: never a password)."""
-    first: dict[str, tuple] = {}  # path: (rank of the keyword, seq, sort key, message)
-    found = ((e.validator, m) for e in _validator(schema).iter_errors(value)
-             for m in _messages(e, value, path))
-    for seq, (keyword, (order, where, text)) in enumerate(found):
-        rank = _FIRST.index(keyword) if keyword in _FIRST else len(_FIRST)
-        if where not in first or (rank, seq) < first[where][:2]:
-            first[where] = (rank, seq, order, text)
-    return [text for *_, text in sorted(first.values(), key=lambda x: (x[2], x[1]))]
 
 
 @dataclass(frozen=True)
 class Image:
-    kind: str  # "url", "path" (on the boot medium) or "iscsi"
-    location: str  # the URL, the path, or iscsi:IQN:LUN
+    kind: str  # "url", "path" (on the boot medium), "iscsi" or "udpcast" (a live stream)
+    location: str  # the URL, the path, iscsi:IQN:LUN or udpcast://[IF@]PORTBASE[?...]
     lun: IscsiLun | None = None  # iscsi: with a server: attach it as SOURCE first
     selector: Selector | None = None  # iscsi: the LUN's disk, once attached
 
@@ -231,6 +88,17 @@ class Plan:
     bundle: bool = False  # at the end, the logs bundle to the report server (plan file only)
     # copy: seconds a storage outage is waited out before stopping, resumable (plan file)
     outage_limit: int = 600
+    # restore, a udpcast:// image: the same image over HTTP(S), restored when the stream
+    # fails (no sender, a late join, the stream lost); rtk.fallback= or fallback:
+    fallback: str | None = None
+
+    @property
+    def expected_sha256(self) -> str | None:
+        """The image's SHA-256: rtk.sha256= (sha256:), else a udpcast:// URL's ?sha256=."""
+        if self.sha256 or not (self.image and self.image.kind == "udpcast"):
+            return self.sha256
+        from toolkit.restore import multicast
+        return multicast.parse(self.image.location).sha256
 
     def to_dict(self) -> dict:  # not asdict() of it all: that would hold the CHAP secrets
         im = self.image
@@ -272,9 +140,20 @@ def _path(value: str, where: str) -> str:
     return "/" + value.lstrip("/")
 
 
+def _udpcast(raw: str, where: str) -> Image:
+    from toolkit.restore import multicast
+    try:
+        multicast.parse(raw)
+    except ValueError as e:
+        raise CmdlineError(f"{where}: {str(e).removeprefix(raw + ': ')}") from None
+    return Image("udpcast", raw)
+
+
 def _image(raw: str, where: str) -> Image:
     if raw.startswith(("http://", "https://")):
         return Image("url", _url(raw, where))
+    if raw.startswith("udpcast://"):
+        return _udpcast(raw, where)
     if not raw.startswith("iscsi:"):
         return Image("path", _path(kc.decode(raw, where), where))
     if raw[6:].startswith(("iqn.", "eui.", "naa.")):
@@ -298,7 +177,23 @@ def _iqn(value: str, where: str) -> str:
 
 
 _CONVERT = {"initiator": _iqn, "image": _image, "sha256": _sha, "disk": _selector,
-            "consent": _consent, "report": _url}
+            "consent": _consent, "report": _url, "fallback": _url}
+
+
+def field_check(path: tuple):
+    """The Python check of the value at ``path`` whose message says more than the schema's
+    (and which the plan runs anyway), with the name it gives the value; or None."""
+    n, top = len(path), path[0] if path else None
+    if n == 1 and top in ("image", "disk", "consent", "initiator", "report"):
+        return _CONVERT[top], f"plan.{top}"
+    if n == 2 and top == "nameservers":
+        return kc.ip_address, "plan.nameservers"
+    if n == 3 and top in ("sources", "targets") and path[2] in ("iqn", "host"):
+        return ({"iqn": _iqn, "host": check_host}[path[2]],
+                f"plan.{top}[{path[1]}].{path[2]}")
+    if top == "network" and (n, path[2:3]) in ((3, ("gateway",)), (4, ("dns",))):
+        return kc.ip_address, f"plan.network[{path[1]}].{path[2]}"
+    return None
 
 
 def from_cmdline(cl: Cmdline) -> dict:
@@ -398,112 +293,32 @@ def check(plan: Plan) -> Plan:
     if plan.mode and missing:
         raise PlanError(f"rtk.mode={plan.mode} needs " + ", ".join(
             k if " " in k else f"rtk.{k}= (or {k}: in the plan file)" for k in missing))
+    if img and img.kind == "udpcast":
+        _check_udpcast(plan)
+    elif plan.fallback:
+        raise PlanError("rtk.fallback= (fallback: in the plan file) is the HTTP copy of a "
+                        "udpcast:// image: this image is not one; drop the fallback")
     if plan.bundle and not plan.report:
         raise PlanError("bundle: true (in the plan file) sends the logs bundle to the report "
                         "server: it needs rtk.report= (or report: in the plan file)")
     return plan
 
 
-MAX_DEPTH = 32  # a plan is 4 levels deep (plan.targets[0].chap.password)
-MAX_SIZE = 1 << 20  # bytes: a plan file is a few hundred
+def _check_udpcast(plan: Plan) -> None:
+    """A multicast image: a restore, with a SHA-256 (the stream cannot be read twice, so
+    the hash is the only proof it is the planned image), the same as any fallback's."""
+    from toolkit.restore import multicast
+    url_sha = multicast.parse(plan.image.location).sha256
+    if plan.mode == "restore" and not (plan.sha256 or url_sha):
+        raise PlanError("a udpcast:// image needs its SHA-256 (rtk.sha256=, sha256: in the "
+                        "plan file, or ?sha256= in the URL): a multicast stream is read only "
+                        "once, and its SHA-256 is the only check that it is the planned image "
+                        "before the disk is made valid; `rtk fleet serve` prints it")
+    if plan.sha256 and url_sha and plan.sha256 != url_sha:
+        raise PlanError("rtk.sha256= differs from the ?sha256= of the udpcast:// image: "
+                        "give one SHA-256")
 
 
-def _depth(value) -> int:
-    """How deeply ``value`` nests lists and mappings (iteratively: no recursion limit)."""
-    deepest, todo = 0, [(value, 1)]
-    while todo:
-        v, d = todo.pop()
-        if isinstance(v, dict | list):
-            deepest = max(deepest, d)
-            if d > MAX_DEPTH:
-                break
-            todo += [(x, d + 1) for x in (v.values() if isinstance(v, dict) else v)]
-    return deepest
-
-
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    mark = getattr(e, "problem_mark", None)
-    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-    if isinstance(e, yaml.reader.ReaderError):  # a control character, or not UTF-8
-        return (f"position {e.position}: the character {e.character!r} is not allowed in "
-                "YAML" if isinstance(e.character, str) else f"position {e.position}: "
-                f"{e.reason}")
-    return where + (getattr(e, "problem", None) or "syntax error")  # no snippet: secrets
-
-
-def parse_plan_text(text: str, name: str) -> dict:
-    """A plan file: JSON if ``name`` ends in .json, otherwise YAML (which reads JSON too)."""
-    try:
-        data = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise PlanError(f"plan {name}: not valid JSON: line {e.lineno} column {e.colno}: "
-                        f"{e.msg}") from None
-    except yaml.YAMLError as e:
-        raise PlanError(f"plan {name}: not valid YAML: {_yaml_problem(e)}") from None
-    except RecursionError:  # too deep for the parser itself
-        data, too_deep = None, True
-    except ValueError:  # a number of thousands of digits, which int() refuses
-        raise PlanError(f"plan {name}: a number there has thousands of digits") from None
-    else:
-        too_deep = _depth(data) > MAX_DEPTH
-    if too_deep:
-        raise PlanError(f"plan {name}: the plan file is nested too deeply (more than "
-                        f"{MAX_DEPTH} levels of lists and mappings; a plan has 4)")
-    if not isinstance(data, dict):
-        raise PlanError(f"plan {name}: expected a mapping (key: value) at the top")
-    return data
-
-
-def plan_text(data: bytes, name: str) -> str:
-    """The plan file's bytes as text: UTF-8 (a byte order mark allowed), else PlanError."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise PlanError(f"plan {name}: the plan file is not UTF-8 text (byte "
-                        f"0x{data[e.start]:02x} at position {e.start})") from None
-
-
-def load_plan(source: str, medium: str = LIVE_MEDIUM, timeout: float = 30) -> dict:
-    """The plan file at an http(s) URL (TLS verified) or a path on the boot medium."""
-    if source.startswith(("http://", "https://")):
-        shown = safe_url(source)  # without user:password@ or ?query (tokens)
-        try:
-            with requests.get(source, timeout=timeout, verify=True, stream=True) as r:
-                r.raise_for_status()
-                data = r.raw.read(MAX_SIZE + 1, decode_content=True)
-        except requests.RequestException as e:
-            status = getattr(e.response, "status_code", None)
-            why = f"HTTP {status}" if status else http_failure(e)
-            raise PlanError(f"rtk.plan={shown}: cannot fetch the plan: {why}") from None
-        except (OSError, ValueError) as e:  # urllib3's errors while reading the body
-            raise PlanError(f"rtk.plan={shown}: cannot fetch the plan: {http_failure(e)}"
-                            ) from None
-        if len(data) > MAX_SIZE:
-            raise PlanError(f"rtk.plan={shown}: the plan file is larger than {MAX_SIZE} bytes")
-        return parse_plan_text(plan_text(data, urlsplit(source).path), urlsplit(source).path)
-    return read_plan_file(os.path.join(medium, source.lstrip("/")), f"rtk.plan={source}: ",
-                          source)
-
-
-def read_plan_file(path: str, where: str = "", name: str | None = None) -> dict:
-    """The plan file at ``path`` on this machine, parsed (``name``, default ``path``: JSON
-    if it ends in .json, else YAML): a regular file of at most MAX_SIZE bytes (a FIFO would
-    wait for ever, /dev/zero never end). Messages start with ``where``."""
-    name = path if name is None else name
-    try:
-        st = os.stat(path)
-        if stat.S_ISDIR(st.st_mode):
-            raise PlanError(f"{where}cannot read {path}: it is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise PlanError(f"{where}cannot read {path}: not a regular file")
-        if st.st_size > MAX_SIZE:
-            raise PlanError(f"{where}the plan file is larger than {MAX_SIZE} bytes")
-        with open(path, "rb") as f:
-            data = f.read(MAX_SIZE + 1)
-    except OSError as e:
-        raise PlanError(f"{where}cannot read {path}: "
-                        f"{e.strerror or type(e).__name__}") from None
-    return parse_plan_text(plan_text(data, name), name)
 
 
 def read_plan(cl: Cmdline | None = None, medium: str = LIVE_MEDIUM) -> Plan:

@@ -201,4 +201,5 @@ def progress_fields(p: Progress) -> dict:
             "fraction": round(p.fraction, 4), "rate": round(p.rate, 1),
             "average_rate": round(p.average_rate, 1),
             "eta": None if p.eta is None else round(p.eta, 1),
-            "read_errors": p.read_errors}
+            "read_errors": p.read_errors,
+            "note": p.note or None}  # phase "waiting": the storage outage waited out

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from toolkit.disks.identity import identity_of
+from toolkit.disks.identity import identity_of, wwn_key
 from toolkit.disks.inventory import Disk
 from toolkit.iscsi.adm import Chap
 from toolkit.iscsi.parse import valid_iscsi_name
@@ -141,13 +141,6 @@ def parse_consent(text: str, param: str = "rtk.consent") -> Selector:
     return sel
 
 
-def _wwn(text: str | None) -> str:
-    t = (text or "").strip().lower()
-    for prefix in ("0x", "naa.", "eui.", "wwn-0x"):
-        t = t.removeprefix(prefix)
-    return t
-
-
 def _base(names: list[str]) -> list[str]:
     return [os.path.basename(n) for n in names]
 
@@ -161,9 +154,9 @@ def _rule_matches(d: Disk, r: Rule) -> bool:
         return getattr(d, r.field) == (r.value == "yes")
     if r.field == "lun":
         return d.iscsi is not None and d.iscsi.lun == int(r.value)
-    have = {"iqn": d.iscsi.target if d.iscsi else None, "wwn": _wwn(d.wwn) or None}.get(
+    have = {"iqn": d.iscsi.target if d.iscsi else None, "wwn": wwn_key(d.wwn) or None}.get(
         r.field, getattr(d, r.field, None))
-    want = _wwn(r.value) if r.field == "wwn" else r.value
+    want = wwn_key(r.value) if r.field == "wwn" else r.value
     if r.op == "~":
         return have is not None and want.lower() in have.lower()
     return (have == want) == (r.op == "=")
@@ -173,7 +166,7 @@ def matches(d: Disk, sel: Selector) -> bool:
     if sel.kind == "serial":
         return d.serial is not None and d.serial.strip() == sel.value
     if sel.kind == "wwn":
-        return bool(d.wwn) and _wwn(d.wwn) == _wwn(sel.value)
+        return bool(d.wwn) and wwn_key(d.wwn) == wwn_key(sel.value)
     if sel.kind in ("by-id", "by-path"):
         links = d.by_id if sel.kind == "by-id" else d.by_path
         return os.path.basename(sel.value) in _base(links)

@@ -10,6 +10,7 @@ from toolkit.copy import engine as dc
 from toolkit.disks import gate, roles
 from toolkit.disks import inventory as disks_mod
 from toolkit.disks.inventory import Disk
+from tui.controllers.state import before_long_job
 from tui.job import Job, JobController
 from tui.views.copy import CopyProgressView, CopyResultView, CopySummaryView
 from tui.widgets.confirm import confirmation_word
@@ -87,10 +88,13 @@ class CopyController(JobController):
             self.app.dialog("Cannot copy", str(e), [("OK", self.app.close_dialog)])
             return
         self.plan = plan
-        self.map_state = self._map_state(plan)
-        self.summary = CopySummaryView(plan, confirmation_word(target), self.map_state,
-                                       self.start)
-        self.app.push(self.summary)
+
+        def summary() -> None:  # the mapfile is looked for where the state is by then
+            self.map_state = self._map_state(plan)
+            self.summary = CopySummaryView(plan, confirmation_word(target), self.map_state,
+                                           self.start)
+            self.app.push(self.summary)
+        before_long_job(self.app, summary, busy=(plan.source.disk.path, plan.target.disk.path))
 
     def _map_state(self, plan: dc.CopyPlan) -> binding.MapState:
         """What the default mapfile of this pair says (an interrupted or finished copy of

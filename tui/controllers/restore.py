@@ -18,8 +18,10 @@ from toolkit.disks import inventory as disks_mod
 from toolkit.disks.endpoint import endpoint_from_disk
 from toolkit.disks.inventory import Disk
 from toolkit.restore import checks, media
+from toolkit.restore import plan as restore_plan
 from toolkit.restore import source as sourcemod
 from toolkit.restore.inspect import Inspection, inspect_image
+from tui.controllers.state import before_long_job
 from tui.job import Job, JobController
 from tui.views.restore import (
     BrowseView,
@@ -178,16 +180,25 @@ class RestoreController(JobController):
         assert self.inspection is not None
         info = self.inspection.info
         role = self._source_keys()
+        # the plan's inputs (the image and the files its container chain reads): the same
+        # decision as the write gate's when the restore opens the target
+        try:
+            inputs, unreadable = restore_plan.image_inputs(self.location, info, self.disks), None
+        except restore.Refused as e:
+            inputs, unreadable = [], "; ".join(e.problems)
         out = []
         for d in self.disks:
             if d.path == self.image_disk:
                 out.append((d, "this disk holds the image"))
                 continue
+            if unreadable:
+                out.append((d, unreadable))
+                continue
             # deep: every alias sysfs knows (the image's backing file, a partition...),
             # for devices of this machine; the write gate decides again when it opens it
             problems, _w = checks.check_target(endpoint_from_disk(d), self.location,
                                                info.size, info.sector_size, role,
-                                               deep=_deep(self.location, d))
+                                               deep=_deep(self.location, d), inputs=inputs)
             out.append((d, problems[0] if problems else None))
         return sorted(out, key=lambda c: (c[1] is not None, c[0].role != roles.TARGET))
 
@@ -204,9 +215,14 @@ class RestoreController(JobController):
 
         def done(plan: restore.RestorePlan) -> None:
             self.plan = plan
-            self.summary = RestoreSummaryView(plan, self.inspection, confirmation_word(target),
-                                              self.start)
-            self.app.push(self.summary)
+
+            def summary() -> None:
+                self.summary = RestoreSummaryView(plan, self.inspection,
+                                                  confirmation_word(target), self.start)
+                self.app.push(self.summary)
+            busy = [plan.target.disk.path] + [i.path for i in plan.inputs
+                                               if i.path.startswith("/dev/")]
+            before_long_job(self.app, summary, busy=busy)
         def work() -> restore.RestorePlan:
             return restore.plan_restore(location, target.path, options, disks=disks)
         self.app.background(f"Checking {target.path}...", work, done,

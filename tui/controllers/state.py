@@ -19,10 +19,10 @@ from tui.widgets.volume_chooser import ChooseVolumeView
 
 class StatePrompt:
     def __init__(self, app, list_disks: Callable = disks_mod.list_disks,
-                 location: Callable[[], state.StateLocation] = state.location):
+                 location: Callable[[], state.StateLocation] | None = None):
         self.app = app
         self.list_disks = list_disks
-        self.location = location
+        self.location = location or state.location  # looked up now: replaceable in tests
 
     def _where(self) -> state.StateLocation | None:
         try:

@@ -8,8 +8,14 @@ import urwid
 
 from toolkit.disks.inventory import Disk
 from toolkit.units import human_size
-from tui.widgets.base import SelectableLine, View
+from tui.widgets.base import View
+from tui.widgets.choices import choice_rows
 from tui.widgets.disk_summary import disk_markup
+
+
+def _short(disk: Disk) -> str:
+    """The grey line of a disk that cannot be chosen."""
+    return f"{disk.path:<13} {human_size(disk.size):>9}  {disk.model or disk.transport}"
 
 
 class ChooseDiskView(View):
@@ -24,13 +30,6 @@ class ChooseDiskView(View):
                  on_choose):
         self.title = title
         rows: list = [urwid.Text(intro), urwid.Divider("─")]
-        for disk, reason in choices:
-            if reason is None:
-                rows.append(SelectableLine(disk_markup(disk), lambda d=disk: on_choose(d)))
-            else:
-                rows.append(urwid.Text([("dim", f"{disk.path:<13} {human_size(disk.size):>9}  "
-                                                f"{disk.model or disk.transport}\n"),
-                                        ("warn", f"    cannot be chosen: {reason}")]))
-            rows.append(urwid.Divider("─"))
+        rows += choice_rows(choices, disk_markup, _short, on_choose)
         self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
         super().__init__(self.listbox)

@@ -1,15 +1,16 @@
 """The volume chooser: the screen where a filesystem is picked to hold something (the
 state directory before a long job, a logs bundle). The controller decides which may be
-chosen (:func:`toolkit.system.state.volumes`); the others are shown with the reason.
+chosen (:func:`toolkit.system.volumes.volumes`); the others are shown with the reason.
 ``extra`` lines come first (another destination: the data partition, a URL)."""
 
 from __future__ import annotations
 
 import urwid
 
-from toolkit.system.state import Volume
+from toolkit.system.volumes import Volume
 from toolkit.units import human_size
 from tui.widgets.base import SelectableLine, View
+from tui.widgets.choices import choice_rows
 from tui.widgets.disk_summary import transport_name
 
 
@@ -21,6 +22,11 @@ def volume_markup(v: Volume) -> list:
     return [("title", f"{v.path:<15}"), f" {v.fstype:<6} {label[:24]:<24} "
             f"{human_size(v.size):>9}\n",
             ("dim", f"    on {d.path} {transport_name(d)} {(d.model or '-')[:24]} {ident[:24]}")]
+
+
+def _short(v: Volume) -> str:
+    """The grey line of a filesystem that cannot be chosen."""
+    return f"{v.path:<15} {v.fstype:<6} {human_size(v.size):>9}"
 
 
 class ChooseVolumeView(View):
@@ -35,14 +41,7 @@ class ChooseVolumeView(View):
         rows: list = [urwid.Text(intro), urwid.Divider("─")]
         for markup, callback in extra:
             rows += [SelectableLine(markup, callback), urwid.Divider("─")]
-        for v, reason in choices:
-            if reason is None:
-                rows.append(SelectableLine(volume_markup(v), lambda v=v: on_choose(v)))
-            else:
-                rows.append(urwid.Text([("dim", f"{v.path:<15} {v.fstype:<6} "
-                                                f"{human_size(v.size):>9}\n"),
-                                        ("warn", f"    cannot be chosen: {reason}")]))
-            rows.append(urwid.Divider("─"))
+        rows += choice_rows(choices, volume_markup, _short, on_choose)
         if not choices and not extra:
             rows.append(urwid.Text(("warn", "No filesystem that could be written was found.")))
         self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
+import tempfile
 
 TMP_SUFFIX = ".tmp"  # what a temporary file's name ends with (readers skip these)
 
@@ -37,10 +39,21 @@ def write_atomic(path: str, data: bytes | str, mode: int = 0o644) -> None:
     if isinstance(data, str):
         data = data.encode("utf-8")
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.{os.getpid()}{TMP_SUFFIX}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(st.st_mode):  # a device node, a symlink, a FIFO: never
+            raise OSError(errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL,
+                          "not a regular file: refused, nothing written", path)
+    # a new file of our own, never an existing one (O_EXCL) nor a link's target
+    # (O_NOFOLLOW): a name planted beside the file cannot redirect the write
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".",
+                               suffix=TMP_SUFFIX)
     try:
         try:
+            os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

@@ -1,0 +1,127 @@
+"""The logs bundle's redaction: every CHAP secret and password masked (``********``).
+
+Secrets are those given (an unattended run's CHAP passwords) and those found: open-iscsi's
+node and discovery records (:func:`iscsi_db_secrets`), ``password``-like keys of plan
+files (:func:`structured_secrets`), iscsiadm's ``-v`` after a password setting and the
+credentials of ``iscsi:user:password@`` and ``scheme://user:password@``
+(:func:`found_secrets`). :func:`mask` replaces each of them wherever it appears,
+percent-encoded too, and every value written the way a secret is written even where the
+secret itself is not known.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from urllib.parse import quote, unquote
+
+from toolkit.system import tools
+from toolkit.system.tools import MASK
+
+ISCSI_DB = "/etc/iscsi"  # open-iscsi's records: node and discovery CHAP settings
+MIN_FOUND_SECRET = 4  # a value found by its shape is masked everywhere only from this length
+
+_KEY = r"[\w.-]*(?:password|passwd|secret|password_in)"
+_ASSIGN = re.compile(r"(?i)(\b" + _KEY + r"\b[\"']?\s*[:=]\s*)"
+                     r"(\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s\"',;}\]]+)")
+_IADM_VALUE = re.compile(r"(?i)(-n\s+\S*password(?:_in)?\s+(?:-v|--value)[=\s]\s*)(\S+)")
+_ISCSI_CREDS = re.compile(r"(iscsi:)([^@\s/\"']*:[^@\s/\"']*)@")
+_URL_CREDS = re.compile(r"([a-zA-Z][\w+.-]*://)([^/@\s:\"']+):([^/@\s\"']+)@")
+_PLACEHOLDERS = {MASK, "<empty>", "", "null", "none", "None", "\"\"", "''"}
+
+
+def _strip_quotes(v: str) -> str:
+    return v[1:-1] if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'" else v
+
+
+def found_secrets(text: str) -> set[str]:
+    """Values that ``text`` gives as secrets beyond doubt: iscsiadm's ``-v`` after a
+    password setting, ``iscsi:user:password@`` and ``scheme://user:password@``. (A
+    ``password: X`` in free text is masked where it is, not looked for elsewhere: the
+    value could be any word, "required" in an error message.)"""
+    out = set()
+    for m in _IADM_VALUE.finditer(text):
+        out.add(m.group(2))
+    for m in _ISCSI_CREDS.finditer(text):
+        parts = m.group(2).split(":")
+        out.update(unquote(p) for p in parts[1::2])
+    for m in _URL_CREDS.finditer(text):
+        out.add(unquote(m.group(3)))
+    return {s for s in out if s not in _PLACEHOLDERS and s.strip("*")}
+
+
+def _walk_secrets(value, out: set[str]) -> None:
+    """``password``-like keys' string values in parsed YAML/JSON (a plan file)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, str) and re.search(r"(?i)password|passwd|secret", str(k)):
+                out.add(v)
+            else:
+                _walk_secrets(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _walk_secrets(v, out)
+
+
+def structured_secrets(name: str, text: str) -> set[str]:
+    """Secrets in a YAML or JSON file (a plan): every ``password``-like key's value."""
+    if not name.endswith((".yaml", ".yml", ".json")):
+        return set()
+    try:
+        if name.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+            data = yaml.safe_load(text)
+    except Exception:  # noqa: BLE001 - not a plan after all: the patterns still apply
+        return set()
+    out: set[str] = set()
+    _walk_secrets(data, out)
+    return {s for s in out if s not in _PLACEHOLDERS}
+
+
+def iscsi_db_secrets(root: str = ISCSI_DB) -> set[str]:
+    """CHAP secrets of open-iscsi's records (``node.session.auth.password = X``...)."""
+    out = set()
+    for base, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                with open(os.path.join(base, name), encoding="utf-8", errors="replace") as f:
+                    for line in f:
+                        k, sep, v = line.partition("=")
+                        if sep and not k.lstrip().startswith("#") and re.search(
+                                r"password(_in)?$", k.strip()):
+                            out.add(v.strip())
+            except OSError:
+                continue
+    return {s for s in out if s not in _PLACEHOLDERS}
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret (and its percent-encoded form) and every value written
+    the way a secret is written replaced by ``********``."""
+    forms = set()
+    for s in secrets:
+        if s and s != MASK:
+            forms.update({s, quote(s, safe=""), quote(s)})
+    text = tools.redact(text, forms)
+    text = _ASSIGN.sub(lambda m: m.group(1) + (
+        m.group(2) if _strip_quotes(m.group(2)) in _PLACEHOLDERS else
+        (m.group(2)[0] + MASK + m.group(2)[0] if m.group(2)[:1] in "\"'" else MASK)), text)
+    text = _IADM_VALUE.sub(lambda m: m.group(1) + MASK, text)
+    text = _ISCSI_CREDS.sub(lambda m: m.group(1) + MASK + "@", text)
+    return _URL_CREDS.sub(lambda m: m.group(1) + m.group(2) + ":" + MASK + "@", text)
+
+
+def known_secrets(texts: Iterable[tuple[str, str]], given: Iterable[str] = (),
+                  iscsi_db: str = ISCSI_DB) -> set[str]:
+    """Every secret to mask in ``texts`` (``(name, text)``): those ``given``, and those found
+    in open-iscsi's records and in the texts themselves (from :data:`MIN_FOUND_SECRET`
+    characters: a shorter one would mask ordinary words)."""
+    known = {s for s in given if s}
+    found = iscsi_db_secrets(iscsi_db)
+    for name, text in texts:
+        found |= structured_secrets(name, text) | found_secrets(text)
+    return known | {s for s in found if len(s) >= MIN_FOUND_SECRET}
