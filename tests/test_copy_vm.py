@@ -80,8 +80,10 @@ def test_menu_attaches_with_roles_and_copies(iso, lab):
         assert "127.0.0.1" in screen  # tgtd advertised its loopback: we say we use ours
         # BDR snapshot as SOURCE: the first button of the first target
         con.key("enter")
-        screen = con.wait_screen(r"SOURCE 1 ", timeout=120)
-        assert re.search(r"SOURCE 1\s+/dev/sd\w\s+LUN 1\s+25\.2 MB\s+ntfs \"CSV-Vol1\"", screen)
+        # the whole line: the row appears before the disk's probe has filled it in
+        con.wait_screen(r"SOURCE 1 ", timeout=120)
+        screen = con.wait_screen(r"SOURCE 1\s+/dev/sd\w\s+LUN 1\s+25\.2 MB\s+ntfs \"CSV-Vol1\"",
+                                 timeout=60)
         # SAN LUN as TARGET: asks for CHAP; a wrong secret first
         _discover(con)
         con.key("down", "right", "enter")  # second target, "Attach as TARGET"

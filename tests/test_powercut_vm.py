@@ -1,15 +1,16 @@
 """A power cut in mid-copy, and the resume after the reboot, in the live guest: two boots.
 
-Boot 1: a SOURCE disk (random data), a TARGET disk (bigger, zeros) and a small disk with
-an ext4 filesystem labelled RTK-DATA, which the live system mounts and keeps its state on
-(mapfiles, reports). ``rtk copy`` runs from the shell, slowed down; once its mapfile on
-RTK-DATA records copied bytes (and its running report says so), QEMU is quit from its
-monitor: a power cut. The host finds on the RTK-DATA image the mapfile and the copy's
-partial report ("running", what was done).
+Boot 1: a SOURCE disk (random data), a TARGET disk (bigger, zeros), both virtio, and a
+small USB stick with an ext4 filesystem labelled RTK-DATA, which the live system mounts
+and keeps its state on (mapfiles, reports; a fixed disk's would need rtk.data=UUID=).
+``rtk copy`` runs from the shell, slowed down; once its mapfile on RTK-DATA records
+copied bytes (and its running report says so), QEMU is quit from its monitor: a power
+cut. The host finds on the RTK-DATA image the mapfile and the copy's partial report
+("running", what was done).
 
-Boot 2: the same three disks attached in the reverse order, so every /dev name differs;
-the menu's Disk Copy, the same SOURCE and TARGET chosen by their serials: the summary
-offers "Resume the interrupted copy of this pair" (the mapfile found by the pair's
+Boot 2: the same disks, SOURCE and TARGET attached in the other order (their /dev names
+swap); the menu's Disk Copy, the same SOURCE and TARGET chosen by their serials: the
+summary offers "Resume the interrupted copy of this pair" (the mapfile found by the pair's
 identities), the copy resumes and ends "VERIFIED IDENTICAL"; the host compares the
 TARGET image with the SOURCE's, and finds the first boot's partial report still there,
 unchanged, beside the second run's final report.
@@ -62,8 +63,10 @@ def lab(tmp_path_factory, iso, need_root):
 
 
 def _boot(lab, order: list[str], name: str) -> Guest:
+    """``order``: the virtio disks; the RTK-DATA stick is on USB."""
     disks = [(lab["images"][k], SERIALS[k]) for k in order]
-    guest = Guest(lab["work"], lab["iso"], disks=disks, name=name)
+    guest = Guest(lab["work"], lab["iso"], disks=disks, name=name,
+                  usb_disks=[(lab["images"]["data"], SERIALS["data"])])
     guest.wait_menu(timeout=400)
     lab["timings"][f"{name}: menu"] = round(guest.elapsed())
     return guest
@@ -117,14 +120,15 @@ def test_power_cut_mid_copy_then_resume_after_reboot(iso, lab):
     dev_tree = os.environ.get("RTK_VM_DEV") == "1"
 
     # --- boot 1: the copy, then the power cut ----------------------------------------------
-    guest = _boot(lab, ["src", "dst", "data"], "boot1")
+    guest = _boot(lab, ["src", "dst"], "boot1")
     try:
         guest.open_shell()
         if dev_tree:
             guest.install_source_tree(lab["http"], lab["work"])
         target = guest.run(f"readlink -f {STATE}").strip()
-        assert target == "/run/rtk/data/rtk", target  # the state is on RTK-DATA
-        names1 = {k: _dev(guest, s) for k, s in SERIALS.items()}
+        assert target == "/run/rtk/data/rtk", (  # the state is on RTK-DATA
+            target + guest.run("journalctl -b -u rtk-data --no-pager | tail -20"))
+        names1 = {k: _dev(guest, SERIALS[k]) for k in ("src", "dst")}
         guest.run(f"(rtk copy {names1['src']} {names1['dst']} --yes --target-id "
                   f"{SERIALS['dst']} --max-rate 1M --chunk-size 1M > /tmp/copy.log 2>&1; "
                   "echo __RC=$? >> /tmp/copy.log) > /dev/null 2>&1 < /dev/null & true")
@@ -166,16 +170,16 @@ def test_power_cut_mid_copy_then_resume_after_reboot(iso, lab):
     assert 0 < cut_report["copy"]["done_bytes"] <= left.bytes_with(FINISHED)
     assert cut_report["copy"]["mapfile"] == f"{STATE}/{maps[0]}"
 
-    # --- boot 2: the disks in the reverse order, the menu resumes --------------------------
+    # --- boot 2: SOURCE and TARGET swapped, the menu resumes -------------------------------
     t1 = time.monotonic()
-    guest = _boot(lab, ["data", "dst", "src"], "boot2")
+    guest = _boot(lab, ["dst", "src"], "boot2")
     con = guest.console
     try:
         guest.open_shell()
         if dev_tree:
             guest.install_source_tree(lab["http"], lab["work"])
-        names2 = {k: _dev(guest, s) for k, s in SERIALS.items()}
-        assert all(names2[k] != names1[k] for k in ("src", "data")), (names1, names2)
+        names2 = {k: _dev(guest, SERIALS[k]) for k in ("src", "dst")}
+        assert names2 == {"src": names1["dst"], "dst": names1["src"]}, (names1, names2)
         assert guest.run(f"readlink -f {STATE}").strip() == "/run/rtk/data/rtk"
         guest.close_shell()
         guest.wait_menu(timeout=30)

@@ -148,10 +148,12 @@ class Guest:
                  disks: list[tuple[Path, str]] = (), kernel: Path | None = None,
                  initrd: Path | None = None, append: str | None = None,
                  netboot: str | None = None, mac: str | None = None, memory: int = 2048,
-                 name: str = "guest"):
+                 name: str = "guest", usb_disks: list[tuple[Path, str]] = ()):
         """``iso``: the CD (None: no CD). ``kernel``/``initrd``/``append``: QEMU loads
         them directly. ``netboot``: a URL handed out by QEMU's DHCP as the boot file;
-        the NIC's iPXE ROM fetches it over HTTP and runs it (no CD, no kernel)."""
+        the NIC's iPXE ROM fetches it over HTTP and runs it (no CD, no kernel).
+        ``usb_disks``: (image, serial) attached as USB sticks (usb-storage on an xHCI
+        controller, removable media), after the virtio ``disks``."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -178,6 +180,12 @@ class Guest:
         for i, (path, serial) in enumerate(disks):
             cmd += ["-drive", f"if=none,id=d{i},file={path},format=raw,cache=unsafe",
                     "-device", f"virtio-blk-pci,drive=d{i},serial={serial}"]
+        if usb_disks:
+            cmd += ["-device", "qemu-xhci,id=xhci"]
+        for i, (path, serial) in enumerate(usb_disks):
+            cmd += ["-drive", f"if=none,id=u{i},file={path},format=raw,cache=unsafe",
+                    "-device", f"usb-storage,bus=xhci.0,drive=u{i},serial={serial},"
+                               "removable=on"]
         if kernel:
             cmd += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", append or ""]
         self.cmd = cmd

@@ -28,22 +28,24 @@ filesystem keeps two files apart); a raw range meets anything on the same bytes.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import re
 import stat
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-LOOP_GET_STATUS64 = 0x4C05
-_LOOP_INFO64 = struct.Struct("=5Q4I64s64s32s2Q")  # struct loop_info64 (<linux/loop.h>)
-MAX_DEPTH = 32  # loops over loops over files...: deeper is refused, not followed
+from toolkit.disks.filesystems import FilesystemView, overlay_layers, unescape
+from toolkit.disks.sysfs import (
+    LOOP_GET_STATUS64,
+    MAX_DEPTH,
+    SysfsView,
+    Unresolvable,
+    dev_key,
+    parse_devno,
+)
 
-
-class Unresolvable(Exception):
-    """The path cannot be followed to what holds its bytes (then nothing may be written
-    onto or from it on the strength of a resolution)."""
+__all__ = ["LOOP_GET_STATUS64", "MAX_DEPTH", "Collision", "FilesystemView", "Footprint",
+           "Piece", "Resolver", "SysfsView", "Unresolvable", "collision", "dev_key",
+           "footprint", "overlay_layers", "parse_devno", "unescape"]
 
 
 @dataclass(frozen=True)
@@ -129,211 +131,14 @@ def collision(target: Footprint, source: Footprint, *, raw_only: bool = False
     return None
 
 
-def _devno(text: str) -> int:
-    major, minor = text.strip().split(":")
-    return os.makedev(int(major), int(minor))
-
-
-def _dev_key(rdev: int) -> str:
-    return f"dev:{os.major(rdev)}:{os.minor(rdev)}"
-
-
-class Resolver:
+class Resolver(FilesystemView):
     """Resolution against a system's sysfs, /dev and mount table (roots for tests).
 
     ``names_of(kernel_name)``: more names of a whole disk (the inventory's serial and
-    WWN from udev), besides those sysfs gives."""
+    WWN from udev), besides those sysfs gives. Sysfs and loop devices:
+    :class:`~toolkit.disks.sysfs.SysfsView`; filesystems, mounts, overlay layers:
+    :class:`~toolkit.disks.filesystems.FilesystemView`."""
 
-    def __init__(self, sys_root: str = "/sys", dev_root: str = "/dev",
-                 mountinfo: str = "/proc/self/mountinfo", swaps: str = "/proc/swaps",
-                 names_of: Callable[[str], frozenset[str]] | None = None):
-        self.sys, self.dev, self.mountinfo, self.swaps = sys_root, dev_root, mountinfo, swaps
-        self.names_of = names_of or (lambda _name: frozenset())
-
-    @staticmethod
-    def devno(text: str) -> int:
-        """``MAJ:MIN`` as a device number."""
-        return _devno(text)
-
-    def node(self, rdev: int) -> str:
-        """The kernel's node of ``rdev`` (/dev/NAME), or ``MAJ:MIN`` when not in sysfs."""
-        name = self.kernel_name(rdev)
-        return os.path.join(self.dev, name) if name else f"{os.major(rdev)}:{os.minor(rdev)}"
-
-    # --- sysfs --------------------------------------------------------------------------
-    def _read(self, path: str) -> str | None:
-        try:
-            with open(path) as f:
-                return f.read().strip()
-        except OSError:
-            return None
-
-    def sysdir(self, rdev: int) -> str | None:
-        link = os.path.join(self.sys, "dev", "block", f"{os.major(rdev)}:{os.minor(rdev)}")
-        return os.path.realpath(link) if os.path.exists(link) else None
-
-    def kernel_name(self, rdev: int) -> str | None:
-        d = self.sysdir(rdev)
-        return os.path.basename(d) if d else None
-
-    def size(self, sysdir: str) -> int:
-        return int(self._read(os.path.join(sysdir, "size")) or 0) * 512
-
-    def disk_names(self, sysdir: str) -> frozenset[str]:
-        name = os.path.basename(sysdir)
-        names = set(self.names_of(name))
-        for attr, kind in (("wwid", "wwn"), ("device/wwid", "wwn"), ("serial", "serial"),
-                           ("device/serial", "serial")):
-            value = self._read(os.path.join(sysdir, attr))
-            if value:
-                names.add(f"{kind}:{value}")
-        return frozenset(names)
-
-    def loop_backing(self, name: str, sysdir: str) -> tuple[str, int, int, int] | None:
-        """``(backing path, offset, lo_device, lo_inode or lo_rdevice)`` of a loop device
-        (None: not one, or unbound). A backing device has lo_rdevice set; the identity
-        comes from the loop driver when /dev/NAME is this device, else from sysfs."""
-        backing = self._read(os.path.join(sysdir, "loop", "backing_file"))
-        if backing is None:
-            return None
-        offset = int(self._read(os.path.join(sysdir, "loop", "offset")) or 0)
-        node = os.path.join(self.dev, name)
-        with contextlib.suppress(OSError):
-            st = os.stat(node)
-            if stat.S_ISBLK(st.st_mode) and self.sysdir(st.st_rdev) == sysdir:
-                fd = os.open(node, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-                try:
-                    info = fcntl.ioctl(fd, LOOP_GET_STATUS64, bytes(_LOOP_INFO64.size))
-                finally:
-                    os.close(fd)
-                lo_dev, lo_ino, lo_rdev, lo_off = _LOOP_INFO64.unpack(info)[:4]
-                if lo_rdev:
-                    return backing, lo_off, -1, lo_rdev
-                return backing, lo_off, lo_dev, lo_ino
-        path = backing.removesuffix(" (deleted)")
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            raise Unresolvable(f"the loop device {node}'s backing file {backing} cannot be "
-                               f"found ({e.strerror})") from None
-        if stat.S_ISBLK(st.st_mode):
-            return backing, offset, -1, st.st_rdev
-        return backing, offset, st.st_dev, st.st_ino
-
-    # --- mounts -----------------------------------------------------------------------------
-    def _mounts(self) -> list[tuple[str, str, str, str, str]]:
-        """``(MAJ:MIN, mount point, fstype, source, super options)`` of each mount."""
-        try:
-            with open(self.mountinfo) as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return []
-        out = []
-        for line in lines:
-            left, _, right = line.partition(" - ")
-            fields, rest = left.split(), right.split()
-            if len(fields) < 5 or len(rest) < 2:
-                continue
-            out.append((fields[2], _unescape(fields[4]), rest[0], _unescape(rest[1]),
-                        rest[2] if len(rest) > 2 else ""))
-        return out
-
-    def _mount_of(self, st_dev: int) -> tuple[str, str, str, str, str] | None:
-        want = f"{os.major(st_dev)}:{os.minor(st_dev)}"
-        return next((m for m in self._mounts() if m[0] == want), None)
-
-    def fs_devices(self, st_dev: int, path: str | None = None, st_ino: int | None = None,
-                   depth: int = 0) -> list[tuple[int, str]]:
-        """The block devices a filesystem with device number ``st_dev`` lives on, each
-        with how it was found. A block device number is its own; otherwise (btrfs,
-        overlayfs, a network or FUSE filesystem: an anonymous number) the mount's
-        source device and, for btrfs, its other devices; for overlayfs, the layer that
-        holds the file ``path`` (inode ``st_ino``), or all its layers. A number that is
-        neither a block device nor in the mount table (an overlay's per-layer number
-        whose layer cannot be found) raises :class:`Unresolvable`."""
-        if depth > MAX_DEPTH:
-            raise Unresolvable("a chain of more than 32 devices and files: not followed")
-        if self.sysdir(st_dev):
-            return [(st_dev, "")]
-        mount = self._mount_of(st_dev)
-        if mount is None and path is not None:
-            # an overlay gives a lower file a per-layer number of its own: its directory
-            # has the overlay's
-            with contextlib.suppress(OSError):
-                parent = self._mount_of(os.stat(os.path.dirname(os.path.realpath(path)))
-                                        .st_dev)
-                if parent is not None and parent[2] == "overlay":
-                    return self._overlay_layer(parent, path, st_ino, depth)
-        if mount is None:
-            what = path or "a file"
-            raise Unresolvable(f"cannot tell which disk holds {what} (its filesystem "
-                               f"{os.major(st_dev)}:{os.minor(st_dev)} is not in the mount "
-                               "table)")
-        _num, _point, fstype, source, options = mount
-        if fstype == "overlay":
-            if path is not None and st_ino is not None:
-                return self._overlay_layer(mount, path, st_ino, depth)
-            out: list[tuple[int, str]] = []
-            for layer in _layers(options):
-                try:
-                    lst = os.stat(layer)
-                except OSError as e:
-                    raise Unresolvable(f"the overlay layer {layer} cannot be found "
-                                       f"({e.strerror})") from None
-                for dev, _how in self.fs_devices(lst.st_dev, depth=depth + 1):
-                    out.append((dev, f"its overlay layer {layer} lives on that device"))
-            return out
-        out = []
-        with contextlib.suppress(OSError):
-            st = os.stat(source)
-            if stat.S_ISBLK(st.st_mode):
-                out.append((st.st_rdev, f"its {fstype} filesystem is mounted from {source}"))
-                out += self._btrfs_siblings(st.st_rdev, fstype)
-        return out
-
-    def _overlay_layer(self, mount: tuple[str, str, str, str, str], path: str,
-                       st_ino: int | None, depth: int) -> list[tuple[int, str]]:
-        """The devices of the overlay layer that holds ``path``: the topmost layer with
-        the same relative path and inode. None found (a layer's path gone or replaced,
-        e.g. the lower mount lazily unmounted): :class:`Unresolvable`."""
-        point, options = mount[1], mount[4]
-        rel = os.path.relpath(os.path.realpath(path), point)
-        for layer in _layers(options):
-            cand = os.path.join(layer, rel)
-            try:
-                cst = os.lstat(cand)
-            except OSError:
-                continue
-            if stat.S_ISCHR(cst.st_mode) and cst.st_rdev == 0:
-                break  # a whiteout: no lower layer shows through
-            if stat.S_ISREG(cst.st_mode) and (
-                    st_ino is None or (cst.st_ino ^ st_ino) & ((1 << 48) - 1) == 0):
-                found = self.fs_devices(cst.st_dev, cand, cst.st_ino, depth + 1)
-                return [(dev, f"its overlay layer {layer} lives on that device"
-                         + (f"; {how}" if how else "")) for dev, how in found]
-            break
-        raise Unresolvable(f"cannot tell which disk holds {path} (it is in the overlay "
-                           f"mounted at {point}, and none of its layers, as the mount "
-                           "table names them, holds it now)")
-
-    def _btrfs_siblings(self, rdev: int, fstype: str) -> list[tuple[int, str]]:
-        name = self.kernel_name(rdev)
-        base = os.path.join(self.sys, "fs", "btrfs")
-        if fstype != "btrfs" or not name or not os.path.isdir(base):
-            return []
-        out = []
-        for fsid in os.listdir(base):
-            devices = os.path.join(base, fsid, "devices")
-            with contextlib.suppress(OSError):
-                names = os.listdir(devices)
-                if name in names:
-                    for other in names:
-                        dev = self._read(os.path.join(self.sys, "class", "block", other, "dev"))
-                        if dev and other != name:
-                            out.append((_devno(dev), f"its btrfs filesystem spans {other}"))
-        return out
-
-    # --- footprints ---------------------------------------------------------------------------
     def footprint(self, path: str | None = None, *, fd: int | None = None,
                   label: str | None = None) -> Footprint:
         """What ``path`` (or the open ``fd``) stands for. Raises :class:`Unresolvable`
@@ -367,7 +172,7 @@ class Resolver:
 
     def device_footprint(self, rdev: int, label: str | None = None) -> Footprint:
         """What the block device ``rdev`` stands for (no path involved)."""
-        fp = Footprint(label or _dev_key(rdev), rdev=rdev)
+        fp = Footprint(label or dev_key(rdev), rdev=rdev)
         self._device(rdev, 0, None, None, (), fp.pieces, 0)
         return fp
 
@@ -383,18 +188,18 @@ class Resolver:
         node = os.path.join(self.dev, name)
         size = self.size(sysdir)
         end = size if end is None else end
-        partition = self._read(os.path.join(sysdir, "partition"))
-        out.append(Piece(_dev_key(rdev), start, end, node,
+        partition = self.read(os.path.join(sysdir, "partition"))
+        out.append(Piece(dev_key(rdev), start, end, node,
                          frozenset() if partition else self.disk_names(sysdir), inside, trail))
         if partition:
             parent = os.path.dirname(sysdir)
-            pdev = self._read(os.path.join(parent, "dev"))
-            pstart = int(self._read(os.path.join(sysdir, "start")) or 0) * 512
+            pdev = self.read(os.path.join(parent, "dev"))
+            pstart = int(self.read(os.path.join(sysdir, "start")) or 0) * 512
             if pdev:
                 pnode = os.path.join(self.dev, os.path.basename(parent))
                 said = (f"{node} is partition {partition} of {pnode} (bytes {pstart}-"
                         f"{pstart + size})")
-                self._device(_devno(pdev), pstart + start, pstart + end, inside,
+                self._device(parse_devno(pdev), pstart + start, pstart + end, inside,
                              (*trail, said), out, depth + 1)
         backing = self.loop_backing(name, sysdir) if os.path.isdir(
             os.path.join(sysdir, "loop")) else None
@@ -414,9 +219,9 @@ class Resolver:
         with contextlib.suppress(OSError):
             for slave in sorted(os.listdir(os.path.join(sysdir, "slaves"))):
                 sdir = os.path.join(self.sys, "class", "block", slave)
-                sdev = self._read(os.path.join(sdir, "dev"))
+                sdev = self.read(os.path.join(sdir, "dev"))
                 if sdev:
-                    self._device(_devno(sdev), 0, None, inside,
+                    self._device(parse_devno(sdev), 0, None, inside,
                                  (*trail, f"{node} is built on {os.path.join(self.dev, slave)}"),
                                  out, depth + 1)
 
@@ -429,28 +234,9 @@ class Resolver:
         for dev, how in self.fs_devices(st_dev, None if path.startswith("descriptor ")
                                         else path, st_ino, depth):
             name = self.kernel_name(dev)
-            node = os.path.join(self.dev, name) if name else _dev_key(dev)
+            node = os.path.join(self.dev, name) if name else dev_key(dev)
             said = f"{path} is a file on {node}" + (f" ({how})" if how else "")
             self._device(dev, 0, None, inside or path, (*trail, said), out, depth + 1)
-
-
-def _unescape(text: str) -> str:
-    """A mountinfo field with its octal escapes (``\\040`` for a space) undone."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def _layers(options: str) -> list[str]:
-    """An overlay's layer directories from its super options, the upper one first."""
-    upper: list[str] = []
-    lower: list[str] = []
-    for opt in re.split(r"(?<!\\),", options):
-        key, _, value = opt.partition("=")
-        if key == "upperdir":
-            upper.append(_unescape(value).replace("\\,", ","))
-        elif key in ("lowerdir", "lowerdir+", "datadir+"):
-            lower += [_unescape(v).replace("\\:", ":").replace("\\,", ",")
-                      for v in re.split(r"(?<!\\):", value) if v]
-    return upper + lower
 
 
 def footprint(path: str | None = None, *, fd: int | None = None,
