@@ -106,9 +106,23 @@ def netboot() -> Path:
 
 @pytest.fixture
 def log_dir(tmp_path, monkeypatch) -> Path:
-    """Reports and logs in ``tmp_path/log`` (RTK_LOG_DIR): never in /var/log/rtk."""
+    """Reports and logs in ``tmp_path/log`` (RTK_LOG_DIR): never in /var/log/rtk.
+
+    The test's own directory counts as a state that survives a reboot, whatever this
+    machine's /tmp is (a tmpfs /tmp, or a chroot, would otherwise make the menu warn
+    before every long job); tests of that warning replace ``state.location`` again."""
     d = tmp_path / "log"
     monkeypatch.setenv("RTK_LOG_DIR", str(d))
+    from toolkit.system import state
+
+    real = state.location
+
+    def location(path=None, *, mountinfo=None):
+        loc = real(path, mountinfo=mountinfo)
+        if mountinfo is None and os.path.realpath(loc.real).startswith(os.path.realpath(d)):
+            return dataclasses.replace(loc, persistent=True, writable=True)
+        return loc
+    monkeypatch.setattr(state, "location", location)
     return d
 
 

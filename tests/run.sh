@@ -29,6 +29,7 @@ APT_PACKAGES=(
     curl openssl ca-certificates                  # HTTP(S) images, the test CA
     iproute2 iputils-ping                         # rtk net
     udpcast                                       # udp-sender, udp-receiver: multicast fleets
+    xorriso isolinux                              # a small iso-hybrid image for the RTK-DATA README commands
 )
 ./.ci/apt-install.sh "test dependencies" "${APT_PACKAGES[@]}"
 # Debian starts a system-wide tgtd on install; the VM lab runs its own on 127.0.0.1:3260.
