@@ -113,11 +113,8 @@ def verify_disks(source: str, target: str, *, algorithm: str = "blake3",
     if dst.size < src.size:
         raise Refused(f"the target is smaller than the source: target {dst.node} has "
                       f"{dst.size} bytes, source {src.node} has {src.size} bytes")
-    new_hasher(algorithm)
-    cancel = cancel or threading.Event()
-    started = time.time()
-    reporter = Reporter(progress, 0.25)
-    paths = _Paths(reporter, cancel, outage_limit, sys_root)
+    cancel, started, reporter, paths = _start(algorithm, progress, cancel, outage_limit,
+                                              sys_root)
     try:
         src_fd, src_error = paths.open("SOURCE", src)
         dst_fd, dst_error = paths.open("TARGET", dst)
@@ -134,6 +131,16 @@ def verify_disks(source: str, target: str, *, algorithm: str = "blake3",
     if write_report:
         result.report = write_result_report(result, report_dir)
     return result
+
+
+def _start(algorithm: str, progress, cancel: threading.Event | None, outage_limit: float,
+           sys_root: str) -> tuple[threading.Event, float, Reporter, _Paths]:
+    """What both verifications begin with: the algorithm checked, the cancel event, the
+    start time, the progress reporter and the paths' outage guards."""
+    new_hasher(algorithm)
+    cancel = cancel or threading.Event()
+    reporter = Reporter(progress, 0.25)
+    return cancel, time.time(), reporter, _Paths(reporter, cancel, outage_limit, sys_root)
 
 
 def verify_hash(path: str, expected: str, *, algorithm: str = "blake3",
@@ -154,11 +161,8 @@ def verify_hash(path: str, expected: str, *, algorithm: str = "blake3",
         raise Refused(f"the size to verify, {size} bytes, is not a multiple of {end.node}'s "
                       f"{end.sector_size}-byte sectors")
     expected = expected.strip().lower()
-    new_hasher(algorithm)
-    cancel = cancel or threading.Event()
-    started = time.time()
-    reporter = Reporter(progress, 0.25)
-    paths = _Paths(reporter, cancel, outage_limit, sys_root)
+    cancel, started, reporter, paths = _start(algorithm, progress, cancel, outage_limit,
+                                              sys_root)
     try:
         fd, on_error = paths.open("SOURCE", end)
         digest = SourceDigest(algorithm, expected, size, region_size_for(size, chunk_size),
