@@ -115,6 +115,15 @@ class SerialTerminal:
             self.send(KEYS.get(name, name.encode()))
             time.sleep(pause)
 
+    def start_anyway(self, then: str, timeout: float = 120) -> str:
+        """Before a long job whose resume point is in RAM (no RTK-DATA in the lab's
+        guest), the menu warns first: answer "Start anyway", then wait for ``then``."""
+        screen = self.wait_screen(rf"Resume point in RAM|{then}", timeout=timeout)
+        if "Resume point in RAM" in screen:
+            self.key("right", "right", "enter")
+            screen = self.wait_screen(then, timeout=timeout)
+        return screen
+
     def wait_screen(self, pattern: str, timeout: float = 60) -> str:
         """Wait until the rendered screen matches ``pattern`` (a regex)."""
         deadline = time.monotonic() + timeout
