@@ -300,3 +300,20 @@ def test_unattended_run_sends_the_bundle_at_the_end(sources, tmp_path):
         assert any("logs bundle" in line and "sent to" in line for line in con.lines)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("line, secret", [
+    ("iscsiadm -m node -o update --name node.session.auth.password --value LongOpt5",
+     "LongOpt5"),
+    ("['iscsiadm', '-m', 'node', '-n', 'node.session.auth.password', '-v', 'ListForm6']",
+     "ListForm6"),
+    ("iscsiadm -n node.session.auth.password_in --value=Eq9x", "Eq9x"),
+    ("iscsiadm -m node -n node.session.auth.password -v Short7 -o update", "Short7"),
+])
+def test_iscsiadm_password_values_are_masked_in_every_form(line, secret):
+    """A log line is the only place such a secret may be (the node record deleted at
+    logout): long options, '=' and a Python list of arguments are masked too."""
+    from toolkit.system.bundle_secrets import found_secrets, mask
+
+    assert secret in found_secrets(line)
+    assert secret not in mask(line, [])

@@ -26,7 +26,10 @@ MIN_FOUND_SECRET = 4  # a value found by its shape is masked everywhere only fro
 _KEY = r"[\w.-]*(?:password|passwd|secret|password_in)"
 _ASSIGN = re.compile(r"(?i)(\b" + _KEY + r"\b[\"']?\s*[:=]\s*)"
                      r"(\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s\"',;}\]]+)")
-_IADM_VALUE = re.compile(r"(?i)(-n\s+\S*password(?:_in)?\s+(?:-v|--value)[=\s]\s*)(\S+)")
+# iscsiadm's "-n KEY -v VALUE" in a shell line or a Python list, long or short options:
+# -n node.session.auth.password -v X / --name=... --value X / '-n', '...password', '-v', 'X'
+_IADM_VALUE = re.compile(r"(?i)((?:-n|--name)[\"',=\s]+[^\s\"',]*password(?:_in)?[\"',\s]+"
+                         r"(?:-v|--value)[\"',=\s]+)([^\s\"',\]]+)")
 _ISCSI_CREDS = re.compile(r"(iscsi:)([^@\s/\"']*:[^@\s/\"']*)@")
 _URL_CREDS = re.compile(r"([a-zA-Z][\w+.-]*://)([^/@\s:\"']+):([^/@\s\"']+)@")
 _PLACEHOLDERS = {MASK, "<empty>", "", "null", "none", "None", "\"\"", "''"}
