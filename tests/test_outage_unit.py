@@ -441,3 +441,20 @@ def test_outage_limit_option_and_plan_field():
     assert from_file({"outage_limit": 120})["outage_limit"] == 120
     with pytest.raises(ValueError, match="outage_limit"):
         from_file({"outage_limit": "ten"})
+
+
+def test_a_local_disk_the_error_handler_took_offline_is_failing_media_not_an_outage(tmp_path):
+    """SCSI state ``offline`` on a disk with no iSCSI session (a dying SATA/SAS disk):
+    its read errors are recorded as unreadable, not waited out for the outage limit."""
+    root = tmp_path / "sys"
+    dev = root / "devices" / "pci0000:00" / "0000:00:1f.2" / "ata1" / "host0" / "target0:0:0"
+    blk = dev / "0:0:0:0" / "block" / "sda"
+    (blk.parent.parent / "state").parent.mkdir(parents=True, exist_ok=True)
+    blk.mkdir(parents=True)
+    (blk.parent.parent / "state").write_text("offline\n")
+    (blk / "device").symlink_to(blk.parent.parent)
+    (root / "block").mkdir()
+    (root / "block" / "sda").symlink_to(blk)
+    assert transport.path_state("sda", str(root)) == transport.UP
+    (blk.parent.parent / "state").write_text("blocked\n")  # the transport, not the medium
+    assert transport.path_state("sda", str(root)) == transport.DOWN

@@ -84,6 +84,17 @@ def test_never_the_disk_rtk_disk_names_even_usb(booted):
     assert mounted == [] and "rtk.disk=/rtk.consent= names" in said
 
 
+@pytest.mark.parametrize("named", ["rtk.disk=/dev/sdf", "rtk.disk=sdf",
+                                   "rtk.disk=by-id:usb-Stick_SER-sdf-0:0",
+                                   "rtk.consent=sdf", "rtk.disk=rule:size>1G"])
+def test_never_the_disk_rtk_disk_names_in_any_form(booted, named):
+    """Not only serial: and wwn: name the job's disk; a kernel name, a by-id link or a
+    rule (which may match the stick itself) keep RTK-DATA off it too."""
+    job = rtk_data("sdf", uuid="5555", transport="usb", by_id=["usb-Stick_SER-sdf-0:0"])
+    code, mounted, said = booted([job], named)
+    assert mounted == [] and "rtk.disk=/rtk.consent= names" in said, said
+
+
 def test_the_skipped_ones_are_in_the_boot_log(booted, tmp_path):
     booted([rtk_data("sda", uuid="1111"), rtk_data("sdb", uuid="2222", removable=True)])
     log = (tmp_path / "run" / "data" / "rtk" / state.BOOT_LOG).read_text()

@@ -189,7 +189,9 @@ def test_partitions_that_cannot_hold_the_state_are_skipped_with_why():
 def test_job_disk_ids_from_the_command_line():
     assert state.job_disk_ids("rtk.disk=serial:S4EW%20NX rtk.consent=wwn:0x5ABC x=1") == {
         "s4ew nx", "5abc"}
-    assert state.job_disk_ids("rtk.disk=rule:size>=1T") == set()
+    # a rule alone may match the stick itself: no RTK-DATA is mounted on its own then
+    assert state.job_disk_ids("rtk.disk=rule:size>=1T") == {state.ANY_DISK}
+    assert state.job_disk_ids("rtk.disk=rule:size>=1T rtk.consent=serial:AB") == {"ab"}
 
 
 def test_volumes_the_menu_offers():

@@ -96,9 +96,13 @@ def path_state(disk: str, sys_root: str = "/sys") -> str:
     state = _read(os.path.join(d, "device", "state"))
     if state in GONE_STATES:
         return GONE
+    m = _SESSION.search(os.path.realpath(d) + "/")
+    if state == "offline" and not m:
+        # a local disk that the SCSI error handler gave up: a failing medium, not a path
+        # that comes back; its errors are recorded as unreadable like any media error
+        return UP
     if state in DOWN_STATES:
         return DOWN
-    m = _SESSION.search(os.path.realpath(d) + "/")
     if m:
         s = _read(os.path.join(sys_root, "class", "iscsi_session", m.group(1), "state"))
         if s is None:

@@ -65,11 +65,23 @@ def _norm_id(value: str) -> str:
 
 
 def job_disk_ids(cmdline: str) -> set[str]:
-    """The serials and WWNs that ``rtk.disk=`` and ``rtk.consent=`` name (normalised):
-    the disk an unattended run overwrites."""
+    """What ``rtk.disk=`` and ``rtk.consent=`` name, in every form they take: serials and
+    WWNs (normalised), by-id:/by-path: links, kernel names and paths, and ``rule:`` (any
+    disk: a rule may match the stick itself) — the disk an unattended run overwrites."""
     found = set()
-    for m in re.finditer(r'(?:^|\s)"?rtk\.(?:disk|consent)="?(serial|wwn):([^\s"]+)', cmdline):
-        found.add(_norm_id(unquote(m.group(2))))
+    for m in re.finditer(r'(?:^|\s)"?rtk\.(?:disk|consent)="?([^\s"]+)', cmdline):
+        value = unquote(m.group(1))
+        kind, sep, rest = value.partition(":")
+        if sep and kind in ("serial", "wwn"):
+            found.add(_norm_id(rest))
+        elif sep and kind == "rule":
+            found.add(ANY_DISK)
+        elif sep and kind in ("by-id", "by-path"):
+            found.add(os.path.basename(rest))
+        else:
+            found.add(os.path.basename(value))
+    if len(found) > 1:  # a consent names the very disk: the rule alone writes nothing else
+        found.discard(ANY_DISK)
     return found
 
 
@@ -100,8 +112,13 @@ def _boot_rule(v: Volume, named: set[str]) -> str | None:
             f"{v.uuid or '...'} names it, or when chosen in the menu")
 
 
+ANY_DISK = "*"  # job_disk_ids: a rule that may match any disk
+
+
 def _on_job_disk(d: Disk, ids: set[str]) -> bool:
-    return bool(ids & {_norm_id(x) for x in (d.serial, d.wwn) if x})
+    names = {_norm_id(x) for x in (d.serial, d.wwn) if x}
+    names |= {os.path.basename(x) for x in (d.path, d.name, *d.by_id, *d.by_path) if x}
+    return ANY_DISK in ids or bool(ids & names)
 
 
 def _blkid_uuid(path: str) -> str | None:
