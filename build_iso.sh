@@ -69,19 +69,25 @@ cd "$ROOT"
 
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 ISO=$BUILD/rtk-$VERSION-amd64.iso
+size=$(stat -c %s "$LB/live-image-amd64.hybrid.iso")
+if [ "$size" -gt 400000000 ]; then   # checked before it replaces the ISO in place
+    echo "build_iso.sh: the ISO is $((size / 1000000)) MB, larger than 400 MB; build/rtk.iso not replaced" >&2
+    exit 1
+fi
+# Into place only now, each by one rename: a VM test booting the old build/rtk.iso or
+# netboot files keeps reading the old ones (the same inode), a new one gets the new.
 mv "$LB/live-image-amd64.hybrid.iso" "$ISO"
 ln -sfn "$(basename "$ISO")" "$BUILD/rtk.iso"
 # Netboot: kernel, initrd and squashfs with example iPXE/PXELINUX/GRUB entries
 # (live-boot's fetch=), for RTK_NETBOOT_URL, the URL they will be served from.
 APPEND=$(. "$LB/config/binary" && echo "$LB_BOOTAPPEND_LIVE")
-iso/netboot/make_netboot.sh "$LB/binary" "$BUILD/netboot" "$APPEND" \
+rm -rf "$BUILD/netboot.new" "$BUILD/netboot.old"
+iso/netboot/make_netboot.sh "$LB/binary" "$BUILD/netboot.new" "$APPEND" \
     "${RTK_NETBOOT_URL:-http://192.0.2.10/rtk}"
-rm -rf "$BUILD/live"   # older builds put the kernel there
-size=$(stat -c %s "$ISO")
+if [ -e "$BUILD/netboot" ]; then mv "$BUILD/netboot" "$BUILD/netboot.old"; fi
+mv "$BUILD/netboot.new" "$BUILD/netboot"
+rm -rf "$BUILD/netboot.old" "$BUILD/live"   # older builds put the kernel in live/
 echo "== $ISO: $((size / 1000000)) MB, built in $(( $(date +%s) - start )) s"
-if [ "$size" -gt 400000000 ]; then
-    echo "build_iso.sh: the ISO is larger than 400 MB" >&2; exit 1
-fi
 if [ -n "$USB_SIZE" ]; then
     echo "== USB image: $BUILD/rtk-usb.img ($USB_SIZE, RTK-DATA $USB_FS)"
     iso/make_usb_image.sh "$ISO" "$BUILD/rtk-usb.img" "$USB_SIZE" "$USB_FS"

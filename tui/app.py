@@ -13,12 +13,14 @@ import urwid
 
 import toolkit
 from toolkit.exitcodes import EXIT_INTERRUPTED, EXIT_OK
-from toolkit.system import machine, paths
+from toolkit.system import machine, paths, remote
 from tui.controllers.copy import CopyController
 from tui.controllers.disks import DisksController
 from tui.controllers.iscsi import IscsiController
+from tui.controllers.keyboard import KeyboardController
 from tui.controllers.logs import LogsController
 from tui.controllers.network import NetworkController
+from tui.controllers.remote import RemoteController
 from tui.controllers.restore import RestoreController
 from tui.controllers.system import SystemController
 from tui.views.menu import MainMenuView
@@ -28,6 +30,7 @@ PALETTE = [
     # name, foreground, background, monochrome
     ("body", "light gray", "black"),
     ("header", "white", "dark blue", "standout"),
+    ("header_alert", "yellow", "dark blue", "bold"),  # remote access on
     ("footer", "black", "light gray", "standout"),
     ("hint_key", "white", "dark cyan", "bold"),
     ("focus", "black", "light cyan", "standout"),
@@ -68,6 +71,8 @@ class App:
         self.copy = CopyController(self, **({"list_disks": list_disks} if list_disks else {}))
         self.iscsi = IscsiController(self, **({"list_disks": list_disks} if list_disks else {}))
         self.network = NetworkController(self)
+        self.keyboard = KeyboardController(self)
+        self.remote = RemoteController(self)
         self.restore = RestoreController(self, **({"list_disks": list_disks} if list_disks else {}))
         self.refresh_header()
         self.push(MainMenuView([
@@ -80,6 +85,10 @@ class App:
              self.restore.show),
             ("n", "Network", "NICs, DHCP or static address, MTU, VLAN, ping",
              self.network.show),
+            ("k", "Keyboard", "layout of the VGA console (us, de, fr, uk...)",
+             self.keyboard.show),
+            ("a", "Remote access", "SSH to this menu: off unless turned on here",
+             self.remote.show),
             ("l", "Logs", "toolkit reports, kernel messages, journal", self.logs.show),
             ("s", "Shell", "a root shell; type exit to come back", self.system.shell),
             ("r", "Reboot", "restart this machine", lambda: self.system.confirm_power("reboot")),
@@ -91,8 +100,10 @@ class App:
     def refresh_header(self, *_args) -> None:
         addrs = machine.ip_addresses()
         ips = ", ".join(addr for _nic, addr in addrs[:2]) or "no IP address"
-        self.header.set_text(f" Recovery Toolkit {toolkit.__version__} │ {machine.hostname()} │ "
-                             f"{ips}")
+        st = remote.status()  # remote access on: who is connected
+        ssh = remote.header(st, remote.sessions() if st.enabled else [])
+        self.header.set_text([f" Recovery Toolkit {toolkit.__version__} │ {machine.hostname()} │ "
+                              f"{ips}", *([" │ ", ("header_alert", ssh)] if ssh else [])])
         if self.loop:
             self.loop.set_alarm_in(HEADER_REFRESH_SECONDS, self.refresh_header)
 

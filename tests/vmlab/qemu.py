@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyte
@@ -25,6 +26,41 @@ from vmlab import stop_process
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+# Secure Boot: the firmware that enforces it (needs SMM, so q35) and variables with the
+# Microsoft keys enrolled (Debian's shim is signed by Microsoft's UEFI CA), Secure Boot on
+OVMF_SECBOOT_CODE = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+OVMF_MS_VARS = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+
+# Disk controllers servers have, as QEMU emulates them: the controller (added once, with
+# this id) and the disk device on its bus. ``usb`` is a stick on an xHCI controller. (Not
+# here: QEMU 7.2's mptsas1068, whose disk Linux 6.12's mptsas never discovers.)
+CONTROLLERS = {
+    "nvme": (None, "nvme"),
+    "ahci": ("ahci", "ide-hd,bus=ahci.{n}"),
+    "megasas": ("megasas", "scsi-hd,bus=megasas.0"),
+    "lsi": ("lsi53c895a", "scsi-hd,bus=lsi.0"),
+    "virtio-scsi": ("virtio-scsi-pci", "scsi-hd,bus=virtio-scsi.0"),
+    "pvscsi": ("pvscsi", "scsi-hd,bus=pvscsi.0"),
+    "usb": ("qemu-xhci", "usb-storage,bus=xhci.0,removable=on"),
+}
+
+
+def controller_args(disks: list[tuple[str, Path, str]], have: set[str] = frozenset()
+                    ) -> list[str]:
+    """QEMU arguments for ``disks``: (kind from :data:`CONTROLLERS`, raw image, serial).
+    Each kind's controller is added once (``have``: the ids already there)."""
+    args: list[str] = []
+    added, per_kind = set(have), {}
+    for i, (kind, path, serial) in enumerate(disks):
+        controller, device = CONTROLLERS[kind]
+        cid = "xhci" if kind == "usb" else kind
+        if controller and cid not in added:
+            args += ["-device", f"{controller},id={cid}"]
+            added.add(cid)
+        n = per_kind[kind] = per_kind.get(kind, -1) + 1
+        args += ["-drive", f"if=none,id=c{i},file={path},format=raw,cache=unsafe",
+                 "-device", f"{device.format(n=n)},drive=c{i},serial={serial}"]
+    return args
 
 KEYS = {
     "enter": b"\r",
@@ -150,6 +186,27 @@ class SerialTerminal:
         self.log.close()
 
 
+@dataclass(frozen=True)
+class Tap:
+    """A second NIC for the guest, on the tap device ``ifname`` of network namespace
+    ``netns`` (made there beforehand, e.g. ``tests.netns.Lan.add_tap``); QEMU then runs
+    in that namespace (``ip netns exec``), its user-net NIC as before. ``slot``: its PCI
+    slot, which names it ``ens<slot>`` in the guest (:attr:`guest_nic`)."""
+
+    netns: str
+    ifname: str
+    mac: str = "52:54:00:21:30:01"
+    slot: int = 16
+
+    @property
+    def guest_nic(self) -> str:
+        return f"ens{self.slot}"
+
+    def args(self) -> list[str]:
+        return ["-netdev", f"tap,id=n1,ifname={self.ifname},script=no,downscript=no",
+                "-device", f"virtio-net-pci,netdev=n1,mac={self.mac},addr={self.slot:#x}"]
+
+
 class Guest:
     """A QEMU guest booted from the ISO (or its kernel), with virtio disks."""
 
@@ -157,12 +214,22 @@ class Guest:
                  disks: list[tuple[Path, str]] = (), kernel: Path | None = None,
                  initrd: Path | None = None, append: str | None = None,
                  netboot: str | None = None, mac: str | None = None, memory: int = 2048,
-                 name: str = "guest", usb_disks: list[tuple[Path, str]] = ()):
+                 name: str = "guest", usb_disks: list[tuple[Path, str]] = (),
+                 secure_boot: bool = False, controller_disks: list[tuple[str, Path, str]] = (),
+                 tap: Tap | None = None, hostfwd: tuple[tuple[int, int], ...] = ()):
         """``iso``: the CD (None: no CD). ``kernel``/``initrd``/``append``: QEMU loads
         them directly. ``netboot``: a URL handed out by QEMU's DHCP as the boot file;
         the NIC's iPXE ROM fetches it over HTTP and runs it (no CD, no kernel).
         ``usb_disks``: (image, serial) attached as USB sticks (usb-storage on an xHCI
-        controller, removable media), after the virtio ``disks``."""
+        controller, removable media), after the virtio ``disks``.
+        ``secure_boot``: UEFI with Secure Boot enforced (implies ``uefi``): a q35 machine
+        with SMM, OVMF's secboot firmware (its flash writable only from SMM) and
+        variables with the Microsoft keys enrolled; the CD on the q35's AHCI.
+        ``controller_disks``: (kind, image, serial) on the controllers of
+        :data:`CONTROLLERS` (nvme, ahci, megasas, ...), after the others.
+        ``tap``: a second NIC on a tap device in a network namespace (:class:`Tap`).
+        ``hostfwd``: (host port, guest port) TCP forwards of the user network, on the
+        host's 127.0.0.1 only (``ssh -p PORT root@127.0.0.1`` reaches the guest's 22)."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -171,18 +238,26 @@ class Guest:
         # One vCPU: with two, multi-threaded TCG occasionally runs a stale translation of
         # kernel code being live-patched (int3 text_poke) and the guest panics.
         cmd = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "1", "-m", str(memory),
+               *(["-machine", "q35,smm=on", "-global",
+                  "driver=cfi.pflash01,property=secure,value=on"] if secure_boot else []),
                "-display", "none", "-vga", "std", "-no-reboot",
                "-chardev", f"socket,id=s0,path={serial0},server=on,wait=off",
                "-serial", "chardev:s0",
                "-monitor", f"unix:{monitor},server=on,wait=off",
-               "-netdev", "user,id=n0" + (f",bootfile={netboot}" if netboot else ""),
+               "-netdev", "user,id=n0" + (f",bootfile={netboot}" if netboot else "")
+               + "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in hostfwd),
                "-device", "virtio-net-pci,netdev=n0" + (f",mac={mac}" if mac else "")]
-        if iso:
+        if iso and secure_boot:  # q35: the CD on the chipset's AHCI, booted first
+            cmd += ["-drive", f"if=none,id=cd0,file={iso},media=cdrom,readonly=on",
+                    "-device", "ide-cd,drive=cd0,bus=ide.1,bootindex=0"]
+        elif iso:
             cmd += ["-drive", f"file={iso},media=cdrom,readonly=on,if=ide,index=1"]
-        if uefi:
+        if uefi or secure_boot:
+            code, vars_ = (OVMF_SECBOOT_CODE, OVMF_MS_VARS) if secure_boot else (OVMF_CODE,
+                                                                                 OVMF_VARS)
             vars_copy = self.workdir / f"{name}-OVMF_VARS.fd"
-            shutil.copy(OVMF_VARS, vars_copy)
-            cmd += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            shutil.copy(vars_, vars_copy)
+            cmd += ["-drive", f"if=pflash,format=raw,readonly=on,file={code}",
                     "-drive", f"if=pflash,format=raw,file={vars_copy}"]
         else:
             cmd += ["-boot", "n" if netboot else "d"]
@@ -195,6 +270,9 @@ class Guest:
             cmd += ["-drive", f"if=none,id=u{i},file={path},format=raw,cache=unsafe",
                     "-device", f"usb-storage,bus=xhci.0,drive=u{i},serial={serial},"
                                "removable=on"]
+        cmd += controller_args(controller_disks, {"xhci"} if usb_disks else set())
+        if tap:  # QEMU opens the tap by name: it must run in the tap's namespace
+            cmd = ["ip", "netns", "exec", tap.netns, *cmd, *tap.args()]
         if kernel:
             cmd += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", append or ""]
         self.cmd = cmd

@@ -1,10 +1,10 @@
 """What sysfs and the loop driver say about a block device, for the write gate.
 
 :class:`SysfsView` reads a system's sysfs (a root for tests): a device number's kernel
-name and node, its size, a whole disk's serial and WWN, and a loop device's backing file
-or device at its offset (LOOP_GET_STATUS64: device and inode, as losetup does; sysfs
-``loop/offset``). :class:`Unresolvable` is what every step of the resolution raises when
-a path cannot be followed.
+name and node, its size, a whole disk's serial and WWN (:func:`wwn_of`), and a loop
+device's backing file or device at its offset (LOOP_GET_STATUS64: device and inode, as
+losetup does; sysfs ``loop/offset``). :class:`Unresolvable` is what every step of the
+resolution raises when a path cannot be followed.
 """
 
 from __future__ import annotations
@@ -30,6 +30,16 @@ def parse_devno(text: str) -> int:
     """``MAJ:MIN`` as a device number."""
     major, minor = text.strip().split(":")
     return os.makedev(int(major), int(minor))
+
+
+def wwn_of(wwid: str | None) -> str | None:
+    """The WWN in a sysfs ``wwid`` (``naa.5000c500a1b2c3d4``, ``eui.``, NVMe's ``nvme.``),
+    or None when it holds none: a ``t10.`` designator is a vendor, model and serial
+    string (``t10.ATA     QEMU HARDDISK                 RTK-AHCI-1``, what libata reports
+    for a SATA disk without a WWN), not a World Wide Name."""
+    if not wwid or wwid.lower().startswith("t10."):
+        return None
+    return wwid
 
 
 def dev_key(rdev: int) -> str:
@@ -85,6 +95,8 @@ class SysfsView:
         for attr, kind in (("wwid", "wwn"), ("device/wwid", "wwn"), ("serial", "serial"),
                            ("device/serial", "serial")):
             value = self.read(os.path.join(sysdir, attr))
+            if kind == "wwn":
+                value = wwn_of(value)
             if value:
                 names.add(f"{kind}:{value}")
         return frozenset(names)

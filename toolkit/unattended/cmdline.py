@@ -305,3 +305,35 @@ def network_from(cl: Cmdline) -> dict:
     if settings:
         out["network"] = tuple(replace(s, dns=s.dns or dns) for s in settings.values())
     return out
+
+
+# --- the console's keyboard and remote access: rtk.keymap=, rtk.ssh=, rtk.ssh_keys= -----
+
+def keymap_from(cl: Cmdline) -> str | None:
+    """``rtk.keymap=NAME``: the layout's name (:data:`toolkit.system.keymap.LAYOUTS`)."""
+    from toolkit.system import keymap
+
+    if (v := cl.get("rtk.keymap")) is None:
+        return None
+    try:
+        return keymap.layout(v, "rtk.keymap").name
+    except keymap.KeymapError as e:
+        raise CmdlineError(str(e)) from None
+
+
+def ssh_from(cl: Cmdline) -> dict:
+    """``rtk.ssh=TYPE:BASE64[,...]`` (repeatable) and ``rtk.ssh_keys=URL``:
+    ``{"keys": [PublicKey...], "keys_url": URL}``, only the keys given, checked
+    (:mod:`toolkit.system.remote_keys`)."""
+    from toolkit.system import remote_keys
+
+    out: dict = {}
+    try:
+        keys = [k for v in cl.get_all("rtk.ssh") for k in remote_keys.parse_inline(v)]
+        if keys:
+            out["keys"] = keys
+        if (url := cl.raw("rtk.ssh_keys")) is not None:
+            out["keys_url"] = remote_keys.check_url(url)
+    except remote_keys.KeyRefused as e:
+        raise CmdlineError(str(e)) from None
+    return out

@@ -24,7 +24,7 @@ from toolkit.iscsi.adm import redact
 from toolkit.jobs.progress import Progress
 from toolkit.jobs.report import iso_time
 from toolkit.net.http import http_failure
-from toolkit.system import machine
+from toolkit.system import machine, remote
 
 SCHEMA = "rtk-unattended/1"
 
@@ -127,6 +127,8 @@ class RunReporter:
         self.run_id = run_id or str(uuid.uuid4())
         self.host = {"name": host or machine.hostname(),
                      "macs": mac_addresses() if macs is None else macs}
+        if ssh := remote.fingerprints_for_report():  # remote access on: the host keys
+            self.host["ssh"] = ssh
         self.seq = 0
         self.common: dict = {}
         self.last_progress = 0.0

@@ -1,0 +1,295 @@
+"""The ISO on a server-like machine, one boot: UEFI with Secure Boot enforced, and a disk
+on each storage controller servers have.
+
+The machine is a q35 with SMM, OVMF's Secure Boot firmware and the Microsoft keys
+enrolled; the ISO boots as on real hardware, through Debian's signed shim and GRUB and
+the ISO's own grub.cfg (no ``-kernel``: that would bypass Secure Boot), and the test
+reaches a root shell through the menu's Shell entry on the serial console. In the guest:
+
+- Secure Boot is on and the kernel is locked down (integrity), and the lockdown is
+  enforced (/dev/mem is refused);
+- what the toolkit does that a locked-down kernel could refuse works: BLKROSET (``rtk
+  iscsi attach --role source`` makes the LUN read-only in the kernel), ``sg_persist``
+  (the reservation check of ``--role target``), SG_IO (GET LBA STATUS of a thin LUN:
+  ``rtk copy --skip-zeros`` reads only its mapped blocks), O_DIRECT (the copy's reads and
+  writes, onto a virtio disk), efivarfs writes (``efibootmgr``: every restore below
+  creates a boot entry);
+- a disk on each controller (NVMe, AHCI, MegaRAID, LSI 53C895A, virtio-scsi, VMware
+  PVSCSI, USB) is listed by ``rtk disks`` and the Disks screen with its transport, model
+  and serial; ``rtk copy`` and ``rtk restore`` onto each succeed and are verified (in the
+  guest with O_DIRECT reads, and on the host from the disks' image files).
+
+The guest's probe is saved as ``guest-probe-controllers.json`` in the test's directory:
+the fixture of tests/test_disks_controllers_unit.py is a copy of it. RTK_VM_DEV=1 pushes
+this source tree into the guest's shell first (the menu keeps the ISO's code).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import subprocess
+
+import pytest
+from conftest import MiB
+from vmlab.http import HttpServer
+from vmlab.qemu import Guest
+from vmlab.tgt import Tgt
+
+from toolkit.blockio import allocation
+from toolkit.disks.inventory import disks_from_probe
+
+pytestmark = pytest.mark.vm
+
+# The menu in 6 minutes: alone on the 2-core machine it takes about 2 (114-125 s), with
+# two other guests running 265 s. A boot loader that waits forever fails at once.
+BOOT_LIMIT_S = 360
+PORT = 3264  # apart from the other VM tests' tgtd
+SRC_IQN = "iqn.2026-12.lab.rtk:sb-snapshot"
+DST_IQN = "iqn.2026-12.lab.rtk:sb-san"
+SRC_SERIAL, DST_SERIAL = "RTKSBSRC01", "RTKSBDST02"
+VD_SRC, VD_DST = "RTKVDSRC01", "RTKVDDST02"  # virtio disks: the copies' source, the SG_IO copy's
+CONTROLLER_MiB = 32
+SOURCE_MiB = 16
+# kind (tests/vmlab/qemu.py CONTROLLERS), its disk's serial, and what the toolkit says:
+# transport, model, the Disks screen's transport column
+KINDS = [
+    ("nvme", "RTKNVME01", "nvme", "QEMU NVMe Ctrl", "NVME"),
+    ("ahci", "RTKAHCI02", "sata", "QEMU HARDDISK", "SATA"),
+    ("megasas", "RTKMEGASAS03", "scsi", "QEMU HARDDISK", "SCSI"),
+    ("lsi", "RTKLSI04", "scsi", "QEMU HARDDISK", "SCSI"),
+    ("virtio-scsi", "RTKVSCSI05", "virtio", "QEMU HARDDISK", "virtio"),
+    ("pvscsi", "RTKPVSCSI06", "scsi", "QEMU HARDDISK", "SCSI"),
+    ("usb", "RTKUSB07", "usb", "QEMU HARDDISK", "USB"),
+]
+SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+SETUP_MODE_VAR = "/sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+
+def _blank(path, mib: int):
+    with open(path, "wb") as f:
+        f.truncate(mib * MiB)
+    return path
+
+
+def _run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def _restore_image(work) -> tuple:
+    """A 16 MiB GPT node image: an ESP (FAT) holding a distribution's shimx64.efi, so a
+    restore under UEFI creates a boot entry, and a data partition of random bytes."""
+    path, esp = work / "node.img", work / "esp.fat"
+    _blank(path, 16)
+    _run("sgdisk", "-n", "1:2048:+8M", "-t", "1:ef00", "-c", "1:EFI system",
+         "-n", "2:0:0", "-t", "2:8300", "-c", "2:data", str(path))
+    _blank(esp, 8)
+    _run("mkfs.vfat", "-n", "ESP", str(esp))
+    loader = work / "loader.efi"
+    loader.write_bytes(random.Random(1).randbytes(50000))
+    for d in ("::/EFI", "::/EFI/BOOT", "::/EFI/rtklab"):
+        _run("mmd", "-i", str(esp), d)
+    for name in ("::/EFI/BOOT/BOOTX64.EFI", "::/EFI/rtklab/shimx64.efi"):
+        _run("mcopy", "-i", str(esp), str(loader), name)
+    with open(path, "r+b") as f:
+        f.seek(MiB)
+        f.write(esp.read_bytes())
+        f.seek(9 * MiB)
+        f.write(random.Random(2).randbytes(6 * MiB))
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _thin_source(path):
+    """The thin snapshot LUN: 16 MiB, data in 3 MiB of it, the rest holes."""
+    _blank(path, SOURCE_MiB)
+    rnd = random.Random(3)
+    with open(path, "r+b") as f:
+        for at in (0, 5, 11):
+            f.seek(at * MiB)
+            f.write(rnd.randbytes(MiB))
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, need_root, iso):
+    work = tmp_path_factory.mktemp("vmhardware")
+    image, image_sha = _restore_image(work)
+    vd_src = work / "vd-src.img"
+    vd_src.write_bytes(random.Random(4).randbytes(SOURCE_MiB * MiB))
+    tgt = Tgt(work, port=PORT)
+    src_lun = _thin_source(work / "snap-lun1.img")
+    tgt.add_target(SRC_IQN, [src_lun], serials=[SRC_SERIAL], thin=True)
+    tgt.add_target(DST_IQN, [_blank(work / "san-lun1.img", SOURCE_MiB)], serials=[DST_SERIAL])
+    http = HttpServer(work)
+    http.httpd.handle_error = lambda *a: None  # the inspection reads the head, then hangs up
+    controllers = [(kind, _blank(work / f"{kind}.img", CONTROLLER_MiB), serial)
+                   for kind, serial, *_ in KINDS]
+    guest = Guest(work, iso, secure_boot=True, name="hardware",
+                  disks=[(vd_src, VD_SRC), (_blank(work / "vd-dst.img", SOURCE_MiB), VD_DST)],
+                  controller_disks=controllers)
+    lab = {"work": work, "guest": guest, "image": image, "image_sha": image_sha,
+           "src_lun": src_lun, "vd_src": vd_src, "http": http}
+    try:
+        guest.wait_menu(timeout=600)
+        lab["boot_s"] = guest.elapsed()
+        print(f"Secure Boot, {len(KINDS)} controllers: menu after {lab['boot_s']:.0f} s")
+        _shell(guest)
+        if os.environ.get("RTK_VM_DEV") == "1":
+            guest.install_source_tree(http, work)
+        yield lab
+    finally:
+        guest.stop()
+        http.stop()
+        tgt.stop()
+
+
+def _shell(guest: Guest) -> None:
+    """The menu's Shell entry; no pager (udevadm, efibootmgr would wait for a key)."""
+    guest.open_shell()
+    guest.run("export SYSTEMD_PAGER=cat PAGER=cat")
+
+
+def _disks(lab) -> dict[str, dict]:
+    """``rtk disks --json`` in the guest, by serial."""
+    listed = json.loads(lab["guest"].run("rtk disks --json 2>/dev/null", timeout=180))
+    return {d["serial"]: d for d in listed if d["serial"]}
+
+
+def _by_path(g, iqn: str) -> str:
+    return g.run(f"readlink -f /dev/disk/by-path/ip-10.0.2.2:{PORT}-iscsi-{iqn}-lun-1").strip()
+
+
+def test_secure_boot_enforced_and_kernel_locked_down(lab):
+    g = lab["guest"]
+    assert lab["boot_s"] < BOOT_LIMIT_S, f"menu took {lab['boot_s']:.0f} s"
+    # booted by the ISO's GRUB with its own command line, not by QEMU's -kernel
+    assert "-kernel" not in g.cmd
+    assert g.run("cat /proc/cmdline").startswith("BOOT_IMAGE=/live/vmlinuz ")
+    # efivarfs: 4 bytes of attributes, then the value
+    assert g.run(f"od -An -tx1 {SECURE_BOOT_VAR}").split()[-1] == "01"
+    assert g.run(f"od -An -tx1 {SETUP_MODE_VAR}").split()[-1] == "00"  # keys enrolled
+    assert g.run("cat /sys/kernel/security/lockdown").strip() == \
+        "none [integrity] confidentiality"
+    kmsg = g.run("dmesg | grep -i -E 'secure ?boot|locked down'")
+    assert "Secure boot enabled" in kmsg and "locked down from EFI Secure Boot" in kmsg, kmsg
+    # the lockdown is enforced: raw memory is refused even to root
+    out = g.run("head -c 16 /dev/mem >/dev/null; echo rc=$?")
+    assert "Operation not permitted" in out and "rc=1" in out, out
+
+
+def test_toolkit_operations_under_lockdown(lab):
+    """BLKROSET, sg_persist, SG_IO, O_DIRECT and efivarfs, each through the toolkit."""
+    g = lab["guest"]
+    # BLKROSET: the SOURCE LUN is read-only in the kernel, a write is refused
+    out = g.run(f"rtk iscsi attach 10.0.2.2:{PORT} {SRC_IQN} --role source", timeout=240)
+    assert "as SOURCE" in out, out
+    src = _by_path(g, SRC_IQN)
+    assert g.run(f"blockdev --getro {src}").strip() == "1"
+    out = g.run(f"dd if=/dev/zero of={src} bs=4096 count=1 oflag=direct 2>&1; echo rc=$?")
+    assert "Operation not permitted" in out and "rc=1" in out, out
+    # sg_persist: a cluster node's registration on the TARGET is found and warned about
+    g.run(f"rtk iscsi attach 10.0.2.2:{PORT} {DST_IQN} --role target", timeout=240)
+    dst = _by_path(g, DST_IQN)
+    g.run(f"sg_persist --out --register --param-sark=0x5eb007 {dst} >/dev/null")
+    again = json.loads(g.run(f"rtk iscsi attach 10.0.2.2:{PORT} {DST_IQN} --role target "
+                             "--json 2>/dev/null", timeout=240))
+    assert any("0x5eb007" in w and "cluster node" in w for w in again["warnings"]), again
+    # SG_IO (GET LBA STATUS) and O_DIRECT: the thin LUN copied onto a virtio disk, its
+    # deallocated blocks not read
+    vdst = _disks(lab)[VD_DST]["path"]
+    out = g.run(f"rtk copy --skip-zeros --chunk-size 1M --yes --target-id {VD_DST} "
+                f"{src} {vdst}; echo rc=$?", timeout=600)
+    assert "rc=0" in out and "verified" in out, out
+    report = re.search(r"report: (\S+)\.txt", out).group(1) + ".json"
+    copy = json.loads(g.run(f"cat {report}"))["copy"]
+    assert copy["source_map"] == allocation.SCSI_MAP, copy["source_map"]
+    assert copy["unread_hole_bytes"] == (SOURCE_MiB - 3) * MiB, copy["unread_hole_bytes"]
+    got = g.run(f"dd if={vdst} iflag=direct bs=1M status=none | sha256sum").split()[0]
+    assert got == hashlib.sha256(lab["src_lun"].read_bytes()).hexdigest()
+    # efivarfs: efibootmgr reads the boot entries (the restores below write some)
+    entries = g.run("efibootmgr")
+    assert re.search(r"BootCurrent: [0-9A-F]{4}", entries), entries
+    assert "UEFI QEMU DVD-ROM" in entries, entries
+
+
+def test_each_controller_disk_identity(lab):
+    g = lab["guest"]
+    probe = json.loads(g.run("rtk disks --dump-probe 2>/dev/null", timeout=180))
+    (lab["work"] / "guest-probe-controllers.json").write_text(
+        json.dumps(probe, indent=1, sort_keys=True) + "\n")
+    listed = json.loads(g.run("rtk disks --json 2>/dev/null", timeout=180))
+    # the probe replayed here is the guest's own inventory (but for what is read live,
+    # not probed: the iSCSI Manager's roles, the disks' cluster identities)
+    live = ("role", "cluster")
+    assert [{k: v for k, v in d.to_dict().items() if k not in live}
+            for d in disks_from_probe(probe)] == \
+        [{k: v for k, v in d.items() if k not in live} for d in listed]
+    by_serial = {d["serial"]: d for d in listed if d["serial"]}
+    for kind, serial, transport, model, _ in KINDS:
+        d = by_serial.get(serial)
+        assert d is not None, f"{kind}: no disk with serial {serial}: {sorted(by_serial)}"
+        got = (d["transport"], d["model"], d["size"])
+        assert got == (transport, model, CONTROLLER_MiB * MiB), f"{kind}: {got}"
+        assert not (d["wwn"] or "").startswith("t10."), f"{kind}: WWN {d['wwn']!r}"
+        assert d["by_id"], f"{kind}: no /dev/disk/by-id link"
+        assert not d["in_use"], f"{kind}: {d['in_use']}"
+    assert by_serial["RTKUSB07"]["removable"]
+    assert by_serial["RTKAHCI02"]["by_id"] == ["/dev/disk/by-id/ata-QEMU_HARDDISK_RTKAHCI02"]
+
+
+def test_disks_screen_shows_each_controller(lab):
+    g, con = lab["guest"], lab["guest"].console
+    by_serial = _disks(lab)
+    g.close_shell()
+    try:
+        g.wait_menu(timeout=60)
+        con.key("d")
+        seen = con.wait_screen(r"F5 refresh", timeout=120)
+        for _ in range(len(by_serial) + 4):  # down the list, one disk at a time
+            con.key("down", pause=0.8)
+            seen += "\n" + con.text()
+        for kind, serial, _, model, column in KINDS:
+            path = by_serial[serial]["path"]
+            line = rf"{re.escape(path)}\s+33\.6 MB  {column}\s+{model}\s+{serial}"
+            assert re.search(line, seen), f"{kind}: no line like {line!r} in\n{seen}"
+        con.key("esc")
+    finally:
+        g.wait_menu(timeout=60)
+        _shell(g)
+
+
+def test_copy_and_restore_onto_each_controller(lab):
+    g, url = lab["guest"], lab["http"].url("node.img", host="10.0.2.2")
+    by_serial = _disks(lab)
+    src = by_serial[VD_SRC]["path"]
+    src_sha = hashlib.sha256(lab["vd_src"].read_bytes()).hexdigest()
+    for kind, serial, *_ in KINDS:
+        dev = by_serial[serial]["path"]
+        out = g.run(f"rtk copy {src} {dev} --yes --target-id {serial} 2>/dev/null; "
+                    "echo rc=$?", timeout=600)
+        assert "rc=0" in out and "verified" in out, f"{kind}: {out}"
+        got = g.run(f"dd if={dev} iflag=direct bs=1M count={SOURCE_MiB} status=none | "
+                    "sha256sum").split()[0]
+        assert got == src_sha, f"{kind}: the copy reads back differently"
+        out = g.run(f"rtk restore {url} {dev} --sha256 {lab['image_sha']} --yes "
+                    f"--target-id {serial} 2>/dev/null; echo rc=$?", timeout=600)
+        assert "rc=0" in out and f"onto {dev}, verified" in out, f"{kind}: {out}"
+        assert 'boot entry "rtklab"' in out and "created" in out, f"{kind}: {out}"
+    entries = g.run("efibootmgr")
+    assert len(re.findall(r"Boot[0-9A-F]{4}\* rtklab", entries)) == len(KINDS), entries
+    g.run("sync")
+    # the host reads each disk's image file: the image's boot code and partitions
+    # (the GPT headers differ: the backup header moved to the larger disk's end)
+    img = lab["image"].read_bytes()
+    for kind, *_ in KINDS:
+        disk = lab["work"] / f"{kind}.img"
+        v = subprocess.run(["sgdisk", "-v", str(disk)], capture_output=True, text=True)
+        assert "No problems found" in v.stdout, f"{kind}: {v.stdout}"
+        with open(disk, "rb") as f:
+            data = f.read(len(img))
+        assert data[:440] == img[:440], kind
+        assert data[MiB:len(img) - MiB] == img[MiB:len(img) - MiB], kind
+        assert os.path.getsize(disk) == CONTROLLER_MiB * MiB

@@ -1,0 +1,34 @@
+"""The Keyboard screen: the VGA console's layout, chosen from a list, and a line to try
+keys on."""
+
+from __future__ import annotations
+
+import urwid
+
+from tui.widgets.base import SelectableLine, View
+
+
+class KeyboardView(View):
+    title = "Keyboard layout"
+    hints = (("↑↓", "move"), ("Enter", "use this layout"), ("Esc", "back"))
+
+    def __init__(self, layouts, current: str, on_choose, remote_terminal: bool):
+        """``layouts``: (name, description) pairs; ``current``: the name in use."""
+        where = ("This terminal is not the VGA console: the layout set here is the one of "
+                 "the machine's own screen and keyboard; this terminal types with its own."
+                 if remote_terminal else
+                 "Applies at once to every virtual console (this menu, Alt+F2 shells). "
+                 "Serial and SSH terminals keep their own layout.")
+        self.trial = urwid.Edit("Try keys here: ")
+        rows: list = [urwid.Text(where), urwid.Divider(),
+                      urwid.AttrMap(self.trial, "body", "focus"), urwid.Divider()]
+        self.lines = {}
+        for name, description in layouts:
+            mark = "●" if name == current else " "
+            line = SelectableLine([("title", f" {mark} {name:<14}"), description],
+                                  lambda n=name: on_choose(n))
+            self.lines[name] = line
+            rows.append(line)
+        self.listbox = urwid.ListBox(urwid.SimpleFocusListWalker(rows))
+        self.listbox.focus_position = rows.index(self.lines.get(current, rows[4]))
+        super().__init__(self.listbox)
