@@ -1,5 +1,9 @@
 """``rtk disks``: every block device with its identity, transport and use.
 
+Under each disk: its partition table as read from the disk (the GPT disk GUID or the
+MBR disk signature, :mod:`toolkit.disks.cluster`) and each partition with its number,
+byte offset, type and CSV ID; ``--json`` has it as each disk's ``cluster``.
+
 What the probe could not find out (blkid missing on a system without udev) is said
 on stderr as ``warning: ...`` lines, before the list; ``--json`` prints the same
 list of disks on stdout as ever, the warnings are on stderr there too (and in
@@ -42,10 +46,37 @@ def cmd_disks(args: argparse.Namespace) -> int:
         return 0
     for d in found:
         print(_disk_line(d))
-        for p in d.partitions:
-            label = f' "{p.label}"' if p.label else ""
-            print(f"    {p.path:<16} {human_size(p.size):>9}  {p.fstype or '-'}{label}")
+        for line in _partition_lines(d):
+            print("    " + line)
     return 0
+
+
+def _partition_lines(d: disks_mod.Disk) -> list[str]:
+    """The disk's identity from its partition table (``GPT disk GUID ...``), then its
+    partitions: the kernel's (node, size, filesystem, label) beside the table's
+    (number, byte offset, type, CSV ID), matched by offset; a partition of the table
+    that the kernel does not list has no node ("-")."""
+    c = d.cluster
+    table = {p.offset: p for p in c.partitions} if c else {}
+    lines = [c.line()] if c is not None and c.scheme is not None else []
+    for p in d.partitions:
+        label = f' "{p.label}"' if p.label else ""
+        line = f"{p.path:<16} {human_size(p.size):>9}  {(p.fstype or '-') + label:<16}"
+        t = table.pop(p.start, None)
+        lines.append((line + (f"  {_table_text(t)}" if t else "")).rstrip())
+    for t in table.values():
+        label = f' "{t.label}"' if t.label else ""
+        lines.append(f"{'-':<16} {human_size(t.size):>9}  {(t.fstype or '-') + label:<16}"
+                     f"  {_table_text(t)}")
+    return lines
+
+
+def _table_text(t) -> str:
+    """``partition 2 at byte 135266304, Microsoft basic data, CSV ID 41a4...:135266304``"""
+    bits = [f"partition {t.number} at byte {t.offset}", t.type_name or f"type {t.type}"]
+    if t.csv_id and t.is_volume:
+        bits.append(f"CSV ID {t.csv_id}")
+    return ", ".join(bits)
 
 
 def register(sub) -> None:

@@ -20,7 +20,10 @@ from toolkit.units import human_size
 class DiskIdentity:
     """``path``: as given (a by-id link, say); ``node``: /dev/NAME of the disk or partition.
     ``iscsi``: ``{"target", "portal", "lun"}``; ``partition`` (of a partition only):
-    ``{"disk", "number", "start"}``; ``partitions``: the disk's, with filesystem and label."""
+    ``{"disk", "number", "start"}``; ``partitions``: the disk's, with filesystem and label;
+    ``cluster``: the disk's partition table as read from it when the inventory was taken
+    (:meth:`toolkit.disks.cluster.ClusterIdentity.to_dict`: disk GUID or MBR signature,
+    CSV IDs), None when it could not be read."""
 
     name: str
     path: str
@@ -41,6 +44,7 @@ class DiskIdentity:
     fs_label: str | None = None
     partitions: list[dict] = field(default_factory=list)
     partition: dict | None = None
+    cluster: dict | None = None
 
     @property
     def identity(self) -> str | None:
@@ -90,6 +94,7 @@ def identity_of(disk: Disk, partition: Partition | None = None, *, path: str | N
                      "label": p.label} for p in disk.partitions],
         partition={"disk": disk.path, "number": partition.number, "start": partition.start}
         if partition else None,
+        cluster=disk.cluster.to_dict() if disk.cluster is not None else None,
     )
 
 

@@ -10,8 +10,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from toolkit.disks.mounts import parse_mountinfo, parse_swaps
+from toolkit.disks.sysfs import wwn_of
+
+if TYPE_CHECKING:
+    from toolkit.disks.cluster import ClusterIdentity
 
 # live-boot mounts the medium it booted from here (older releases: /lib/live/...).
 LIVE_MEDIUM_MOUNTS = ("/run/live/medium", "/lib/live/mount/medium")
@@ -69,6 +74,9 @@ class Disk:
     holders: list[str] = field(default_factory=list)
     boot_medium: bool = False
     role: str | None = None  # SOURCE or TARGET, for disks the iSCSI Manager attached
+    # the partition table read from the disk: GPT disk GUID or MBR signature, CSV IDs
+    # (toolkit.disks.cluster); None when not read (a replayed probe) or unreadable
+    cluster: ClusterIdentity | None = None
 
     @property
     def in_use(self) -> list[str]:
@@ -111,13 +119,16 @@ class Inventory(list):
 
 
 def list_disks() -> Inventory:
-    """The disks of this machine, with the roles the iSCSI Manager gave them."""
-    from toolkit.disks import roles
+    """The disks of this machine, with the roles the iSCSI Manager gave them and the
+    cluster identity read from each (two or three reads per disk; none from a disk that
+    cannot be read)."""
+    from toolkit.disks import cluster, roles
     from toolkit.disks.probe import probe
 
     found = disks_from_probe(probe())
     for d in found:
         d.role = roles.role_of(d)
+        d.cluster = cluster.of_disk(d)
     return found
 
 
@@ -270,8 +281,8 @@ def _disk(e: dict, facts: _Facts) -> Disk | None:
         vendor=_vendor(a.get("device/vendor"), u.get("ID_VENDOR")),
         serial=_first(u.get("ID_SCSI_SERIAL"), u.get("ID_SERIAL_SHORT"), a.get("vpd_serial"),
                       a.get("device/serial"), a.get("serial")),
-        wwn=_first(u.get("ID_WWN_WITH_EXTENSION"), u.get("ID_WWN"), a.get("wwid"),
-                   a.get("device/wwid")),
+        wwn=_first(u.get("ID_WWN_WITH_EXTENSION"), u.get("ID_WWN"), wwn_of(a.get("wwid")),
+                   wwn_of(a.get("device/wwid"))),
         read_only=a.get("ro") == "1",
         removable=a.get("removable") == "1",
         rotational=a.get("queue/rotational") == "1",

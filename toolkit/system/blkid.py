@@ -30,11 +30,15 @@ def parse_export(text: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def probe(path: str, timeout: float = 30) -> dict[str, str]:
+def probe(path: str, timeout: float = 30, *, offset: int | None = None,
+          size: int | None = None) -> dict[str, str]:
     """The tags of ``path`` (TYPE, LABEL, UUID, PTTYPE...): empty when blkid finds
-    nothing (exit 2) or cannot read it. Raises ToolError when blkid is not installed
-    or does not answer within ``timeout``."""
-    p = tools.run([BLKID, "-p", "-o", "export", path], check=False, timeout=timeout)
+    nothing (exit 2) or cannot read it. ``offset``, ``size`` (bytes): probe only that
+    part of it (a partition the kernel does not list). Raises ToolError when blkid is
+    not installed or does not answer within ``timeout``."""
+    part = [*(["-O", str(offset)] if offset is not None else []),
+            *(["-S", str(size)] if size is not None else [])]
+    p = tools.run([BLKID, "-p", "-o", "export", *part, path], check=False, timeout=timeout)
     if p.returncode != 0:
         return {}
     found = parse_export(p.stdout if "DEVNAME=" in p.stdout else f"DEVNAME={path}\n{p.stdout}")

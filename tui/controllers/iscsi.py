@@ -11,6 +11,7 @@ from __future__ import annotations
 from toolkit import iscsi
 from toolkit.disks import inventory as disks_mod
 from toolkit.iscsi.portal import format_portal
+from toolkit.system import keymap
 from tui.views.iscsi import AttachedRow, ChapView, DiscoverView, IscsiView, TargetsView
 
 
@@ -34,7 +35,8 @@ def attached_rows(sessions, disks) -> list[AttachedRow]:
                 continue  # tgt's controller LUN 0 and the like
             disk = by_path.get(lun.device)
             rows.append(AttachedRow(lun.role, 0, lun.device, s.target, lun.lun, s.portal,
-                                    disk.size if disk else None, _volumes(disk)))
+                                    disk.size if disk else None, _volumes(disk),
+                                    cluster=disk.cluster if disk else None))
     order = {"SOURCE": 0, "TARGET": 1}
     rows.sort(key=lambda r: (order.get(r.role or "", 2), r.iqn, r.lun))
     counts: dict[str | None, int] = {}
@@ -79,7 +81,7 @@ class IscsiController:
 
     # --- discover and attach -------------------------------------------------
     def show_discover(self) -> None:
-        self.app.push(DiscoverView(self.discover, self.last_portal))
+        self.app.push(DiscoverView(self.discover, self.last_portal, keymap.hint()))
 
     def discover(self, form: DiscoverView) -> None:
         """The form's portal is typed (the form checks that); it may still be malformed."""
@@ -102,7 +104,7 @@ class IscsiController:
             if isinstance(e, iscsi.IscsiAuthError):
                 message = "The credentials were refused: try again." if chap else ""
                 self.app.push(ChapView(target.iqn, role, lambda f: self._attach_chap(
-                    target, role, f), message))
+                    target, role, f), message, keymap.hint()))
             else:
                 self._error(e)
 

@@ -34,6 +34,23 @@ def _field(name: str, value) -> urwid.Text:
     return urwid.Text([("dim", f"{name:>15}: "), str(value)])
 
 
+def _table_rows(d: Disk) -> list:
+    """The partition table as read from the disk: number, byte offset, size, type,
+    label, and each volume's CSV ID (how the cluster and the backup appliance name it)."""
+    c = d.cluster
+    if c is None or c.scheme is None:
+        return []
+    rows: list = [urwid.Divider(), urwid.Text(("title", f"  Partition table read from the "
+                                                        f"disk ({c.scheme.upper()})"))]
+    if c.damage:
+        rows.append(urwid.Text(("warn", f"    {c.damage}")))
+    for p in c.partitions:
+        rows.append(urwid.Text(f"    {p.line(csv_id=False)}"))
+        if p.csv_id and p.is_volume:
+            rows.append(urwid.Text(f"       CSV ID {p.csv_id}"))
+    return rows
+
+
 class DiskDetailView(View):
     hints = (("↑↓", "scroll"), ("Esc", "back"))
 
@@ -59,6 +76,8 @@ class DiskDetailView(View):
             ("read-only", d.read_only), ("removable", d.removable),
             ("rotational", d.rotational)) if on) or "-"))
         rows.append(_field("partition table", d.partition_table or "none"))
+        if d.cluster is not None:
+            rows.append(_field("disk identity", d.cluster.line()))
         for link in d.by_path:
             rows.append(_field("by-path", link.removeprefix("/dev/disk/by-path/")))
         for link in d.by_id:
@@ -73,6 +92,7 @@ class DiskDetailView(View):
             rows.append(urwid.Text(
                 f"    {p.number:>2} {p.name:<12} {human_size(p.size):>9}  {p.fstype or '-':<8}"
                 f" {p.label or p.partlabel or '':<16} {use}"))
+        rows += _table_rows(d)
         rows.append(urwid.Divider())
         if d.in_use:
             rows += [urwid.Text(("warn", f"  IN USE: {r}")) for r in d.in_use]

@@ -8,6 +8,7 @@ import urwid
 
 from toolkit.units import human_size
 from tui.widgets.base import SelectableLine, View
+from tui.widgets.disk_summary import cluster_lines
 from tui.widgets.form import Field, Form
 
 
@@ -24,6 +25,12 @@ class AttachedRow:
     size: int | None
     volumes: str  # 'ntfs "Vol1", vfat "ESP"'
     warning: str | None = None
+    cluster: object = None  # the disk's ClusterIdentity (disk GUID, CSV IDs), if read
+
+
+def _chomp(item):
+    """A markup item without its last newline (the last line of an entry)."""
+    return (item[0], item[1].rstrip("\n")) if isinstance(item, tuple) else item.rstrip("\n")
 
 
 def attached_markup(r: AttachedRow) -> list:
@@ -33,8 +40,11 @@ def attached_markup(r: AttachedRow) -> list:
     out = [(attr, f" {role} {r.number} " if r.role else f" {role} "),
            ("title", f"  {r.device or '(no device)':<10}"), f"  LUN {r.lun}  {size:>9}  ",
            r.volumes or "no volumes", "\n", ("dim", f"    {r.iqn} @ {r.portal}")]
+    tail = cluster_lines(r.cluster)  # CSV IDs: how the cluster and the appliance name it
     if r.warning:
-        out += ["\n", ("warn", f"    {r.warning}")]
+        tail.append(("warn", f"    {r.warning}"))
+    if tail:
+        out += ["\n", *tail[:-1], _chomp(tail[-1])]
     return out
 
 
@@ -84,10 +94,11 @@ class DiscoverView(Form):
     user = Field("Discovery CHAP user")
     secret = Field("Discovery CHAP secret", secret=True)
 
-    def __init__(self, on_submit, last_portal: str = ""):
+    def __init__(self, on_submit, last_portal: str = "", keyboard: str = ""):
         super().__init__(
             "The portal of the backup appliance or SAN (address or name). Discovery CHAP "
-            "only if the portal asks for it.", "Discover", on_submit, portal=last_portal)
+            "only if the portal asks for it." + (f"\n{keyboard}" if keyboard else ""),
+            "Discover", on_submit, portal=last_portal)
 
 
 class TargetsView(View):
@@ -119,8 +130,10 @@ class ChapView(Form):
     mutual_user = Field("Target's user (mutual)")
     mutual_secret = Field("Target's secret", secret=True)
 
-    def __init__(self, iqn: str, role: str, on_submit, message: str = ""):
+    def __init__(self, iqn: str, role: str, on_submit, message: str = "", keyboard: str = ""):
+        """``keyboard``: the console's layout, said beside the secrets (a hint)."""
         self.iqn, self.role = iqn, role
         super().__init__(
             f"{iqn} asks for CHAP. {message}\nMutual CHAP (the target proves itself too): "
-            "fill in the target's user and secret as well.", f"Attach as {role}", on_submit)
+            "fill in the target's user and secret as well."
+            + (f"\n{keyboard}" if keyboard else ""), f"Attach as {role}", on_submit)

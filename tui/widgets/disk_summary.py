@@ -4,8 +4,11 @@ Copy and Restore): everything that tells it apart from the others."""
 
 from __future__ import annotations
 
+from toolkit.disks import cluster
 from toolkit.disks.inventory import Disk
 from toolkit.units import human_size
+
+MAX_CSV_LINES = 3  # volumes shown with their CSV ID in a list entry; "+N more" after
 
 
 def transport_name(d: Disk) -> str:
@@ -25,6 +28,27 @@ def _partition_summary(d: Disk) -> str:
     return "  ".join(parts) if parts else "no partitions"
 
 
+def cluster_lines(c, indent: str = "    ", heading: bool = False) -> list:
+    """The cluster identity ``c`` (:class:`~toolkit.disks.cluster.ClusterIdentity` or
+    its JSON form) as lines: a CSV ID per volume (``CSV ID 41a4...:135266304 "Vol1"``),
+    or the disk GUID / MBR signature alone (first in any case with ``heading``); what is
+    damaged in the table, as a warning."""
+    c = cluster.from_dict(c)
+    if c is None or c.scheme is None:
+        return []
+    vols = [p for p in c.volumes() if p.csv_id]
+    lines: list = [f"{indent}{c.heading()}\n"] if heading and vols else []
+    lines += [f"{indent}CSV ID {p.csv_id}" + (f' "{p.label}"' if p.label else "") + "\n"
+              for p in vols[:MAX_CSV_LINES]]
+    if len(vols) > MAX_CSV_LINES:
+        lines.append(f"{indent}(+{len(vols) - MAX_CSV_LINES} more volumes)\n")
+    if not vols:
+        lines.append(f"{indent}{c.heading()}\n")
+    if c.damage:
+        lines.append(("warn", f"{indent}{c.damage}\n"))
+    return lines
+
+
 def disk_markup(d: Disk) -> list:
     """The few lines a disk gets in a list."""
     ident = d.serial or d.wwn or "no serial"
@@ -37,6 +61,7 @@ def disk_markup(d: Disk) -> list:
     elif d.backing_file:
         lines.append(f"    file {d.backing_file}\n")
     lines.append(("dim", f"    {_partition_summary(d)}\n"))
+    lines += cluster_lines(d.cluster)
     if d.in_use:
         lines.append(("warn", "    IN USE: " + "; ".join(d.in_use)))
     else:
@@ -66,4 +91,5 @@ def disk_column(role: str, e) -> list:
     if not r.partitions:
         lines.append(f"  {r.fstype or 'no partitions'}" + (f' "{r.fs_label}"' if r.fs_label
                                                            else "") + "\n")
+    lines += cluster_lines(r.cluster, indent="", heading=True)
     return lines
