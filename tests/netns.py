@@ -3,17 +3,23 @@
 :class:`Lan` makes a bridge in a namespace of its own (so nothing of it is on the
 host's network), and one namespace per machine with a veth pair into the bridge,
 an address in 10.213.0.0/24 (which exists only inside these namespaces) and a
-multicast route (224.0.0.0/4) on its interface. :meth:`Lan.close` removes all.
+multicast route (224.0.0.0/4) on its interface. :meth:`Lan.add_tap` puts a tap device
+on the bridge (a QEMU guest's NIC, QEMU run in the bridge's namespace: :attr:`Lan.hub`);
+:func:`inside` moves the calling thread (and the threads and processes it starts) into
+a namespace for a while, for code under test that runs in the test's own process (the
+menu). :meth:`Lan.close` removes all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import subprocess
 import uuid
 
 NET = "10.213.0"
+CLONE_NEWNET = 0x40000000
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -48,6 +54,13 @@ class Lan:
         sh("ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
         return ns
 
+    def add_tap(self, name: str) -> str:
+        """A tap device ``name`` on the bridge, in the bridge's namespace (no address: the
+        guest behind it has one of 10.213.0.0/24); its name."""
+        sh("ip", "-n", self.hub, "tuntap", "add", "dev", name, "mode", "tap")
+        sh("ip", "-n", self.hub, "link", "set", name, "master", "br0", "up")
+        return name
+
     @staticmethod
     def tx_bytes(ns: str, dev: str = "eth0") -> int:
         out = sh("ip", "netns", "exec", ns, "cat", f"/sys/class/net/{dev}/statistics/tx_bytes")
@@ -71,3 +84,25 @@ class Lan:
 
     def __exit__(self, *exc):
         self.close()
+
+
+@contextlib.contextmanager
+def inside(ns: str):
+    """The calling thread in namespace ``ns`` (``ip netns``'s), then back where it was.
+    Threads it starts meanwhile (and their processes) stay in ``ns``: let them end first.
+    Leave before :meth:`Lan.close`, which kills every process whose main thread is in
+    one of its namespaces."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    there = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if libc.setns(there, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {ns} failed")
+        try:
+            yield
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the test's namespace failed")
+    finally:
+        os.close(there)
+        os.close(home)

@@ -130,7 +130,10 @@ def stop_sender(snd, timeout: float = 60) -> None:
         snd.wait()
 
 
-def test_wrong_sha256_leaves_no_valid_disk(tmp_path, image):
+def test_wrong_sha256_with_spool_never_leaves_no_valid_disk(tmp_path, image):
+    """spool=never: the stream is written as it arrives (as without room to hold it,
+    tests/test_fleet_spool_host.py), so a wrong SHA-256 is found after the rest is
+    written: the disk is overwritten but left without a table."""
     size = os.path.getsize(image)
     backs = disks(tmp_path, 2)
     wrong = "0" * 64
@@ -139,12 +142,13 @@ def test_wrong_sha256_leaves_no_valid_disk(tmp_path, image):
         s = lan.add(0)
         rs = [lan.add(1), lan.add(2)]
         snd = sender(lan, s, image, 2, max_wait=60)
-        url = f"udpcast://eth0@9000?sha256={wrong}&start_timeout=30"
+        url = f"udpcast://eth0@9000?sha256={wrong}&start_timeout=30&spool=never"
         procs = [receiver(lan, ns, dev, url) for ns, dev in zip(rs, (d0, d1), strict=True)]
         outs = [p.communicate(timeout=180)[0] for p in procs]
         stop_sender(snd)  # its own exit is not what this test is about
         for p, out in zip(procs, outs, strict=True):
             assert p.returncode != 0, out
+            assert "warning: spool=never: the multicast stream is written onto the disk" in out
             assert "first MiB was not written" in out, out
         for dev in (d0, d1):
             with open(dev, "rb") as f:

@@ -352,3 +352,26 @@ def test_data_mount_follows_the_run_dir(monkeypatch, tmp_path):
     assert paths.data_mount() == "/run/rtk/data"
     monkeypatch.setenv("RTK_RUN_DIR", str(tmp_path))
     assert paths.data_mount() == str(tmp_path / "data")
+
+
+def test_reports_written_in_the_same_second_never_share_a_name(tmp_path):
+    """The pairs of a copy job start together: each gets its own report, none replaced."""
+    import threading
+
+    from toolkit.jobs.report import write_report
+
+    got, start = [], threading.Barrier(8)
+
+    def one(i: int) -> None:
+        start.wait()
+        got.append(write_report("copy", {"pair": i}, f"pair {i}\n", directory=str(tmp_path),
+                                when=1_700_000_000.0))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({p.json for p in got}) == 8
+    assert sorted((tmp_path / os.path.basename(p.text)).read_text() for p in got) == \
+        sorted(f"pair {i}\n" for i in range(8))

@@ -109,6 +109,8 @@ def test_scrub_and_safe_url():
         {"phase": "********", "password": "********"}
     assert safe_url("https://u:pw@h.example:8443/p/img.raw?token=abc") == \
         "https://h.example:8443/p/img.raw"
+    # a multicast location holds no secret: its NIC is not a user name, its hash is kept
+    assert safe_url("udpcast://ens16@9000?sha256=ab12") == "udpcast://ens16@9000?sha256=ab12"
 
 
 def test_done_action_only_after_success():

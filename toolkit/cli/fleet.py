@@ -3,8 +3,9 @@
     rtk fleet serve IMAGE --receivers N [--max-wait S] [--rate 600m] [--ttl 1]
                     [--interface IF] [--portbase P]
 
-Prints the image file's SHA-256 and the ``rtk.image=udpcast://...`` to put in each
-machine's plan, then runs udp-sender (docs/fleet.md) until the stream is sent once.
+Prints the image file's SHA-256 and the ``rtk.image=udpcast://...?sha256=...&size=...``
+to put in each machine's plan, then runs udp-sender (docs/fleet.md) until the stream is
+sent once.
 Exit codes: 0 sent, 1 udp-sender failed, 2 usage, 5 refused (no such image file).
 """
 
@@ -31,10 +32,14 @@ def cmd_serve(args) -> int:
         print(f"rtk fleet serve: {e}", file=sys.stderr)
         return EXIT_USAGE
     digest = multicast.file_sha256(args.image)
-    where = f"{args.interface}@" if args.interface else ""
     print(f"sha256 {digest}")
-    print(f"plan image: udpcast://{where}{args.portbase}?sha256={digest}"
-          " (INTERFACE@ is the receiver's NIC, if not its first)")
+    # --interface is this server's NIC, not the machines': theirs goes before the port
+    # size=: how large the stream is, so that a machine holds it whole first when it has
+    # the room (toolkit.restore.spool), instead of needing room for its whole disk
+    size = os.path.getsize(args.image)
+    print(f"plan image: udpcast://{args.portbase}?sha256={digest}&size={size}"
+          f" (or udpcast://NIC@{args.portbase}?sha256=...: the machine's NIC, if not its "
+          "first)")
     print("$ " + " ".join(argv), flush=True)
     try:
         p = tools.popen(argv, stdin=subprocess.DEVNULL)

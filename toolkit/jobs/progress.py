@@ -46,6 +46,9 @@ class Progress:
         if self.phase == WAITING:
             return (f"{self.note or 'waiting'}  ({human_size(self.done)} of "
                     f"{human_size(self.total)} done)")
+        if self.total == 0 and self.done > 1:  # bytes of a length not known (a live stream)
+            return (f"{self.phase:<6} {human_size(self.done)}  {human_rate(self.rate)} (avg "
+                    f"{human_rate(self.average_rate)})")
         if self.total <= 1:
             return f"{self.phase:<6} {'done' if self.done >= self.total > 0 else 'working'}"
         eta = human_duration(self.eta) if self.eta is not None else "?"

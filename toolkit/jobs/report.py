@@ -34,8 +34,10 @@ def log_dir() -> str:
 
 
 def safe_url(url: str | None) -> str | None:
-    """``url`` without ``user:password@`` and without its query (tokens)."""
-    if not url or "://" not in url:
+    """``url`` without ``user:password@`` and without its query (tokens). A multicast
+    location (``udpcast://NIC@PORT?sha256=...``) holds no secret and is kept whole: its
+    ``NIC@`` is the machine's interface, not a user name."""
+    if not url or "://" not in url or url.startswith("udpcast://"):
         return url
     u = urlsplit(url)
     host = u.hostname or ""
@@ -87,13 +89,26 @@ def write_report(kind: str, data: dict, text: str, *, directory: str | None = No
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when or time.time()))
     base = os.path.join(directory, f"{kind}-{stamp}")
     n = 1
-    while os.path.exists(base + ".json") or os.path.exists(base + ".txt"):
+    while not _claim(base):  # another report of this second: two copies of one job
         n += 1
         base = os.path.join(directory, f"{kind}-{stamp}-{n}")
     paths = ReportPaths(json=base + ".json", text=base + ".txt")
     _atomic_write(paths.json, json.dumps(to_jsonable(data), indent=1, sort_keys=False) + "\n")
     _atomic_write(paths.text, text)
     return paths
+
+
+def _claim(base: str) -> bool:
+    """Take the name ``base``.json/.txt for this report: created exclusively, so two jobs
+    writing in the same second (the pairs of a copy job) never share a report."""
+    if os.path.lexists(base + ".txt"):
+        return False
+    try:
+        os.close(os.open(base + ".json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o644))
+    except FileExistsError:
+        return False
+    return True
 
 
 def rewrite_report(paths: ReportPaths, data: dict, text: str) -> ReportPaths:

@@ -4,13 +4,20 @@ One syntax names a multicast image source (the menu, ``rtk restore``,
 ``rtk.image=`` and the plan's ``image``)::
 
     udpcast://[INTERFACE@]PORTBASE[?sha256=HEX][&start_timeout=S][&receive_timeout=S]
+              [&rdv=ADDRESS][&spool=auto|always|never][&size=BYTES]
 
-:class:`UdpcastSource` runs ``udp-receiver`` and hands out its stdout as a
+``spool=`` and ``size=`` say whether the stream is held first, before anything is
+written (:mod:`toolkit.restore.spool`); ``size=`` is the image file's size (the most the
+stream may be). :class:`UdpcastSource` runs ``udp-receiver`` and hands out its stdout as a
 :class:`~toolkit.restore.source.Source` (size unknown, read once). A receiver
 that hears no sender (or a sender that does not start) within ``start_timeout``
 seconds fails with "no multicast sender on PORTBASE within N s"; a stream that
 stops (no packet for ``receive_timeout`` seconds, the sender gone) fails with
 "the multicast stream stopped at byte N". Both are :class:`MulticastError`.
+``sender`` is the sender's address once udp-receiver joined it (it may still wait for
+its other machines). :func:`watch` is for a front end with a cancel key (the menu): a
+set ``cancel`` stops the receivers its thread started, whose read then raises
+:class:`~toolkit.restore.target.Failed` ("cancelled"; nothing written while it waited).
 
 :func:`sender_argv` is the server side (``rtk fleet serve``): udp-sender with the
 settings FOG and Clonezilla SE use: ``--min-receivers``, ``--max-wait``,
@@ -20,15 +27,21 @@ settings FOG and Clonezilla SE use: ``--min-receivers``, ``--max-wait``,
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import os
 import re
+import signal
+import socket
 import subprocess
 import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from toolkit.restore.source import Source, SourceError
+from toolkit.restore.target import Failed
 from toolkit.system import tools
 
 SCHEME = "udpcast://"
@@ -36,11 +49,16 @@ DEFAULT_PORTBASE = 9000
 START_TIMEOUT = 600  # seconds a receiver waits for the sender to start
 RECEIVE_TIMEOUT = 30  # seconds without a packet once the stream runs
 _SPEC = re.compile(r"(?:(?P<iface>[A-Za-z0-9_.:-]{1,15})@)?(?P<port>\d{1,5})")
-_QUERY = ("sha256", "start_timeout", "receive_timeout", "rdv")
+_QUERY = ("sha256", "start_timeout", "receive_timeout", "rdv", "spool", "size")
+SPOOL_MODES = ("auto", "always", "never")  # ?spool=: held first when it fits, always, never
 # where sender and receivers find each other: the all-hosts group on both sides (udpcast's
 # defaults differ: the receiver broadcasts, the sender listens on 224.0.0.1); ?rdv=ADDRESS
 # (the sender's address, as FOG gives its clients) for a network that drops it
 RDV = "224.0.0.1"
+# udp-receiver's line once the sender answered: "Connected as #0 to 10.213.0.10"
+_CONNECTED = re.compile(r"Connected as #\d+ to (\S+)")
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # the receivers of this process, until closed
+_LIVE_LOCK = threading.Lock()  # added to and listed from several threads
 
 
 class MulticastError(SourceError):
@@ -55,6 +73,8 @@ class Spec:
     start_timeout: int = START_TIMEOUT
     receive_timeout: int = RECEIVE_TIMEOUT
     rdv: str = RDV
+    spool: str = "auto"
+    size: int | None = None  # the image file's size, when the plan gives it
 
 
 def is_multicast(location: str) -> bool:
@@ -95,7 +115,32 @@ def parse(location: str) -> Spec:
     rdv = q.get("rdv", [RDV])[0]
     if not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", rdv):
         raise ValueError(f"{location}: rdv= expects an IPv4 address (the sender's)")
-    return Spec(port, m.group("iface"), sha and sha.lower(), **times, rdv=rdv)
+    spool = q.get("spool", ["auto"])[0]
+    if spool not in SPOOL_MODES:
+        raise ValueError(f"{location}: spool= expects {', '.join(SPOOL_MODES)}")
+    size = q.get("size", [None])[0]
+    if size is not None and not (size.isdigit() and 0 < int(size) < 1 << 62):
+        raise ValueError(f"{location}: size= expects the image file's size in bytes")
+    return Spec(port, m.group("iface"), sha and sha.lower(), **times, rdv=rdv, spool=spool,
+                size=size and int(size))
+
+
+def location(portbase: int, *, interface: str | None = None, sha256: str | None = None,
+             start_timeout: int | None = None) -> str:
+    """The ``udpcast://`` location of these settings (what the menu's form builds)."""
+    query = [f"sha256={sha256.lower()}"] if sha256 else []
+    if start_timeout is not None:
+        query.append(f"start_timeout={start_timeout}")
+    where = f"{interface}@" if interface else ""
+    return f"{SCHEME}{where}{portbase}" + ("?" + "&".join(query) if query else "")
+
+
+def interfaces() -> list[str]:
+    """The NICs udp-receiver can use here (this network namespace's, but loopback)."""
+    try:
+        return sorted(name for _i, name in socket.if_nameindex() if name != "lo")
+    except OSError:
+        return []
 
 
 def receiver_argv(spec: Spec) -> list[str]:
@@ -155,29 +200,61 @@ class UdpcastSource(Source):
             raise SourceError(str(e)) from None
         self.size = None
         self.stderr: collections.deque[str] = collections.deque(maxlen=20)
+        self.sender: str | None = None  # the sender's address, once joined
+        self.stopped = False  # stop() was called: a cancel, not a failure
+        self.thread = threading.get_ident()  # who started it (watch() stops only its own)
         self.argv = receiver_argv(self.spec)
         self.proc = tools.popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         self._err = threading.Thread(target=self._drain, daemon=True, name="udp-receiver")
         self._err.start()
         self.ended = False
+        with _LIVE_LOCK:
+            _LIVE.add(self)
 
     def _drain(self) -> None:
         for line in iter(self.proc.stderr.readline, b""):
-            text = line.decode(errors="replace").strip()
-            if text:
-                self.stderr.append(text)
+            # its statistics end in a carriage return, not a newline
+            for text in line.decode(errors="replace").replace("\r", "\n").splitlines():
+                text = text.strip()
+                m = _CONNECTED.search(text)
+                if m:
+                    self.sender = m.group(1)
+                if text:
+                    self.stderr.append(text)
+
+    def where(self) -> str:
+        """``port 9000 on eth0`` (what a person reads about this receiver)."""
+        nic = f" on {self.spec.interface}" if self.spec.interface else ""
+        return f"port {self.spec.portbase}{nic}"
+
+    def stop(self) -> None:
+        """Stop receiving (from another thread): :meth:`read` then raises Failed
+        ("cancelled")."""
+        self.stopped = True
+        self._leave()
+
+    def _leave(self) -> None:
+        """Stop udp-receiver with SIGINT: it then tells the sender it leaves, and the
+        others go on at full speed (with SIGTERM the sender waits for it, re-sending,
+        until its --retries-until-drop: minutes at a crawl for the whole fleet)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
 
     def read(self, n: int = 1 << 20) -> bytes:
         if self.ended:
             return b""
         data = os.read(self.proc.stdout.fileno(), n)
-        if data:
+        if data and not self.stopped:
             self.pos += len(data)
             return data
         status = self.proc.wait()
         self._err.join(2)
         self.ended = True
+        if self.stopped:
+            raise Failed(f"cancelled while waiting for the multicast sender ({self.where()}): "
+                         "nothing was written" if self.pos == 0 else
+                         f"cancelled at byte {self.pos} of the multicast stream", "cancelled")
         if status != 0:
             raise self._failure(status)
         if self.pos == 0:
@@ -197,8 +274,10 @@ class UdpcastSource(Source):
                               "sender stopped or the network lost it")
 
     def close(self) -> None:
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self._leave()
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -207,3 +286,33 @@ class UdpcastSource(Source):
         self.proc.stdout.close()
         self._err.join(2)
         self.proc.stderr.close()
+
+
+@contextlib.contextmanager
+def watch(cancel: threading.Event, on_sender: Callable[[str], None] | None = None,
+          interval: float = 0.2):
+    """While inside, in this thread: a set ``cancel`` stops the udp-receivers this thread
+    starts (a restore waiting for its sender ends "cancelled", nothing written), and
+    ``on_sender(address)`` is called (from another thread) when one joins its sender."""
+    me, done, told = threading.get_ident(), threading.Event(), set()
+
+    def run() -> None:
+        while not done.wait(interval):
+            with _LIVE_LOCK:
+                mine = [s for s in _LIVE if s.thread == me]
+            if cancel.is_set():
+                for s in mine:
+                    s.stop()
+                return
+            for s in mine:
+                if s.sender and on_sender and id(s) not in told:
+                    told.add(id(s))
+                    on_sender(s.sender)
+
+    t = threading.Thread(target=run, daemon=True, name="udp-receiver-watch")
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join(2)

@@ -34,7 +34,8 @@ class Console:
 
     def progress(self, p: Progress) -> None:
         now = time.monotonic()
-        if p.phase == self.phase and now - self.last < self.interval and p.done < p.total:
+        if p.phase == self.phase and now - self.last < self.interval and (
+                p.done < p.total or not p.total):  # total 0: bytes of a length not known
             return
         self.last, self.phase = now, p.phase
         self.say(p.line())
