@@ -347,3 +347,59 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
         "-keyout", str(key), "-out", str(cert))
     return cert, key
+
+
+SAMPLES = Path(__file__).resolve().parent / "fixtures" / "qemu-samples"
+
+
+def qemu_sample(name: str, directory: Path) -> Path:
+    """One of QEMU's native-tool samples (fixtures/qemu-samples), decompressed into
+    ``directory``, its zeros left as holes."""
+    import bz2
+    out = Path(directory) / name
+    d = bz2.BZ2Decompressor()
+    with open(SAMPLES / f"{name}.bz2", "rb") as src, open(out, "wb") as f:
+        while chunk := src.read(1 << 16):
+            data = d.decompress(chunk)
+            for i in range(0, len(data), 1 << 16):
+                piece = data[i:i + (1 << 16)]
+                if piece.count(0) == len(piece):
+                    f.seek(len(piece), os.SEEK_CUR)
+                else:
+                    f.write(piece)
+        f.truncate(f.tell())
+    return out
+
+
+def small_dirty_vhdx(directory: Path, name: str = "dirty-32M.vhdx") -> Path:
+    """QEMU's VHDX whose log was never replayed (iotest-dirtylog-10G-4M.vhdx) with its
+    virtual disk size set to 32 MiB in its metadata region (no checksum covers it): the
+    same log (it maps the disk's 18th MiB, 0xa5 bytes), a disk quick to restore."""
+    import struct
+    import uuid
+    path = qemu_sample("iotest-dirtylog-10G-4M.vhdx", directory).rename(Path(directory) / name)
+    meta_guid = uuid.UUID("8b7ca206-4790-4b9a-b8fe-575f050f886e").bytes_le
+    size_guid = uuid.UUID("2fa54224-cd1b-4876-b211-5dbed83bf4b8").bytes_le
+    with open(path, "r+b") as f:
+        fd = f.fileno()
+        table = os.pread(fd, 64 << 10, 192 << 10)  # the region table
+        count, = struct.unpack_from("<I", table, 8)
+        offset = next(struct.unpack_from("<Q", table, 32 + 32 * i)[0] for i in range(count)
+                      if table[16 + 32 * i:32 + 32 * i] == meta_guid)
+        region = os.pread(fd, 64 << 10, offset)
+        n, = struct.unpack_from("<H", region, 10)
+        at = next(struct.unpack_from("<I", region, 48 + 32 * i)[0] for i in range(n)
+                  if region[32 + 32 * i:48 + 32 * i] == size_guid)
+        os.pwrite(fd, struct.pack("<Q", 32 * MiB), offset + at)
+    return path
+
+
+def replayed_raw(image: Path, directory: Path) -> Path:
+    """qemu-img's raw image of a copy of ``image`` whose log qemu-img replayed."""
+    copy = Path(directory) / "replayed-by-hand.vhdx"
+    run("cp", "--sparse=always", str(image), str(copy))
+    run("qemu-img", "check", "-r", "all", "-f", "vhdx", str(copy))
+    out = Path(directory) / "replayed-by-hand.raw"
+    run("qemu-img", "convert", "-f", "vhdx", "-O", "raw", str(copy), str(out))
+    copy.unlink()
+    return out

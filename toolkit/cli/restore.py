@@ -2,7 +2,9 @@
 
     rtk restore IMAGE TARGET [--sha256 HEX] [--grow] [--no-verify] [--ca-file F]
                              [--insecure] [--tmpdir DIR] [--hash blake3|sha256]
-                             [--outage-limit DURATION] [--yes --target-id SERIAL]
+                             [--outage-limit DURATION] [--boot-mode any|uefi|bios]
+                             [--replay-vhdx-log-in-place] [--windows-drivers auto|on|off]
+                             [--yes --target-id SERIAL]
 
 IMAGE: a file or an HTTP(S) URL; raw (optionally gzip/xz/zstd), qcow2, VHD,
 VHDX or VMDK, recognised by content. A given SHA-256 is checked before
@@ -51,6 +53,9 @@ def _finish(result) -> int:
         print(f"system: {s['name']} (partition {s['partition']})")
     if result.boot:
         print(f"boot: {result.boot.message}")
+    from toolkit.restore import windows_drivers
+    for line in windows_drivers.summary(result.windows_drivers):
+        print(f"windows drivers: {line}")
     if result.report:
         print(f"report: {result.report.text}")
     return result.exit_code
@@ -62,7 +67,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     options = restore.RestoreOptions(
         verify=args.verify, grow=args.grow, sha256=args.sha256, ca_file=args.ca_file,
         insecure=args.insecure, tmpdir=args.tmpdir, algorithm=args.algorithm,
-        outage_limit=args.outage_limit)
+        outage_limit=args.outage_limit, boot_mode=args.boot_mode,
+        vhdx_log="in-place" if args.replay_vhdx_log_in_place else "copy",
+        windows_drivers=args.windows_drivers)
     try:
         plan = restore.plan_restore(args.image, args.target, options)
         _summary(plan)
@@ -104,6 +111,18 @@ def register(sub) -> None:
                    help="how long an outage of the target's storage path (an iSCSI session "
                         "lost) is waited out before the restore fails (default: 10m; 30s, "
                         "2h...); what failed meanwhile is written again")
+    p.add_argument("--boot-mode", choices=("any", "uefi", "bios"), default="any",
+                   help="the firmware mode the restored disk must boot in: an image that "
+                        "does not is refused before writing (default any: this machine's "
+                        "mode, a mismatch only warned about)")
+    p.add_argument("--replay-vhdx-log-in-place", action="store_true",
+                   help="a VHDX whose log was never replayed: replay it in IMAGE itself "
+                        "(it changes) instead of on a copy in --tmpdir")
+    p.add_argument("--windows-drivers", choices=("auto", "on", "off"), default="auto",
+                   help="after a Windows image: make the storage drivers Windows ships start "
+                        "at boot in every control set (Start 0, StartOverride deleted), so it "
+                        "boots on another controller; auto (default): when the target's "
+                        "controller is not one the image already boots from")
     p.add_argument("--yes", action="store_true", help="no interactive confirmation")
     p.add_argument("--target-id", metavar="ID", help="with --yes: the target's serial or WWN")
     p.set_defaults(func=cmd_restore)

@@ -1,20 +1,22 @@
 """Making the restored disk boot.
 
-UEFI (``/sys/firmware/efi`` exists): the loader is chosen from the files in
-the image's ESP (read with mtools, :func:`toolkit.restore.contents.esp_loaders`):
-Windows Boot Manager (``\\EFI\\Microsoft\\Boot\\bootmgfw.efi``) for Windows,
-else a distribution's ``shimx64.efi`` or ``grubx64.efi`` (shim first, for Secure
-Boot), and an entry is created with ``efibootmgr --create``. With only the
-removable-media fallback ``\\EFI\\BOOT\\BOOTX64.EFI``, no entry is needed: the
-firmware boots it from the disk. BIOS: the image's own boot code (its MBR and
-boot sectors, restored as they were) is used; nothing to do.
+UEFI (``/sys/firmware/efi`` exists: :func:`toolkit.restore.bootmode.firmware_mode`): the
+loader is chosen from the files in the image's ESP (read with mtools,
+:func:`toolkit.restore.contents.esp_loaders`): Windows Boot Manager
+(``\\EFI\\Microsoft\\Boot\\bootmgfw.efi``) for Windows, else a distribution's
+``shimx64.efi`` or ``grubx64.efi`` (shim first, for Secure Boot), and an entry is created
+with ``efibootmgr --create``. With only the removable-media fallback
+``\\EFI\\BOOT\\BOOTX64.EFI``, no entry is needed: the firmware boots it from the disk.
+BIOS: the image's own boot code (its MBR and boot sectors, restored as they were) is
+used; nothing to do. Whether the image boots in the machine's mode at all is checked
+before writing (:mod:`toolkit.restore.bootmode`).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from toolkit.restore.bootmode import firmware_mode
 from toolkit.system import tools
 
 FALLBACK = "\\EFI\\BOOT\\BOOTX64.EFI"
@@ -33,10 +35,6 @@ class BootPlan:
     done: bool = False
 
 
-def firmware_mode(root: str = "/") -> str:
-    return "uefi" if os.path.isdir(os.path.join(root, "sys/firmware/efi")) else "bios"
-
-
 def choose_loader(loaders: list[str]) -> tuple[str, str] | None:
     """``(loader, label)`` from the ESP's ``.efi`` files, or None for the fallback only."""
     by_lower = {p.lower(): p for p in loaders}
@@ -52,7 +50,8 @@ def choose_loader(loaders: list[str]) -> tuple[str, str] | None:
 
 
 def plan_boot(disk: str, inspected: dict, mode: str | None = None) -> BootPlan:
-    """What to do for the restored disk ``disk`` (``inspected``: contents.inspect_disk)."""
+    """What to do for the restored disk ``disk`` (``inspected``: contents.inspect_disk);
+    ``mode``: "uefi" or "bios" (default: the running system's, :func:`firmware_mode`)."""
     mode = mode or firmware_mode()
     if mode == "bios":
         return BootPlan("bios", "none", "BIOS boot: the image's own boot code (MBR and boot "

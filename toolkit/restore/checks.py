@@ -88,7 +88,9 @@ def check_target(target: Endpoint, location: str, image_size: int | None,
         warnings.append(f"the image's logical sector size is unknown (no GPT header), taken "
                         f"as 512 bytes; the target {target.node} has {target.sector_size}-byte "
                         "sectors")
-    if image_size is None:
+    if image_size is None and not sourcemod.is_multicast(location):
+        # a multicast stream's size: from its GPT or its held length, or said once its
+        # first MiB has arrived that it is not known (toolkit.restore.spool.size_unknown)
         warnings.append("the image's size is not known before writing (a compressed stream "
                         "or a download of unknown length, without a GPT): a too large image "
                         "fails while writing, and the target is then left without a "

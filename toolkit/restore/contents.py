@@ -5,7 +5,8 @@ ntfs drivers, and a restored filesystem should not be touched before it is
 checked): ``partx`` and ``blkid -p`` for the table and filesystems, ``mtools``
 (``mdir``) inside a FAT ESP, ``ntfsls`` (ntfs-3g) inside NTFS, ``debugfs``
 inside ext2/3/4. An NTFS volume with ``Windows/System32`` is Windows; an ext
-filesystem with ``/etc/os-release`` is Linux (its PRETTY_NAME).
+filesystem with ``/etc/os-release`` is Linux (its PRETTY_NAME). A BitLocker or LUKS
+volume (blkid's TYPE) is marked ``encrypted`` and not looked into.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from toolkit.system import blkid, partx, tools, udev
 ESP_GUID = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 ESP_MBR = "0xef"
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+ENCRYPTED = {"BitLocker": "BitLocker", "crypto_LUKS": "LUKS"}  # blkid's TYPE -> the name
 
 
 def _out(*cmd: str, env=None) -> str | None:
@@ -104,7 +106,9 @@ def inspect_disk(disk: str) -> dict:
     for p in parts:
         p.update(filesystem(p["node"]) if os.path.exists(p["node"]) else {"fstype": None})
         fs = p.get("fstype")
-        if fs == "vfat" and (is_esp(p) or p["number"] == 1):
+        if fs in ENCRYPTED:
+            p["encrypted"] = ENCRYPTED[fs]
+        elif fs == "vfat" and (is_esp(p) or p["number"] == 1):
             p["efi_loaders"] = esp_loaders(p["node"])
         elif fs == "ntfs" and windows_on(p["node"]):
             p["os"] = "Windows"

@@ -12,12 +12,17 @@ footer). Anything else is a raw disk image.
 4096-byte sectors, and its backup-header LBA gives the size of the disk the
 image was made from; an MBR gives the end of its last partition. Both let a
 restore be refused before anything is written, even for a compressed stream
-whose decompressed size is unknown.
+whose decompressed size is unknown. :func:`partition_entries` lists the partitions
+it describes (type, start, size, boot flag), for :mod:`toolkit.restore.layout`.
+
+:func:`vhd_size` reads a VHD footer's size as qemu-img does (and Virtual PC: its
+CHS geometry; Hyper-V's and Disk2vhd's current size).
 """
 
 from __future__ import annotations
 
 import struct
+import uuid
 import zlib
 from dataclasses import dataclass
 
@@ -62,10 +67,30 @@ def virtual_size_hint(fmt: str, head: bytes, tail: bytes | None = None) -> int |
             return struct.unpack_from("<Q", head, 12)[0] * 512
         if fmt == VPC:
             footer = head[:512] if head.startswith(b"conectix") else (tail or b"")[-512:]
-            return struct.unpack_from(">Q", footer, 48)[0]
+            return vhd_size(footer)
     except struct.error:
         return None
-    return None  # VHDX keeps it in its metadata region: ask qemu-img
+    return None  # VHDX keeps it in its metadata region: toolkit.restore.vhdx reads it
+
+
+# Creator applications whose VHDs are as large as the footer's current size says; the
+# others (Virtual PC's "vpc ", Virtual Server's "vs  ", qemu's old "qemu") are as large as
+# their CHS geometry, which is what they read (qemu's vpc driver follows the same table)
+_VHD_CURRENT_SIZE = (b"win ", b"qem2", b"d2v ", b"CTXS", b"tap\0")
+_VHD_MAX_CHS = 65535 * 16 * 255
+
+
+def vhd_size(footer: bytes) -> int:
+    """The disk size a VHD footer gives, as qemu-img (and Virtual PC) reads it: the CHS
+    geometry for Virtual PC's images (``vpc `` made a 127 GiB disk 136363130880 bytes, 2 MiB
+    less than its current size), the current size for Hyper-V's, Disk2vhd's and the rest,
+    and for any geometry at its maximum (a disk larger than CHS can say)."""
+    current = struct.unpack_from(">Q", footer, 48)[0]
+    cyls, heads, secs = struct.unpack_from(">HBB", footer, 56)
+    chs = cyls * heads * secs
+    if footer[28:32] in _VHD_CURRENT_SIZE or chs == _VHD_MAX_CHS:
+        return current
+    return chs * 512
 
 
 @dataclass(frozen=True)
@@ -148,3 +173,53 @@ def geometry(head: bytes) -> Geometry:
             end, number = max(ends)
             return Geometry("dos", None, None, end, number, end)
     return Geometry(None, None, None, None)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A partition as the image's first MiB describes it. ``type``: the GPT type GUID
+    (lower case) or the MBR type (``0x83``); ``active``: the MBR boot flag, or GPT's
+    "legacy BIOS bootable" attribute (bit 2)."""
+
+    number: int
+    start: int  # bytes
+    size: int
+    type: str
+    active: bool = False
+
+
+def _guid(raw: bytes) -> str:
+    return str(uuid.UUID(bytes_le=raw))
+
+
+def mbr_entries(head: bytes) -> list[Entry]:
+    """The four MBR slots in use (a protective MBR's 0xEE one too)."""
+    if len(head) < 512 or head[510:512] != b"\x55\xaa":
+        return []
+    out = []
+    for i in range(4):
+        e = head[446 + 16 * i:462 + 16 * i]
+        start, count = struct.unpack_from("<II", e, 8)
+        if e[4] and count:
+            out.append(Entry(i + 1, start * 512, count * 512, f"0x{e[4]:02x}", e[0] == 0x80))
+    return out
+
+
+def partition_entries(head: bytes) -> list[Entry]:
+    """The partitions of a GPT (its entries within ``head``) or else of an MBR."""
+    for sector in (512, 4096):
+        if _gpt_header(head, sector) is None:
+            continue
+        start_lba, count, esize = struct.unpack_from("<QII", head, sector + 72)
+        out = []
+        for i in range(min(count, 4096) if esize >= 128 else 0):
+            e = head[start_lba * sector + i * esize:start_lba * sector + (i + 1) * esize]
+            if len(e) < 128:
+                break
+            if e[:16] == b"\0" * 16:
+                continue
+            first, last, attrs = struct.unpack_from("<QQQ", e, 32)
+            out.append(Entry(i + 1, first * sector, (last - first + 1) * sector, _guid(e[:16]),
+                             bool(attrs & 4)))
+        return out
+    return mbr_entries(head)

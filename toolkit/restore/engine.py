@@ -21,7 +21,9 @@ now. The stream still hashes what it writes and compares before the first MiB
 is written (a file changed between the two passes: exit 4, no table).
 
 A ``udpcast://`` image (:mod:`toolkit.restore.multicast`) is a live stream that
-cannot be read twice: no first pass. Its first MiB is read before anything is
+cannot be read twice: no first pass. When there is room (:mod:`toolkit.restore.spool`)
+it is held whole first, its SHA-256 checked there before anything is written, then
+written from the spool as below. Else its first MiB is read before anything is
 written (raw only; compression, sector size and size checked against the
 target), the rest is written while hashed, and the SHA-256 is compared after
 the rest and before the first MiB: a wrong image overwrites the disk but never
@@ -42,8 +44,10 @@ import time
 
 from toolkit.errors import Refused
 from toolkit.jobs.progress import Reporter
-from toolkit.restore import boot, contents, detect, fit, qemu, stream
+from toolkit.restore import boot, bootmode, contents, detect, fit, qemu, stream, windows_drivers
+from toolkit.restore import layout as layoutmod
 from toolkit.restore import source as sourcemod
+from toolkit.restore import spool as spoolmod
 from toolkit.restore.checks import ChecksumMismatch
 from toolkit.restore.checksum import (
     MAX_RESTARTS,
@@ -95,9 +99,11 @@ def restore(plan: RestorePlan, progress=None, cancel: threading.Event | None = N
         target.outage_limit = plan.options.outage_limit
         target.watch(reporter, cancel)  # an outage of its path: waited out, from now on
         res.report = write_running_report(res)  # a power cut leaves it; replaced at the end
-        checked = check_image(plan, cancel=cancel, reporter=reporter)
+        checked = check_image(plan, cancel=cancel, reporter=reporter) or \
+            spoolmod.receive(plan, reporter, cancel)  # a multicast stream, held whole first
         if checked is not None:
-            res.input_sha256, res.sha256_match = checked.sha256, True
+            res.input_sha256 = checked.sha256
+            res.sha256_match = True if plan.image.expected_sha256 else None
             res.resumes = checked.resumes
             add_warnings(res, checked.warnings)
         if plan.image.format == detect.RAW:
@@ -192,10 +198,11 @@ def _same_kind(plan: RestorePlan, target: Target, src, head: bytes, changed) -> 
     return size
 
 
-def _multicast_kind(plan: RestorePlan, target: Target, head: bytes) -> int | None:
+def _multicast_kind(plan: RestorePlan, target: Target, head: bytes, res) -> int | None:
     """A multicast stream's first MiB, before anything is written: a raw image (plain or
-    gzip/xz/zstd), the target's sector size, fitting it; records what it is in the plan's
-    image (the report's kind, table); returns its size (None: unknown)."""
+    gzip/xz/zstd), the target's sector size, fitting it, the boot mode a plan requires
+    (:mod:`toolkit.restore.bootmode`); records what it is in the plan's image (the
+    report's kind, table); returns its size (None: unknown)."""
     img = plan.image
     if not head:
         raise Failed(f"{img.location}: the multicast stream holds no data; nothing was written")
@@ -211,13 +218,25 @@ def _multicast_kind(plan: RestorePlan, target: Target, head: bytes) -> int | Non
                       "nothing was written")
     geo = detect.geometry(data)
     img.compression, img.table, img.sector_size = comp, geo.table, geo.sector_size
-    img.size = geo.disk_size
+    held = comp is None and img.file_size is not None  # a plain stream held whole: its length
+    img.size = img.file_size if held else geo.disk_size
+    cut = detect.truncation(img.size, geo) if held else None
+    if cut:
+        raise Refused(f"{img.location}: {cut}; nothing was written")
+    if img.size is None:
+        add_warnings(res, [spoolmod.size_unknown(comp)])
     if geo.sector_size and geo.sector_size != target.sector:
         raise Refused(f"{img.location} has {geo.sector_size}-byte sectors, the target "
                       f"{target.sector}: nothing was written")
     if img.size is not None and img.size > target.size:
         raise Refused(f"{img.location} holds a {img.size}-byte disk, more than the target's "
                       f"{target.size}: nothing was written")
+    img.layout = layoutmod.from_head(data)
+    problems, warnings = bootmode.check(img.layout, plan.options.boot_mode,
+                                        plan.options.sys_root)
+    if problems:
+        raise Refused(problems)
+    add_warnings(res, [*warnings, *layoutmod.notes(img.layout, plan.options.grow)])
     return img.size
 
 
@@ -232,7 +251,7 @@ def _stream_once(plan: RestorePlan, target: Target, reporter: Reporter, cancel, 
         size = _same_kind(plan, target, src, prefix, restarted)
     elif sourcemod.is_multicast(img.location):
         prefix = read_full(src, HEAD)  # MulticastError: no sender; nothing written
-        size = _multicast_kind(plan, target, prefix)
+        size = _multicast_kind(plan, target, prefix, res)
     raw = stream.Input(src, prefix, background=True)
     back = None  # the read-back thread, stopped on every way out
     try:
@@ -282,7 +301,8 @@ def _stream_once(plan: RestorePlan, target: Target, reporter: Reporter, cancel, 
 
 
 def _after(plan: RestorePlan, reporter: Reporter, res, hold=None) -> None:
-    """Fit the disk, re-read its table, inspect it, plan (and in UEFI mode make) the boot.
+    """Fit the disk, re-read its table, inspect it, plan (and in UEFI mode make) the boot,
+    make a Windows image's storage drivers start at boot (:mod:`~toolkit.restore.windows_drivers`).
 
     The fitting tools read the table from the disk itself, so the kernel is told
     about it once, afterwards."""
@@ -292,8 +312,9 @@ def _after(plan: RestorePlan, reporter: Reporter, res, hold=None) -> None:
                       grow=plan.options.grow, hold=hold)
     contents.refresh_partitions(disk)
     res.contents = contents.inspect_disk(disk)
-    bp = boot.plan_boot(disk, res.contents)
+    bp = boot.plan_boot(disk, res.contents, mode=boot.firmware_mode(plan.options.sys_root))
     if plan.options.boot and bp.command:
         bp = boot.apply_boot(bp)
     res.boot = bp
+    res.windows_drivers = windows_drivers.run(plan, res, hold)  # the gate lends a partition
     reporter.update(1, force=True)

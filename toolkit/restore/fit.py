@@ -13,7 +13,12 @@
   (answers its question with "y"); XFS only mounted (``xfs_growfs -d``), on a
   temporary mount point, with ``nouuid`` (another copy of the same image may be
   mounted: XFS refuses a second filesystem with the same UUID otherwise).
-  Other filesystems keep their size (reported).
+  Other filesystems keep their size (reported). An encrypted last partition
+  (BitLocker, LUKS: its first bytes, :func:`toolkit.restore.layout.encryption`) and a
+  BIOS boot partition are not touched at all: restored as is, not resized (reported).
+- A GPT's protective MBR keeps the boot flag the image gave it
+  (:func:`keep_protective_mbr`): sfdisk and growpart clear it, and some BIOSes boot a
+  GPT disk only with it; its boot code and the BIOS boot partition stay as they were.
 
 Every tool here writes the restored disk only while the write gate holds it
 (``hold``: :class:`toolkit.disks.gate.WriteHold`, O_EXCL on the whole disk): sfdisk
@@ -32,9 +37,10 @@ import contextlib
 import os
 import tempfile
 
+from toolkit.blockio import blockdev
 from toolkit.blockio.blockdev import is_block_device
 from toolkit.errors import Refused
-from toolkit.restore import contents
+from toolkit.restore import contents, detect, layout
 from toolkit.system import mount, tools
 
 FILESYSTEMS = "/proc/filesystems"  # read after a failed mount: can this kernel mount XFS?
@@ -171,23 +177,76 @@ def _kernel_log_since(mark: list[str]) -> list[str]:
     return log[log.index(mark[0]) + 1:] if mark and mark[0] in log else log
 
 
-def fit(disk: str, *, image_size: int, disk_size: int, grow: bool, hold=None) -> list[str]:
-    """Relocate the GPT backup and optionally grow the last partition; the steps done.
-    ``hold``: the write gate's hold of ``disk`` (needed for a block device)."""
-    steps: list[str] = []
-    table = contents.table_type(disk)
-    if disk_size > image_size and table == "gpt":
-        relocate_gpt_backup(disk, hold)
-        steps.append("backup GPT moved to the end of the disk (sfdisk --relocate)")
-    if not grow:
-        return steps
-    if disk_size <= image_size:
-        steps.append("nothing to grow: the disk is not larger than the image")
-        return steps
+def read_at(disk: str, offset: int, n: int, hold=None) -> bytes:
+    """``n`` bytes of ``disk`` at ``offset``: through the write gate's O_DIRECT descriptor
+    when it holds the disk (the device's bytes, not a page cache of what it held before)."""
+    if hold is None:
+        with open(disk, "rb") as f:
+            return os.pread(f.fileno(), n, offset)
+    sector = blockdev.logical_sector_size(hold.fd)
+    start = offset // sector * sector
+    length = -(-(offset + n - start) // sector) * sector
+    buf = blockdev.AlignedBuffer(length)
+    try:
+        blockdev.read_exact(hold.fd, buf.view[:length], start)
+        return bytes(buf.mem[offset - start:offset - start + n])
+    finally:
+        buf.close()
+
+
+def keep_protective_mbr(disk: str, before: bytes, hold=None) -> list[str]:
+    """A GPT's protective MBR as the image had it (``before``: its first sector). sfdisk and
+    growpart rewrite it: they keep its boot code but clear its boot flag, which some BIOSes
+    need to boot a GPT disk (they pass over a disk without an active partition); growpart
+    also replaces a hybrid MBR by a plain protective one (sfdisk --relocate keeps it). The
+    flag is set again (``sfdisk --activate DISK 1``, which on a GPT disk marks the
+    protective entry); a hybrid MBR that was replaced is said."""
+    after = read_at(disk, 0, 512, hold)
+    if after == before:
+        return []
+    was, now = detect.mbr_entries(before), detect.mbr_entries(after)
+    steps = []
+    hybrid = [e for e in was if e.type != "0xee"]
+    if hybrid and not any(e.type != "0xee" for e in now):
+        numbers = ", ".join(str(e.number) for e in hybrid)
+        steps.append(f"the image's hybrid MBR (MBR entries {numbers} besides the protective "
+                     "one) was replaced by a protective MBR when the "
+                     "partition was grown: recreate it (gdisk: r, h) if this machine "
+                     "boots through it")
+    if any(e.type == "0xee" and e.active for e in was) and not any(e.active for e in now):
+        _run("sfdisk", "--activate", "--no-reread", "--no-tell-kernel", _vouched(disk, hold),
+             "1")
+        steps.append("the protective MBR's boot flag set again, as the image had it (sfdisk "
+                     "and growpart clear it; some BIOSes boot a GPT disk only with it)")
+    return steps
+
+
+def _not_grown(disk: str, last: dict, hold) -> str | None:
+    """Why the last partition is left as it is: the BIOS boot partition (GRUB's core, no
+    filesystem), or an encrypted volume (BitLocker, LUKS: never resized here)."""
+    n = last["number"]
+    if last["type"] == layout.BIOS_BOOT_GUID:
+        return f"partition {n} is the BIOS boot partition: not grown"
+    try:
+        kind = layout.encryption(read_at(disk, last["start"], 4096, hold))
+    except OSError as e:
+        raise FitError(f"cannot read partition {n} of {disk}: {e}") from e
+    if kind:
+        return (f"partition {n}: {kind}: restored as is, not resized (the grow step leaves an "
+                "encrypted volume and its partition as they are; grow it from the restored "
+                "system once it is unlocked)")
+    return None
+
+
+def grow_last(disk: str, hold=None) -> list[str]:
+    """Grow the partition that ends last, then its filesystem; the steps done."""
     last = last_partition(disk)
     if last is None:
-        steps.append("nothing to grow: no partition")
-        return steps
+        return ["nothing to grow: no partition"]
+    why = _not_grown(disk, last, hold)
+    if why:
+        return [why]
+    steps = []
     p = tools.run(["growpart", _vouched(disk, hold), str(last["number"])], check=False)
     if p.returncode == 1 and "NOCHANGE" in p.stdout:
         steps.append(f"partition {last['number']} already fills the disk")
@@ -205,4 +264,29 @@ def fit(disk: str, *, image_size: int, disk_size: int, grow: bool, hold=None) ->
     except (FitError, tools.ToolError) as e:
         raise FitError(f"partition {last['number']} fills the disk now, its filesystem does "
                        f"not: {e}") from e
+    return steps
+
+
+def fit(disk: str, *, image_size: int, disk_size: int, grow: bool, hold=None) -> list[str]:
+    """Relocate the GPT backup and optionally grow the last partition; the steps done.
+    A GPT's protective MBR keeps its boot flag (:func:`keep_protective_mbr`). ``hold``:
+    the write gate's hold of ``disk`` (needed for a block device)."""
+    steps: list[str] = []
+    table = contents.table_type(disk)
+    pmbr = read_at(disk, 0, 512, hold) if table == "gpt" else None
+    try:
+        if disk_size > image_size and table == "gpt":
+            relocate_gpt_backup(disk, hold)
+            steps.append("backup GPT moved to the end of the disk (sfdisk --relocate)")
+        if grow and disk_size <= image_size:
+            steps.append("nothing to grow: the disk is not larger than the image")
+        elif grow:
+            steps += grow_last(disk, hold)
+    except (FitError, tools.ToolError):
+        if pmbr is not None:  # the flag still, before the failure is told
+            with contextlib.suppress(FitError, OSError, Refused):
+                keep_protective_mbr(disk, pmbr, hold)
+        raise
+    if pmbr is not None:
+        steps += keep_protective_mbr(disk, pmbr, hold)
     return steps

@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from toolkit import restore
-from toolkit.restore import contents, detect, qemu, stream
+from toolkit.restore import contents, detect, qemu, stream, vhdx
 from toolkit.restore import source as sourcemod
 from toolkit.restore.source import read_full
 from toolkit.restore.write import HEAD
@@ -42,7 +42,7 @@ def _head(location: str, info: restore.ImageInfo, options: restore.RestoreOption
         with sourcemod.open_source(location, **options.source_kw()) as src:
             head = read_full(src, HEAD)
         return stream.peek_decompressed(head, info.compression) if info.compression else head
-    if not info.compression and not info.is_url and info.size:
+    if not info.compression and not info.is_url and info.size and not info.vhdx_log:
         return qemu.first_mib(location, info.format, info.size)
     return b""
 
@@ -52,6 +52,9 @@ def inspect_image(location: str, options: restore.RestoreOptions) -> Inspection:
     raw image or a disk, filesystems and operating systems (through a read-only loop)."""
     info = restore.probe_image(location, options)  # raises restore.Refused
     ins = Inspection(info)
+    if info.vhdx_log:
+        ins.notes.append(f"{vhdx.state(location)}. It is replayed before anything is written "
+                         "(on a copy, when there is room); its partitions are read then.")
     local_raw = not info.is_url and info.format == detect.RAW and not info.compression
     if local_raw:
         try:

@@ -5,9 +5,10 @@ whole disk) that can be opened: not the boot medium, not mounted, not swap,
 not held. :func:`mount_ro` mounts one read-only under
 ``$RTK_RUN_DIR/media/NAME`` (default ``/run/rtk/media``): ``mount -o ro``, or
 ``ntfs-3g -o ro`` for NTFS (the live kernel may have no ntfs driver).
-:func:`list_dir` shows a directory as a person browses it: directories first,
-then files with their sizes, whatever their names (the restore recognises an
-image by its content).
+:func:`remount_rw_for` makes one writable, only for a change the person agreed to
+(a VHDX's log replayed in the file itself). :func:`list_dir` shows a directory as a
+person browses it: directories first, then files with their sizes, whatever their
+names (the restore recognises an image by its content).
 """
 
 from __future__ import annotations
@@ -80,6 +81,43 @@ def mount_ro(device: str, fstype: str | None, name: str | None = None) -> str:
     except tools.ToolError as e:
         _rmdir(mnt)
         raise MediaError(f"cannot mount {device} read-only: {e}") from e
+    return mnt
+
+
+def _mount_of(path: str) -> tuple[str, str, str, list[str]] | None:
+    """(device, mount point, fstype, options) of the mount under :func:`media_dir` that
+    holds ``path``, from /proc/self/mounts; None for a path elsewhere."""
+    real, best = os.path.realpath(path), None
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            dev, mnt, fstype, opts = (x.encode().decode("unicode_escape") if "\\" in x else x
+                                      for x in line.split()[:4])
+            inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+            longer = best is None or len(mnt) > len(best[1])
+            if inside and mnt.startswith(media_dir()) and longer:
+                best = (dev, mnt, fstype, opts.split(","))
+    return best
+
+
+def remount_rw_for(path: str) -> str | None:
+    """Make the medium holding ``path`` (mounted read-only by :func:`mount_ro`) writable,
+    for a change the person agreed to (a VHDX's log replayed in the file itself): ``mount
+    -o remount,rw``, or ntfs-3g mounted again read-write. Its mount point; None when
+    ``path`` is on no medium of ours."""
+    found = _mount_of(path)
+    if found is None:
+        return None
+    dev, mnt, fstype, opts = found
+    if "ro" not in opts:
+        return mnt
+    try:
+        if fstype == "fuseblk":  # ntfs-3g: a FUSE mount cannot be remounted
+            mount.umount(mnt)
+            tools.run(["ntfs-3g", dev, mnt], timeout=120)
+        else:
+            mount.mount(dev, mnt, options=("remount", "rw"))
+    except tools.ToolError as e:
+        raise MediaError(f"cannot make {mnt} writable: {e}") from e
     return mnt
 
 

@@ -4,15 +4,19 @@
 and the image's own device when it is read from one), probes the image by content
 (:func:`probe_image`: the first MiB, the last 512 bytes, qemu-img info for local
 containers) and refuses with :class:`~toolkit.errors.Refused` before anything is
-written (:func:`toolkit.restore.checks.check_target`). Container
-images that are downloaded or decompressed first are checked again, with their
-real size and sector size, once the temporary file exists (still before
-writing).
+written (:func:`toolkit.restore.checks.check_target`), then says what the image's
+partitions tell (:func:`read_layout`): the firmware mode it boots in against this
+machine's or the one required (:mod:`toolkit.restore.bootmode`), its encrypted
+partitions, a VHDX's log to replay (:mod:`toolkit.restore.vhdx`). Container
+images that are downloaded or decompressed first (and a VHDX replayed first) are
+checked again, with their real size and sector size, once the temporary file exists
+(still before writing).
 """
 
 from __future__ import annotations
 
 import errno
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -21,8 +25,11 @@ from toolkit.disks import roles, transport
 from toolkit.disks.endpoint import Endpoint, resolve
 from toolkit.disks.inventory import Disk, list_disks
 from toolkit.errors import Refused
-from toolkit.restore import checks, detect, qemu, stream
+from toolkit.restore import bootmode, checks, detect, qemu, stream, vhdx
+from toolkit.restore import layout as layoutmod
 from toolkit.restore import source as sourcemod
+from toolkit.restore import spool as spoolmod
+from toolkit.restore.layout import Layout
 from toolkit.restore.source import read_full
 from toolkit.restore.write import HEAD
 
@@ -43,6 +50,16 @@ class RestoreOptions:
     # a storage outage of the target (its path down: toolkit.disks.transport) is waited
     # out this long, then the restore fails (the disk left without a partition table)
     outage_limit: float = transport.DEFAULT_LIMIT
+    # the firmware mode the restored disk must boot in: "uefi", "bios", or "any" (this
+    # machine's, from sys_root/firmware/efi: a mismatch is then a warning, not a refusal)
+    boot_mode: str = "any"
+    sys_root: str = "/sys"
+    # a VHDX whose log was never replayed: replayed on a temporary "copy" (in tmpdir), or
+    # "in-place" in the file itself (only when the person agreed: it changes the file)
+    vhdx_log: str = "copy"
+    # after a Windows image: its storage drivers made to start at boot, "on", "off", or
+    # "auto" (when the target's controller is not one it boots from: windows_drivers)
+    windows_drivers: str = "auto"
 
     def source_kw(self) -> dict:
         return {"ca_file": self.ca_file, "insecure": self.insecure}
@@ -67,6 +84,11 @@ class ImageInfo:
     # download must be of the same file (toolkit.restore.source.same_entity)
     http_entity: tuple | None = None
     geometry: detect.Geometry | None = None  # what the image's first MiB says
+    # its partitions as the first MiB (and, with random access, their contents) say:
+    # the boot mode, the encrypted partitions (toolkit.restore.layout)
+    layout: Layout | None = None
+    vhdx_log: bool = False  # a VHDX whose log was never replayed (toolkit.restore.vhdx)
+    spool: spoolmod.Decision | None = None  # a udpcast:// stream: held first, or not
 
     @property
     def kind(self) -> str:
@@ -117,19 +139,27 @@ def probe_image(location: str, options: RestoreOptions) -> ImageInfo:
     fmt = detect.container(data, None if comp else tail)
     info = ImageInfo(location, sourcemod.is_url(location), comp, fmt, file_size, None, None,
                      None, http_entity=entity)
+    local = not comp and not info.is_url
     if fmt == detect.RAW:
         geo = info.geometry = detect.geometry(data)
         info.table, info.sector_size = geo.table, geo.sector_size
         # a download of unknown length: as large as its GPT says (checked at its end)
         info.size = file_size if not comp and file_size is not None else geo.disk_size
-    elif not comp and not info.is_url:
+        info.layout = layoutmod.from_head(data)
+    elif local and fmt == detect.VHDX and vhdx.needs_replay(location):
+        # its log is replayed (on a copy) before writing, and the copy probed then
+        info.vhdx_log = True
+        info.size, info.sector_size = vhdx.disk_size(location)
+    elif local:
         qemu.referenced_files(location, fmt)  # a protocol or json: name: refused first
         info.size = container_size(location, fmt)
         try:
-            geo = info.geometry = detect.geometry(qemu.first_mib(location, fmt, info.size))
+            head = qemu.first_mib(location, fmt, info.size)
         except qemu.QemuError as e:
             raise Refused(f"{location}: {e}") from None
+        geo = info.geometry = detect.geometry(head)
         info.table, info.sector_size = geo.table, geo.sector_size
+        info.layout = layoutmod.from_head(head)
     else:
         info.size = detect.virtual_size_hint(fmt, data, None if comp else tail)
     return info
@@ -162,7 +192,9 @@ def image_inputs(image: str, info: ImageInfo, disks: list[Disk]) -> list:
     chain refers to (:func:`toolkit.restore.qemu.referenced_files`: :class:`Refused` when
     that cannot be told). A compressed or downloaded container's are checked once it is
     unpacked, before writing (:func:`toolkit.restore.engine.restore`)."""
-    local = info.format != detect.RAW and not info.is_url and not info.compression
+    local = info.format != detect.RAW and not info.is_url and not info.compression \
+        and not info.vhdx_log  # (qemu-img opens it once its log is replayed: a VHDX has
+    # no backing file; the replayed copy's files are checked before writing)
     return checks.image_inputs(image, image_device(image, disks),
                                qemu.referenced_files(image, info.format) if local else ())
 
@@ -178,6 +210,41 @@ def target_open_problem(target: str, e: OSError, writing: bool = False) -> str:
     if e.errno == errno.EROFS:
         return f"the target {target} is read-only"
     return f"cannot open the target {target}{how}: {sourcemod.os_reason(e)}"
+
+
+def read_layout(location: str, info: ImageInfo) -> None:
+    """Add what the partitions hold to ``info.layout`` (encryption, the ESP's loaders),
+    for an image read at random where it lies (a local file or disk, not compressed)."""
+    if info.layout is not None and not info.is_url and not info.compression:
+        reader = (layoutmod.file_readers(location) if info.format == detect.RAW
+                  else layoutmod.container_readers(location, info.format))
+        layoutmod.read_contents(info.layout, *reader)
+
+
+def _image_notes(image: str, info: ImageInfo, options: RestoreOptions,
+                 problems: list[str]) -> list[str]:
+    """The boot mode, the encrypted partitions and a VHDX's log: warnings returned,
+    refusals added to ``problems`` (:class:`~toolkit.restore.vhdx.NoRoomToReplay` when a
+    VHDX's replay on a copy is all that stops the restore)."""
+    read_layout(image, info)
+    # a container downloaded or unpacked first (or a VHDX replayed first) is checked again
+    # then, before writing, and a multicast stream once its first MiB has arrived; a raw
+    # image's first MiB is known here
+    known = info.layout is not None or (info.format == detect.RAW
+                                        and not sourcemod.is_multicast(image))
+    bad, warnings = bootmode.check(info.layout, options.boot_mode, options.sys_root,
+                                   known=known)
+    problems += bad
+    warnings += layoutmod.notes(info.layout, options.grow)
+    if info.vhdx_log:
+        try:
+            warnings.append(vhdx.plan_note(image, options.vhdx_log == "in-place",
+                                           options.tmpdir or tempfile.gettempdir()))
+        except vhdx.NoRoomToReplay as e:
+            if not problems:
+                raise
+            problems += e.problems
+    return warnings
 
 
 def plan_restore(image: str, target: str, options: RestoreOptions | None = None, *,
@@ -203,6 +270,9 @@ def plan_restore(image: str, target: str, options: RestoreOptions | None = None,
     inputs = image_inputs(image, info, disks)  # Refused: cannot tell what it reads
     problems, warnings = checks.check_target(dst, image, info.size, info.sector_size, role,
                                              deep=True, inputs=inputs)
+    if sourcemod.is_multicast(image):  # held whole before writing, or written as it arrives
+        info.spool = spoolmod.decide(image, dst.size, options.tmpdir)
+        warnings.append(spoolmod.note(info.spool, bool(info.expected_sha256)))
     if info.format == detect.RAW and not info.compression and info.size and info.size % 512:
         problems.append(f"the image has {info.size} bytes, not a multiple of 512: truncated, "
                         "or not a disk image")
@@ -212,8 +282,10 @@ def plan_restore(image: str, target: str, options: RestoreOptions | None = None,
                                 info.geometry)
         if cut:
             problems.append(f"{image}: {cut}")
+    notes = _image_notes(image, info, options, problems)
     if problems:
         raise Refused(problems)
+    warnings += notes
     if info.http_entity is not None and not (info.http_entity[0] or info.http_entity[1]):
         warnings.append(sourcemod.no_validator_warning(image))
     if options.insecure and image.startswith("https://"):

@@ -176,8 +176,9 @@ def referenced_files(location: str, fmt: str) -> list[str]:
     except (tools.ToolError, ValueError) as e:
         try:  # the image alone (qemu-img info opens no backing file): name what it names
             top = json.loads(_run("info", "--output=json", "-f", fmt, location))
-        except (tools.ToolError, ValueError):
-            top = {}
+        except (tools.ToolError, ValueError) as alone:  # not even the image itself opens
+            raise Refused(f"qemu-img cannot open the image {location} ({alone}): it is "
+                          "damaged or truncated; nothing was written") from None
         if isinstance(top, dict):
             add(top.get("backing-filename"))  # a protocol or json: refused by its name
         raise Refused(f"cannot tell which files the image {location} reads ({e}): "
@@ -265,13 +266,28 @@ def target_opts(path: str, offset: int, size: int, *, locking: bool = True) -> s
 
 def first_mib(location: str, fmt: str, virtual_size: int, curl: dict | None = None) -> bytes:
     """The image's first MiB (or all of it, when smaller), read by qemu-img."""
-    n = min(HEAD, virtual_size)
+    return read_range(location, fmt, 0, min(HEAD, virtual_size), curl=curl)
+
+
+def convert_range_to_file(location: str, fmt: str, offset: int, length: int, out: str,
+                          curl: dict | None = None) -> None:
+    """The image's bytes ``[offset, offset+length)`` into the new raw file ``out``
+    (sparse: qemu-img skips the zeros). ``out`` is a new name in the caller's own
+    temporary directory: anything already there (a file, a link, a device) is refused."""
+    if os.path.lexists(out):
+        raise FileExistsError(f"{out} exists: qemu-img writes only a new file here")
+    _run("convert", "--image-opts", source_opts(location, fmt, offset, length, curl=curl),
+         "-O", "raw", out)
+
+
+def read_range(location: str, fmt: str, offset: int, length: int,
+               curl: dict | None = None) -> bytes:
+    """The image's bytes ``[offset, offset+length)``, read by qemu-img."""
     with tempfile.TemporaryDirectory(prefix="rtk-head-") as d:
-        out = os.path.join(d, "head")
-        src = source_opts(location, fmt, 0, n, curl=curl)
-        _run("convert", "--image-opts", src, "-O", "raw", out)
+        out = os.path.join(d, "range")
+        convert_range_to_file(location, fmt, offset, length, out, curl)
         with open(out, "rb") as f:
-            return f.read(n)
+            return f.read(length)
 
 
 def with_progress(args: list[str], progress, cancel: threading.Event,

@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass, field
 
 from toolkit import exitcodes
+from toolkit.disks import cluster
 from toolkit.jobs import report
+from toolkit.restore import windows_drivers
 from toolkit.units import human_duration, human_size
 
 
@@ -41,6 +43,7 @@ class RestoreResult(exitcodes.StatusExit):
     fit: list[str] = field(default_factory=list)
     contents: dict | None = None
     boot: object = None  # boot.BootPlan
+    windows_drivers: dict | None = None  # toolkit.restore.windows_drivers.run's record
     resumes: int = 0
     zeroed_bytes: int = 0  # all-zero chunks zeroed by the device (BLKZEROOUT), not written
     wiped: bool = False  # the target's ends are zeroed: no valid table until the head is back
@@ -65,6 +68,7 @@ class RestoreResult(exitcodes.StatusExit):
             "image": img, "target": self.target.record().to_dict(), "verify": self.verify,
             "fit": self.fit, "disk": self.contents,
             "boot": report.to_jsonable(self.boot) if self.boot else None,
+            "windows_drivers": self.windows_drivers,
             "warnings": self.warnings,
         }
 
@@ -90,7 +94,9 @@ def render(data: dict) -> str:
                    ("serial", tgt.get("serial") or tgt.get("wwn")),
                    ("size", f"{tgt['size']} bytes ({human_size(tgt['size'])})"),
                    ("sector size", tgt.get("logical_sector_size")),
-                   ("backing file", tgt.get("backing_file"))]
+                   ("backing file", tgt.get("backing_file")),
+                   # what the disk held before the restore (target.cluster in the JSON)
+                   *((f"{k} before", v) for k, v in cluster.report_rows(tgt.get("cluster")))]
     v = data.get("verify") or {}
     rows_result = [("status", data["status"]), ("message", data["message"]),
                    ("verified", f"{v.get('method')}: {'match' if v.get('match') else 'NO'}"
@@ -115,6 +121,8 @@ def render(data: dict) -> str:
     if data.get("boot"):
         sections.append(("Boot", [("mode", data["boot"]["mode"]),
                                   ("plan", data["boot"]["message"])]))
+    if rows := windows_drivers.report_rows(data.get("windows_drivers")):
+        sections.append(("Windows storage drivers", rows))
     if data.get("warnings"):
         sections.append(("Warnings", [("", w) for w in data["warnings"]]))
     return report.render_text("Image restore", sections)

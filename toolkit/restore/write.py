@@ -25,26 +25,22 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
-from toolkit.blockio import blockdev
+from toolkit.blockio import blockdev, readback
 from toolkit.blockio.hashing import (
-    REGION_DIGEST,
     HashStage,
     RegionHasher,
     SourceDigest,
     finish_digest,
     region_size_for,
 )
-from toolkit.blockio.pipeline import BAD, DATA, DEFAULT_CHUNK, END, ZERO, Feed, Pipeline
-from toolkit.blockio.reader import DeviceReader
-from toolkit.blockio.verify import VerifyOutcome, compare_regions
+from toolkit.blockio.pipeline import DATA, DEFAULT_CHUNK, ZERO, Feed, Pipeline
+from toolkit.blockio.readback import SYNC_EVERY
+from toolkit.blockio.verify import VerifyOutcome
 from toolkit.jobs.progress import Reporter
 from toolkit.restore.target import HEAD, Failed, MiB, Target
 
 __all__ = ["HEAD", "SYNC_EVERY", "Failed", "MiB", "ReadBack", "Target", "write_stream"]
-
-SYNC_EVERY = 256 * MiB  # with read-back: flush this often, and read back what was flushed
 
 
 def _fill(reader, buf: blockdev.AlignedBuffer, chunk: int) -> int:
@@ -175,93 +171,30 @@ def _write(target: Target, buf: blockdev.AlignedBuffer, pos: int, n: int, *, zer
     return None
 
 
-class ReadBack:
-    """The verification, overlapped with writing: a pipeline that reads the target
-    back (O_DIRECT) behind the writer, each part once the writer has fdatasync'ed it
-    (as after writing everything: the bytes come from the device, not from a cache
-    of ours), and hashes it as the image was hashed, the held-back head standing in
-    for the target's first MiB (still zeros; written last, and read back then).
-    Where the writer waits for a download or the decompression, the reading costs
-    nothing; :meth:`finish` reads the rest and compares. :meth:`stop` on every way out.
+class ReadBack(readback.RegionReadBack):
+    """The verification, overlapped with writing (:class:`toolkit.blockio.readback.RegionReadBack`,
+    whose reading the copy's read-back shares): the target read back (O_DIRECT)
+    behind the writer, each part once the writer has fdatasync'ed it, hashed as the image
+    was hashed, the held-back head standing in for the target's first MiB (still zeros;
+    written last, and read back then). Where the writer waits for a download or the
+    decompression, the reading costs nothing; :meth:`finish` reads the rest and
+    compares. :meth:`stop` on every way out. Failures are :class:`Failed`.
     """
 
     def __init__(self, target: Target, algorithm: str, region_size: int, head: bytes,
                  chunk: int):
-        self.head = head
-        self.hasher = RegionHasher(algorithm, target.size, region_size)
-        self.hasher.update(0, memoryview(head))
-        self.cond = threading.Condition()
-        self.synced = 0  # what the writer has written and flushed, from byte 0
-        self.final = False
-        self.stopped = False
-        self.while_writing = 0  # bytes read back before the writer finished
-        self.t0 = time.monotonic()
-        self.pipe = Pipeline(DeviceReader(target.fd, self._flushed(), chunk,
-                                          on_error=getattr(target, "read_failed", None)),
-                             chunk=chunk,
-                             buffers=2, stage=HashStage(self.hasher, sink=True),
-                             names=("rtk-read-back", "rtk-read-back-hash"))
-
-    def _flushed(self):
-        """The areas after the head, each once the writer has flushed it."""
-        pos = len(self.head)
-        while True:
-            with self.cond:
-                while not self.stopped and pos >= self.synced and not self.final:
-                    self.cond.wait()
-                if self.stopped or pos >= self.synced:
-                    return
-                limit = self.synced
-            yield pos, limit - pos
-            pos = limit
-
-    def start(self) -> None:
-        self.pipe.start()
-
-    def advance(self, synced: int, final: bool = False) -> None:
-        with self.cond:
-            self.synced, self.final = synced, final
-            self.cond.notify()
-
-    def stop(self) -> None:
-        with self.cond:
-            self.stopped = True
-            self.cond.notify()
-        self.pipe.close()
+        super().__init__(target.fd, target.size, algorithm, region_size, head, chunk,
+                         on_error=getattr(target, "read_failed", None))
 
     def finish(self, digest: SourceDigest, reporter: Reporter, cancel: threading.Event
                ) -> VerifyOutcome:
         """Read what is left (up to ``digest.size``, all of it flushed now) and compare.
         A failure of the reading or hashing (a bug, memory) raises :class:`Failed`."""
-        self.advance(digest.size, final=True)
-        done = self.hasher.pos
-        self.while_writing = done if done > len(self.head) else 0
-        reporter.start("verify", digest.size, done)
-        error = None
         try:
-            while True:
-                if cancel.is_set():
-                    self.stop()
-                    raise Failed("cancelled", "cancelled")
-                item = self.pipe.get(timeout=0.25)
-                reporter.update(self.hasher.pos)
-                if item is not None and item[0] == END:
-                    break
-                if item is not None and item[0] == BAD:
-                    error = error or f"cannot read the target back: {item[3]}"
+            return super().finish(digest, reporter, cancel)
+        except readback.Cancelled:
+            raise Failed("cancelled", "cancelled") from None
         except Failed:
             raise
         except Exception as e:
             raise Failed(f"reading the target back failed: {e!r}") from e
-        self.stop()
-        reporter.update(self.hasher.pos, force=True)
-        out = VerifyOutcome(match=False, method="read back target", source_hash=digest.hexdigest,
-                            error=error, seconds=time.monotonic() - self.t0)
-        if error or self.hasher.pos != digest.size:
-            out.error = out.error or "the target was not read back in full"
-            return out
-        got = finish_digest(self.hasher, digest.size)
-        out.target_hash = got.hexdigest
-        compare_regions(out, got.regions, digest, 0, len(digest.regions) // REGION_DIGEST)
-        out.match = out.differing_regions == 0 and got.hexdigest == digest.hexdigest
-        return out

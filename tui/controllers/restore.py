@@ -1,13 +1,17 @@
-"""Restore: choose the image (USB/local media, URL, iSCSI disk), inspect it, choose the
-target, confirm, restore in a worker thread, show the result.
+"""Restore: choose the image (USB/local media, URL, iSCSI disk, multicast stream),
+inspect it, choose the target, confirm, restore in a worker thread, show the result.
 
 Probing an image (HTTP, qemu-img, loop devices) and planning take seconds: they
 run through ``app.background``. The restore runs in a worker thread whose
-progress reaches the screen through ``app.call_from_thread``.
+progress reaches the screen through ``app.call_from_thread``. A multicast stream
+(``udpcast://``, read once) is not inspected: the restore checks its first MiB
+before writing; its progress screen says what it waits for (the sender), and the
+cancel key stops udp-receiver while it waits (:func:`toolkit.restore.multicast.watch`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -17,7 +21,7 @@ from toolkit.disks import gate, roles
 from toolkit.disks import inventory as disks_mod
 from toolkit.disks.endpoint import endpoint_from_disk
 from toolkit.disks.inventory import Disk
-from toolkit.restore import checks, media
+from toolkit.restore import checks, media, multicast, vhdx
 from toolkit.restore import plan as restore_plan
 from toolkit.restore import source as sourcemod
 from toolkit.restore.inspect import Inspection, inspect_image
@@ -33,11 +37,21 @@ from tui.views.restore import (
     UrlView,
     VolumesView,
 )
+from tui.views.restore_multicast import MulticastForm, held, joined_text, waiting_text
 from tui.widgets.confirm import confirmation_word
 from tui.widgets.disk_chooser import ChooseDiskView
 
 _NOT_DISKS = ("cdrom", "floppy")
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_STOP_WRITING = ("The target is left without a partition table (its first and last MiB "
+                 "zeroed): nothing will take a half-written disk for a valid one.")
+_STOP_STREAM = ("While the restore waits for the sender nothing has been written: the disk "
+                "stays as it is. Once the stream runs, the target is left without a "
+                "partition table (its first and last MiB zeroed).")
+_STOP_HELD = ("While the restore waits for the sender and receives the stream (held whole "
+              "first) nothing has been written: the disk stays as it is. Once writing "
+              "began, the target is left without a partition table (its first and last MiB "
+              "zeroed).")
 
 
 class RestoreController(JobController):
@@ -54,10 +68,7 @@ class RestoreController(JobController):
         self.inspection: Inspection | None = None
         self.plan: restore.RestorePlan | None = None
         self.summary: RestoreSummaryView | None = None  # the confirmation, what was typed
-        self.job = Job(app, "Stop the restore?",
-                       "The target is left without a partition table (its first and last MiB "
-                       "zeroed): nothing will take a half-written disk for a valid one.",
-                       "Keep restoring")
+        self.job = Job(app, "Stop the restore?", _STOP_WRITING, "Keep restoring")
         self.url_view: UrlView | None = None
 
     def _error(self, title: str):
@@ -85,6 +96,8 @@ class RestoreController(JobController):
             ("Type a URL", "http:// or https://, optional SHA-256 and CA file",
              self.type_url),
             ("Pick an iSCSI disk", "an attached LUN, read as a raw image", self.pick_iscsi),
+            ("Multicast stream (udpcast)", "from a sender (rtk fleet serve): NIC, port, "
+             "SHA-256", self.receive_multicast),
         ]))
 
     def browse_media(self) -> None:
@@ -165,6 +178,31 @@ class RestoreController(JobController):
         self.image_disk = disk.path
         self.choose_image(disk.path, restore.RestoreOptions())
 
+    def receive_multicast(self) -> None:
+        """The multicast form, with the last stream's settings."""
+        values = {}
+        if sourcemod.is_multicast(self.location):
+            spec = multicast.parse(self.location)
+            values = {"interface": spec.interface or "", "port": str(spec.portbase),
+                      "sha256": spec.sha256 or "", "wait": str(spec.start_timeout)}
+        self.app.push(MulticastForm(self._multicast_submitted, multicast.interfaces(),
+                                    **values))
+
+    def _multicast_submitted(self, form: MulticastForm) -> None:
+        location, problem = multicast_location(
+            form.interface.edit_text.strip(), form.port.edit_text.strip(),
+            form.sha256.edit_text.strip(), form.wait.edit_text.strip(),
+            multicast.interfaces())
+        if problem:
+            form.show_error(problem)
+            return
+        form.show_error("")
+        self.image_disk = None
+        self.location, self.options = location, restore.RestoreOptions()
+        # nothing is read now (a live stream is read once, by the restore itself)
+        self.inspection = Inspection(restore.probe_image(location, self.options))
+        self.show_targets()
+
     # --- inspection ----------------------------------------------------------
     def choose_image(self, location: str, options: restore.RestoreOptions) -> None:
         self.location, self.options = location, options
@@ -226,7 +264,26 @@ class RestoreController(JobController):
         def work() -> restore.RestorePlan:
             return restore.plan_restore(location, target.path, options, disks=disks)
         self.app.background(f"Checking {target.path}...", work, done,
-                            self._error("Cannot restore"))
+                            self._plan_failed(target))
+
+    def _plan_failed(self, target: Disk):
+        """The plan's refusal; when only a VHDX's log replay finds no room for a copy, the
+        question whether to replay it in the file itself (never done without asking)."""
+        def show(e: Exception) -> None:
+            if not isinstance(e, vhdx.NoRoomToReplay) or self.options.vhdx_log == "in-place":
+                self._error("Cannot restore")(e)
+                return
+
+            def in_place() -> None:
+                self.app.close_dialog()
+                self.options.vhdx_log = "in-place"
+                self.app.background(f"Making {e.location} writable...",
+                                    lambda: media.remount_rw_for(e.location),
+                                    lambda _mnt: self.choose_target(target),
+                                    self._error("Cannot restore"))
+            self.app.dialog("Replay the VHDX log in place?", vhdx.question(e),
+                            [("Cancel", self.app.close_dialog), ("Replay in place", in_place)])
+        return show
 
     # --- running -------------------------------------------------------------
     def start(self, *, grow: bool, verify: bool) -> None:
@@ -235,12 +292,27 @@ class RestoreController(JobController):
         plan.options.grow, plan.options.verify = grow, verify
         # what the technician typed: the write gate opens the target only if it names it
         consent = gate.Consent.menu(self.summary.confirm.edit_text)
+        stream = sourcemod.is_multicast(plan.image.location)
+        spec = multicast.parse(plan.image.location) if stream else None
+        self.job.explanation = (_STOP_HELD if stream and held(plan.image) else
+                                _STOP_STREAM if stream else _STOP_WRITING)
+        view = RestoreProgressView(
+            plan, self.job.confirm_cancel,
+            spec and waiting_text(spec.interface, spec.portbase, spec.start_timeout))
+
+        def joined(sender: str) -> None:  # the watch's thread
+            text = joined_text(sender, spec.interface, spec.portbase)
+            self.app.call_from_thread(lambda: view.waiting(text))
+
+        def run(progress, cancel) -> restore.RestoreResult:
+            # a cancel stops udp-receiver while it waits for the sender
+            with multicast.watch(cancel, joined) if stream else contextlib.nullcontext():
+                return restore.restore(plan, progress=progress, cancel=cancel,
+                                       consent=consent)
         # restore() does not raise for a failed restore; anything else is shown
         self.job.start_behind(
-            RestoreProgressView(plan, self.job.confirm_cancel), "restore",
-            lambda progress, cancel: restore.restore(plan, progress=progress, cancel=cancel,
-                                                     consent=consent),
-            self._done, lambda e: self.job.failed("Restore failed", f"{type(e).__name__}: {e}"))
+            view, "restore", run, self._done,
+            lambda e: self.job.failed("Restore failed", f"{type(e).__name__}: {e}"))
 
     def _done(self, result: restore.RestoreResult) -> None:
         self.unmount_all()
@@ -262,6 +334,30 @@ def _url_problem(url: str, sha256: str | None, ca_file: str | None, insecure: bo
     return f"{problem[0].upper()}{problem[1:]}." if problem else None
 
 
+def multicast_location(interface: str, port: str, sha256: str, wait: str,
+                       nics: list[str]) -> tuple[str, str | None]:
+    """``(udpcast:// location, None)`` from the multicast form's fields, or ``("", what
+    is wrong)``; ``nics``: the interfaces of this machine."""
+    if interface and interface not in nics:
+        return "", (f"No NIC named {interface} here (the NICs: {', '.join(nics) or 'none'}); "
+                    "leave it empty for udp-receiver's default.")
+    if not port.isdigit() or int(port) % 2 or not 1024 <= int(port) <= 65534:
+        return "", ("The port base is even, from 1024 to 65534: the sender's --portbase "
+                    "(udpcast uses it and the next port).")
+    if not _HEX.match(sha256):
+        return "", ("The SHA-256 is 64 hexadecimal digits (sha256sum IMAGE, or what rtk fleet "
+                    "serve prints).")
+    if not wait.isdigit() or not 1 <= int(wait) <= 86400:
+        return "", "Wait for the sender: seconds, 1 to 86400."
+    location = multicast.location(int(port), interface=interface or None, sha256=sha256,
+                                  start_timeout=int(wait))
+    try:
+        multicast.parse(location)
+    except ValueError as e:
+        return "", f"{e}."
+    return location, None
+
+
 def _deep(location: str, disk: Disk) -> bool:
     """Whether the write gate's deep checks can follow the aliases of ``disk`` and of the
     image at ``location`` (devices and files of this machine; a disk described by hand,
@@ -269,6 +365,7 @@ def _deep(location: str, disk: Disk) -> bool:
     try:
         if not stat.S_ISBLK(os.stat(disk.path).st_mode):
             return False
-        return sourcemod.is_url(location) or os.path.exists(location)
+        return (sourcemod.is_url(location) or sourcemod.is_multicast(location)
+                or os.path.exists(location))
     except OSError:
         return False

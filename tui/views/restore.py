@@ -2,14 +2,17 @@
 
 Views only build widgets; :mod:`tui.controllers.restore` does the work. The
 target choice is the shared :class:`~tui.widgets.disk_chooser.ChooseDiskView`, the
-confirmation the shared :class:`~tui.widgets.confirm.ConfirmOverwriteView`.
+confirmation the shared :class:`~tui.widgets.confirm.ConfirmOverwriteView`; the
+multicast form is in :mod:`tui.views.restore_multicast`.
 """
 
 from __future__ import annotations
 
 import urwid
 
+from toolkit.restore.source import is_multicast
 from toolkit.units import human_rate, human_size
+from tui.views.restore_multicast import held, stream_note
 from tui.widgets.base import ProgressView, ResultView, SelectableLine, View, button
 from tui.widgets.confirm import ConfirmOverwriteView
 
@@ -198,9 +201,15 @@ def _image_side(plan, inspection) -> list:
     tls = tls_markup(img.location, plan.options)
     if tls:
         lines += [tls, "\n"]
-    lines += [f"{img.kind}\n",
-              (f"{human_size(img.size)} ({img.size} B)\n" if img.size else "size unknown\n"),
-              f"table {_TABLES.get(img.table, img.table or 'none')}\n"]
+    if is_multicast(img.location):  # read once: nothing is known before it arrives
+        lines += ["multicast stream, read once\n",
+                  "held whole first, checked, then written\n" if held(img) else
+                  "written as it arrives (not held first)\n",
+                  "raw; size and table: from its first MiB, before writing\n"]
+    else:
+        lines += [f"{img.kind}\n", (f"{human_size(img.size)} ({img.size} B)\n" if img.size
+                                    else "size unknown\n"),
+                  f"table {_TABLES.get(img.table, img.table or 'none')}\n"]
     sha = img.expected_sha256
     lines.append(f"sha256 {sha[:16]}... ({img.sha256_from})\n" if sha else "sha256: none\n")
     for s in inspection.systems if inspection else []:
@@ -217,12 +226,15 @@ class RestoreSummaryView(ConfirmOverwriteView):
         self.verify = urwid.CheckBox("Verify: read the target back and compare (recommended)",
                                      state=plan.options.verify)
         super().__init__(
-            _image_side(plan, inspection), plan.target, "the image", plan.warnings,
+            _image_side(plan, inspection), plan.target, "the image",
+            [*plan.warnings, *stream_note(plan.image)],
             [self.grow, self.verify], expected, "Start the restore",
             lambda: on_start(grow=self.grow.state, verify=self.verify.state))
 
 
 _PHASES = {"download": "Downloading", "unpack": "Unpacking", "checksum": "Checking the SHA-256",
+           "replay": "Copying the VHDX to replay its log",
+           "receive": "Receiving the stream (nothing is written yet)",
            "write": "Writing", "verify": "Verifying", "finish": "Fitting and inspecting the disk"}
 
 
@@ -230,18 +242,35 @@ class RestoreProgressView(ProgressView):
     title = "Restore: running"
     phases = _PHASES
 
-    def __init__(self, plan, on_cancel):
+    def __init__(self, plan, on_cancel, waiting: str | None = None):
+        """``waiting``: what is waited for before the first progress (a multicast
+        sender), shown until then."""
         self.is_url = plan.image.is_url
+        self.is_stream = is_multicast(plan.image.location) and not held(plan.image)
         self.rates = urwid.Text("")
         self.seen: dict[str, float] = {}  # average rate of each phase so far
+        self.started = False  # a progress event came: no more waiting
         super().__init__(f"{plan.image.location}\n  → {plan.target.label()}", on_cancel,
                          (self.rates,))
+        if waiting:
+            self.phase.set_text(("warn", waiting))
+
+    def waiting(self, text: str) -> None:
+        """What is waited for now (the sender joined...), until the first progress."""
+        if not self.started:
+            self.phase.set_text(("warn", text))
 
     def update(self, p) -> None:
+        self.started = True
         super().update(p)
+        if not p.total and p.done > 1:  # a stream of a length not known: no bar, no ETA
+            self.bar.set_completion(0)
+            self.figures.set_text(f"{human_size(p.done)} so far   {human_rate(p.rate)} now")
         self.seen[p.phase] = p.average_rate
-        names = {"checksum": "SHA-256 check", "download": "download",
-                 "write": "download and write" if self.is_url else "write",
+        write = ("receive and write" if self.is_stream else
+                 "download and write" if self.is_url else "write")
+        names = {"checksum": "SHA-256 check", "download": "download", "write": write,
+                 "receive": "receive",
                  "verify": "verify", "unpack": "unpack"}
         self.rates.set_text("   ".join(f"{names[k]} {human_rate(v)}"
                                        for k, v in self.seen.items() if k in names) + " average")
