@@ -153,14 +153,14 @@ def hashing_fails_at(monkeypatch):
     import threading
 
     from toolkit.blockio import hashing
-    real = hashing.RegionHasher.update
 
     def arm(pos: int) -> None:
-        def update(self, at, data):
-            if threading.current_thread().name == "rtk-hasher" and at >= pos:
-                raise MemoryError("made to fail")
-            return real(self, at, data)
-        monkeypatch.setattr(hashing.RegionHasher, "update", update)
+        for cls in (hashing.RegionHasher, hashing.PieceHasher):  # a restore's, a copy's
+            def update(self, at, data, real=cls.update):
+                if threading.current_thread().name == "rtk-hasher" and at >= pos:
+                    raise MemoryError("made to fail")
+                return real(self, at, data)
+            monkeypatch.setattr(cls, "update", update)
     return arm
 
 

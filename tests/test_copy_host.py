@@ -219,7 +219,12 @@ def test_kill_9_then_resume_gives_identical_disk(tmp_path, loops, log_dir):
     data = json.loads(Path(p.stdout.split("report: ")[1].strip()[:-4] + ".json").read_text())
     assert data["copy"]["resumed"] is True
     assert data["copy"]["copied_bytes"] < ODD
-    assert data["verify"]["method"] == "compared with source"  # the whole disk, again
+    # the whole disk, again: this run's part read back behind the writer, what the killed
+    # run had copied compared with the source after the copy
+    v = data["verify"]
+    assert v["method"] == "read back target and compared with source"
+    assert v["read_back_bytes"] == data["copy"]["copied_bytes"]
+    assert v["compared_bytes"] == ODD - data["copy"]["copied_bytes"]
     assert data["verify"]["result"] == "match"
 
 

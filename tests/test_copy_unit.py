@@ -335,7 +335,7 @@ def test_copy_and_verify_arguments():
     a = p.parse_args(["copy", "/dev/sda", "/dev/sdb", "--no-verify", "--hash", "sha256",
                       "--skip-zeros", "--yes", "--target-id", "X"])
     assert (a.verify, a.algorithm, a.skip_zeros, a.yes, a.target_id) == (
-        False, "sha256", True, True, "X")
+        False, "sha256", True, True, ["X"])  # one --target-id per pair, in pair order
     a = p.parse_args(["copy", "/dev/sda", "/dev/sdb"])
     assert a.verify is True and a.algorithm == "blake3" and a.mapfile is None
     a = p.parse_args(["verify", "/dev/sda", "--hash", "ab12", "--algo", "sha256", "--size", "1M"])

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import json
+import os
 import time
 from pathlib import Path
 
@@ -234,3 +236,105 @@ def test_copy_mode_copies_and_verifies(targets, server, tmp_path):
     end = server.bodies[-1]
     assert end["result"] == "ok" and end["hashes"]["verify_match"] is True
     assert end["source"]["path"] == src and end["disk"]["path"] == dst
+
+
+# --- a copy job of several pairs (plan file pairs:) -------------------------------------------
+
+PAIR_SIZES = (24 * MiB + 512, 20 * MiB + 1024, 30 * MiB, 26 * MiB)  # s1, s2, d1, d2
+
+
+def _pairs_plan(tmp_path, text: str) -> Plan:
+    (tmp_path / "plans").mkdir(exist_ok=True)
+    (tmp_path / "plans" / "job.yaml").write_text(text)
+    return read_plan(Cmdline("rtk.mode=copy rtk.plan=/plans/job.yaml rtk.done=reboot"),
+                     medium=str(tmp_path))
+
+
+def _pairs_yaml(consent2: str = "serial:RTK-D2", disk2: str = f"size={PAIR_SIZES[3]}",
+                src1: str = f"rule:transport=loop,size={PAIR_SIZES[0]}") -> str:
+    _s1, s2, d1, _d2 = PAIR_SIZES
+    return (f"version: 1\npairs:\n"
+            f"  - {{source: '{src1}', disk: 'rule:transport=loop,size={d1}',"
+            f" consent: 'serial:RTK-D1'}}\n"
+            f"  - {{source: 'rule:transport=loop,size={s2}', disk: 'rule:transport=loop,{disk2}',"
+            f" consent: '{consent2}'}}\n")
+
+
+@pytest.fixture
+def job_disks(targets):
+    s1, s2, d1, d2 = (targets(1, size)[0] for size in PAIR_SIZES)
+    for dev, size in ((s1, PAIR_SIZES[0]), (s2, PAIR_SIZES[1])):
+        with open(dev, "r+b") as f:
+            f.write(os.urandom(size))
+    return s1, s2, d1, d2
+
+
+def test_copy_job_of_two_pairs_from_a_plan_file(tmp_path, job_disks, server):
+    s1, s2, d1, d2 = job_disks
+    p = _pairs_plan(tmp_path, _pairs_yaml())
+    assert len(p.pairs) == 2 and p.disk is None
+    power, con = Power(), quiet()
+    out = run(p, console=con, power=power,
+              list_disks=own_disks(s1, s2, d1, d2, serials={d1: "RTK-D1", d2: "RTK-D2"}),
+              reporter=RunReporter(ReportClient(server.url, backoff=0.05), interval=0.2))
+    assert out.status == "ok", out.message
+    assert power.calls == ["reboot"] and out.message == "all 2 pairs copied, verified"
+    assert digest(d1, PAIR_SIZES[0]) == digest(s1) and digest(d2, PAIR_SIZES[1]) == digest(s2)
+    assert "pair 2 of 2: copied, verified" in con.lines, con.lines
+    job_report = json.loads(Path(out.reports["copy_json"]).read_text())
+    assert job_report["kind"] == "copy-job" and len(job_report["pairs"]) == 2
+    end = server.bodies[-1]
+    assert end["result"] == "ok" and [x["verify_match"] for x in end["hashes"]["pairs"]] \
+        == [True, True]
+    assert [x["disk"]["path"] for x in end["pairs"]] == [d1, d2]
+
+
+def test_copy_job_refused_when_a_target_is_another_pairs_source(tmp_path, job_disks, loops):
+    """Pair 2's disk is a second loop device over pair 1's SOURCE file: refused in the
+    check phase, nothing written to either target."""
+    s1, s2, d1, d2 = job_disks
+    alias = loops(Path(tmp_path / "t0.img"))  # the file of s1 (the first image made)
+    before = digest(d1), digest(s1)
+    p = _pairs_plan(tmp_path, _pairs_yaml("serial:RTK-ALIAS", "serial=RTK-ALIAS",
+                                          src1="serial:RTK-S1"))
+    out = run(p, console=quiet(), power=Power(), list_disks=own_disks(
+        s1, s2, d1, alias, serials={s1: "RTK-S1", d1: "RTK-D1", alias: "RTK-ALIAS"}))
+    assert out.status == "refused" and out.phase == "check", out.message
+    assert "source of pair 1" in out.message and not out.written
+    assert (digest(d1), digest(s1)) == before
+
+
+def test_copy_job_dry_run_says_each_pair(tmp_path, job_disks):
+    s1, s2, d1, d2 = job_disks
+    before = digest(d1), digest(d2)
+    out = run(_pairs_plan(tmp_path, _pairs_yaml()), console=quiet(), power=Power(),
+              list_disks=own_disks(s1, s2, d1, d2, serials={d1: "RTK-D1", d2: "RTK-D2"}),
+              dry_run=True)
+    assert out.status == "dry-run" and f"would write {d1}, {d2}" in out.message, out.message
+    report = json.loads(Path(out.reports["json"]).read_text())
+    writes = [w["action"] for w in report["would_do"] if w["phase"] == "write"]
+    assert writes[0].startswith(f"copy pair 1: {s1}") and writes[1].startswith(
+        f"copy pair 2: {s2}")
+    assert (digest(d1), digest(d2)) == before
+
+
+def test_copy_used_blocks_from_the_plan(tmp_path, targets):
+    """``used_blocks: true``: an ext4 SOURCE is copied by its used blocks (the report's
+    domain); the target's filesystem checks clean."""
+    import subprocess
+    src_size = 32 * MiB + 4096
+    (src,) = targets(1, src_size)
+    with open(src, "r+b") as f:
+        f.write(os.urandom(src_size))
+    subprocess.run(["mkfs.ext4", "-q", "-F", src], check=True)
+    (dst,) = targets()
+    p = Plan(mode="copy", image=Image("iscsi", "rule", selector=parse_selector(
+        f"rule:transport=loop,size={src_size}")), disk=parse_selector(
+        f"rule:transport=loop,size={SIZE}"), consent=parse_consent("serial:RTK-LOOP-2"),
+        done="menu", used_blocks=True)
+    out = run(p, console=quiet(), power=Power(),
+              list_disks=own_disks(src, dst, serials={dst: "RTK-LOOP-2"}))
+    assert out.status == "ok", out.message
+    report = json.loads(Path(out.reports["copy_json"]).read_text())
+    assert report["copy"]["domain"]["bytes"] < src_size / 2, report["copy"]["domain"]
+    subprocess.run(["e2fsck", "-fn", dst], check=True, capture_output=True)

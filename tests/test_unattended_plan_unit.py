@@ -330,3 +330,70 @@ def test_rtk_data_is_a_known_parameter_of_an_unattended_boot():
     plan = plan_of("rtk.mode=restore rtk.image=/w.img rtk.disk=serial:A rtk.consent=serial:A "
                    "rtk.data=UUID=1234-ABCD")
     assert plan.mode == "restore"
+
+
+# --- a copy job of several pairs (plan file pairs:) -------------------------------------------
+
+PAIRS = {"version": 1, "mode": "copy", "used_blocks": True, "pairs": [
+    {"source": "iscsi:iqn.2026-11.lab.rtk:bdr1:1", "disk": "iscsi:iqn.2026-11.lab.rtk:san:1",
+     "consent": "wwn:0x60000000000000000e00000000010001"},
+    {"source": "iscsi:iqn.2026-11.lab.rtk:bdr1:2", "disk": "serial:SAN-LUN-2",
+     "consent": "serial:SAN-LUN-2"}]}
+
+
+def test_a_plan_with_two_pairs():
+    p = check(Plan(**from_file(PAIRS)))
+    assert [(str(x.source), str(x.disk), str(x.consent)) for x in p.pairs] == [
+        ("iscsi:iqn.2026-11.lab.rtk:bdr1:1", "iscsi:iqn.2026-11.lab.rtk:san:1",
+         "wwn:0x60000000000000000e00000000010001"),
+        ("iscsi:iqn.2026-11.lab.rtk:bdr1:2", "serial:SAN-LUN-2", "serial:SAN-LUN-2")]
+    assert p.used_blocks and p.concurrent is None and p.disk is None
+    assert p.to_dict()["pairs"][1] == PAIRS["pairs"][1]
+    # the single pair's keys stay as they were
+    single = check(Plan(**from_file({"mode": "copy", "disk": "serial:A", "consent": "serial:A",
+                                     "image": "iscsi:iqn.2026-11.lab.rtk:bdr1:1"})))
+    assert single.pairs == () and str(single.disk) == "serial:A"
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"pairs": []}, "plan.pairs: must not be empty"),
+    ({"pairs": [{"source": "serial:B", "disk": "serial:A"}]}, "plan.pairs[0].consent: required"),
+    ({"pairs": [{"source": "/dev/sdb", "disk": "serial:A", "consent": "serial:A"}]},
+     "plan.pairs[0].source=/dev/sdb: kernel names such as /dev/sdb change between boots"),
+    ({"pairs": [{"source": "serial:B", "disk": "serial:A", "consent": "rule:size=1G"}]},
+     "plan.pairs[0].consent"),
+    ({"pairs": [{"source": "serial:B", "disk": "serial:A", "consent": "serial:A", "x": 1}]},
+     "plan.pairs[0].x: unknown key (known: source, disk, consent)"),
+    ({"concurrent": "yes"}, "plan.concurrent: expected true or false"),
+    ({"pairs": [{"source": "serial:B", "disk": "serial:A", "consent": "serial:A"},
+                {"source": "serial:C", "disk": "serial:A", "consent": "serial:A"}]},
+     "plan.pairs[1].disk: serial:A is plan.pairs[0].disk too: a disk can be the target of "
+     "one pair only"),
+    ({"disk": "serial:Z"}, "pairs: (plan file) gives each pair's source, disk and consent: "
+                           "drop rtk.disk= (disk:)"),
+    ({"mode": "restore"}, "pairs: (plan file) is a copy job: rtk.mode=restore does not copy"),
+])
+def test_a_wrong_pairs_plan_says_what_is_wrong(change, error):
+    with pytest.raises(PlanError) as e:
+        check(Plan(**from_file({**PAIRS, **change})))
+    assert error in str(e.value), str(e.value)
+
+
+def test_used_blocks_and_concurrent_are_for_copy():
+    with pytest.raises(PlanError, match="used_blocks: and concurrent: .* are for mode copy"):
+        check(Plan(**from_file({"mode": "restore", "image": "/w.img", "disk": "serial:A",
+                                "consent": "serial:A", "used_blocks": True})))
+
+
+def test_rtk_plan_check_says_the_pairs(tmp_path, capsys):
+    from toolkit.cli.main import main
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(PAIRS))
+    assert main(["plan", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out == (f"{path}: ok (mode copy, 2 pairs: iscsi:iqn.2026-11.lab.rtk:bdr1:1 -> "
+                   "iscsi:iqn.2026-11.lab.rtk:san:1; iscsi:iqn.2026-11.lab.rtk:bdr1:2 -> "
+                   "serial:SAN-LUN-2, then reboot)\n")
+    path.write_text(json.dumps({**PAIRS, "pairs": []}))
+    assert main(["plan", "check", str(path)]) == 5
+    assert "plan.pairs: must not be empty" in capsys.readouterr().out

@@ -90,6 +90,36 @@ def zero_out(fd: int, offset: int, length: int) -> None:
     fcntl.ioctl(fd, BLKZEROOUT, struct.pack("QQ", offset, length))
 
 
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+
+
+def _libc_fallocate():
+    try:
+        f = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    return f
+
+
+_FALLOCATE = _libc_fallocate()
+
+
+def punch_zeros(fd: int, offset: int, length: int) -> None:
+    """Free a range of a block device so that it reads back zeros: fallocate(PUNCH_HOLE |
+    KEEP_SIZE), which the kernel turns into a write-zeroes request that may deallocate
+    and never falls back to writing zeros itself (``blkdev_fallocate``,
+    ``BLKDEV_ZERO_NOFALLBACK``): it succeeds only once the range reads back zeros, and
+    fails with EOPNOTSUPP where the device cannot do that. (BLKDISCARD promises nothing
+    about what is read afterwards.) Sector aligned."""
+    if _FALLOCATE is None:
+        raise OSError(errno.EOPNOTSUPP, "fallocate is not available")
+    if _FALLOCATE(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), f"offset {offset}")
+
+
 def _libc_memcmp():
     # dlopen(NULL): the process's own symbols, libc's among them (no ldconfig lookup,
     # which ctypes.util.find_library runs as a subprocess at every start-up)

@@ -1,17 +1,22 @@
 """Hashing what is read or written: the whole-stream hash plus one short BLAKE3 digest per
 region (:class:`RegionHasher`, its result a :class:`SourceDigest`), and
 :class:`HashStage`, the pipeline's middle stage that feeds it
-(:mod:`toolkit.blockio.pipeline`).
+(:mod:`toolkit.blockio.pipeline`); for a copy read back behind its writer
+(:mod:`toolkit.blockio.readback`), one short digest per piece copied, wherever it lies
+(:class:`PieceHasher`, fed by :class:`PieceStage`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import blake3
 
 from toolkit.blockio.pipeline import BAD, DATA, ZERO, Item
+from toolkit.blockio.ranges import merge
 
 ALGORITHMS = ("blake3", "sha256")
 REGION_DIGEST = 16  # bytes of BLAKE3 per region
@@ -131,4 +136,120 @@ class HashStage:
                 return None
         elif kind == BAD:
             self.valid = False
+        return item
+
+
+# --- pieces: a copy read back behind its writer ----------------------------------------------
+
+def piece_digest(view) -> bytes:
+    """The 16-byte BLAKE3 digest of one piece (one thread: it runs beside other work)."""
+    return blake3.blake3(view).digest(length=REGION_DIGEST)
+
+
+class Walk:
+    """Pieces expected one after the other along ``ranges``: :meth:`follows` says whether a
+    piece continues the walk (and moves on); :attr:`complete`: all of them were, in order."""
+
+    def __init__(self, ranges: Iterable[tuple[int, int]]):
+        self._left = iter(merge(ranges))
+        self.broken = False
+        self.pos: int | None = None
+        self.end = 0
+        self._next()
+
+    def _next(self) -> None:
+        r = next(self._left, None)
+        self.pos, self.end = (None, 0) if r is None else (r[0], r[0] + r[1])
+
+    def follows(self, pos: int, n: int) -> bool:
+        if self.broken or self.pos is None or pos != self.pos or pos + n > self.end:
+            self.broken = True
+            return False
+        self.pos += n
+        if self.pos == self.end:
+            self._next()
+        return True
+
+    @property
+    def complete(self) -> bool:
+        return not self.broken and self.pos is None
+
+
+MISSING = b""  # :meth:`PieceHasher.take` for a piece it has no digest of
+
+
+class PieceHasher:
+    """What a copy knows of the source's pieces, for the read-back behind the writer to
+    compare the target's with: one 16-byte BLAKE3 digest per piece that passed the
+    pipeline (an item: any position, any length up to the chunk), or None for a piece of
+    zeros (one not read, or found all-zero: the target must read back zeros there).
+
+    With ``ranges`` (the disk, or the part of it copied), also the hash (``algorithm``) of
+    all of them in order (:meth:`source_digest`: the value of ``b3sum`` of the disk), as
+    long as the pieces follow them without a gap or an unreadable piece.
+
+    Fed in the pipeline's middle thread (:class:`PieceStage`); the consumer takes each
+    item's digest with :meth:`take`, in the order of the items."""
+
+    def __init__(self, algorithm: str, ranges: Iterable[tuple[int, int]] | None = None):
+        self.algorithm = algorithm
+        self.stream = new_hasher(algorithm) if ranges is not None else None
+        self.walk = Walk(ranges or [])
+        self._digests: deque[tuple[int, int, bytes | None]] = deque()
+
+    def _feed(self, pos: int, n: int, view) -> None:
+        if self.stream is not None and self.walk.follows(pos, n):
+            self.stream.update(view)
+
+    def update(self, pos: int, view: memoryview) -> None:
+        self._digests.append((pos, len(view), piece_digest(view)))
+        self._feed(pos, len(view), view)
+
+    def zero(self, pos: int, n: int, zeros: bytes) -> None:
+        self._digests.append((pos, n, None))
+        if self.stream is not None and self.walk.follows(pos, n):
+            z = memoryview(zeros)
+            for off in range(0, n, len(z)):
+                self.stream.update(z[:min(len(z), n - off)])
+
+    def bad(self, pos: int, n: int) -> None:
+        self.walk.broken = True  # the stream has a gap: no hash of the whole
+
+    def take(self, pos: int, n: int) -> bytes | None:
+        """The digest of the item at ``pos`` (None: zeros), :data:`MISSING` if none."""
+        while self._digests:
+            p, m, d = self._digests.popleft()
+            if (p, m) == (pos, n):
+                return d
+            if p > pos:
+                self._digests.appendleft((p, m, d))
+                break
+        return MISSING
+
+    def source_digest(self, size: int) -> SourceDigest | None:
+        """The hash of the whole stream, when the pieces covered ``ranges`` in order."""
+        if self.stream is None or not self.walk.complete:
+            return None
+        return SourceDigest(self.algorithm, self.stream.hexdigest(), size, 0, b"")
+
+
+class PieceStage:
+    """The pipeline's middle stage of a copy read back behind its writer: each item to a
+    :class:`PieceHasher`; given ``zeros``, an all-zero data item becomes a ("zero", ...)
+    item (not written: the target reads back zeros), as :class:`HashStage` does."""
+
+    def __init__(self, hasher: PieceHasher, zeros: bytes | None = None):
+        self.hasher, self.zeros = hasher, zeros
+
+    def __call__(self, item: Item) -> Item | None:
+        kind, pos, n, buf = item
+        if kind == DATA:
+            if self.zeros is not None and buf.is_zero(n, self.zeros):
+                self.hasher.zero(pos, n, self.zeros)
+                return (ZERO, pos, n, buf)
+            self.hasher.update(pos, buf.view[:n])
+        elif kind == ZERO:
+            self.hasher.zero(pos, n, self.zeros)
+        elif kind == BAD:
+            self.hasher.bad(pos, n)
         return item

@@ -1,4 +1,5 @@
-"""Byte ranges: :class:`RangeSet` (looked up by position) and :func:`gaps` between ranges."""
+"""Byte ranges: :class:`RangeSet` (looked up by position), :func:`gaps` between ranges, and
+lists of ``(start, length)`` merged, intersected, subtracted, summed."""
 
 from __future__ import annotations
 
@@ -42,3 +43,48 @@ def gaps(ranges: Iterable[tuple[int, int]], pos: int, n: int) -> list[tuple[int,
     if cur < pos + n:
         parts.append((cur, pos + n))
     return [(a, b) for a, b in parts if b > a]
+
+
+Ranges = list[tuple[int, int]]
+
+
+def merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
+    """``ranges`` sorted, the touching and overlapping ones joined, the empty ones left out."""
+    out: Ranges = []
+    for p, n in sorted(r for r in ranges if r[1] > 0):
+        if out and p <= out[-1][0] + out[-1][1]:
+            q, m = out[-1]
+            out[-1] = (q, max(q + m, p + n) - q)
+        else:
+            out.append((p, n))
+    return out
+
+
+def intersect(a: Iterable[tuple[int, int]], b: Iterable[tuple[int, int]]) -> Ranges:
+    """The bytes in both ``a`` and ``b`` (any order, overlaps allowed), merged."""
+    a, b = merge(a), merge(b)
+    out: Ranges = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo = max(a[i][0], b[j][0])
+        hi = min(a[i][0] + a[i][1], b[j][0] + b[j][1])
+        if hi > lo:
+            out.append((lo, hi - lo))
+        if a[i][0] + a[i][1] < b[j][0] + b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def subtract(a: Iterable[tuple[int, int]], b: Iterable[tuple[int, int]]) -> Ranges:
+    """The bytes of ``a`` not in ``b``, merged."""
+    out: Ranges = []
+    cut = RangeSet(merge(b))
+    for p, n in merge(a):
+        out += [(x, y - x) for x, y in gaps(cut.within(p, n), p, n)]
+    return out
+
+
+def total(ranges: Iterable[tuple[int, int]]) -> int:
+    return sum(n for _p, n in ranges)

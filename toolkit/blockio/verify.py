@@ -1,14 +1,13 @@
 """Verification: read a target back, compare two disks, or hash one.
 
-Verification, honestly: on an uninterrupted copy without read errors the
-source is hashed while it is read (whole-disk hash plus one BLAKE3 digest per
-region); the target is then read back with O_DIRECT and hashed the same way
-(:func:`verify_against`), and the first region whose digests differ is named.
-When the copy was resumed or met read errors, the source hash of this run
-does not cover the whole disk, so the verification reads source and target
-again, side by side, and compares them chunk by chunk
-(:func:`compare_devices`; unreadable source ranges count as the zeros written
-in their place). :func:`hash_device` checks a recorded hash.
+A copy reads its target back behind the writer, piece by piece against the source's
+piece digests (:mod:`toolkit.blockio.readback`), and compares what that did not cover
+(what an earlier run copied, before a resume) source and target side by side
+(:func:`compare_devices`, over given ranges; unreadable source ranges count as the
+zeros written in their place; the first differing byte is named, and
+:func:`first_difference_in` finds it in a piece the read-back found different).
+:func:`verify_against` reads a target back against region digests recorded before;
+:func:`hash_device` checks a recorded hash.
 
 A verification that cannot finish (a read error, a failure in the pipeline:
 a bug, memory) says so in :attr:`VerifyOutcome.error`: it is never a mismatch.
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from toolkit.blockio import blockdev
 from toolkit.blockio.hashing import REGION_DIGEST, RegionHasher, SourceDigest, new_hasher
 from toolkit.blockio.pipeline import BAD, DEFAULT_CHUNK, KiB, Pipeline
+from toolkit.blockio.ranges import total
 from toolkit.blockio.reader import DeviceReader
 from toolkit.jobs.progress import Reporter
 
@@ -45,6 +45,13 @@ class VerifyOutcome:
     differing_regions: int = 0
     error: str | None = None
     seconds: float = 0.0
+    # what it covered, and how (a copy: :mod:`toolkit.copy.behind`): the bytes read back
+    # behind the writer (of them, before the writer finished), the bytes compared with
+    # the source afterwards, and in words ("the whole disk: 49.87 GB", a domain's summary)
+    read_back_bytes: int = 0
+    read_while_writing: int = 0
+    compared_bytes: int = 0
+    covered: str | None = None
 
 
 def _failure(e: Exception) -> str:
@@ -59,7 +66,7 @@ class Stopped(Exception):
 OnError = Callable[[int, int, OSError], int | None]
 
 
-def _asking(on_error: OnError | None) -> OnError | None:
+def asking(on_error: OnError | None) -> OnError | None:
     """``on_error``, whose exceptions come to the consumer as :class:`Stopped`."""
     if on_error is None:
         return None
@@ -103,7 +110,7 @@ def verify_against(fd: int, digest: SourceDigest, *, progress=None, cancel=None,
     checked = 0  # regions compared so far
     try:
         with Pipeline(DeviceReader(fd, [(0, digest.size)], chunk_size,
-                                   on_error=_asking(on_error)), chunk=chunk_size,
+                                   on_error=asking(on_error)), chunk=chunk_size,
                       buffers=buffers, cancel=cancel) as pipe:
             reporter.start("verify", digest.size)
             for kind, pos, n, payload in pipe:
@@ -147,25 +154,31 @@ def compare_devices(src_fd: int, dst_fd: int, size: int, algorithm: str, *, hole
                     reporter: Reporter, cancel: threading.Event,
                     chunk_size: int = DEFAULT_CHUNK, buffers: int = 3,
                     src_error: OnError | None = None,
-                    dst_error: OnError | None = None) -> VerifyOutcome:
+                    dst_error: OnError | None = None,
+                    ranges: list[tuple[int, int]] | None = None, base: int = 0
+                    ) -> VerifyOutcome:
     """Read source and target side by side (a pipeline each) and compare them.
 
-    ``holes``: unreadable source ranges, compared as zeros (what the copy wrote).
-    ``src_error``, ``dst_error``: asked about every failed read of that disk (the
+    ``ranges``: what to compare (sorted, disjoint; default all ``size`` bytes), the hash
+    being of those bytes in order; ``base``: bytes verified before (the progress counts
+    from there). ``holes``: unreadable source ranges, compared as zeros (what the copy
+    wrote). ``src_error``, ``dst_error``: asked about every failed read of that disk (the
     module's docstring).
     """
     t0 = time.monotonic()
+    ranges = [(0, size)] if ranges is None else ranges
+    want = total(ranges)
     out = VerifyOutcome(match=False, method="compared with source")
     stream = new_hasher(algorithm)
-    pos = 0
+    done = 0
     try:
-        with Pipeline(DeviceReader(src_fd, [(0, size)], chunk_size, holes=holes,
-                                   on_error=_asking(src_error)),
+        with Pipeline(DeviceReader(src_fd, ranges, chunk_size, holes=holes,
+                                   on_error=asking(src_error)),
                       chunk=chunk_size, buffers=buffers, cancel=cancel) as src, \
-                Pipeline(DeviceReader(dst_fd, [(0, size)], chunk_size,
-                                      on_error=_asking(dst_error)), chunk=chunk_size,
+                Pipeline(DeviceReader(dst_fd, ranges, chunk_size,
+                                      on_error=asking(dst_error)), chunk=chunk_size,
                          buffers=buffers, cancel=cancel) as dst:
-            reporter.start("verify", size)
+            reporter.start("verify", base + want, base)
             for a, b in zip(src, dst, strict=False):  # the first to end ends it
                 if a[0] == BAD or b[0] == BAD:
                     which, item = ("source", a) if a[0] == BAD else ("target", b)
@@ -179,22 +192,39 @@ def compare_devices(src_fd: int, dst_fd: int, size: int, algorithm: str, *, hole
                     if out.first_difference is None:
                         out.first_difference = {"start": pos, "end": pos + n,
                                                 "offset": pos + _first_diff(abuf, bbuf, n)}
-                pos += n
-                reporter.update(pos)
+                done += n
+                reporter.update(base + done)
     except Stopped as e:  # an outage past its limit: no verdict on the bytes
         out.error = str(e)
     except Exception as e:  # noqa: BLE001 - the verification did not finish: a failure
         out.error = _failure(e)
-    if pos < size and not out.error:
+    if done < want and not out.error:
         out.error = "cancelled" if cancel.is_set() else "the readers stopped early"
     if not out.error:
         out.source_hash = stream.hexdigest()
         out.match = out.differing_regions == 0
         if out.match:
             out.target_hash = out.source_hash  # byte for byte the same
+    out.compared_bytes = done
     out.seconds = time.monotonic() - t0
-    reporter.update(pos, force=True)
+    reporter.update(base + done, force=True)
     return out
+
+
+def first_difference_in(src_fd: int, dst_fd: int, pos: int, n: int) -> int | None:
+    """The position of the first byte that differs between the ``n`` bytes at ``pos`` of
+    two devices (read again, O_DIRECT), None when they are equal now or cannot be read."""
+    a, b = blockdev.AlignedBuffer(n), blockdev.AlignedBuffer(n)
+    try:
+        blockdev.read_exact(src_fd, a.view[:n], pos)
+        blockdev.read_exact(dst_fd, b.view[:n], pos)
+        off = _first_diff(a, b, n)
+        return pos + off if off < n else None
+    except OSError:
+        return None
+    finally:
+        a.close()
+        b.close()
 
 
 def hash_device(fd: int, digest: SourceDigest, reporter: Reporter, cancel: threading.Event,
@@ -209,7 +239,7 @@ def hash_device(fd: int, digest: SourceDigest, reporter: Reporter, cancel: threa
     pos = 0
     try:
         with Pipeline(DeviceReader(fd, [(0, digest.size)], chunk_size,
-                                   on_error=_asking(on_error)), chunk=chunk_size,
+                                   on_error=asking(on_error)), chunk=chunk_size,
                       buffers=4, cancel=cancel) as pipe:
             reporter.start("verify", digest.size)
             for kind, p, n, payload in pipe:

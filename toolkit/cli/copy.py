@@ -1,8 +1,9 @@
 """``rtk copy`` and ``rtk verify``: the command line of Disk Copy.
 
-    rtk copy SRC DST [--no-verify] [--hash blake3|sha256] [--mapfile PATH]
-                     [--resume | --restart] [--skip-zeros] [--outage-limit DURATION]
-                     [--yes --target-id SERIAL_OR_WWN]
+    rtk copy SRC DST [SRC DST ...] [--no-verify] [--hash blake3|sha256] [--mapfile PATH]
+                     [--resume | --restart] [--skip-zeros] [--used-blocks]
+                     [--outage-limit DURATION] [--[no-]concurrent]
+                     [--yes --target-id SERIAL_OR_WWN [--target-id ...]]
     rtk verify SRC DST [--algo blake3|sha256]
     rtk verify DISK --hash HEX [--algo blake3|sha256] [--size BYTES]
 
@@ -24,6 +25,11 @@ target's serial or WWN (for a disk that has neither, such as a loop device:
 its kernel name or backing file); any other value is refused. The confirmation,
 the progress line and Ctrl-C handling are :mod:`toolkit.cli.common`'s, shared
 with ``rtk restore``.
+
+Several pairs (``rtk copy SRC1 DST1 SRC2 DST2``) make one job, :mod:`toolkit.cli.copy_job`:
+one summary, one confirmation per target (``--target-id`` once per pair, in order), the
+worst pair's exit code. ``--used-blocks`` copies what the source's filesystems use
+(:mod:`toolkit.copy.usedblocks`) and every region no tool maps.
 """
 
 from __future__ import annotations
@@ -51,12 +57,17 @@ if TYPE_CHECKING:  # the engine is imported by the commands that run it
 
 
 def _summary(plan: copymod.CopyPlan, args: argparse.Namespace) -> None:
+    from toolkit.copy.job import cluster_sentence
+
     s, t = plan.source, plan.target
     print(f"source: {s.label()}", file=sys.stderr)
     print(f"target: {t.label()}", file=sys.stderr)
     print(f"size:   {s.size} bytes ({human_size(s.size)}), verify "
           f"{'on (' + args.algorithm + ')' if args.verify else 'off'}"
-          f"{', skipping zero chunks' if args.skip_zeros else ''}", file=sys.stderr)
+          f"{', skipping zero chunks' if args.skip_zeros else ''}"
+          f"{', used blocks only' if args.used_blocks else ''}", file=sys.stderr)
+    if sentence := cluster_sentence(plan):  # toolkit.disks.cluster
+        print(f"cluster: {sentence}", file=sys.stderr)
     for w in plan.warnings:
         print(f"warning: {w}", file=sys.stderr)
 
@@ -142,28 +153,66 @@ def _copy_work(copymod, plan, options, consent=None):
     return work
 
 
+def existing_problem(plan: copymod.CopyPlan, args: argparse.Namespace) -> str | None:
+    """Why the mapfile already there for the pair stops this copy (None: go on), as
+    ``--resume``/``--restart`` say."""
+    return _existing_mapfile(plan, args, _existing(args))
+
+
+def _existing(args: argparse.Namespace) -> str:
+    return "resume" if args.resume else "restart" if args.restart else "refuse"
+
+
+def options_from(args: argparse.Namespace, copymod, plan: copymod.CopyPlan | None = None):
+    """The copy's :class:`~toolkit.copy.engine.CopyOptions` from the command line; with
+    ``plan`` and ``--used-blocks``, the domain of its source's used blocks
+    (:func:`toolkit.copy.domain_choice.with_used_blocks`, :class:`Refused` if it cannot)."""
+    from toolkit.copy import domain_choice
+
+    options = copymod.CopyOptions(
+        existing=_existing(args), verify=args.verify, algorithm=args.algorithm,
+        mapfile=args.mapfile, skip_zeros=args.skip_zeros, max_rate=args.max_rate,
+        mapfile_interval=args.mapfile_interval, outage_limit=args.outage_limit,
+        chunk_size=args.chunk_size or DEFAULT_CHUNK)
+    if plan is not None and args.used_blocks:
+        options = domain_choice.with_used_blocks(options, plan.source)
+    return options
+
+
 def cmd_copy(args: argparse.Namespace) -> int:
+    from toolkit.cli.copy_job import cmd_copy_job, pairs_of
     from toolkit.copy import engine as copymod
 
+    pairs = pairs_of(args)
+    if pairs is None:
+        return EXIT_USAGE
     if why := _mapfile_problem(args.mapfile):
         return refused(Refused(why), "copy")
+    from toolkit.copy import domain_choice
+    if args.used_blocks and not domain_choice.available():  # before any question
+        return refused(Refused("--used-blocks: this build cannot map the used blocks (no "
+                               "toolkit.copy.usedblocks): copy every block instead"), "copy")
+    if len(pairs) > 1:
+        return cmd_copy_job(args, pairs, copymod)
+    if len(args.target_id or []) > 1:
+        err(f"copy refused: {len(args.target_id)} --target-id given for one pair")
+        return EXIT_REFUSED
+    args.target_id = args.target_id[0] if args.target_id else None
     try:
         plan = copymod.plan_copy(args.source, args.target, source_role=roles.source_keys())
     except Refused as e:
         return refused(e, "copy")
     _summary(plan, args)
-    existing = "resume" if args.resume else "restart" if args.restart else "refuse"
-    why = _existing_mapfile(plan, args, existing)
+    why = existing_problem(plan, args)
     if why:
         return refused(Refused(why), "copy")
     consent = confirmed(args, plan.target, "copy")
     if not consent:
         return EXIT_REFUSED
-    options = copymod.CopyOptions(existing=existing,
-        verify=args.verify, algorithm=args.algorithm, mapfile=args.mapfile,
-        skip_zeros=args.skip_zeros, max_rate=args.max_rate,
-        mapfile_interval=args.mapfile_interval, outage_limit=args.outage_limit,
-        chunk_size=args.chunk_size or DEFAULT_CHUNK)
+    try:
+        options = options_from(args, copymod, plan)
+    except Refused as e:
+        return refused(e, "copy")
     return run_with_progress("copy", _copy_work(copymod, plan, options, consent), _finish)
 
 
@@ -252,9 +301,13 @@ def register(sub) -> None:
     """Add ``copy`` and ``verify`` to ``rtk``'s subcommands."""
     p = sub.add_parser("copy", help="verified, resumable copy of a disk or partition",
                        description="Copy SRC onto DST (a disk or partition of equal or larger "
-                                   "size), verify it, keep a ddrescue mapfile to resume.")
+                                   "size), verify it, keep a ddrescue mapfile to resume. "
+                                   "Several SRC DST pairs make one job: one summary, one "
+                                   "confirmation per target, one job report.")
     p.add_argument("source", metavar="SRC")
     p.add_argument("target", metavar="DST")
+    p.add_argument("more", nargs="*", metavar="SRC DST",
+                   help="more pairs: a copy job, one summary, one confirmation per target")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                    help="read the target back and compare (default: on)")
     p.add_argument("--hash", dest="algorithm", choices=ALGORITHMS, default="blake3",
@@ -277,8 +330,16 @@ def register(sub) -> None:
                         "waited out before the copy stops, resumable (default: 10m; 30s, "
                         "2h...); what fails meanwhile is read or written again, never "
                         "recorded as unreadable")
+    p.add_argument("--used-blocks", action="store_true",
+                   help="copy only the blocks the source's filesystems use (and in full "
+                        "every region no tool maps: partition tables, unknown filesystems)")
+    p.add_argument("--concurrent", action=argparse.BooleanOptionalAction, default=None,
+                   help="several pairs: copy those that share no device side by side "
+                        "(the default, the faster where measured); --no-concurrent: one "
+                        "pair after another")
     p.add_argument("--yes", action="store_true", help="no interactive confirmation")
-    p.add_argument("--target-id", metavar="ID", help="with --yes: the target's serial or WWN")
+    p.add_argument("--target-id", metavar="ID", action="append",
+                   help="with --yes: the target's serial or WWN; once per pair, in order")
     p.add_argument("--max-rate", type=_size, default=None, help=argparse.SUPPRESS)
     p.add_argument("--mapfile-interval", type=_seconds, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--chunk-size", type=_chunk, default=None, help=argparse.SUPPRESS)

@@ -41,7 +41,8 @@ def _summary(p) -> dict:
             "image": image if p.mode != "copy" else None, "source": source,
             "sources": len(p.sources), "targets": len(p.targets),
             "chap": sum(1 for x in (*p.sources, *p.targets) if x.chap),
-            "done": p.done, "report": p.report and safe_url(p.report)}
+            "done": p.done, "report": p.report and safe_url(p.report),
+            "pairs": [x.to_dict() for x in p.pairs]}
 
 
 def _ok_line(s: dict) -> str:
@@ -49,6 +50,9 @@ def _ok_line(s: dict) -> str:
         return "no mode: values for a command line that gives rtk.mode="
     words = [f"mode {s['mode']}", f"disk {s['disk']}",
              f"source {s['source']}" if s["mode"] == "copy" else f"image {s['image']}"]
+    if s["pairs"]:  # a copy job
+        words = [f"mode {s['mode'] or '(from the command line)'}", f"{len(s['pairs'])} pairs: "
+                 + "; ".join(f"{x['source']} -> {x['disk']}" for x in s["pairs"])]
     luns = [f"{n} {k}{'s' if n > 1 else ''}" for k, n in (("source", s["sources"]),
                                                           ("target", s["targets"])) if n]
     if luns:

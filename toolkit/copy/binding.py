@@ -14,6 +14,9 @@ ignores (:mod:`toolkit.blockio.mapfile`):
 ``fingerprint``
     the source's size and the BLAKE3 of 16 sampled regions
     (:mod:`toolkit.copy.fingerprint`), taken when the copy started.
+``domain``
+    a copy limited to a domain (used blocks, :mod:`toolkit.copy.scope`): its digest, bytes
+    and summary (JSON); resumed only by a copy of the same domain (the rest stays ``?``).
 ``started``, ``resumed``, ``finished``
     when the first run started, the last run resumed, the copy finished (ISO 8601).
 ``verified``
@@ -48,6 +51,7 @@ from dataclasses import dataclass, field
 from toolkit.blockio.mapfile import BAD, FINISHED, Mapfile, MapfileError
 from toolkit.copy.fingerprint import Fingerprint, take_path
 from toolkit.copy.plan import CopyPlan, default_mapfile
+from toolkit.copy.scope import domain_of, domain_problem
 from toolkit.disks.endpoint import Endpoint
 from toolkit.jobs.report import iso_time
 from toolkit.units import human_size
@@ -194,11 +198,21 @@ class MapState:
         return self.kind == "foreign"
 
     @property
+    def domain(self) -> dict | None:
+        """The domain the copy was limited to (``digest``, ``bytes``, ``summary``)."""
+        return domain_of(self.meta)
+
+    @property
     def finished(self) -> bool:
+        if self.domain is not None:  # the blocks outside stay "?": the copy says it
+            return bool(self.map and "finished" in self.meta)
         return bool(self.map and self.map.finished)
 
     def done(self) -> int:
         return self.map.bytes_with(FINISHED, BAD) if self.map else 0
+
+    def total(self) -> int:  # what the copy covers: the domain, or the whole source
+        return int(self.domain["bytes"]) if self.domain else self.map.size if self.map else 0
 
     def verified(self) -> str:
         """``verified identical on DATE``, ``not verified``..."""
@@ -246,18 +260,18 @@ class MapState:
 
     def says(self) -> str:
         """What the mapfile says, one sentence, without a verdict."""
-        size = self.map.size if self.map else 0
+        size, of = self.total(), f" ({self.domain['summary']})" if self.domain else ""
         if self.foreign:
             return (f"the mapfile {self.path} has no rtk identity lines (a plain GNU ddrescue "
                     "mapfile, or one of an older rtk): its origin is unknown; it records "
                     f"{human_size(self.done())} of {human_size(size)} done")
         if self.finished:
             bad = self.map.bytes_with(BAD)
-            return (f"the mapfile {self.path} says: this pair was already copied on "
+            return (f"the mapfile {self.path} says: this pair was already copied{of} on "
                     f"{shown(self.meta.get('finished'))}, {self.verified()}"
                     + (f" ({bad} bytes unreadable)" if bad else ""))
-        return (f"the mapfile {self.path} is of an interrupted copy of this pair, started on "
-                f"{shown(self.meta.get('started'))}: {human_size(self.done())} of "
+        return (f"the mapfile {self.path} is of an interrupted copy of this pair{of}, started "
+                f"on {shown(self.meta.get('started'))}: {human_size(self.done())} of "
                 f"{human_size(size)} copied")
 
     def refusal(self, c: Choices = CLI) -> str:
@@ -270,7 +284,7 @@ class MapState:
         if self.foreign and not self.problem:  # named, and of the source's size
             return f"{self.says()}: {c.resume} continues from what it records, {restart}"
         if self.problem:
-            head = (f"{self.says()}; but {self.problem}" if self.kind == "changed"
+            head = (f"{self.says()}; but {self.problem}" if self.kind in ("changed", "domain")
                     else self.problem)
             return (f"{head}: start over with {c.restart} (discards the mapfile and copies "
                     f"everything again; {c.resume} is refused)")
@@ -284,14 +298,18 @@ class MapState:
 
 
 NOT_NAMED = "it has no rtk identity lines and is at the default place"
+UNCHECKED = object()  # inspect(domain=...): the caller does not know the copy's domain
 
 
 def inspect(plan: CopyPlan, mapfile: str | None = None, *,
-            fingerprint: Fingerprint | None = None) -> MapState:
+            fingerprint: Fingerprint | None = None, domain=UNCHECKED) -> MapState:
     """What the mapfile of this copy (``mapfile``, default :func:`default_mapfile`) is.
 
     ``fingerprint``: the source's now (taken from ``plan.source.path`` when it is needed
-    and not given; OSError when the source cannot be read)."""
+    and not given; OSError when the source cannot be read). ``domain``: what the copy is
+    limited to (a :class:`toolkit.copy.usedblocks.Domain`; None: the whole source); a
+    mapfile of another domain is of kind "domain", not resumed. Left out, the domain is
+    not looked at (the engine looks again with it)."""
     path = mapfile or default_mapfile(plan)
     state = MapState(path, default=mapfile is None)
     if not os.path.lexists(path):
@@ -352,17 +370,24 @@ def inspect(plan: CopyPlan, mapfile: str | None = None, *,
         state.problem = (f"the source changed since the copy started on "
                          f"{shown(m.meta.get('started'))}: {changed}")
         return state
+    if domain is not UNCHECKED and (why := domain_problem(path, m.meta, domain)):
+        state.kind, state.problem = "domain", why
+        return state
     state.kind = "ok"
     return state
 
 
-def new_meta(plan: CopyPlan, fingerprint: Fingerprint, now: str, origin: str | None = None
-             ) -> dict[str, str]:
-    """The rtk lines of a mapfile that starts now (or adopts one: ``origin``)."""
+def new_meta(plan: CopyPlan, fingerprint: Fingerprint, now: str, origin: str | None = None,
+             scope=None) -> dict[str, str]:
+    """The rtk lines of a mapfile that starts now (or adopts one: ``origin``); ``scope``
+    (:class:`toolkit.copy.scope.Scope`): a domain's line."""
     meta = {"version": VERSION,
             "source": json.dumps(identity_record(plan.source), sort_keys=True),
             "target": json.dumps(identity_record(plan.target), sort_keys=True),
             "fingerprint": fingerprint.to_text(), "started": now}
+    if scope is not None and scope.domain is not None:
+        meta["domain"] = json.dumps({"digest": scope.digest(), "bytes": scope.bytes,
+                                     "summary": scope.summary()}, sort_keys=True)
     if origin:
         meta["origin"] = origin
     return meta

@@ -8,11 +8,13 @@ all importable from here):
   pure part).
 * :func:`copy` (this module) copies with O_DIRECT on both sides through a
   bounded pipeline (reader thread -> hasher thread -> writer,
-  :mod:`toolkit.blockio.pipeline`), keeps a GNU ddrescue mapfile, bound to the pair and
-  the source's fingerprint (:mod:`toolkit.copy.binding`), so that running it again with
-  ``existing="resume"`` continues, reads around bad sectors (ddrescue style: skip, come back,
-  narrow down to the sector), then verifies by reading the target back
-  (:mod:`toolkit.blockio.verify`), and writes a report (:mod:`toolkit.copy.report`).
+  :mod:`toolkit.blockio.pipeline`), the whole source or only a domain (``domain``: used
+  blocks, :mod:`toolkit.copy.scope`), keeps a GNU ddrescue mapfile, bound to the pair,
+  the source's fingerprint and the domain (:mod:`toolkit.copy.binding`), so that running
+  it again with ``existing="resume"`` continues, reads around bad sectors (ddrescue style:
+  skip, come back, narrow down to the sector), reads the target back behind the writer
+  while it copies and compares what that did not cover with the source afterwards
+  (:mod:`toolkit.copy.behind`), and writes a report (:mod:`toolkit.copy.report`).
 * :func:`verify_disks` compares two disks without copying;
   :func:`verify_hash` compares one against a recorded hash (:mod:`toolkit.copy.verify`).
 
@@ -30,14 +32,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from toolkit.blockio import allocation, blockdev
-from toolkit.blockio.hashing import ALGORITHMS, RegionHasher, new_hasher, region_size_for
+from toolkit.blockio.hashing import ALGORITHMS, PieceHasher, new_hasher
 from toolkit.blockio.mapfile import BAD, NON_SCRAPED, NON_TRIED, NON_TRIMMED, Mapfile
 from toolkit.blockio.pipeline import DEFAULT_CHUNK, GiB
 from toolkit.blockio.ranges import RangeSet
-from toolkit.blockio.verify import compare_devices, verify_against
+from toolkit.blockio.readback import PieceReadBack
 from toolkit.copy import binding, fingerprint
+from toolkit.copy.behind import BehindWriter
 from toolkit.copy.guards import OutageGuards
 from toolkit.copy.mapstate import MapKeeping
 from toolkit.copy.passes import CLUSTER, CopyPasses
@@ -50,11 +54,15 @@ from toolkit.copy.plan import (
     source_input,
 )
 from toolkit.copy.result import CopyResult, conclude
+from toolkit.copy.scope import FreeBlocks, Scope
 from toolkit.copy.verify import verify_disks, verify_hash
 from toolkit.disks import gate, transport
 from toolkit.disks.endpoint import endpoint_from_disk
 from toolkit.jobs import report
 from toolkit.jobs.progress import Progress, Reporter
+
+if TYPE_CHECKING:
+    from toolkit.copy.usedblocks import Domain
 
 __all__ = [
     "ALGORITHMS", "CLUSTER", "CopyOptions", "CopyPlan", "CopyResult", "Progress", "Refused",
@@ -84,6 +92,15 @@ class CopyOptions:
     # unchanged; a plain ddrescue one only when named with ``mapfile``), "restart"
     existing: str = "refuse"
     choices: binding.Choices = binding.CLI  # how the messages name those choices
+    # only these ranges of the source (toolkit.copy.usedblocks.Domain: used blocks, the
+    # rest in full); None: the whole source. The mapfile is bound to it (toolkit.copy.scope)
+    domain: Domain | None = None
+    # the target's blocks outside the domain: "auto" frees them where the target then reads
+    # back zeros (toolkit.blockio.zeroing), "leave" never touches them
+    free_blocks: str = "auto"
+    # with verification: flush the target this often and read back what was flushed while
+    # the copy goes on (None: toolkit.blockio.readback.step_for the scope's size)
+    read_back_step: int | None = None
     # a storage outage (the path down: toolkit.disks.transport) is waited out this long,
     # then the copy stops, resumable; its failed I/O is done again, never recorded as bad
     outage_limit: float = transport.DEFAULT_LIMIT
@@ -91,22 +108,26 @@ class CopyOptions:
 
 
 
-class _Copier(MapKeeping, OutageGuards, CopyPasses):
+class _Copier(MapKeeping, OutageGuards, CopyPasses, BehindWriter, FreeBlocks):
     """One run of a copy: owns the file descriptors, the mapfile and the counters
     (the mapfile and report: :mod:`toolkit.copy.mapstate`; outages:
-    :mod:`toolkit.copy.guards`; the passes: :mod:`toolkit.copy.passes`)."""
-
-    """One run of a copy: owns the file descriptors, the mapfile and the counters."""
+    :mod:`toolkit.copy.guards`; the passes: :mod:`toolkit.copy.passes`; the read-back
+    and the verification: :mod:`toolkit.copy.behind`; the scope and the blocks outside
+    it: :mod:`toolkit.copy.scope`)."""
 
     def __init__(self, plan: CopyPlan, opts: CopyOptions, progress, cancel,
                  consent: gate.Consent | None = None):
         self.plan, self.opts = plan, opts
+        if opts.free_blocks not in ("auto", "leave"):
+            raise ValueError(f"CopyOptions.free_blocks={opts.free_blocks!r}: expected auto "
+                             "or leave")
         self.consent = consent  # what the person named the target with (for the gate)
         self.hold: gate.WriteHold | None = None  # the target, from the write gate
         self.cancel = cancel or threading.Event()
         self.reporter = Reporter(progress, opts.progress_interval)
         self.size = plan.source.size
         self.sector = plan.source.sector_size
+        self.scope = Scope.of(opts.domain, self.size, self.sector)  # Refused: not this disk's
         self.mapfile_path = opts.mapfile or default_mapfile(plan)
         self.written = self.skipped = self.write_calls = self.copied = 0
         self.read_errors = 0
@@ -125,6 +146,13 @@ class _Copier(MapKeeping, OutageGuards, CopyPasses):
         self.guards: dict[str, transport.Guard] = {}  # "SOURCE", "TARGET": their paths
         self.since_sync: list[tuple[int, int]] = []  # marked done since the last fdatasync
         self.target_lost = False  # gave up on the TARGET: what was not synced is redone
+        self.outage_locks: dict[str, threading.Lock] = {}  # one outage at a time per end
+        # the read-back behind the writer (toolkit.copy.behind), with verification
+        self.hasher: PieceHasher | None = None
+        self.read_back: PieceReadBack | None = None
+        self.pending: list[tuple[int, int, bytes | None]] = []  # written, not yet flushed
+        self.unflushed = 0
+        self.step = 0
         # the report, written when the copy starts and at each mapfile save (running)
         self.report_paths: report.ReportPaths | None = None
         self.started = time.time()
@@ -160,28 +188,34 @@ class _Copier(MapKeeping, OutageGuards, CopyPasses):
                 self.hold.close()
 
     def _run(self, started: float, resumed: bool) -> CopyResult:
-        opts = self.opts
-        hasher = None
-        if opts.verify and not resumed:
-            hasher = RegionHasher(opts.algorithm, self.size,
-                                  region_size_for(self.size, opts.chunk_size))
         t0 = self.t0 = time.monotonic()
         self.started, self.resumed = started, resumed
         self.running_report("copy")  # the report exists from the start: the pair, the map
-        self.reporter.start("copy", self.size, self.done_bytes())
-        hash_ok = self.copy_pass(hasher, skipping=True)
-        if self.map.bytes_with(NON_TRIED) and not self.failure and not self.cancel.is_set():
-            self.copy_pass(None, skipping=False)  # come back for what was skipped
-            hash_ok = False
-        self.narrow(NON_TRIMMED, CLUSTER, NON_SCRAPED, "trim")
-        self.narrow(NON_SCRAPED, self.sector, BAD, "scrape")
-        finished = self._close_map(self.map.finished and not self.failure)
-        self.warnings += [ev.text() for g in self.guards.values() for ev in g.events]
-        if finished:
-            blockdev.flush_buffers(self.dst_fd)
-        self.reporter.update(self.done_bytes(), force=True)
-        digest = hasher.digest() if hasher and hash_ok else None
-        result = self._result(started, resumed, time.monotonic() - t0, digest)
+        self.reporter.start("copy", self.scope.bytes, self.done_bytes())
+        try:
+            self.start_read_back(resumed)
+            self.copy_pass(skipping=True)
+            if self.todo(NON_TRIED) and not self.failure and not self.cancel.is_set():
+                self.copy_pass(skipping=False)  # come back for what was skipped
+            self.narrow(NON_TRIMMED, CLUSTER, NON_SCRAPED, "trim")
+            self.narrow(NON_SCRAPED, self.sector, BAD, "scrape")
+            finished = self._close_map(self.scope_finished() and not self.failure)
+            self.warnings += [ev.text() for g in self.guards.values() for ev in g.events]
+            if finished:
+                blockdev.flush_buffers(self.dst_fd)
+            self.reporter.update(self.done_bytes(), force=True)
+            digest = self.hasher.source_digest(self.size) if self.hasher else None
+            result = self._result(started, resumed, time.monotonic() - t0, digest)
+            self._conclude(result, finished, resumed)
+        finally:
+            self.stop_read_back()
+        result.finished = time.time()
+        return result
+
+    def _conclude(self, result: CopyResult, finished: bool, resumed: bool) -> None:
+        """Status and message: failed, cancelled, or the free blocks, the verification
+        and the verdict."""
+        opts = self.opts
         if self.failure:
             result.status, result.message = "failed", (
                 f"{self.failure}; the mapfile {self.mapfile_path} records what was copied: "
@@ -191,12 +225,11 @@ class _Copier(MapKeeping, OutageGuards, CopyPasses):
                 f"interrupted; the mapfile {self.mapfile_path} records what was copied: "
                 f"{opts.choices.again}")
         else:
+            self.free_blocks(result)
             if opts.verify:
-                self._verify(result, digest)
+                self.verify(result)
             conclude(result, self.cancel)
             self._explain(result, resumed)
-        result.finished = time.time()
-        return result
 
     def _close_map(self, finished: bool) -> bool:
         """The last save of the mapfile (what was not synced to a lost TARGET: to copy
@@ -234,32 +267,10 @@ class _Copier(MapKeeping, OutageGuards, CopyPasses):
             source_map=self.source_map,
             write_calls=self.write_calls,
             read_errors=self.read_errors, copy_seconds=copy_seconds,
-            unreadable=list(self.map.ranges(BAD)),
+            unreadable=list(self.map.ranges(BAD)), domain=self.scope.record(),
             source_digest=digest, warnings=[*plan.warnings, *self.warnings],
-            options={"verify": opts.verify, "skip_zeros": opts.skip_zeros,
-                     "chunk_size": opts.chunk_size},
+            options=self.options_record(),
         )
-
-    def _verify(self, result: CopyResult, digest: str | None) -> None:
-        """Read the target back: against the digest, else against the source."""
-        opts = self.opts
-        self.running_report("verify")  # copied; a verification may take hours
-        before = {role: len(g.events) for role, g in self.guards.items()}
-        if digest:  # an outage while reading is waited out (read_again)
-            result.verify = verify_against(self.dst_fd, digest,
-                                           progress=self.reporter, cancel=self.cancel,
-                                           chunk_size=opts.chunk_size,
-                                           on_error=self.read_again("TARGET"))
-        else:
-            result.verify = compare_devices(self.src_fd, self.dst_fd, self.size,
-                                            opts.algorithm, holes=result.unreadable,
-                                            reporter=self.reporter, cancel=self.cancel,
-                                            chunk_size=opts.chunk_size,
-                                            src_error=self.read_again("SOURCE"),
-                                            dst_error=self.read_again("TARGET"))
-        self.record_verification(result)
-        result.warnings += [ev.text() for role, g in self.guards.items()
-                            for ev in g.events[before.get(role, 0):]]
 
     def _explain(self, result: CopyResult, resumed: bool) -> None:
         """What the message adds after the verdict: a verification cut short, a finished
@@ -274,10 +285,12 @@ class _Copier(MapKeeping, OutageGuards, CopyPasses):
         was = self.state
         if was and was.finished and not was.foreign and not self.copied \
                 and result.status == "ok":  # resumed a finished copy: nothing to do
+            what = f"{result.domain['summary']}, identical" if result.domain else "identical"
             result.message = (
                 f"nothing left to copy: this pair was already copied on "
                 f"{binding.shown(was.meta.get('finished'))}; "
-                + ("verified again: identical" if result.verify else "not verified"))
+                + (f"verified again: {what}" if result.verify else "not verified")
+                + result.scope_note())
         if was and resumed and result.status == "mismatch":  # what the fingerprint missed
             result.message += "; " + was.mismatch_hint(
                 len(self.fp.samples) if self.fp else fingerprint.COUNT, opts.choices)

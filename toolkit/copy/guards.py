@@ -1,12 +1,14 @@
 """Storage outages during a copy (:mod:`toolkit.disks.transport`): each end's path
 watched, an I/O error while it is down waited out and done again, an end that came back
-under another name checked and reopened, and the verification's reads waited out too.
+under another name checked and reopened (one outage at a time per end: the writer and the
+read-back behind it may meet the same one), and the verification's reads waited out too.
 A mixin of :class:`toolkit.copy.engine._Copier`."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 from toolkit.blockio import blockdev
 from toolkit.copy import fingerprint
@@ -33,15 +35,18 @@ class OutageGuards:
         guard = self.guards.get(role)
         if guard is None or not guard.outage(error):
             return False
-        old = guard.lun.name
-        try:
-            name = guard.wait(pos)
-            if name != old:
-                self.reopen(role, guard.node(), old)
-        except transport.Outage:
-            if role == "TARGET":
-                self.target_lost = True
-            raise
+        # one at a time per end (the writer and the read-back may meet the same outage):
+        # the second finds the path up and the device already reopened
+        with self.outage_locks.setdefault(role, threading.Lock()):
+            old = guard.lun.name
+            try:
+                name = guard.wait(pos)
+                if name != old:
+                    self.reopen(role, guard.node(), old)
+            except transport.Outage:
+                if role == "TARGET":
+                    self.target_lost = True
+                raise
         return True
 
     def reopen(self, role: str, node: str, old: str) -> None:
@@ -90,6 +95,8 @@ class OutageGuards:
                 consent=self.consent, source_role=self.plan.source_role)
         except ValueError as e:
             raise lost(str(e)) from None
+        if self.read_back is not None:  # before the old descriptor goes
+            self.read_back.retarget(hold.fd)
         if self.hold is not None:
             self.hold.close()
         return hold
@@ -127,6 +134,17 @@ class OutageGuards:
         while True:
             try:
                 blockdev.write_exact(self.dst_fd, view, pos)
+                return
+            except OSError as e:
+                if not self.outage("TARGET", pos, e):
+                    raise
+
+    def punch_piece(self, pos: int, n: int) -> None:
+        """Free ``n`` bytes at ``pos`` so that they read back zeros
+        (:func:`toolkit.blockio.blockdev.punch_zeros`); after an outage, again."""
+        while True:
+            try:
+                blockdev.punch_zeros(self.dst_fd, pos, n)
                 return
             except OSError as e:
                 if not self.outage("TARGET", pos, e):

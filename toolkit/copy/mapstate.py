@@ -1,6 +1,7 @@
-"""The copy's mapfile and its report while it runs: loading (bound to the pair and the
-source's fingerprint, :mod:`toolkit.copy.binding`), saving, and the partial ("running")
-report rewritten at each save. A mixin of :class:`toolkit.copy.engine._Copier`."""
+"""The copy's mapfile and its report while it runs: loading (bound to the pair, the
+source's fingerprint and the domain, :mod:`toolkit.copy.binding`), saving, what is left
+to do within the scope (:mod:`toolkit.copy.scope`), and the partial ("running") report
+rewritten at each save. A mixin of :class:`toolkit.copy.engine._Copier`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import time
 
 from toolkit.blockio.mapfile import BAD, NON_SCRAPED, NON_TRIED, NON_TRIMMED, Mapfile
+from toolkit.blockio.ranges import total
 from toolkit.copy import binding, fingerprint
 from toolkit.copy.plan import Refused
 from toolkit.copy.report import RUNNING, write_result_report
@@ -31,7 +33,8 @@ class MapKeeping:
             raise ValueError(f"CopyOptions.existing={opts.existing!r}: expected refuse, "
                              "resume or restart")
         fp = self.fp = fingerprint.take(self.src_fd, self.size, self.sector)
-        state = self.state = binding.inspect(self.plan, opts.mapfile, fingerprint=fp)
+        state = self.state = binding.inspect(self.plan, opts.mapfile, fingerprint=fp,
+                                             domain=self.scope.domain)
         now = report.iso_time(time.time())
         if state.exists and (opts.existing == "refuse"
                              or (opts.existing == "resume" and state.problem)):
@@ -46,17 +49,23 @@ class MapKeeping:
                 self.warnings.append(state.adopted_warning())
                 self.map.meta = binding.new_meta(
                     self.plan, fp, now, origin=f"a mapfile without rtk identity lines, "
-                                               f"adopted on {now}")
+                                               f"adopted on {now}", scope=self.scope)
             else:
                 self.map.meta["resumed"] = now
-            resumed = self.map.bytes_with(NON_TRIED) != self.size
+            resumed = total(self.todo(NON_TRIED)) != self.scope.bytes
         else:  # none, or "restart": the old one (if any) is replaced at the first save
             os.makedirs(os.path.dirname(os.path.abspath(self.mapfile_path)), exist_ok=True)
             self.map = Mapfile(self.size)
-            self.map.meta = binding.new_meta(self.plan, fp, now)
+            self.map.meta = binding.new_meta(self.plan, fp, now, scope=self.scope)
             resumed = False
         self.save_map()
         return resumed
+
+    def options_record(self) -> dict:
+        opts = self.opts
+        return {"verify": opts.verify, "skip_zeros": opts.skip_zeros,
+                "chunk_size": opts.chunk_size, "free_blocks": opts.free_blocks,
+                "domain": self.scope.digest()}
 
     def record_verification(self, result: CopyResult) -> None:
         """The verification's outcome in the mapfile (``verified``), kept on disk."""
@@ -104,7 +113,7 @@ class MapKeeping:
         now, done = time.time(), self.done_bytes()
         phase = phase or self.reporter.phase or "copy"
         if message is None:
-            message = (f"running ({phase}): {done} of {self.size} bytes done as of "
+            message = (f"running ({phase}): {done} of {self.scope.bytes} bytes done as of "
                        f"{report.iso_time(now)}; if no copy runs any more it was interrupted "
                        f"(a power cut, a kill): the mapfile {self.mapfile_path} records what "
                        f"was copied: {self.opts.choices.again}")
@@ -117,11 +126,10 @@ class MapKeeping:
             skipped_zero_bytes=self.skipped, unread_hole_bytes=self.unread,
             source_map=self.source_map, write_calls=self.write_calls,
             read_errors=self.read_errors, copy_seconds=time.monotonic() - self.t0,
-            unreadable=list(self.map.ranges(BAD)),
+            unreadable=list(self.map.ranges(BAD)), domain=self.scope.record(),
             warnings=[*plan.warnings, *self.warnings,
                       *(ev.text() for g in self.guards.values() for ev in g.events)],
-            options={"verify": opts.verify, "skip_zeros": opts.skip_zeros,
-                     "chunk_size": opts.chunk_size})
+            options=self.options_record())
         try:
             self.report_paths = write_result_report(
                 r, opts.report_dir, paths=self.report_paths, done_bytes=done, updated=now,
@@ -147,5 +155,13 @@ class MapKeeping:
             f"the copy stopped: {what}; the mapfile {self.mapfile_path} records what was "
             f"copied: {self.opts.choices.again}"))
 
+    def todo(self, *statuses: str) -> list[tuple[int, int]]:
+        """The ranges of the scope with one of ``statuses`` in the map."""
+        return self.scope.within(self.map.ranges(*statuses))
+
     def done_bytes(self) -> int:
-        return self.size - self.map.bytes_with(NON_TRIED, NON_TRIMMED, NON_SCRAPED)
+        """The scope's bytes done (copied, or given up on as unreadable), all runs."""
+        return self.scope.bytes - total(self.todo(NON_TRIED, NON_TRIMMED, NON_SCRAPED))
+
+    def scope_finished(self) -> bool:
+        return not self.todo(NON_TRIED, NON_TRIMMED, NON_SCRAPED)

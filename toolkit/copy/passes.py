@@ -1,13 +1,15 @@
-"""The copy's passes: pass 1 (and its return for what was skipped) through the pipeline,
-then passes 2 and 3 (trim, scrape) narrowing read errors down to the sector, ddrescue
-style; and the writes they make. A mixin of :class:`toolkit.copy.engine._Copier`."""
+"""The copy's passes over its scope (:mod:`toolkit.copy.scope`): pass 1 (and its return for
+what was skipped) through the pipeline, then passes 2 and 3 (trim, scrape) narrowing read
+errors down to the sector, ddrescue style; and the writes they make, each piece then
+waiting to be read back (:mod:`toolkit.copy.behind`). A mixin of
+:class:`toolkit.copy.engine._Copier`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from toolkit.blockio import blockdev
-from toolkit.blockio.hashing import HashStage, RegionHasher
+from toolkit.blockio.hashing import HashStage, PieceStage, piece_digest
 from toolkit.blockio.mapfile import BAD, FINISHED, NON_TRIED, NON_TRIMMED
 from toolkit.blockio.pipeline import BAD as UNREADABLE
 from toolkit.blockio.pipeline import ZERO, GiB, KiB, Pipeline
@@ -58,16 +60,19 @@ class CopyPasses:
 
 
     # pass 1: the pipeline -------------------------------------------------------------
-    def copy_pass(self, hasher: RegionHasher | None, skipping: bool) -> bool:
-        """Copy every non-tried area; False when a hash could not follow the stream.
-        A failure of the reader or the hasher (a bug, memory) is raised."""
+    def copy_pass(self, skipping: bool) -> None:
+        """Copy every non-tried area of the scope (with verification, each piece's digest
+        to the read-back: :mod:`toolkit.copy.behind`). A failure of the reader or the
+        hasher (a bug, memory) is raised."""
         opts = self.opts
         max_skip = max(opts.chunk_size, min(GiB, self.size // 100)) if skipping else 0
-        reader = DeviceReader(self.src_fd, list(self.map.ranges(NON_TRIED)), opts.chunk_size,
+        reader = DeviceReader(self.src_fd, self.todo(NON_TRIED), opts.chunk_size,
                               skip_errors=True, max_skip=max_skip, max_rate=opts.max_rate,
                               unallocated=self.holes.ranges, on_error=self.read_failed)
-        middle = hasher is not None or opts.skip_zeros  # a stage between reader and writer
-        stage = HashStage(hasher, self.zeros if opts.skip_zeros else None) if middle else None
+        zeros = self.zeros if opts.skip_zeros else None
+        hasher = self.hasher
+        stage = (PieceStage(hasher, zeros) if hasher is not None
+                 else HashStage(None, zeros) if opts.skip_zeros else None)
         self.map.phase, self.map.current_pass = "?", 1 if skipping else 2
         done = self.done_bytes()
         with Pipeline(reader, chunk=opts.chunk_size, buffers=opts.buffers, stage=stage,
@@ -95,7 +100,10 @@ class CopyPasses:
                         self.gave_up(e)
                         pipe.stop()
                         continue
+                    if hasher is not None:
+                        self.behind(pos, n, hasher.take(pos, n))
                     try:
+                        self.maybe_flush()
                         self.maybe_save(pos + n)
                     except OSError as e:
                         self.failure = (f"cannot flush the target {self.plan.target.node} "
@@ -103,21 +111,20 @@ class CopyPasses:
                         pipe.stop()
                         continue
                     self.reporter.update(done)
-            except transport.Outage as e:  # the SOURCE's, from the reader; or a save's sync
+            except transport.Outage as e:  # the SOURCE's, from the reader; or a sync's
                 self.gave_up(e)
         self.unread += reader.unread
-        return bool(stage and stage.valid)  # valid: a hasher that kept up
 
     # passes 2 and 3: narrowing down read errors -----------------------------------------
     def narrow(self, status: str, step: int, fail_status: str, phase: str) -> None:
         """Re-read every ``status`` area in ``step``-sized pieces; what fails again
         becomes ``fail_status`` (for bad sectors, zeros are written in their place)."""
-        areas = list(self.map.ranges(status))
+        areas = self.todo(status)
         if not areas or self.failure:
             return
         self.map.phase = status
         done = self.done_bytes()
-        self.reporter.start(phase, self.size, done)
+        self.reporter.start(phase, self.scope.bytes, done)
         buf = blockdev.AlignedBuffer(max(step, self.sector))
         try:
             for pos, n in _chunks(areas, step):
@@ -138,10 +145,13 @@ class CopyPasses:
                         return
                     done += n
                 self.mark(pos, n, FINISHED if ok else fail_status)
+                if ok or fail_status == BAD:  # read back later: the data, or the zeros
+                    self.behind(pos, n, piece_digest(buf.view[:n]) if ok else None)
                 if ok:
                     self.copied += n
                 elif fail_status == BAD:
                     self.reporter.unreadable += n
+                self.maybe_flush()
                 self.maybe_save(pos + n)
                 self.reporter.update(done)
         except transport.Outage as e:

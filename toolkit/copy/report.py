@@ -10,6 +10,7 @@ mapfile records as done, as of ``updated``.
 from __future__ import annotations
 
 from toolkit.copy.result import CopyResult
+from toolkit.disks import cluster
 from toolkit.jobs import report
 from toolkit.units import human_duration, human_rate, human_size
 
@@ -30,6 +31,9 @@ def report_data(r: CopyResult, *, done_bytes: int | None = None,
         "exit_code": None if running else r.exit_code,
         "message": r.message, "warnings": r.warnings,
         "source": r.source, "target": r.target,
+        # both ends' cluster disks (source.cluster, target.cluster) as the copy found them
+        "cluster": cluster.report_comparison(r.source, r.target) if r.operation == "copy"
+        else None,
         "started": report.iso_time(r.started),
         "finished": None if running else report.iso_time(r.finished),
         "updated": report.iso_time(updated),
@@ -43,7 +47,7 @@ def report_data(r: CopyResult, *, done_bytes: int | None = None,
             "write_calls": r.write_calls, "read_errors": r.read_errors,
             "seconds": round(r.copy_seconds, 3),
             "bytes_per_second": round(copy_rate) if copy_rate else None,
-            "options": r.options,
+            "options": r.options, "domain": r.domain, "free_blocks": r.free_blocks,
         },
         "hash": {
             "algorithm": r.algorithm,
@@ -55,12 +59,23 @@ def report_data(r: CopyResult, *, done_bytes: int | None = None,
             "result": "error" if v.error else "match" if v.match else "mismatch",
             "method": v.method, "first_difference": v.first_difference,
             "differing_regions": v.differing_regions, "error": v.error,
+            "covered": v.covered, "read_back_bytes": v.read_back_bytes,
+            "read_while_writing": v.read_while_writing, "compared_bytes": v.compared_bytes,
             "seconds": round(v.seconds, 3),
-            "bytes_per_second": round(r.size / v.seconds) if v.seconds else None,
+            "bytes_per_second": round(_after(r) / v.seconds) if v.seconds else None,
         },
         "unreadable": {"bytes": r.unreadable_bytes,
                        "ranges": [{"start": p, "size": s} for p, s in r.unreadable]},
     }
+
+
+def _after(r: CopyResult) -> int:
+    """The bytes a verification read once the copy was done (a verification on its own,
+    or one that counted none: the size)."""
+    v = r.verify
+    if not (v.read_back_bytes or v.compared_bytes):
+        return r.size
+    return v.read_back_bytes - v.read_while_writing + v.compared_bytes
 
 
 def _who(d: dict) -> list[tuple[str, object]]:
@@ -76,7 +91,7 @@ def _who(d: dict) -> list[tuple[str, object]]:
     if d.get("partition"):
         p = d["partition"]
         rows.append(("partition", f"number {p['number']} of {p['disk']}, at byte {p['start']}"))
-    return rows
+    return rows + cluster.report_rows(d.get("cluster"))
 
 
 def report_text(r: CopyResult, **progress) -> str:
@@ -88,6 +103,7 @@ def report_text(r: CopyResult, **progress) -> str:
             ("updated" if running else "finished", data["updated"]),
             ("size", f"{r.size} bytes ({human_size(r.size)})")]
     rows += [("warning", w) for w in r.warnings]
+    rows += [("cluster disks", data["cluster"]["text"])] if data["cluster"] else []
     sections = [("Result", rows), ("Source", _who(r.source))]
     if r.target:
         sections.append(("Target", _who(r.target)))
@@ -105,7 +121,8 @@ def report_text(r: CopyResult, **progress) -> str:
             ("zeros skipped", f"{r.skipped_zero_bytes} bytes"
                               + (f", {r.unread_hole_bytes} of them not read ({r.source_map})"
                                  if r.source_map else "")),
-            ("read errors", r.read_errors)]))
+            ("read errors", r.read_errors),
+            *_scope_rows(r)]))
     h = data["hash"]
     sections.append(("Hash", [("algorithm", h["algorithm"]), ("source", h["source"]),
                               ("target", h["target"])]))
@@ -118,6 +135,8 @@ def report_text(r: CopyResult, **progress) -> str:
              f"bytes {fd['start']}-{fd['end']}"
              + (f", first at byte {fd['offset']}" if fd.get("offset") is not None else "")),
             ("differing regions", v["differing_regions"]), ("error", v["error"]),
+            *([("covered", v["covered"])] if v["covered"] else []),
+            *_how_rows(v),
             ("rate", human_rate(v["bytes_per_second"]) if v["bytes_per_second"] else None)]))
     u = data["unreadable"]
     sections.append(("Unreadable", [
@@ -126,6 +145,29 @@ def report_text(r: CopyResult, **progress) -> str:
                              for x in u["ranges"]) or "none")]))
     title = f"rtk {r.operation} report"
     return report.render_text(title, sections)
+
+
+def _scope_rows(r: CopyResult) -> list[tuple[str, object]]:
+    """A domain copy's rows: what it covered, what became of the free blocks."""
+    if not r.domain:
+        return []
+    d, fb = r.domain, r.free_blocks
+    rows: list[tuple[str, object]] = [("domain", f"{d['summary']} (digest {d['digest']})")]
+    if fb:
+        rows.append(("free blocks", fb["text"] + (f" ({fb['how']})" if fb.get("how") else "")))
+    return rows
+
+
+def _how_rows(v: dict) -> list[tuple[str, object]]:
+    """How the bytes were verified: read back behind the writer, compared after."""
+    rows: list[tuple[str, object]] = []
+    if v["read_back_bytes"]:
+        rows.append(("read back", f"{v['read_back_bytes']} bytes, "
+                                  f"{v['read_while_writing']} of them while the copy ran"))
+    if v["compared_bytes"]:
+        rows.append(("compared", f"{v['compared_bytes']} bytes with the source, after the "
+                                 "copy"))
+    return rows
 
 
 def write_result_report(r: CopyResult, directory: str | None = None, *,

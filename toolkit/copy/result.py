@@ -46,10 +46,25 @@ class CopyResult(exitcodes.StatusExit):
     warnings: list[str] = field(default_factory=list)
     options: dict = field(default_factory=dict)
     report: report.ReportPaths | None = None
+    # a copy limited to a domain (toolkit.copy.scope): its record (summary, digest, bytes),
+    # and what became of the target's blocks outside it (action "discarded", "left",
+    # "partly discarded"; text, how, bytes)
+    domain: dict | None = None
+    free_blocks: dict | None = None
 
     @property
     def unreadable_bytes(self) -> int:
         return sum(s for _p, s in self.unreadable)
+
+    @property
+    def covered_bytes(self) -> int:
+        """What the copy covers: the domain's bytes, or the whole source."""
+        return self.domain["bytes"] if self.domain else self.size
+
+    def scope_note(self) -> str:
+        """``; free blocks: discarded, the target reads back zeros`` for a domain copy."""
+        fb = self.free_blocks
+        return f"; free blocks: {fb['text']}" if self.domain and fb else ""
 
 
 def conclude(result: CopyResult, cancel: threading.Event) -> None:
@@ -70,20 +85,31 @@ def conclude(result: CopyResult, cancel: threading.Event) -> None:
             where = f"byte {fd['offset']} (in {where})"
         result.status = "mismatch"
         result.message = (f"VERIFICATION FAILED: first difference at {where}, "
-                          f"{v.differing_regions} differing region(s)")
+                          f"{v.differing_regions} differing region(s)" if fd else
+                          "VERIFICATION FAILED: the target's hash differs from the source's")
     elif bad:
         result.status = "unreadable"
         result.message = f"completed with {bad} unreadable bytes in {bad_text}"
         if v:
             result.message += " (zeros written there; the rest verified)"
+        result.message += result.scope_note()
     else:
         result.status = "ok"
-        result.message = f"{verb} {result.size} bytes" + (", verified" if v else "")
-        if result.operation == "copy" and result.resumed and result.copied_bytes < result.size:
-            # never "copied N bytes" for bytes this run did not copy
-            before = result.size - result.copied_bytes
-            result.message = (
-                (f"nothing copied in this run: the mapfile says all {result.size} bytes were "
-                 "copied before" if not result.copied_bytes else
-                 f"copied {result.copied_bytes} bytes in this run (the mapfile says the other "
-                 f"{before} were copied before)") + (", verified" if v else ", not verified"))
+        result.message = _ok_message(result, verb) + result.scope_note()
+
+
+def _ok_message(result: CopyResult, verb: str) -> str:
+    v, total = result.verify, result.covered_bytes
+    summary = result.domain["summary"] if result.domain else None
+    checked = (f", verified: {summary}, identical" if v and summary else ", verified" if v
+               else f": {summary}, not verified" if summary else "")
+    message = f"{verb} {total} bytes" + checked
+    if result.operation == "copy" and result.resumed and result.copied_bytes < total:
+        # never "copied N bytes" for bytes this run did not copy
+        before = total - result.copied_bytes
+        message = (
+            (f"nothing copied in this run: the mapfile says all {total} bytes were "
+             "copied before" if not result.copied_bytes else
+             f"copied {result.copied_bytes} bytes in this run (the mapfile says the other "
+             f"{before} were copied before)") + (checked or ", not verified"))
+    return message

@@ -43,6 +43,12 @@ PACKAGES = {
     "xfs_growfs": "xfsprogs", "mdir": "mtools", "efibootmgr": "efibootmgr",
     "ip": "iproute2", "ping": "iputils-ping", "ifdown": "ifupdown", "modprobe": "kmod",
     "pidof": "sysvinit-utils", "udp-receiver": "udpcast", "udp-sender": "udpcast",
+    "ntfscat": "ntfs-3g", "ntfsinfo": "ntfs-3g", "xfs_logprint": "xfsprogs",
+    "partclone.ntfs": "partclone", "partclone.extfs": "partclone", "partclone.xfs": "partclone",
+    "partclone.fat": "partclone",
+    "hivexsh": "libhivex-bin", "hivexget": "libhivex-bin",
+    "ckbcomp": "console-setup", "loadkeys": "kbd", "ssh-keygen": "openssh-client",
+    "sshd": "openssh-server", "chpasswd": "passwd", "usermod": "passwd",
 }
 
 log = logging.getLogger("toolkit.tools")

@@ -82,7 +82,9 @@ def reason_for(status: str, message: str, mode: str, job) -> str:
     if status == "dry-run":
         return message
     if job.written:
-        return (f"{mode} FAILED ({status}) while writing {job.disk.path if job.disk else '?'}"
+        disks = [job.disk] if job.disk else [d for _s, d in getattr(job, "pair_disks", [])]
+        return (f"{mode} FAILED ({status}) while writing "
+                f"{', '.join(d.path for d in disks) or '?'}"
                 f": {message}. The disk is not usable: this machine does not reboot.")
     return f"{mode} STOPPED before writing anything ({job.phase}): {message}"
 

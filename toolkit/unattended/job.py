@@ -37,7 +37,7 @@ from toolkit.jobs import report
 from toolkit.jobs.progress import Progress
 from toolkit.unattended import selectors
 from toolkit.unattended.console import Console
-from toolkit.unattended.copy_steps import CopySteps
+from toolkit.unattended.copy_steps import CopySteps, PairSteps
 from toolkit.unattended.plan import Plan
 from toolkit.unattended.reporter import RunReporter
 from toolkit.unattended.restore_steps import FALLBACK_ON, RestoreSteps
@@ -117,7 +117,7 @@ def _source_selector(plan: Plan) -> Selector | None:
     return None
 
 
-class Job(RestoreSteps, CopySteps):
+class Job(RestoreSteps, CopySteps, PairSteps):
     """One run of a plan: the phases, what they found and did (for the report). The
     network, iscsi and select phases are here; check and write are in
     :class:`~toolkit.unattended.restore_steps.RestoreSteps` and
@@ -143,6 +143,7 @@ class Job(RestoreSteps, CopySteps):
         self.secrets = plan_secrets(plan)
         self.disks: list[Disk] = []  # the disks the select phase saw (for the fallback)
         self.fallback: dict | None = None  # the HTTP fallback, when it was used
+        self.pair_disks: list[tuple[Disk, Disk]] = []  # plan.pairs: (source, disk) each
 
     def step(self, name: str):
         """``toolkit.restore``'s ``name`` (plan_restore, check_image, restore) unless the
@@ -276,6 +277,8 @@ class Job(RestoreSteps, CopySteps):
                              f"{note}", "dry-run")
 
     def select(self) -> list[Disk]:
+        if self.plan.pairs:  # a copy job of several pairs (PairSteps)
+            return self.select_pairs()
         self.enter("select", f"disk: looking for rtk.disk={self.plan.disk}")
         try:
             disks = self.hooks["list_disks"]()  # a dry run: only the disks present

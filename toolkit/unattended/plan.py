@@ -31,6 +31,7 @@ from toolkit.unattended.plan_file import (
     plan_text,
     read_plan_file,
 )
+from toolkit.unattended.plan_pairs import KEYS, CopyPair, check_pairs, converter, pairs_from_file
 from toolkit.unattended.plan_schema import SCHEMA, SCHEMA_TEXT, key_text, schema_errors
 from toolkit.unattended.selectors import SOURCE, TARGET, IscsiLun, Selector, check_host
 from toolkit.unattended.selectors import parse_consent as _consent
@@ -42,10 +43,12 @@ DONE = ("reboot", "poweroff", "menu", "shell")
 PARAMS = tuple(f"rtk.{p}" for p in ("mode", "initiator", "source", "target", "image", "sha256",
                                     "disk", "consent", "verify", "grow", "report", "done", "plan",
                                     "resume", "fallback",
-                                    "data"))  # rtk.data=: read at boot (toolkit.system.state)
+                                    "data",  # rtk.data=: read at boot (toolkit.system.state)
+                                    # read at boot (toolkit.system.keymap, .remote_boot)
+                                    "keymap", "ssh", "ssh_keys"))
 RESUME = ("no", "yes", "restart")  # copy: a mapfile of the pair already there (docs)
 __all__ = ["DONE", "MAX_DEPTH", "MAX_SIZE", "MODES", "PARAMS", "RESUME", "SCHEMA",
-           "SCHEMA_TEXT", "Image", "Plan", "PlanError", "check", "field_check",
+           "SCHEMA_TEXT", "CopyPair", "Image", "Plan", "PlanError", "check", "field_check",
            "from_cmdline", "from_file", "load_plan", "merge", "parse_plan_text", "plan_text",
            "read_plan", "read_plan_file", "schema_errors"]
 
@@ -91,6 +94,20 @@ class Plan:
     # restore, a udpcast:// image: the same image over HTTP(S), restored when the stream
     # fails (no sender, a late join, the stream lost); rtk.fallback= or fallback:
     fallback: str | None = None
+    # copy, plan file only: a job of several pairs (then no image/disk/consent), run one
+    # after another or (concurrent) side by side where they share no device; used_blocks:
+    # copy only what the sources' filesystems use (toolkit.copy.usedblocks)
+    pairs: tuple[CopyPair, ...] = ()
+    concurrent: bool | None = None  # None: toolkit.copy.job.DEFAULT_CONCURRENT
+    used_blocks: bool = False
+    # restore, plan file only: the firmware mode the restored disk must boot in ("uefi",
+    # "bios"; "any": this machine's, a mismatch only warned about), and where a VHDX's
+    # log that was never replayed is replayed ("copy", or "in-place" in the image file)
+    boot_mode: str = "any"
+    vhdx_log: str = "copy"
+    # restore, plan file only: a Windows image's storage drivers made to start at boot
+    # ("auto": when the target's controller is not one it boots from; "on", "off")
+    windows_drivers: str = "auto"
 
     @property
     def expected_sha256(self) -> str | None:
@@ -102,7 +119,8 @@ class Plan:
 
     def to_dict(self) -> dict:  # not asdict() of it all: that would hold the CHAP secrets
         im = self.image
-        return {**asdict(replace(self, network=(), sources=(), targets=(), image=None)),
+        return {**asdict(replace(self, network=(), sources=(), targets=(), image=None,
+                                 pairs=())), "pairs": [x.to_dict() for x in self.pairs],
                 "network": [s.to_dict() for s in self.network], "disk": self.disk and
                 str(self.disk), "consent": self.consent and str(self.consent),
                 "sources": [x.to_dict() for x in self.sources],
@@ -188,6 +206,8 @@ def field_check(path: tuple):
         return _CONVERT[top], f"plan.{top}"
     if n == 2 and top == "nameservers":
         return kc.ip_address, "plan.nameservers"
+    if n == 3 and top == "pairs" and path[2] in KEYS:
+        return converter(path[2]), f"plan.pairs[{path[1]}].{path[2]}"
     if n == 3 and top in ("sources", "targets") and path[2] in ("iqn", "host"):
         return ({"iqn": _iqn, "host": check_host}[path[2]],
                 f"plan.{top}[{path[1]}].{path[2]}")
@@ -202,6 +222,8 @@ def from_cmdline(cl: Cmdline) -> dict:
     if unknown:
         raise CmdlineError(f"unknown parameter {unknown[0]}: the rtk. parameters are "
                            f"{', '.join(PARAMS)}")
+    kc.keymap_from(cl)  # read at boot, checked here too: a wrong one stops the run
+    kc.ssh_from(cl)
     out = kc.network_from(cl)
     yesno = {"yes": True, "no": False}
     for key in ("mode", "done", "verify", "grow"):
@@ -240,7 +262,8 @@ def from_file(data) -> dict:
         raise PlanError("the plan file does not fit the schema:\n  " + "\n  ".join(errors),
                         errors)
     out: dict = {k: data[k] for k in ("mode", "verify", "grow", "done", "bundle",
-                                      "outage_limit") if k in data}
+                                      "outage_limit", "concurrent", "used_blocks", "boot_mode",
+                                      "vhdx_log", "windows_drivers") if k in data}
     if "resume" in data:  # true, false or "restart"
         out["resume"] = {True: "yes", False: "no"}.get(data["resume"], data["resume"])
     problems: list[str] = []
@@ -264,6 +287,8 @@ def from_file(data) -> dict:
     for key, convert in _CONVERT.items():
         if key in data:
             out[key] = checked(convert, data[key], f"plan.{key}")
+    if "pairs" in data:
+        out["pairs"] = pairs_from_file(data["pairs"], checked)
     if problems:
         raise PlanError(problems[0] if len(problems) == 1 else "the plan file has invalid "
                         "values:\n  " + "\n  ".join(problems), problems)
@@ -283,11 +308,13 @@ def merge(file_values: dict, cmdline_values: dict) -> dict:
 
 def check(plan: Plan) -> Plan:
     """PlanError unless ``plan`` is complete for its mode (no mode: nothing to check)."""
-    img, missing = plan.image, [k for k in ("image", "disk", "consent") if not getattr(plan, k)]
+    check_pairs(plan)  # a copy job of several pairs (plan_pairs)
+    img, missing = plan.image, [k for k in ("image", "disk", "consent")
+                                if not getattr(plan, k) and not plan.pairs]  # pairs: each has
     if plan.mode == "copy" and img and img.kind != "iscsi":
         raise PlanError(f"rtk.mode=copy copies a disk: rtk.image= must be an iscsi: LUN, not "
                         f"a {img.kind} (use rtk.mode=restore for image files)")
-    if plan.mode == "copy" and not img:  # the source: rtk.image=iscsi:... or the one source
+    if plan.mode == "copy" and not img and missing:  # the source: an image or the one source
         missing[0] = "the source: rtk.image=iscsi:<IQN>:<LUN>, or exactly one rtk.source="
         missing = missing[1:] if len(plan.sources) == 1 else missing
     if plan.mode and missing:

@@ -48,7 +48,10 @@ class RestoreSteps:
         self.enter("check", f"check: image {safe_url(location)} onto {self.disk.path}")
         opts = restore.RestoreOptions(verify=self.plan.verify, grow=self.plan.grow,
                                       sha256=self.plan.expected_sha256,
-                                      outage_limit=self.plan.outage_limit)
+                                      outage_limit=self.plan.outage_limit,
+                                      boot_mode=self.plan.boot_mode,
+                                      vhdx_log=self.plan.vhdx_log,
+                                      windows_drivers=self.plan.windows_drivers)
         try:
             rplan = self.step("plan_restore")(location, self.disk.path, opts, disks=disks)
         except restore.Refused as e:
@@ -98,7 +101,12 @@ class RestoreSteps:
         except Exception as e:  # noqa: BLE001 - restore.Failed: cancelled
             raise Stop("check", f"{e}") from None
         if checked is None and img.location.startswith("udpcast://"):  # read once
-            self.con.say("check: a multicast stream is read once: its SHA-256 is checked "
+            spool = getattr(img, "spool", None)  # toolkit.restore.spool's decision
+            held = spool is not None and spool.hold
+            self.con.say(f"check: the multicast stream is held in {spool.directory} as it "
+                         "arrives and its SHA-256 checked there, before anything is written "
+                         "(docs/fleet.md)" if held else
+                         "check: a multicast stream is read once: its SHA-256 is checked "
                          "after the rest is written, before its first MiB (docs/fleet.md)")
             return
         if checked is None:  # a container too large to spool: checked while downloading

@@ -123,9 +123,13 @@ def _phases(job: Job, plan: Plan, dry_run: bool) -> tuple[str, str]:
         checked = job.timed("check", job.check_restore if plan.mode == "restore"
                             else job.check_copy, disks)
         if dry_run:
-            _would_write(job, plan)
+            if plan.pairs:
+                job.would_copy_pairs()
+            else:
+                _would_write(job, plan)
+            written = ", ".join(d.path for _s, d in job.pair_disks) or job.disk.path
             return "dry-run", (f"dry run: every check passed, nothing was changed; a real run "
-                               f"would write {job.disk.path} and then {plan.done}")
+                               f"would write {written} and then {plan.done}")
         return (job.write_restore if plan.mode == "restore" else job.write_copy)(checked)
     except Stop as e:
         job.phase = e.phase

@@ -1,15 +1,16 @@
-"""Disk Copy: choose SOURCE and TARGET, confirm, copy in a worker thread, report."""
+"""Disk Copy: choose SOURCE and TARGET, confirm, copy in a worker thread, report; or, with
+"Add another pair" on the confirmation, a job of several pairs
+(:mod:`tui.controllers.copy_job`)."""
 
 from __future__ import annotations
 
-import os
-import stat
-
-from toolkit.copy import binding
+from toolkit.copy import binding, domain_choice
 from toolkit.copy import engine as dc
+from toolkit.copy.job import cluster_sentence
 from toolkit.disks import gate, roles
 from toolkit.disks import inventory as disks_mod
 from toolkit.disks.inventory import Disk
+from tui.controllers.copy_job import CopyJobFlow, devices_here
 from tui.controllers.state import before_long_job
 from tui.job import Job, JobController
 from tui.views.copy import CopyProgressView, CopyResultView, CopySummaryView
@@ -34,6 +35,7 @@ class CopyController(JobController):
         self.job = Job(app, "Stop the copy?",
                        "The copy stops at a consistent point. Choosing the same SOURCE and "
                        "TARGET again offers to resume it.", "Keep copying")
+        self.pairs = CopyJobFlow(self)  # "Add another pair": a job of several pairs
 
     # --- choosing ------------------------------------------------------------
     def _candidates(self) -> list[Disk]:
@@ -67,7 +69,7 @@ class CopyController(JobController):
             # of this machine; the write gate decides the same again when it opens it
             problems, _warnings = dc.check_pair(src, dc.endpoint_from_disk(d),
                                                 self.source_role,
-                                                deep=_devices_here(source, d))
+                                                deep=devices_here(source, d))
             out.append((d, problems[0] if problems else None))
         # eligible targets first, TARGET-role LUNs (SAN volumes) first among them
         return sorted(out, key=lambda c: (c[1] is not None, c[0].role != roles.TARGET))
@@ -90,13 +92,16 @@ class CopyController(JobController):
         self.plan = plan
 
         def summary() -> None:  # the mapfile is looked for where the state is by then
-            self.map_state = self._map_state(plan)
-            self.summary = CopySummaryView(plan, confirmation_word(target), self.map_state,
-                                           self.start)
+            self.map_state = self.state_of(plan)
+            self.summary = CopySummaryView(
+                plan, confirmation_word(target), self.map_state, self.start,
+                recognised=domain_choice.recognised(plan.source),
+                cluster=cluster_sentence(plan, notable=True),
+                on_add=lambda: self.pairs.add_pair((plan,)))
             self.app.push(self.summary)
         before_long_job(self.app, summary, busy=(plan.source.disk.path, plan.target.disk.path))
 
-    def _map_state(self, plan: dc.CopyPlan) -> binding.MapState:
+    def state_of(self, plan: dc.CopyPlan) -> binding.MapState:
         """What the default mapfile of this pair says (an interrupted or finished copy of
         it, another pair's, a changed source...): the summary asks what to do with it."""
         try:
@@ -105,7 +110,8 @@ class CopyController(JobController):
             return binding.MapState(dc.default_mapfile(plan), default=True)
 
     # --- running -------------------------------------------------------------
-    def start(self, *, verify: bool, algorithm: str, skip_zeros: bool, resume: bool) -> None:
+    def start(self, *, verify: bool, algorithm: str, skip_zeros: bool, resume: bool,
+              used_blocks: bool = False) -> None:
         plan = self.plan
         assert plan is not None
         state = self.map_state
@@ -116,20 +122,14 @@ class CopyController(JobController):
                                  existing=existing, choices=binding.MENU)
         # what the technician typed: the write gate opens the target only if it names it
         consent = gate.Consent.menu(self.summary.confirm.edit_text)
+
+        def run(progress, cancel):  # the used blocks are mapped here, in the worker
+            opts = (domain_choice.with_used_blocks(options, plan.source) if used_blocks
+                    else options)
+            return dc.copy(plan, opts, progress=progress, cancel=cancel, consent=consent)
         self.job.start_behind(
-            CopyProgressView(plan, self.job.confirm_cancel), "disk-copy",
-            lambda progress, cancel: dc.copy(plan, options, progress=progress, cancel=cancel,
-                                             consent=consent),
+            CopyProgressView(plan, self.job.confirm_cancel), "disk-copy", run,
             self._done, lambda e: self.job.failed("Cannot copy", str(e)), errors=(dc.Refused,))
 
     def _done(self, result: dc.CopyResult) -> None:
         self.app.replace(CopyResultView(result, self.app.pop_to_root))
-
-
-def _devices_here(*disks: Disk) -> bool:
-    """Whether every disk's node is a block device of this machine (then the write gate's
-    deep checks can follow its aliases; a disk described by hand has none)."""
-    try:
-        return all(stat.S_ISBLK(os.stat(d.path).st_mode) for d in disks)
-    except OSError:
-        return False

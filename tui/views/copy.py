@@ -6,9 +6,49 @@ import urwid
 
 from toolkit.copy.binding import shown
 from toolkit.units import human_rate, human_size
-from tui.widgets.base import ProgressView, ResultView
+from tui.widgets.base import ProgressView, ResultView, button
 from tui.widgets.confirm import ConfirmOverwriteView
 from tui.widgets.disk_summary import disk_column
+
+
+def mapfile_rows(plan, state) -> tuple[list, urwid.RadioButton | None]:
+    """What to do with the pair's mapfile (``state``), as rows, and the radio button that
+    is on when the mapfile is resumed (None: nothing to ask)."""
+    rows: list = []
+    if state is not None and state.exists and state.problem:
+        rows.append(urwid.Text(("warn", _problem(state))))
+        return rows, None
+    if state is None or not state.exists:
+        return rows, None
+    group: list = []
+    if state.finished:
+        rows.append(urwid.Text(f"This pair was already copied on "
+                               f"{_date(state, 'finished')}, {state.verified()}."))
+        resume = urwid.RadioButton(group, "Verify again: nothing is left to copy",
+                                   state=True)
+    else:
+        resume = urwid.RadioButton(
+            group, f"Resume the interrupted copy of this pair "
+                   f"({human_size(state.done())} of {human_size(plan.source.size)} "
+                   f"done, started {_date(state, 'started')})", state=True)
+    urwid.RadioButton(group, "Start over: copy everything again")
+    return rows + group, resume
+
+
+def domain_rows(recognised) -> tuple[list, urwid.RadioButton | None]:
+    """Used blocks only or every block, one row (``recognised``: what the sources hold
+    that a tool maps, in words; None or []: nothing to choose, every block is copied, and
+    no row is shown); the radio button of "used blocks only", preselected."""
+    if not recognised:
+        return [], None
+    group: list = []
+    used = urwid.RadioButton(group, "Used blocks only (recommended: " + ", ".join(recognised)
+                             + ")", state=True)
+    every = urwid.RadioButton(group, "Every block")
+    return [urwid.Columns([used, (15, every)], dividechars=1)], used
+
+
+START = "Start the copy"
 
 
 class CopySummaryView(ConfirmOverwriteView):
@@ -16,11 +56,14 @@ class CopySummaryView(ConfirmOverwriteView):
     :class:`toolkit.copy.binding.MapState`) when there is one: an interrupted copy of
     this pair (resume or start over), a finished one (verify again or start over), or one
     that cannot be resumed (another pair's, the source changed, a plain ddrescue one),
-    said, and only started over."""
+    said, and only started over. ``recognised``: :func:`domain_rows`; ``cluster``: what
+    the copy does to cluster disks, in words; ``on_add``: "Add another pair" (a job of
+    several pairs, each target confirmed later)."""
 
     title = "Disk Copy: confirm"
 
-    def __init__(self, plan, expected: str, state, on_start):
+    def __init__(self, plan, expected: str, state, on_start, *, recognised=None,
+                 cluster: str | None = None, on_add=None):
         self.verify = urwid.CheckBox("Verify: read the target back and compare (recommended)",
                                      state=True)
         group: list = []
@@ -28,33 +71,26 @@ class CopySummaryView(ConfirmOverwriteView):
         self.sha256 = urwid.RadioButton(group, "SHA-256")
         self.skip_zeros = urwid.CheckBox("Skip writing zero chunks (only for a target that "
                                          "reads back zeros: a fresh thin LUN)")
-        self.resume = None
-        options: list = []
-        if state is not None and state.exists and state.problem:
-            options.append(urwid.Text(("warn", _problem(state))))
-        elif state is not None and state.exists:
-            rgroup: list = []
-            if state.finished:
-                options.append(urwid.Text(f"This pair was already copied on "
-                                          f"{_date(state, 'finished')}, {state.verified()}."))
-                self.resume = urwid.RadioButton(rgroup, "Verify again: nothing is left to "
-                                                        "copy", state=True)
-            else:
-                self.resume = urwid.RadioButton(
-                    rgroup, f"Resume the interrupted copy of this pair "
-                            f"({human_size(state.done())} of {human_size(plan.source.size)} "
-                            f"done, started {_date(state, 'started')})", state=True)
-            urwid.RadioButton(rgroup, "Start over: copy everything again")
-            options += rgroup
-        options += [self.verify, urwid.Columns([(20, self.blake3), (16, self.sha256)]),
-                    self.skip_zeros]
+        domain, self.used_blocks = domain_rows(recognised)
+        rows, self.resume = mapfile_rows(plan, state)
+        # the domain first: what is above the confirmation keeps its place for the keys
+        options: list = [*([urwid.Text(("title", cluster))] if cluster else []), *domain,
+                         *rows, self.verify,
+                         urwid.Columns([(20, self.blake3), (16, self.sha256)]),
+                         self.skip_zeros]
         super().__init__(
             disk_column("SOURCE (read only)", plan.source), plan.target,
             f"the content of {plan.source.node}", plan.warnings, options, expected,
-            "Start the copy", lambda: on_start(
+            START, lambda: on_start(
                 verify=self.verify.state, algorithm="sha256" if self.sha256.state else "blake3",
                 skip_zeros=self.skip_zeros.state,
-                resume=self.resume is not None and self.resume.state))
+                resume=self.resume is not None and self.resume.state,
+                **({"used_blocks": self.used_blocks.state} if self.used_blocks else {})))
+        if on_add is not None:  # beside the start button: the keys to it stay as they were
+            label = "Add another pair (confirm each target later)"
+            self.listbox.body[-1] = urwid.Columns(
+                [(len(START) + 4, self.listbox.body[-1]), (len(label) + 4, button(label, on_add))],
+                dividechars=2)
 
 
 def _date(state, key: str) -> str:
