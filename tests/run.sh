@@ -25,10 +25,14 @@ APT_PACKAGES=(
     dosfstools e2fsprogs ntfs-3g xfsprogs mtools  # mkfs.*, fsck.vfat, debugfs, ntfs*, xfs_*, mtype
     libfuse2 fuse3                                # fusepy (the bad-sector disk), fusermount
     gddrescue diffutils                           # ddrescuelog, cmp
+    partclone                                     # used blocks: filesystem allocation maps (-D)
+    libhivex-bin                                  # hivexsh, hivexget: Windows SYSTEM hives (restore)
+    cryptsetup-bin                                # cryptsetup: a LUKS volume in a restore image
     zstd xz-utils gzip                            # compressed images
     curl openssl ca-certificates                  # HTTP(S) images, the test CA
     iproute2 iputils-ping                         # rtk net
     udpcast                                       # udp-sender, udp-receiver: multicast fleets
+    openssh-client                                # ssh-keygen, ssh: remote access (host keys, logins)
     xorriso isolinux                              # a small iso-hybrid image for the RTK-DATA README commands
 )
 ./.ci/apt-install.sh "test dependencies" "${APT_PACKAGES[@]}"
