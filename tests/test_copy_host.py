@@ -76,10 +76,12 @@ def test_odd_size_copy_is_verified_and_identical(tmp_path, loops, log_dir):
         import blake3
 
         assert result.source_digest.hexdigest == blake3.blake3(f.read()).hexdigest()
-    # the bytes past the source's size are untouched
+    # the bytes past the source's size are untouched, but the target's last MiB: zeroed
     with open(tmp_path / "dst.img", "rb") as f:
         f.seek(ODD)
-        assert f.read() == b"\xa5" * (80 * MiB - ODD)
+        assert f.read() == b"\xa5" * (79 * MiB - ODD) + bytes(MiB)
+    assert any("last 1048576 bytes, beyond the copy, were zeroed (they held old data)" in w
+               for w in result.warnings), result.warnings
     assert {e.phase for e in events} == {"copy", "verify"}
     assert events[-1].done == events[-1].total == ODD
     data = json.loads(Path(result.report.json).read_text())
@@ -89,6 +91,29 @@ def test_odd_size_copy_is_verified_and_identical(tmp_path, loops, log_dir):
     assert Path(result.report.text).name.startswith("copy-")
     assert "finished" in ddrescuelog_ok(result.mapfile)
     assert Mapfile.load(result.mapfile).blocks == [(0, ODD, "+")]
+
+
+def test_a_larger_target_keeps_no_old_backup_gpt(tmp_path, loops, log_dir):
+    """The old disk's backup GPT at the larger target's end would make gdisk offer the old
+    partitions back: it is zeroed, and the copy's own GPT is what the disk shows."""
+    src_img, dst_img = tmp_path / "src.img", tmp_path / "dst.img"
+    make_image(src_img, 32 * MiB)
+    run("sgdisk", "-U", "11111111-2222-3333-4444-555555555555", "-n", "1:2048:+8M",
+        str(src_img))
+    make_image(dst_img, 64 * MiB)
+    run("sgdisk", "-U", "99999999-8888-7777-6666-555555555555", "-n", "1:2048:+40M",
+        "-n", "2:0:0", str(dst_img))
+    src, dst = loops(src_img), loops(dst_img)
+    result = copymod.copy(copymod.plan_copy(src, dst), quick_options())
+    assert result.status == "ok", result.message
+    with open(dst_img, "rb") as f:
+        f.seek(64 * MiB - 512)
+        assert f.read(8) != b"EFI PART"  # the old backup header is gone
+        f.seek(64 * MiB - MiB)
+        assert f.read() == bytes(MiB)
+    assert any("an old backup GPT" in w for w in result.warnings), result.warnings
+    shown = run("sgdisk", "-p", str(dst_img))
+    assert "11111111-2222-3333-4444-555555555555" in shown.upper() and "99999999" not in shown
 
 
 def test_cli_copy_sha256_matches_sha256sum(tmp_path, loops, log_dir):

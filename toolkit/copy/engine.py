@@ -73,6 +73,9 @@ __all__ = [
 
 
 
+TAIL = 1 << 20  # a larger target's last MiB beyond the copy: zeroed (an old backup GPT)
+
+
 @dataclass
 class CopyOptions:
     verify: bool = True
@@ -176,6 +179,7 @@ class _Copier(MapKeeping, OutageGuards, CopyPasses, BehindWriter, FreeBlocks):
                     raise Refused(f"{e.node} changed size since it was checked")
             resumed = self.load_map()
             self.watch_paths()
+            self.clear_old_tail()
             if opts.skip_zeros:  # holes read as zeros, the target reads back zeros
                 holes, self.source_map = allocation.unallocated(
                     plan.source.path, self.src_fd, self.size, self.sector)
@@ -186,6 +190,32 @@ class _Copier(MapKeeping, OutageGuards, CopyPasses, BehindWriter, FreeBlocks):
                 os.close(self.src_fd)
             if self.hold is not None:
                 self.hold.close()
+
+    def clear_old_tail(self) -> None:
+        """A TARGET larger than the SOURCE keeps, after the copy, what its end held: an old
+        backup GPT there describes the disk's old partitions, and gdisk or Windows offer to
+        bring them back. Its last MiB beyond the copy is zeroed first, and said."""
+        end = self.plan.target.size
+        start = max(self.size, end - TAIL)
+        start -= start % self.sector
+        if end <= self.size or start >= end:
+            return
+        buf = blockdev.AlignedBuffer(end - start)
+        try:
+            blockdev.read_exact(self.dst_fd, buf.view, start)
+            if buf.is_zero(end - start, bytes(end - start)):
+                return
+            old_gpt = bytes(buf.view[end - start - self.sector:][:8]) == b"EFI PART"
+            buf.zero(0, end - start)
+            blockdev.write_exact(self.dst_fd, buf.view, start)
+            os.fdatasync(self.dst_fd)
+        finally:
+            buf.close()
+        self.warnings.append(
+            f"the target is larger than the source: its last {end - start} bytes, beyond "
+            "the copy, were zeroed (they held "
+            + ("an old backup GPT, which describes the disk's old partitions)" if old_gpt
+               else "old data)"))
 
     def _run(self, started: float, resumed: bool) -> CopyResult:
         t0 = self.t0 = time.monotonic()
