@@ -112,7 +112,8 @@ def _problem(state) -> str:
 class CopyProgressView(ProgressView):
     title = "Disk Copy: running"
     phases = {"copy": "Copying", "trim": "Re-reading failed areas",
-              "scrape": "Narrowing down unreadable sectors", "verify": "Verifying"}
+              "scrape": "Narrowing down unreadable sectors", "verify": "Verifying",
+              "discard": "Freeing the free blocks on the target (they read back zeros)"}
 
     def __init__(self, plan, on_cancel):
         self.errors = urwid.Text("")
