@@ -108,6 +108,10 @@ def prompt_then(src: str, dst: str, act) -> tuple[int, str]:
                     break
                 out += chunk
         assert b"to go on: " in out, out
+        # input() writes its prompt, then blocks in read(): a SIGINT between the two is
+        # only acted on at the next signal (CPython's check comes with EINTR). A person is
+        # never that quick; the test waits as a person would.
+        time.sleep(0.5)
         act(p, master)
         rest, _ = p.communicate(timeout=60)
     finally:
