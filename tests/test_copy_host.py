@@ -499,3 +499,31 @@ def test_skip_zeros_trusts_no_map_when_another_file_is_mounted_over_the_loops(tm
     assert r.status == "ok" and r.verify.match, r.message
     assert (r.unread_hole_bytes, r.source_map) == (0, None)
     assert r.written_bytes == size and same(src, dst, size)
+
+
+def test_after_a_copy_the_targets_partitions_show_what_was_copied(tmp_path, loops, log_dir):
+    """The TARGET had partition 1 = NTFS "OLD" (30 MiB); the SOURCE's partition 1 is NTFS
+    "NEW" (20 MiB) and it has a partition 2. After `rtk copy` the kernel's partitions of
+    the target are the copied table's (sizes, partition 2) and a buffered read (blkid, a
+    mount) sees the copied bytes, not the page cache of before (a review finding)."""
+    def table(img: Path, spec: str) -> str:
+        make_image(img, 64 * MiB)
+        subprocess.run(["sfdisk", "-q", str(img)], input=spec, text=True, check=True,
+                       capture_output=True)
+        dev = loops(img)
+        subprocess.run(["partx", "-d", dev], capture_output=True)  # a reused loop's leftovers
+        run("partx", "-a", dev)
+        return dev
+
+    dst = table(tmp_path / "dst.img", "label: gpt\nstart=2048, size=30M\n")
+    run("mkntfs", "-Q", "-L", "OLD", f"{dst}p1")
+    with open(f"{dst}p1", "rb") as f:  # in the page cache, as a listing leaves it
+        f.read(4 * MiB)
+    src = table(tmp_path / "src.img", "label: gpt\nstart=2048, size=20M\nsize=20M\n")
+    run("mkntfs", "-Q", "-L", "NEW", f"{src}p1")
+    p = rtk("copy", src, dst, "--yes", "--target-id", os.path.basename(dst))
+    assert p.returncode == 0, p.stdout + p.stderr
+    label = subprocess.run(["blkid", "-p", "-s", "LABEL", "-o", "value", f"{dst}p1"],
+                           capture_output=True, text=True).stdout.strip()
+    sectors = int(Path(f"/sys/class/block/{os.path.basename(dst)}p1/size").read_text())
+    assert (label, sectors * 512, os.path.exists(f"{dst}p2")) == ("NEW", 20 * MiB, True)

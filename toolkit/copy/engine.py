@@ -60,6 +60,7 @@ from toolkit.disks import gate, transport
 from toolkit.disks.endpoint import endpoint_from_disk
 from toolkit.jobs import report
 from toolkit.jobs.progress import Progress, Reporter
+from toolkit.system import partx, tools
 
 if TYPE_CHECKING:
     from toolkit.copy.usedblocks import Domain
@@ -190,6 +191,11 @@ class _Copier(MapKeeping, OutageGuards, CopyPasses, BehindWriter, FreeBlocks):
                 os.close(self.src_fd)
             if self.hold is not None:
                 self.hold.close()
+                if not plan.target.is_partition and self.written:
+                    # the kernel still has the target's old partitions (offsets, sizes,
+                    # cached blocks): a mount or a copy onto one would use them
+                    with contextlib.suppress(tools.ToolError):
+                        partx.refresh(plan.target.node)
 
     def clear_old_tail(self) -> None:
         """A TARGET larger than the SOURCE keeps, after the copy, what its end held: an old

@@ -40,12 +40,7 @@ def refresh_partitions(disk: str) -> None:
     """Tell the kernel about the new table: BLKRRPART, then partx (works on any kernel,
     including one that parses no partition tables), and wait for the nodes: udev's
     settle, then polling /dev (without udev, devtmpfs makes the nodes)."""
-    # BLKRRPART fails on a disk with partitions in use, or a kernel without the parser:
-    # partx does the rest
-    tools.run(["blockdev", "--rereadpt", disk], check=False, timeout=60)
-    partx.update(disk)
-    partx.add(disk)
-    udev.settle(10)
+    partx.refresh(disk)  # BLKRRPART, else partx; stale partitions removed, caches dropped
     udev.wait_for_nodes([p["node"] for p in partitions(disk)], timeout=5)
 
 

@@ -4,9 +4,11 @@ parses no partition tables, or a loop device made without ``-P``)."""
 
 from __future__ import annotations
 
+import glob
+import os
 import shlex
 
-from toolkit.system import tools
+from toolkit.system import tools, udev
 
 PARTX = "partx"
 COLUMNS = "NR,START,SECTORS,TYPE,NAME,UUID"
@@ -40,3 +42,37 @@ def update(disk: str) -> int:
 def delete(disk: str) -> int:
     """Remove the disk's partitions from the kernel (``partx -d``)."""
     return _tell("-d", disk)
+
+
+def kernel_numbers(disk: str) -> set[int]:
+    """The numbers of the partitions the kernel has of ``disk`` (sysfs)."""
+    name = os.path.basename(os.path.realpath(disk))
+    found = set()
+    for d in glob.glob(f"/sys/class/block/{name}/{name}*/partition"):
+        try:
+            with open(d) as f:
+                found.add(int(f.read()))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def refresh(disk: str) -> None:
+    """After ``disk`` was written whole (a copy, a restore): the kernel's partitions made
+    to match its new table, and their cached blocks dropped. BLKRRPART (``blockdev
+    --rereadpt``) where the kernel parses tables and nothing holds a partition; else, and
+    always after it, partx: ``-d`` for each partition the table no longer has, ``-u``,
+    ``-a``; then BLKFLSBUF on every partition (a buffered read, blkid's, would still see
+    the old contents), and udev's settle."""
+    tools.run(["blockdev", "--rereadpt", disk], check=False, timeout=60)
+    table = {int(d["NR"]) for d in partitions(disk, "NR") if d.get("NR", "").isdigit()}
+    for n in sorted(kernel_numbers(disk) - table):
+        tools.run([PARTX, "-d", "--nr", str(n), disk], check=False, timeout=60)
+    update(disk)
+    add(disk)
+    name = os.path.basename(os.path.realpath(disk))
+    for n in sorted(kernel_numbers(disk)):
+        node = f"/dev/{name}{'p' if name[-1].isdigit() else ''}{n}"
+        if os.path.exists(node):
+            tools.run(["blockdev", "--flushbufs", node], check=False, timeout=60)
+    udev.settle(10)
