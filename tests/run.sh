@@ -33,6 +33,7 @@ APT_PACKAGES=(
     iproute2 iputils-ping                         # rtk net
     udpcast                                       # udp-sender, udp-receiver: multicast fleets
     openssh-client                                # ssh-keygen, ssh: remote access (host keys, logins)
+    tmux                                          # the remote menu's terminal (rtk-remote-login)
     xorriso isolinux                              # a small iso-hybrid image for the RTK-DATA README commands
 )
 ./.ci/apt-install.sh "test dependencies" "${APT_PACKAGES[@]}"

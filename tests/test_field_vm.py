@@ -10,14 +10,18 @@ into a shell on a virtual console; the serial line carries the menu and a shell.
 a. rtk.keymap=de: the key marked Y types "z" on the VGA console;
 b. the menu's Keyboard screen chooses fr: the key Q types "a" (AZERTY), at once;
 c. SSH with the inline key reaches the menu (read from a pty, 80x24), the host key is
-   the one the guest shows, every console's header says who is connected;
-d. the key from the URL logs in too; another key, or none, is refused;
-e. the menu's one-time password logs in, a wrong one is refused, and it is in no log;
-f. turned off from the menu: sshd gone, root's password locked again.
+   the one the guest shows, every console's header says who is connected; Ctrl-C there
+   is a key; the link dropped, the next login finds the same remote menu (tmux);
+d. the key from the URL (http://, the file's SHA-256 pinned) logs in too; another key,
+   or none, is refused;
+e. the menu's temporary password logs in, a wrong one is refused, and it is in no log;
+f. turned off from the menu: sshd gone, the remote menu ended, root's password locked
+   again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
@@ -70,8 +74,9 @@ def field(tmp_path_factory, need_root, iso, netboot):
     (www / "keys").write_text("# the remote team\n" + (work / "url.pub").read_text())
     http = HttpServer(www)
     port = free_port()
+    pin = hashlib.sha256((www / "keys").read_bytes()).hexdigest()  # http:// needs it
     params = (f"rtk.keymap=de rtk.ssh={inline(work / 'inline.pub')} "
-              f"rtk.ssh_keys={http.url('keys', host='10.0.2.2')}")
+              f"rtk.ssh_keys={http.url('keys', host='10.0.2.2')}#sha256={pin}")
     guest = Guest(work, iso, kernel=netboot / "vmlinuz", initrd=netboot / "initrd.img",
                   append=f"{base_append(netboot)} {params}", name="field",
                   hostfwd=((port, 22),))
@@ -146,6 +151,8 @@ def test_c_ssh_with_the_inline_key_reaches_the_menu(field):
         term.send("a")  # Remote access, seen from the remote session itself
         screen = term.wait_screen(r"Connected now:\s*\n\s*root from 10\.0\.2\.2", timeout=30)
         status = in_shell(g, lambda: json.loads(g.run("cat /run/rtk/remote.json")))
+        term.send("\x1b")  # back to the main menu: the next login finds it there
+        term.wait_screen(MENU, timeout=30)
     finally:
         term.close()
     assert status["enabled"] and not status["password"]
@@ -154,6 +161,31 @@ def test_c_ssh_with_the_inline_key_reaches_the_menu(field):
     known = subprocess.run(["ssh-keygen", "-lf", str(field["known"])], capture_output=True,
                            text=True, check=True).stdout
     assert ed25519["fingerprint"] in known and ed25519["fingerprint"] in screen
+
+
+def test_c2_ctrl_c_is_a_key_and_a_dropped_link_leaves_the_menu(field):
+    g = field["guest"]
+    term = _login_with_key(field, "inline")
+    try:
+        term.wait_screen(MENU, timeout=120)
+        term.send("\x03")  # Ctrl-C: before, the session ended
+        time.sleep(3)
+        term.send("k")
+        term.wait_screen(r"Keyboard layout", timeout=30)
+        term.proc.kill()  # the link drops: the client is gone without a goodbye
+        term.proc.wait(30)
+    finally:
+        term.close()
+    again = _login_with_key(field, "inline")
+    try:
+        again.wait_screen(r"Keyboard layout", timeout=120)  # the same menu, where it was
+        again.send("\x1b")
+        again.wait_screen(MENU, timeout=30)
+    finally:
+        again.close()
+    sessions = in_shell(g, lambda: g.run("tmux -S /run/rtk/tmux-remote.sock list-sessions "
+                                         "-F '#{session_name}'", check=False))
+    assert sessions.split() == ["menu"], sessions
 
 
 def test_d_the_url_key_logs_in_other_keys_do_not(field):
@@ -176,13 +208,13 @@ def _askpass(path: Path, password: str) -> Path:
     return path
 
 
-def test_e_the_one_time_password(field):
+def test_e_the_temporary_password(field):
     g, con, work = field["guest"], field["guest"].console, field["work"]
     con.key("a")
     con.wait_screen(r"Remote access is ON")
     con.key("o")
-    screen = con.wait_screen(r"One-time password: [a-z0-9-]{19}", timeout=180)
-    password = re.search(r"One-time password: ([a-z0-9-]{19})", screen).group(1)
+    screen = con.wait_screen(r"Temporary password: [a-z0-9-]{19}", timeout=180)
+    password = re.search(r"Temporary password: ([a-z0-9-]{19})", screen).group(1)
     con.key("enter", "esc")
     g.wait_menu(timeout=30)
     argv = ssh_argv(field["port"], field["known"], *password_options())
@@ -224,3 +256,6 @@ def test_f_turned_off_from_the_menu(field):
                      "systemctl is-enabled ssh.service ssh.socket; "
                      "ls /run/live/rootfs/*/etc/ssh/ | grep -c ssh_host_", check=False).split()
     assert in_shell(g, facts) == ["inactive", "*", "masked", "masked", "0"]
+    menu = in_shell(g, lambda: g.run("tmux -S /run/rtk/tmux-remote.sock has-session; "
+                                     "echo $?", check=False))
+    assert menu.split()[-1] != "0", menu  # the remote menu ended too

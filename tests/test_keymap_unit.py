@@ -165,3 +165,28 @@ def test_where_a_secret_is_typed_the_layout_is_said(tools_on_path, log_dir, monk
     app.iscsi.attach(Target("iqn.2026-11.lab:t1", "10.0.2.2", 3260), "TARGET")
     screen = words(wait_worker(app))  # the target asks for CHAP: the form comes
     assert "asks for CHAP" in screen and "Keyboard layout of this console: de (German)" in screen
+
+
+def test_a_wrong_rtk_keymap_in_a_normal_boot_is_on_the_keyboard_screen(
+        tools_on_path, log_dir, monkeypatch, capsys):
+    """Not only in the journal: the Keyboard screen says why the console kept the US
+    layout, until a layout is chosen there."""
+    _record, console = tools_on_path
+    monkeypatch.setattr(keymap, "KEYBOARD_DEFAULTS", None)
+    assert keymap.boot("quiet rtk.keymap=xx") == 0
+    assert keymap.current().name == "us"
+    assert keymap.boot_error().startswith("rtk.keymap=xx: unknown layout; the layouts are us,")
+    app = App(log_dir=str(log_dir))
+    screen = words(press(app, "k"))
+    assert "At boot: rtk.keymap=xx: unknown layout; the layouts are us," in screen, screen
+    assert "the console kept the us layout." in screen and "● us" in screen
+    monkeypatch.setenv("FAIL_CKBCOMP", "1")  # a known name whose keymap cannot be made
+    assert keymap.boot("rtk.keymap=de") == 0
+    assert keymap.boot_error().startswith("rtk.keymap=de: ckbcomp failed")
+    monkeypatch.delenv("FAIL_CKBCOMP")
+    app.keyboard._apply = lambda name: keymap.apply(name, console=console, defaults=None)
+    screen = press(app, "esc", "k", "enter")  # Enter: the layout in focus (us)
+    wait_worker(app)
+    screen = press(app, "enter")
+    assert "At boot" not in screen and keymap.boot_error() is None
+    assert "rtk.keymap=xx: unknown layout" in capsys.readouterr().out  # and the journal

@@ -317,3 +317,30 @@ def test_iscsiadm_password_values_are_masked_in_every_form(line, secret):
 
     assert secret in found_secrets(line)
     assert secret not in mask(line, [])
+
+
+def test_a_mistyped_password_and_the_remote_password_are_masked():
+    """A plan's typo (``password:X``, ``password X``: one YAML key, or no YAML at all)
+    and remote access's password, which sshd's journal has when someone typed it as the
+    user name (the bundle holds the journal)."""
+    from toolkit.system import remote
+    from toolkit.system.bundle_secrets import known_secrets, mask
+
+    plan = ("targets: [{host: 10.0.0.30, iqn: iqn.2001-05.com.san:csv1,\n"
+            "           chap: {username: node, password:san-secret},\n"
+            "           mutual: {username: m, password san-secret2}}]\n")
+    block = "targets:\n  - chap:\n      username: node\n      password san-secret3\n"
+    known = known_secrets([("p.yaml", plan), ("q.yaml", block)])
+    assert {"san-secret", "san-secret2"} <= known
+    log = "plan.targets[0].chap.password:san-secret: unknown key (an old message)\n"
+    out = mask(plan + block + log, known)
+    assert "san-secret" not in out, out
+    assert "password ********" in out and "password:********" in out
+    password = remote.make_password()
+    journal = (f"Dec 02 01:20:03 rtk sshd-session[812]: Invalid user {password} from "
+               "10.0.2.2 port 40000\nDec 02 01:20:09 rtk rtk-remote: password login off\n"
+               "uuid 123e4567-e89b-12d3-a456-426614174000, disk wwn-0x5000c500a1b2c3d4\n")
+    out = mask(journal, [])
+    assert password not in out and "Invalid user ******** from 10.0.2.2" in out
+    assert "password login off" in out  # ordinary words stay
+    assert "123e4567-e89b-12d3-a456-426614174000" in out and "wwn-0x5000c500a1b2c3d4" in out

@@ -387,3 +387,38 @@ def test_rtk_plan_schema_prints_the_schema():
 def test_a_plan_may_name_its_schema_for_an_editor():
     assert from_file({"$schema": "./plan.schema.json", "mode": "restore"}) == \
         {"mode": "restore"}
+
+
+# --- a key that swallowed its secret (no space after the colon) -----------------------------
+
+TYPO = ('mode: restore\nimage: http://10.0.2.2/w.img\ndisk: serial:AB12\nconsent: serial:AB12\n'
+        'targets: [{host: 10.0.0.30, iqn: "iqn.2001-05.com.san:csv1",\n'
+        f'           chap: {{username: node, password:{SECRET}}},\n'
+        f'           mutual: {{username: m, "password {SECRET}x": 1, secretz: 2}}}}]\n')
+
+
+def test_an_unknown_key_of_a_chap_object_is_never_shown(tmp_path):
+    """``password:SECRET`` (no space after the colon) is one YAML key, the secret in it:
+    ``rtk plan check`` and the unattended run say where and how to write it, never it."""
+    from toolkit.unattended.cmdline import Cmdline
+    from toolkit.unattended.plan import read_plan
+
+    (tmp_path / "node1.yaml").write_text(TYPO)
+    r = rtk("plan", "check", "node1.yaml", cwd=tmp_path)
+    assert r.returncode != 0 and SECRET not in r.stdout + r.stderr, r.stdout + r.stderr
+    out = r.stdout + r.stderr
+    assert (f"plan.targets[0].chap: an unknown key ({len('password:' + SECRET)} characters, "
+            "not shown; known: username, password); it starts with password: write "
+            "`password: VALUE`, with a space after the colon") in out, out
+    assert f"plan.targets[0].mutual: an unknown key ({len('password ' + SECRET) + 1} " \
+        "characters, not shown" in out
+    assert "plan.targets[0].mutual: an unknown key (7 characters, not shown; known: " \
+        "username, password)" in out  # secretz: no hint, it starts with no known key
+    assert "plan.targets[0].chap.password: required" in out
+    with pytest.raises(PlanError) as e:  # the unattended run reads it the same way
+        read_plan(Cmdline("rtk.mode=restore rtk.plan=/node1.yaml"), medium=str(tmp_path))
+    assert SECRET not in str(e.value) and SECRET not in "".join(e.value.problems)
+    assert "write `password: VALUE`, with a space after the colon" in str(e.value)
+    # elsewhere an unknown key is still shown: it holds no secret there
+    assert schema_errors({"mode": "restore", "vrify": 1}, SCHEMA)[0].startswith(
+        "plan.vrify: unknown key (known: ")

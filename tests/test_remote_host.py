@@ -1,23 +1,37 @@
 """Remote access with this machine's real OpenSSH tools: host keys made by ssh-keygen -A
-in a directory of the test, every fingerprint the same as `ssh-keygen -l` prints it,
-keys fetched over HTTP (rtk.ssh_keys=) from a server on 127.0.0.1, and the
-configuration checked by sshd -t where sshd is installed (the image build always runs
-it: hook 9000). sshd's start and root's password are recorded, not done."""
+in a directory of the test, every fingerprint the same as `ssh-keygen -l` prints it, a
+damaged key refused where ssh-keygen refuses it, keys fetched (rtk.ssh_keys=) from
+servers on 127.0.0.1: over HTTPS (a self-signed certificate this test trusts), over HTTP
+only with the file's SHA-256, never off HTTPS by a redirect, within a deadline however
+slowly the server sends; rtk-remote.service stopped while it fetches says so in the
+status; and the configuration checked by sshd -t where sshd is installed (the image
+build always runs it: hook 9000). sshd's start and root's password are recorded, not
+done."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.server
 import os
 import re
 import shutil
+import signal
+import ssl
+import struct
 import subprocess
+import sys
+import threading
 import time
 from types import SimpleNamespace
 
 import pytest
+from conftest import ROOT
+from restore_images import RangeServer, self_signed
 from vmlab.http import HttpServer
 
 from toolkit.system import remote, remote_boot
-from toolkit.system.remote_keys import parse_authorized_keys, parse_inline
+from toolkit.system.remote_keys import KeyRefused, make_key, parse_authorized_keys, parse_inline
 
 pytestmark = pytest.mark.host
 
@@ -91,12 +105,18 @@ def www(tmp_path):
     server.stop()
 
 
+def pinned(url: str, path) -> str:
+    """``url#sha256=`` the SHA-256 of the file at ``path``."""
+    return f"{url}#sha256={hashlib.sha256(path.read_bytes()).hexdigest()}"
+
+
 def test_keys_from_a_url(www, user_keys, system, capsys):
     (www.dir / "keys").write_text("# the team\n" + "".join(p.read_text()
                                                           for p in user_keys.values()))
-    keys = remote_boot.fetch_keys(www.url("keys"), wait=0)
+    url = pinned(www.url("keys"), www.dir / "keys")
+    keys = remote_boot.fetch_keys(url, wait=0)
     assert [k.fingerprint for k in keys] == [keygen_fingerprint(p) for p in user_keys.values()]
-    assert remote_boot.boot(f"quiet rtk.ssh_keys={www.url('keys')}") == 0
+    assert remote_boot.boot(f"quiet rtk.ssh_keys={url}") == 0
     st = remote.status()
     assert st.enabled and len(st.keys) == 3 and system.calls == ["start"]
     assert {k["from"] for k in st.keys} == {"kernel command line"}
@@ -106,13 +126,210 @@ def test_keys_from_a_url(www, user_keys, system, capsys):
 def test_keys_url_failures_say_why_and_leave_it_off(www, system):
     started = time.monotonic()
     with pytest.raises(remote.RemoteError, match=r"cannot fetch the keys: HTTP 404"):
-        remote_boot.fetch_keys(www.url("missing?token=s3cr3t"), wait=30)
+        remote_boot.fetch_keys(www.url("missing?token=s3cr3t") + "#sha256=" + "0" * 64,
+                               wait=30)
     assert time.monotonic() - started < 10  # a 404 is not waited out
     (www.dir / "big").write_bytes(b"#" * (65 * 1024))
     with pytest.raises(remote.RemoteError, match="larger than 65536 bytes"):
-        remote_boot.fetch_keys(www.url("big"), wait=0)
+        remote_boot.fetch_keys(pinned(www.url("big"), www.dir / "big"), wait=0)
     (www.dir / "html").write_text("<html>login page</html>\n")
-    assert remote_boot.boot(f"rtk.ssh_keys={www.url('html')}?token=s3cr3t") == 0
+    url = pinned(www.url("html") + "?token=s3cr3t", www.dir / "html")
+    assert remote_boot.boot(f"rtk.ssh_keys={url}") == 0
     st = remote.status()
     assert not st.enabled and "'<html>login' is not a public key type" in st.error
     assert "s3cr3t" not in st.error and system.calls == []
+
+
+# --- keys over HTTPS, plain HTTP pinned, redirects, slow servers ----------------------------
+
+class Redirect(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with a redirect to ``server.to`` (or dribbles ``server.dribble``
+    bytes, one every half second, when it is set); counts the requests."""
+
+    def do_GET(self):  # noqa: N802
+        self.server.hits += 1
+        if self.server.dribble:
+            self.send_response(200)
+            self.send_header("Content-Length", str(self.server.dribble))
+            self.end_headers()
+            for _ in range(self.server.dribble):
+                try:
+                    self.wfile.write(b"#")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.5)
+            return
+        self.send_response(302)
+        self.send_header("Location", self.server.to)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def tls(tmp_path, monkeypatch):
+    """``serve(to=..., dribble=...)``: a server of :class:`Redirect` on 127.0.0.1, over
+    HTTPS with a certificate this machine trusts (REQUESTS_CA_BUNDLE) unless ``plain``."""
+    cert, key = self_signed(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    servers = []
+
+    def serve(to: str = "", dribble: int = 0, plain: bool = False):
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        srv.daemon_threads, srv.to, srv.dribble, srv.hits = True, to, dribble, 0
+        if not plain:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(cert), str(key))
+            srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        srv.url = f"{'http' if plain else 'https'}://127.0.0.1:{srv.server_address[1]}/keys"
+        return srv
+    serve.cert = (cert, key)
+    yield serve
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_keys_over_https_and_never_off_https_by_a_redirect(www, tls, user_keys, system):
+    (www.dir / "keys").write_text(user_keys["ed25519"].read_text())
+    fpr = [keygen_fingerprint(user_keys["ed25519"])]
+    files = RangeServer(www.dir, tls=tls.cert)  # HTTPS, its certificate trusted here
+    try:
+        https = files.url("keys")
+        assert [k.fingerprint for k in remote_boot.fetch_keys(https, wait=0)] == fpr
+        hop = tls(to=https)  # https -> https: followed, TLS verified, no pin needed
+        assert [k.fingerprint for k in remote_boot.fetch_keys(hop.url, wait=0)] == fpr
+        assert hop.hits == 1
+    finally:
+        files.stop()
+    # https -> http without a pin: refused before the http server is asked anything
+    plain = tls(plain=True, to="http://127.0.0.1:9/never")
+    down = tls(to=plain.url)
+    with pytest.raises(remote.RemoteError, match=r"the server redirects to http://, not "
+                       r"https://: refused \(pin the file with #sha256=HEX"):
+        remote_boot.fetch_keys(down.url, wait=30)
+    assert plain.hits == 0 and down.hits == 1  # and at once, not tried again
+    # the file pinned: a redirect to plain HTTP is fine, its bytes are checked
+    pin = hashlib.sha256((www.dir / "keys").read_bytes()).hexdigest()
+    to_http = tls(to=www.url("keys"))
+    keys = remote_boot.fetch_keys(f"{to_http.url}#sha256={pin}", wait=0)
+    assert [k.fingerprint for k in keys] == fpr
+
+
+def test_a_pinned_file_that_differs_is_refused(www, user_keys, system):
+    (www.dir / "keys").write_text(user_keys["ed25519"].read_text())
+    url = f"{www.url('keys')}#sha256={'0' * 64}"
+    with pytest.raises(remote.RemoteError, match=r"the file's SHA-256 is [0-9a-f]{64}, not "
+                       r"the 0{64} given: refused"):
+        remote_boot.fetch_keys(url, wait=0)
+    assert remote_boot.boot(f"rtk.ssh_keys={url}") == 0
+    assert not remote.status().enabled and system.calls == []
+    with pytest.raises(KeyRefused, match="an http:// URL needs the file's SHA-256"):
+        remote_boot.fetch_keys(www.url("keys"), wait=0)
+
+
+def test_a_slow_keys_server_is_given_up_on_time(tls):
+    """A server that sends a byte every half second never lets a read time out: the
+    whole answer has a deadline (``seconds``)."""
+    slow = tls(dribble=1000)
+    started = time.monotonic()
+    with pytest.raises(remote.RemoteError, match="cannot fetch the keys: timed out"):
+        remote_boot.fetch_keys(slow.url, timeout=2, wait=0, seconds=3)
+    assert time.monotonic() - started < 8  # the deadline plus at most one read
+
+
+def test_rtk_remote_stopped_while_it_fetches_says_so(tls, tmp_path, run_dir):
+    """systemd stops rtk-remote.service with SIGTERM when its start takes too long: the
+    status says why (the header: SSH FAILED), not nothing."""
+    slow = tls(dribble=1000)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from toolkit.system import remote_boot as b; "
+         "sys.exit(b.boot(sys.argv[1]))", f"rtk.ssh_keys={slow.url}"], env=env,
+        stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while slow.hits == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    st = remote.status()
+    assert not st.enabled and "rtk-remote.service was stopped (SIGTERM" in st.error
+    assert remote.header(st, []) == "SSH FAILED (see Remote access)"
+    assert "remote access stays off: rtk-remote.service was stopped" in out
+
+
+# --- damaged keys: refused where ssh-keygen refuses them ------------------------------------
+
+def _blob(*fields: bytes) -> bytes:
+    return b"".join(struct.pack(">I", len(f)) + f for f in fields)
+
+
+def _fields(pub) -> tuple[str, list[bytes]]:
+    kind, data = pub.read_text().split()[:2]
+    blob, out, pos = base64.b64decode(data), [], 0
+    while pos < len(blob):
+        (n,) = struct.unpack(">I", blob[pos:pos + 4])
+        out.append(blob[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return kind, out
+
+
+def _variants(user_keys) -> dict[str, tuple[str, bytes]]:
+    """Keys made by ssh-keygen, and the same cut short, lengthened or changed."""
+    ed_kind, ed = _fields(user_keys["ed25519"])
+    ec_kind, ec = _fields(user_keys["ecdsa"])
+    rsa_kind, rsa = _fields(user_keys["rsa"])
+    point = ec[2]
+    sk_ed, sk_ec = "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com"
+    return {
+        "ed25519": (ed_kind, _blob(*ed)),
+        "ed25519, a byte cut": (ed_kind, _blob(*ed)[:-1]),
+        "ed25519, a field more": (ed_kind, _blob(*ed, b"x")),
+        "ed25519, a byte left over": (ed_kind, _blob(*ed) + b"\0"),
+        "ed25519 of 31 bytes": (ed_kind, _blob(ed[0], ed[1][:31])),
+        "ed25519 of 33 bytes": (ed_kind, _blob(ed[0], ed[1] + b"\1")),
+        "ecdsa": (ec_kind, _blob(*ec)),
+        "ecdsa, another curve named": (ec_kind, _blob(ec[0], b"nistp384", point)),
+        "ecdsa, a compressed point": (ec_kind, _blob(ec[0], ec[1], bytes([2 + point[-1] % 2])
+                                                      + point[1:33])),
+        "ecdsa, a point off the curve": (ec_kind, _blob(ec[0], ec[1], point[:-1]
+                                                         + bytes([point[-1] ^ 1]))),
+        "ecdsa, the point cut": (ec_kind, _blob(ec[0], ec[1], point[:-1])),
+        "ecdsa, a field more": (ec_kind, _blob(*ec, b"")),
+        "rsa": (rsa_kind, _blob(*rsa)),
+        "rsa, a byte cut": (rsa_kind, _blob(*rsa)[:-1]),
+        "rsa, a field more": (rsa_kind, _blob(*rsa, b"")),
+        "rsa, a negative modulus": (rsa_kind, _blob(rsa[0], rsa[1], rsa[2].lstrip(b"\0"))),
+        "sk-ed25519": (sk_ed, _blob(sk_ed.encode(), ed[1], b"ssh:")),
+        "sk-ed25519, no application": (sk_ed, _blob(sk_ed.encode(), ed[1])),
+        "sk-ed25519, a NUL in the application": (sk_ed, _blob(sk_ed.encode(), ed[1],
+                                                              b"ssh\0:")),
+        "sk-ecdsa": (sk_ec, _blob(sk_ec.encode(), ec[1], point, b"ssh:")),
+        "sk-ecdsa, no application": (sk_ec, _blob(sk_ec.encode(), ec[1], point)),
+    }
+
+
+def test_damaged_keys_are_refused_where_ssh_keygen_refuses_them(user_keys, tmp_path):
+    verdicts = {}
+    for name, (kind, blob) in _variants(user_keys).items():
+        data = base64.b64encode(blob).decode()
+        pub = tmp_path / "k.pub"
+        pub.write_text(f"{kind} {data} test\n")
+        keygen = subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True,
+                                text=True).returncode == 0
+        try:
+            ours = make_key(kind, data).fingerprint == keygen_fingerprint(pub)
+        except KeyRefused as e:
+            ours = False
+            assert "test" not in str(e) and data not in str(e)  # never the key whole
+        verdicts[name] = (keygen, ours)
+    assert {n for n, (k, _o) in verdicts.items() if k} == {
+        "ed25519", "ecdsa", "rsa", "sk-ed25519", "sk-ecdsa"}, verdicts
+    assert all(k == o for k, o in verdicts.values()), verdicts

@@ -2,8 +2,11 @@
 their fingerprints (as ssh-keygen prints them), the sshd configuration, turning it on
 and off (files, modes, status; sshd's start and root's password are recorded by stand-
 ins: the real ones would change this machine), who is connected, the header, the
-reports, the Remote access screen, and the one-time password never written anywhere.
-Real sshd, host keys and logins: tests/test_field_vm.py; ssh-keygen: test_remote_host."""
+reports, the Remote access screen, and the temporary password never written anywhere
+(nor kept on a screen once another console made a new one); a change that fails leaves
+sshd stopped and nothing to log in with. Real sshd, host keys and logins:
+tests/test_field_vm.py; ssh-keygen, keys over HTTPS: test_remote_host; the remote menu in
+tmux, Ctrl-C: test_remote_console_host."""
 
 from __future__ import annotations
 
@@ -93,9 +96,27 @@ def test_the_keys_url_is_checked_and_never_shown():
                 "10.0.0.5/keys?token=s3cr3t", "http://[::1/k?token=s3cr3t"):
         with pytest.raises(CmdlineError) as e:
             plan.from_cmdline(Cmdline(f"rtk.ssh_keys={bad}"))
-        assert "rtk.ssh_keys: expected an http:// or https:// URL" in str(e.value)
+        assert "rtk.ssh_keys: expected an https:// URL of an authorized_keys file" in \
+            str(e.value)
         assert "s3cr3t" not in str(e.value)
-    assert plan.from_cmdline(Cmdline(f"rtk.ssh={TYPE}:{B64} rtk.ssh_keys=http://h/k")) == {}
+    assert plan.from_cmdline(Cmdline(f"rtk.ssh={TYPE}:{B64} rtk.ssh_keys=https://h/k")) == {}
+
+
+def test_a_keys_url_is_https_or_pins_the_file():
+    """Over plain HTTP anyone on the way could hand over their own keys (root logins):
+    http:// only with the file's SHA-256, which the fetch checks."""
+    pin = "ab" * 32
+    for bad, says in (("http://10.0.0.5/keys?token=s3cr3t", "an http:// URL needs the file's "
+                       "SHA-256 at its end (http://HOST/PATH#sha256=HEX"),
+                      (f"http://10.0.0.5/keys#sha256={pin[:-1]}", "expected an https:// URL"),
+                      ("https://10.0.0.5/keys#sha1=00", "expected an https:// URL")):
+        with pytest.raises(CmdlineError) as e:
+            plan.from_cmdline(Cmdline(f"rtk.ssh_keys={bad}"))
+        assert says in str(e.value) and "s3cr3t" not in str(e.value)
+    for good in (f"http://10.0.0.5/keys#sha256={pin}", "https://10.0.0.5/keys",
+                 f"https://10.0.0.5/k#sha256={pin.upper()}"):
+        assert ssh_from(Cmdline(f"rtk.ssh_keys={good}"))["keys_url"] == good
+    assert remote_keys.url_pin(f"http://h/k#sha256={pin.upper()}") == ("http://h/k", pin)
 
 
 def test_authorized_keys_files():
@@ -141,11 +162,26 @@ def system(tmp_path, monkeypatch, run_dir):
         line = ed25519(seed) if kind == "ed25519" else f"ssh-rsa {rsa(384)}"
         (root / "etc" / "ssh" / f"ssh_host_{kind}_key.pub").write_text(line + " root@rtk\n")
     calls: list = []
+    sys = SimpleNamespace(calls=calls, run=run_dir, root=root, running=False, menu_ended=0)
+
+    def start():
+        calls.append("start")
+        sys.running = True
+
+    def stop():
+        calls.append("stop")
+        sys.running = False
+
+    def end_menu():
+        sys.menu_ended += 1
+
     monkeypatch.setattr(remote, "HOST_ROOT", str(root))
-    monkeypatch.setattr(remote, "start_sshd", lambda: calls.append("start"))
-    monkeypatch.setattr(remote, "stop_sshd", lambda: calls.append("stop"))
+    monkeypatch.setattr(remote, "start_sshd", start)
+    monkeypatch.setattr(remote, "stop_sshd", stop)
+    monkeypatch.setattr(remote, "sshd_running", lambda: sys.running)
+    monkeypatch.setattr(remote, "end_remote_menu", end_menu)
     monkeypatch.setattr(remote, "set_root_password", lambda pw: calls.append(("password", pw)))
-    return SimpleNamespace(calls=calls, run=run_dir, root=root)
+    return sys
 
 
 def _everything_written(run) -> str:
@@ -166,7 +202,7 @@ def test_on_with_keys_then_a_password_then_off(system):
     saved = json.loads((system.run / "remote.json").read_text())
     assert saved["keys"] == [{"type": TYPE, "fingerprint": FPR, "comment": "",
                               "from": "kernel command line"}]
-    # the menu adds the one-time password: the key stays, password login on
+    # the menu adds the temporary password: the key stays, password login on
     st, password = remote.enable(password=True, source="menu")
     assert len(password) == 19 and password.count("-") == 3
     assert system.calls[-2:] == [("password", password), "start"]
@@ -231,7 +267,7 @@ def test_the_password_reaches_chpasswd_on_stdin_only(tmp_path, monkeypatch, log_
         remote.set_root_password("short")
 
 
-def test_one_time_passwords_differ_and_avoid_look_alikes():
+def test_temporary_passwords_differ_and_avoid_look_alikes():
     made = {remote.make_password() for _ in range(200)}
     assert len(made) == 200
     assert not set("".join(made)) & set("01lo")
@@ -284,18 +320,20 @@ def test_boot_with_a_bad_key_stays_off_and_says_why(system, capsys):
 def test_the_remote_access_screen(system, log_dir):
     app = App(log_dir=str(log_dir))
     screen = press(app, "a")
-    assert "Remote access is OFF." in screen and "Turn on with a one-time password" in screen
+    assert "Remote access is OFF." in screen and "Turn on with a temporary password" in screen
     press(app, "o")
     screen = wait_worker(app)
     box = dialog(screen)
     password = next(c for c in system.calls if isinstance(c, tuple))[1]
-    assert f"One-time password: {password}" in box
+    assert f"Temporary password: {password}" in box
+    assert "Valid until a new one is made (o), password login or remote access is turned off, " \
+        "or the machine restarts" in box
     assert remote.host_keys()[0]["fingerprint"] in box.replace(" ", "")
     screen = press(app, "enter")
     app.refresh_header()
     screen = render(app)
     assert "SSH ON, nobody connected" in screen.splitlines()[0]
-    assert "Remote access is ON" in screen and f"one-time password: {password}" in screen
+    assert "Remote access is ON" in screen and f"temporary password: {password}" in screen
     screen = press(app, "x")
     assert "every remote session ends now" in words(screen)
     press(app, "right", "enter")
@@ -303,10 +341,13 @@ def test_the_remote_access_screen(system, log_dir):
     app.refresh_header()
     screen = render(app)
     assert "Remote access is OFF." in screen and password not in screen
-    assert "SSH" not in screen.splitlines()[0]
+    assert "SSH" not in screen.splitlines()[0] and system.menu_ended == 1
     screen = press(app, "u")
     screen = press(app, *"ftp://x/keys", "enter")
-    assert "URL: expected an http:// or https:// URL" in words(screen)
+    assert "URL: expected an https:// URL" in words(screen)
+    press(app, *["backspace"] * 12)
+    screen = press(app, *"http://10.0.0.5/keys", "enter")
+    assert "URL: an http:// URL needs the file's SHA-256 at its end" in words(screen)
     assert password not in _everything_written(system.run)
 
 
@@ -314,3 +355,101 @@ def test_remote_keys_module_limits():
     assert remote_keys.fingerprint(base64.b64decode(B64)) == FPR
     with pytest.raises(KeyRefused, match="more than 100 keys"):
         parse_authorized_keys("\n".join(ed25519(i % 250) for i in range(101)), "k")
+
+
+# --- what a change that fails leaves, and what the screens show of it ---------------------
+
+REAL = {name: getattr(remote, name) for name in ("start_sshd", "stop_sshd", "sshd_running")}
+
+
+@pytest.fixture
+def sshd(system, monkeypatch):
+    """``system`` with systemctl's own stand-ins under start_sshd/stop_sshd (the real
+    ones): sshd's state a flag, a reload that fails when asked."""
+    state = SimpleNamespace(active=False, reload_fails=False)
+
+    def fake_systemctl(*args, check=True, timeout=90):
+        if args[0] == "reload" and state.reload_fails:
+            raise tools.ToolError(["systemctl", *args], 1, "Job failed")
+        state.active = {"start": True, "stop": False}.get(args[0], state.active)
+        return SimpleNamespace(returncode=0)
+
+    for name, real in REAL.items():
+        monkeypatch.setattr(remote, name, real)
+    monkeypatch.setattr(remote.systemctl, "systemctl", fake_systemctl)
+    monkeypatch.setattr(remote.systemctl, "is_active", lambda unit: state.active)
+    return state
+
+
+def test_a_reload_that_fails_stops_sshd_and_leaves_nothing_to_log_in_with(system, sshd,
+                                                                        log_dir):
+    remote.enable(parse_inline(f"{TYPE}:{B64}"), source="kernel command line")
+    assert sshd.active and remote.status().enabled
+    sshd.reload_fails = True  # e.g. the menu's "o" (a new temporary password)
+    with pytest.raises(tools.ToolError):
+        remote.enable(password=True)
+    st = remote.status()
+    assert not sshd.active  # no sshd that the status says is off
+    assert not (system.run / "ssh" / "authorized_keys").exists()
+    assert not (system.run / "ssh" / "sshd_config").exists()
+    assert system.calls[-1] == ("password", None)  # root locked again
+    assert not st.enabled and st.error.startswith("sshd did not start: systemctl failed")
+    assert remote.header(st, []) == "SSH FAILED (see Remote access)"
+    screen = press(App(log_dir=str(log_dir)), "a")
+    assert "Remote access failed: sshd did not start" in words(screen)
+
+
+def test_turn_off_is_offered_while_sshd_runs_whatever_the_status_says(system, sshd, log_dir):
+    remote.save_status(remote.Status(error="sshd did not start: made up"))
+    sshd.active = True  # as the old code left it after a failed reload
+    app = App(log_dir=str(log_dir))
+    screen = press(app, "a")
+    assert "Remote access is OFF." in screen and "Turn off (ends every remote" in screen
+    screen = press(app, "x")
+    assert "Turn remote access off?" in screen, screen
+    assert "the remote menu ends with any copy or restore running in it" in dialog(screen)
+    press(app, "right", "enter")
+    wait_worker(app)
+    assert not sshd.active and "Turn off" not in render(app)
+
+
+def test_another_console_drops_a_password_that_is_no_longer_valid(system, log_dir):
+    tty1, ssh = App(log_dir=str(log_dir)), App(log_dir=str(log_dir))
+    press(tty1, "a", "o")
+    wait_worker(tty1)
+    first = [c for c in system.calls if isinstance(c, tuple)][-1][1]
+    assert f"temporary password: {first}" in press(tty1, "enter")
+    press(ssh, "a", "o")  # a colleague on the serial console or over SSH makes a new one
+    wait_worker(ssh)
+    second = [c for c in system.calls if isinstance(c, tuple)][-1][1]
+    assert first != second
+    status_file = (system.run / "remote.json").read_text()
+    assert first not in status_file and second not in status_file  # the id is not it
+    screen = press(tty1, "f5")
+    assert first not in screen and second not in screen, screen
+    assert "Password login: on" in screen
+    screen = press(ssh, "enter")
+    assert f"temporary password: {second}" in screen  # where it was made, it stays
+
+
+def test_the_password_dialog_says_how_to_skip_the_keys_of_an_agent(system, log_dir):
+    config = remote.sshd_config(password=True, keys_file="k", host_keys=[])
+    assert "MaxAuthTries 6" in config.splitlines()
+    app = App(log_dir=str(log_dir))
+    press(app, "a", "o")
+    box = dialog(wait_worker(app))
+    assert "ssh -t -o PubkeyAuthentication=no root@" in box, box
+
+
+def test_a_login_with_no_terminal_is_counted(system):
+    procs = [_proc("sshd-session: root [priv]", 3),  # the monitor of the next one
+             _proc("sshd-session: root", 4),  # ssh -N: accepted, no session
+             _proc("sshd-session: root [net]", 5, ("10.0.0.9", 2)),  # not accepted yet
+             _proc("sshd-session: root@notty", 6, ("10.0.0.8", 1))]
+    found = remote.sessions(procs)
+    assert [(s.user, s.host, s.tty, s.terminal) for s in found] == [
+        ("root", "10.0.2.2", "", False), ("root", "10.0.0.8", "notty", False)]
+    on = remote.Status(enabled=True)
+    assert remote.header(on, found[:1]) == "SSH ON: 1 connected from 10.0.2.2 (no terminal)"
+    both = [*found[:1], *remote.sessions([_proc("sshd-session: root@pts/0", 7)])]
+    assert remote.header(on, both) == "SSH ON: 2 connected from 10.0.2.2 (1 with no terminal)"

@@ -140,7 +140,8 @@ class App:
 
     @contextlib.contextmanager
     def suspended(self):
-        """Give the terminal to another program (a shell), then take it back."""
+        """Give the terminal to another program (a shell: with its own Ctrl-C), then take
+        it back."""
         if self.loop:
             self.loop.screen.stop()
         try:
@@ -148,7 +149,20 @@ class App:
         finally:
             if self.loop:
                 self.loop.screen.start()
+                self.keys_not_signals()
                 self.loop.screen.clear()
+
+    def keys_not_signals(self) -> None:
+        """Ctrl-C, Ctrl-\\ and Ctrl-Z (and Ctrl-S, Ctrl-Q) are keys in the menu, not the
+        terminal's signals: a copy or restore runs in a thread of this process, and a
+        stray SIGINT, SIGQUIT or SIGTSTP would end it with the menu, or freeze both
+        (Ctrl-S: the screen, then the job's progress). urwid's screen puts the terminal's
+        own keys back whenever it stops (the Shell entry, the end) and start() keeps
+        them, hence this after each start."""
+        if self.loop:
+            self.loop.screen.tty_signal_keys(intr="undefined", quit="undefined",
+                                             start="undefined", stop="undefined",
+                                             susp="undefined")
 
     def pop_to_root(self) -> None:
         del self.stack[1:]
@@ -233,6 +247,8 @@ class App:
                                    unhandled_input=self.unhandled_input)
         self.loop.set_alarm_in(HEADER_REFRESH_SECONDS, self.refresh_header)
         self._wake_fd = self.loop.watch_pipe(self._on_wake)
+        screen.start()  # (run() finds it started) so that no key is a signal from the start
+        self.keys_not_signals()
         self.loop.run()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
+import time
 
 import requests
 
@@ -37,3 +38,19 @@ def http_failure(e: BaseException) -> str:
     if isinstance(e, requests.ConnectionError):
         return "cannot connect to the server"
     return type(e).__name__
+
+
+def read_body(response, limit: int, seconds: float) -> bytes:
+    """The body of a streamed ``requests`` response, at most ``limit`` + 1 bytes (so
+    that the caller can say it is too large), within ``seconds`` in all: the request's
+    timeout is per read, and a server that sends a byte now and then would hold the
+    reader for ever. TimeoutError ("timed out") past that."""
+    deadline, data = time.monotonic() + seconds, bytearray()
+    while len(data) <= limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the answer took more than {seconds:g} s")
+        chunk = response.raw.read1(min(1 << 16, limit + 1 - len(data)), decode_content=True)
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)

@@ -17,6 +17,11 @@ name and power, logs, and the external tools it drives.
 | ``bundle_collect`` | what the bundle holds, collected (files, commands, probes), with its index |
 | ``bundle_secrets`` | the bundle's redaction: secrets given and found, masked everywhere |
 | ``bundle_post`` | sending a bundle with HTTP POST |
+| ``keymap`` | the VGA console's keyboard layout (``rtk.keymap=``, the menu's Keyboard) |
+| ``remote`` | remote access over SSH: sshd's configuration, on and off, its status, the header |
+| ``remote_keys`` | public keys (``rtk.ssh=``, authorized_keys files) checked, fingerprints |
+| ``remote_sessions`` | who is logged in over SSH now, from sshd's processes |
+| ``remote_boot`` | remote access at boot (``rtk-remote.service``), keys from a URL |
 
 Files replaced whole (temporary file, fsync, rename, fsync of the directory) are
 :mod:`toolkit.atomic`'s, which the block-I/O layer's mapfile uses too.

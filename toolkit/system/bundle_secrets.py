@@ -6,7 +6,9 @@ files (:func:`structured_secrets`), iscsiadm's ``-v`` after a password setting a
 credentials of ``iscsi:user:password@`` and ``scheme://user:password@``
 (:func:`found_secrets`). :func:`mask` replaces each of them wherever it appears,
 percent-encoded too, and every value written the way a secret is written even where the
-secret itself is not known.
+secret itself is not known: ``password: X``, a mistyped ``password X`` on a line of its
+own or in a YAML flow mapping, and anything of the shape of remote access's password
+(sshd's journal has it when someone typed it as the user name: ``Invalid user ...``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterable
 from urllib.parse import quote, unquote
 
 from toolkit.system import tools
+from toolkit.system.remote import PASSWORD_ALPHABET
 from toolkit.system.tools import MASK
 
 ISCSI_DB = "/etc/iscsi"  # open-iscsi's records: node and discovery CHAP settings
@@ -33,6 +36,16 @@ _IADM_VALUE = re.compile(r"(?i)((?:-n|--name)[\"',=\s]+[^\s\"',]*password(?:_in)
 _ISCSI_CREDS = re.compile(r"(iscsi:)([^@\s/\"']*:[^@\s/\"']*)@")
 _URL_CREDS = re.compile(r"([a-zA-Z][\w+.-]*://)([^/@\s:\"']+):([^/@\s\"']+)@")
 _PLACEHOLDERS = {MASK, "<empty>", "", "null", "none", "None", "\"\"", "''"}
+# a mistyped assignment, no colon or equals sign: "password VALUE" alone on its line (a
+# plan's block mapping) or "password VALUE" as an entry of a YAML flow mapping {..., ...}
+_BARE_LINE = re.compile(r"(?im)^(\s*(?:-\s+)?" + _KEY + r"\s+)([^\s:=#]+)[ \t]*$")
+_BARE_FLOW = re.compile(r"(?i)([{,]\s*" + _KEY + r"\s+)([^\s,:={}\[\]]+)(?=\s*[,}])")
+# a key that swallowed its value: "password:san-secret" (no space after the colon) or
+# "password san-secret" is one YAML key, with no value of its own
+_KEY_WITH_VALUE = re.compile(r"(?i)^\s*" + _KEY + r"\s*(?:[:=]|\s)\s*(\S.*?)\s*$")
+# remote access's password (toolkit.system.remote.make_password): four groups of four
+_PW = "[" + re.escape(PASSWORD_ALPHABET) + "]{4}"
+_REMOTE_PASSWORD = re.compile(r"(?<![\w-])" + _PW + r"(?:-" + _PW + r"){3}(?![\w-])")
 
 
 def _strip_quotes(v: str) -> str:
@@ -62,6 +75,8 @@ def _walk_secrets(value, out: set[str]) -> None:
             if isinstance(v, str) and re.search(r"(?i)password|passwd|secret", str(k)):
                 out.add(v)
             else:
+                if not isinstance(v, str) and (m := _KEY_WITH_VALUE.match(str(k))):
+                    out.add(_strip_quotes(m.group(1)))
                 _walk_secrets(v, out)
     elif isinstance(value, list):
         for v in value:
@@ -75,9 +90,9 @@ def structured_secrets(name: str, text: str) -> set[str]:
     try:
         if name.endswith(".json"):
             data = json.loads(text)
-        else:
-            import yaml
-            data = yaml.safe_load(text)
+        else:  # the plan's own loader: no aliases (a few hundred bytes could hang us)
+            from toolkit.unattended.plan_file import load_yaml
+            data = load_yaml(text)
     except Exception:  # noqa: BLE001 - not a plan after all: the patterns still apply
         return set()
     out: set[str] = set()
@@ -113,6 +128,9 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     text = _ASSIGN.sub(lambda m: m.group(1) + (
         m.group(2) if _strip_quotes(m.group(2)) in _PLACEHOLDERS else
         (m.group(2)[0] + MASK + m.group(2)[0] if m.group(2)[:1] in "\"'" else MASK)), text)
+    text = _BARE_LINE.sub(lambda m: m.group(1) + MASK, text)
+    text = _BARE_FLOW.sub(lambda m: m.group(1) + MASK, text)
+    text = _REMOTE_PASSWORD.sub(MASK, text)
     text = _IADM_VALUE.sub(lambda m: m.group(1) + MASK, text)
     text = _ISCSI_CREDS.sub(lambda m: m.group(1) + MASK + "@", text)
     return _URL_CREDS.sub(lambda m: m.group(1) + m.group(2) + ":" + MASK + "@", text)

@@ -10,7 +10,8 @@ At boot ``rtk.keymap=NAME`` on the kernel command line chooses it (``rtk-keymap.
 runs ``python -m toolkit.system.keymap boot``); live-config's ``keyboard-layouts=`` is
 not read (the image removes live-config's keyboard component): one way, which is
 checked like every ``rtk.`` parameter. The layout now is kept in ``/run/rtk/keymap.json``
-for the menu (the Keyboard screen, the hint beside a CHAP secret).
+for the menu (the Keyboard screen, the hint beside a CHAP secret), with the reason when
+``rtk.keymap=`` did not take.
 """
 
 from __future__ import annotations
@@ -112,6 +113,16 @@ def current(path: str | None = None) -> Layout:
         return US
 
 
+def boot_error(path: str | None = None) -> str | None:
+    """Why ``rtk.keymap=`` did not take at boot (the Keyboard screen says it), or None."""
+    try:
+        with open(path or state_path(), encoding="utf-8") as f:
+            error = json.load(f).get("error")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return error if isinstance(error, str) else None
+
+
 def hint(path: str | None = None) -> str:
     """One line for the place where a secret is typed on the VGA console."""
     lay = current(path)
@@ -149,6 +160,13 @@ def _save(lay: Layout, set_by: str, defaults: str | None) -> None:
         write_atomic(defaults, "\n".join(lines) + "\n")
 
 
+def _save_error(error: str) -> None:
+    """``rtk.keymap=`` failed: the layout the console keeps, and why, in the state file."""
+    os.makedirs(paths.run_dir(), exist_ok=True)
+    write_atomic(state_path(), json.dumps({**current().to_dict(), "set_by": "rtk.keymap=",
+                                           "error": error}) + "\n")
+
+
 def apply(name: str, *, set_by: str = "menu", console: str = CONSOLE,
           defaults: str | None = KEYBOARD_DEFAULTS) -> Layout:
     """Load the layout ``name`` into the console's keymap now (every virtual console);
@@ -180,7 +198,8 @@ def check_all() -> list[str]:
 
 def boot(cmdline: str | None = None) -> int:
     """``rtk-keymap.service``: apply ``rtk.keymap=`` of the kernel command line. Never
-    fails the boot: a wrong name is said in the journal and kept in the state file."""
+    fails the boot: a wrong name, or a layout that would not load, is said in the journal
+    and kept in the state file (:func:`boot_error`: the Keyboard screen shows it)."""
     from toolkit.unattended.cmdline import Cmdline, CmdlineError, keymap_from
 
     try:
@@ -188,6 +207,7 @@ def boot(cmdline: str | None = None) -> int:
         name = keymap_from(cl)
     except (CmdlineError, OSError) as e:
         print(f"rtk-keymap: {e}; the console keeps the US layout", flush=True)
+        _save_error(str(e))
         return 0
     if "keyboard-layouts" in cl:
         print("rtk-keymap: keyboard-layouts= (live-config) is not read here: "
@@ -198,6 +218,7 @@ def boot(cmdline: str | None = None) -> int:
         lay = apply(name, set_by="rtk.keymap=")
     except (KeymapError, OSError) as e:
         print(f"rtk-keymap: rtk.keymap={name}: {e}", flush=True)
+        _save_error(f"rtk.keymap={name}: {e}")
         return 0
     print(f"rtk-keymap: console keyboard layout {lay.name} ({lay.description})", flush=True)
     return 0

@@ -3,14 +3,16 @@
 
 When it is on, OpenSSH's sshd runs as ``rtk-sshd.service`` with a configuration of this
 boot (:func:`sshd_config`, in ``/run/rtk/ssh``): log in as root, with one of the
-authorized public keys, or with the one-time password the menu made (and shows) when
-asked; every login gets the menu (``ForceCommand``), no forwarding of any kind. The
-host keys are made when it is first turned on in a boot (``ssh-keygen -A``): the image
-has none, and live-config's own key generation is removed from it. What is on, the
-keys' and host keys' fingerprints, never a password, are in ``/run/rtk/remote.json``
-(:func:`status`), which the menu's header of every console and the unattended reports
-read. Turning it off stops sshd, which ends every remote session, and locks root's
-password again.
+authorized public keys, or with the temporary password the menu made (and shows) when
+asked, valid until a new one is made, password login or remote access is turned off, or
+the machine restarts; every login gets the remote menu (``ForceCommand``), which runs in
+tmux so that a dropped link leaves it and its job running (the next login attaches to
+it), no forwarding of any kind. The host keys are made when it is first turned on in a
+boot (``ssh-keygen -A``): the image has none, and live-config's own key generation is
+removed from it. What is on, the keys' and host keys' fingerprints, never a password,
+are in ``/run/rtk/remote.json`` (:func:`status`), which the menu's header of every
+console and the unattended reports read. Turning it off stops sshd, which ends every
+remote session, ends the remote menu, and locks root's password again.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import contextlib
 import glob
 import json
 import os
-import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -34,13 +35,15 @@ from toolkit.system.remote_keys import (
     parse_authorized_keys,
     read_pub,
 )
+from toolkit.system.remote_sessions import Session, sessions  # noqa: F401 (the menu's)
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "ssh-keygen"
+TMUX = "tmux"  # the remote menu's terminal (rtk-remote-login), on tmux_socket()
 CHPASSWD = "chpasswd"
 USERMOD = "usermod"
 UNIT = "rtk-sshd.service"
-LOGIN = "/usr/local/sbin/rtk-remote-login"  # ForceCommand: the menu, on the session's pty
+LOGIN = "/usr/local/sbin/rtk-remote-login"  # ForceCommand: the remote menu (in tmux)
 USER = "root"
 LOCKED = "*"  # root's password field when no password login is on (as in the image)
 PORT = 22
@@ -50,6 +53,9 @@ HOST_ROOT = ""  # the host keys are in HOST_ROOT/etc/ssh (tests: a directory of 
 KEY_NAMES = {"ssh-ed25519": "ED25519", "ecdsa-sha2-nistp256": "ECDSA",
              "ecdsa-sha2-nistp384": "ECDSA", "ecdsa-sha2-nistp521": "ECDSA", "ssh-rsa": "RSA"}
 PASSWORD_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # no 0/o, 1/l: read off a screen
+# Tries per connection: a client offers each key of its agent and ~/.ssh first, and each
+# counts (3 locked out a technician with 3 keys before the password was ever asked).
+MAX_AUTH_TRIES = 6
 
 
 class RemoteError(ValueError):
@@ -64,10 +70,15 @@ def state_path() -> str:
     return os.path.join(paths.run_dir(), "remote.json")
 
 
+def tmux_socket() -> str:
+    """The remote menu's tmux server (rtk-remote-login starts it there)."""
+    return os.path.join(paths.run_dir(), "tmux-remote.sock")
+
+
 def sshd_config(*, password: bool, keys_file: str, host_keys: Iterable[str],
                 login: str = LOGIN, port: int = PORT, pid_file: str | None = None) -> str:
     """The whole sshd configuration (nothing is read from /etc/ssh/sshd_config): root
-    only, public keys, a password only when ``password`` (the one-time one), the menu
+    only, public keys, a password only when ``password`` (the temporary one), the menu
     as the only command, no forwarding, no sftp."""
     lines = [
         "# Recovery Toolkit remote access: written by toolkit.system.remote for this boot.",
@@ -86,7 +97,7 @@ def sshd_config(*, password: bool, keys_file: str, host_keys: Iterable[str],
         "IgnoreRhosts yes",
         "UsePAM yes",
         "StrictModes yes",
-        "MaxAuthTries 3",
+        f"MaxAuthTries {MAX_AUTH_TRIES}",
         "MaxSessions 4",
         "LoginGraceTime 60",
         f"ForceCommand {login}",
@@ -108,7 +119,9 @@ def sshd_config(*, password: bool, keys_file: str, host_keys: Iterable[str],
 @dataclass
 class Status:
     """What ``/run/rtk/remote.json`` says: on or off, since when, password login, the
-    authorized keys and the host keys (type, fingerprint, where from), an error."""
+    authorized keys and the host keys (type, fingerprint, where from), an error, and
+    ``credential_id``: which temporary password is the valid one (random, not made from
+    it), so that a menu drops a password it shows once another console made a new one."""
 
     enabled: bool = False
     since: str | None = None
@@ -116,6 +129,7 @@ class Status:
     keys: list[dict] = field(default_factory=list)
     host_keys: list[dict] = field(default_factory=list)
     error: str | None = None
+    credential_id: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -181,7 +195,7 @@ def set_root_password(password: str | None) -> None:
         tools.run([USERMOD, "-p", LOCKED, USER], timeout=60)
         return
     if len(password) < 12:
-        raise RemoteError("a one-time password is at least 12 characters")
+        raise RemoteError("a temporary password is at least 12 characters")
     tools.run([CHPASSWD], input=f"{USER}:{password}\n", secrets=[password], timeout=60)
 
 
@@ -212,12 +226,34 @@ def start_sshd() -> None:
         systemctl.start(UNIT)
 
 
+def sshd_running() -> bool:
+    """Is rtk-sshd.service running (whatever the status file says)?"""
+    return systemctl.is_active(UNIT)
+
+
+def _remove_files() -> None:
+    for name in ("authorized_keys", "sshd_config"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(ssh_dir(), name))
+
+
+def _undo(error: str) -> None:
+    """A change that failed half-way: nothing left that could let anyone in. sshd
+    stopped (if a reload failed it would still run, with the old or the new files),
+    its files removed, root's password locked; the status says off, and why."""
+    stop_sshd()
+    _remove_files()
+    set_root_password(None)
+    save_status(Status(error=error))
+
+
 def enable(keys: Iterable[PublicKey] = (), *, password: bool = False, source: str = "menu",
            host_root: str | None = None) -> tuple[Status, str | None]:
     """Turn remote access on (or change it): ``keys`` added to those already authorized,
-    a new one-time password when ``password`` (else any password stays as it was).
+    a new temporary password when ``password`` (else any password stays as it was).
     Returns the status and the new password (None without one): the caller shows it,
-    nothing keeps it. RemoteError or ToolError, with the reason, otherwise."""
+    nothing keeps it. RemoteError or ToolError, with the reason, otherwise; then remote
+    access is off (:func:`_undo`), even if it was on before."""
     old = status()
     old = old if old.enabled else Status()
     have = {k.fingerprint: k for k in (authorized() if old.enabled else [])}
@@ -227,28 +263,36 @@ def enable(keys: Iterable[PublicKey] = (), *, password: bool = False, source: st
             have[k.fingerprint], origin[k.fingerprint] = k, source
     if not have and not password and not old.password:
         raise RemoteError("no public key and no password: nobody could log in; give a key "
-                          "or turn on the one-time password")
+                          "or turn on the temporary password")
     found = ensure_host_keys(host_root)
     new_password = make_password() if password else None
-    if new_password:
-        set_root_password(new_password)
     use_password = bool(new_password) or old.password
-    _write_files(list(have.values()), use_password, found)
     st = Status(True, old.since or iso_time(time.time()), use_password,
                 [{**k.to_dict(), "from": origin.get(f, source)} for f, k in have.items()],
-                [{k: h[k] for k in ("type", "name", "fingerprint")} for h in found])
+                [{k: h[k] for k in ("type", "name", "fingerprint")} for h in found],
+                credential_id=secrets.token_hex(4) if new_password else
+                (old.credential_id if use_password else None))
+    if new_password:  # (if chpasswd fails, nothing has changed yet)
+        set_root_password(new_password)
     try:
+        _write_files(list(have.values()), use_password, found)
         start_sshd()
-    except OSError as e:
-        save_status(Status(error=f"sshd did not start: {e}"))
-        if use_password:
-            set_root_password(None)
+    except BaseException as e:  # also a SIGTERM of rtk-remote.service (remote_boot)
+        _undo(f"sshd did not start: {e}" if isinstance(e, OSError) else
+              f"remote access was being turned on when it stopped: {e}")
         raise
     return save_status(st), new_password
 
 
 def stop_sshd() -> None:
     systemctl.systemctl("stop", UNIT, check=False)
+
+
+def end_remote_menu() -> None:
+    """The remote menu's tmux server ended (its menu, any job in it, with it): it lives
+    outside rtk-sshd.service, so that sshd stopping or restarting does not end it."""
+    with contextlib.suppress(tools.ToolError):
+        tools.run([TMUX, "-S", tmux_socket(), "kill-server"], check=False, timeout=30)
 
 
 def password_off() -> Status:
@@ -260,60 +304,25 @@ def password_off() -> Status:
     if not keys:
         return disable()
     set_root_password(None)
-    _write_files(keys, False, ensure_host_keys())
-    st.password = False
-    start_sshd()
+    st.password, st.credential_id = False, None
+    try:
+        _write_files(keys, False, ensure_host_keys())
+        start_sshd()
+    except BaseException as e:
+        _undo(f"sshd did not take the change: {e}")
+        raise
     return save_status(st)
 
 
 def disable() -> Status:
-    """Remote access off: sshd stopped (its sessions end), root's password locked, the
-    authorized keys removed. The host keys stay for this boot (the same fingerprints if
-    it is turned on again)."""
+    """Remote access off: sshd stopped (its sessions end), the remote menu ended, root's
+    password locked, the authorized keys removed. The host keys stay for this boot (the
+    same fingerprints if it is turned on again)."""
     stop_sshd()
-    was = status()
-    if was.password:
-        set_root_password(None)
-    for name in ("authorized_keys", "sshd_config"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(ssh_dir(), name))
+    end_remote_menu()
+    set_root_password(None)
+    _remove_files()
     return save_status(Status())
-
-
-@dataclass(frozen=True)
-class Session:
-    user: str
-    host: str  # the client's address
-    tty: str  # pts/0
-    started: float
-
-
-SESSION_TITLE = re.compile(r"sshd(?:-session)?: ([^\s@\[]+)@(\S+)")  # root@pts/0
-
-
-def sessions(processes=None) -> list[Session]:
-    """The remote logins now, oldest first: sshd's process of each accepted login (its
-    title ``sshd-session: root@pts/0``; before the login is accepted it is ``root [priv]``
-    or ``[preauth]``), with the client's address from its TCP connection. (Debian 13 has
-    no utmp: ``who`` knows nothing of them.) ``processes``: psutil processes, for tests."""
-    import psutil
-
-    out = []
-    procs = psutil.process_iter(["cmdline", "create_time"]) if processes is None else processes
-    for p in procs:
-        m = SESSION_TITLE.match((p.info.get("cmdline") or [""])[0])
-        if not m:
-            continue
-        try:
-            conns = p.net_connections(kind="tcp")
-        except (psutil.Error, OSError):  # it ended meanwhile
-            continue
-        host = next((c.raddr.ip for c in conns if c.raddr and c.status == "ESTABLISHED"),
-                    None)
-        if host:
-            out.append(Session(m.group(1), host.removeprefix("::ffff:"), m.group(2),
-                               p.info.get("create_time") or 0.0))
-    return sorted(out, key=lambda s: s.started)
 
 
 def header(st: Status, logins: list[Session]) -> str:
@@ -325,7 +334,10 @@ def header(st: Status, logins: list[Session]) -> str:
     if not logins:
         return "SSH ON, nobody connected"
     hosts = sorted({s.host for s in logins})
-    return f"SSH ON: {len(logins)} connected from {', '.join(hosts)}"
+    blind = sum(not s.terminal for s in logins)
+    note = ("" if not blind else " (no terminal)" if blind == len(logins) else
+            f" ({blind} with no terminal)")
+    return f"SSH ON: {len(logins)} connected from {', '.join(hosts)}{note}"
 
 
 def fingerprints_for_report(st: Status | None = None) -> dict | None:

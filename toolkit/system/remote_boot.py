@@ -5,9 +5,12 @@ check that sshd accepts the configuration :mod:`toolkit.system.remote` writes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 from toolkit.atomic import write_atomic
@@ -26,23 +29,68 @@ from toolkit.system.remote import (
     sshd_config,
     status,
 )
-from toolkit.system.remote_keys import MAX_FILE, KeyRefused, PublicKey, parse_authorized_keys
+from toolkit.system.remote_keys import (
+    MAX_FILE,
+    KeyRefused,
+    PublicKey,
+    check_url,
+    parse_authorized_keys,
+    url_pin,
+)
+
+MAX_REDIRECTS = 5
+READ_SECONDS = 30  # the whole file, however slowly the server sends it
 
 
-def fetch_keys(url: str, timeout: float = 20, wait: float = 60) -> list[PublicKey]:
-    """The keys of the authorized_keys file at ``url`` (TLS verified, at most MAX_FILE
-    bytes), tried again for ``wait`` seconds while the network comes up."""
+class Stopped(BaseException):
+    """rtk-remote.service was stopped (SIGTERM: its start timed out, or someone asked):
+    a BaseException, so that no ``except Exception`` on the way swallows it."""
+
+
+def _get(url: str, timeout: float, pinned: bool, shown: str):
+    """``requests.get`` of ``url`` (streamed), its redirects followed here, at most
+    MAX_REDIRECTS: without a pin, never off https (a redirect to http:// would let
+    anyone on the way answer)."""
+    from urllib.parse import urljoin, urlsplit
+
     import requests
 
-    from toolkit.net.http import http_failure
+    for _ in range(MAX_REDIRECTS + 1):
+        r = requests.get(url, timeout=timeout, verify=True, stream=True, allow_redirects=False)
+        if not r.is_redirect:
+            return r
+        r.close()
+        nxt = urljoin(url, r.headers["location"])
+        if urlsplit(nxt).scheme not in ("https", "http") or (
+                not pinned and urlsplit(nxt).scheme != "https"):
+            raise RemoteError(f"rtk.ssh_keys={shown}: the server redirects to "
+                              f"{urlsplit(nxt).scheme}://, not https://: refused (pin the "
+                              "file with #sha256=HEX to fetch it over plain HTTP)")
+        url = nxt
+    raise RemoteError(f"rtk.ssh_keys={shown}: more than {MAX_REDIRECTS} redirects")
 
+
+def fetch_keys(url: str, timeout: float = 20, wait: float = 60,
+               seconds: float = READ_SECONDS) -> list[PublicKey]:
+    """The keys of the authorized_keys file at ``url`` (https, TLS verified, or any URL
+    with the file's SHA-256 pinned: :func:`~toolkit.system.remote_keys.check_url`), at
+    most MAX_FILE bytes within ``seconds`` (``timeout`` per connect or read), tried again
+    for ``wait`` seconds while the network comes up."""
+    import requests
+
+    from toolkit.net.http import http_failure, read_body
+
+    check_url(url)
+    bare, pin = url_pin(url)
     shown, deadline, why = safe_url(url), time.monotonic() + wait, ""
     while True:
         try:
-            with requests.get(url, timeout=timeout, verify=True, stream=True) as r:
+            with _get(bare, timeout, pin is not None, shown) as r:
                 r.raise_for_status()
-                data = r.raw.read(MAX_FILE + 1, decode_content=True)
+                data = read_body(r, MAX_FILE, seconds)
             break
+        except RemoteError:
+            raise
         except requests.RequestException as e:
             status_code = getattr(e.response, "status_code", None)
             why = f"HTTP {status_code}" if status_code else http_failure(e)
@@ -53,15 +101,26 @@ def fetch_keys(url: str, timeout: float = 20, wait: float = 60) -> list[PublicKe
         time.sleep(3)
     if len(data) > MAX_FILE:
         raise RemoteError(f"rtk.ssh_keys={shown}: larger than {MAX_FILE} bytes")
+    if pin and hashlib.sha256(data).hexdigest() != pin:
+        raise RemoteError(f"rtk.ssh_keys={shown}: the file's SHA-256 is "
+                          f"{hashlib.sha256(data).hexdigest()}, not the {pin} given: refused")
     return parse_authorized_keys(data.decode("utf-8", "replace"), f"rtk.ssh_keys={shown}")
+
+
+def _stopped(signum, _frame) -> None:
+    raise Stopped(f"rtk-remote.service was stopped ({signal.Signals(signum).name}: its "
+                  "start took too long, or it was asked to stop)")
 
 
 def boot(cmdline: str | None = None) -> int:
     """``rtk-remote.service``: remote access on at boot with the keys that ``rtk.ssh=``
     and ``rtk.ssh_keys=`` give. Never fails the boot: a problem is said in the journal
-    and in the status file (the menu's header shows it)."""
+    and in the status file (the menu's header shows it), also when the unit is stopped
+    (SIGTERM) before it is done."""
     from toolkit.unattended.cmdline import Cmdline, CmdlineError, ssh_from
 
+    main = threading.current_thread() is threading.main_thread()  # (signals: main only)
+    previous = signal.signal(signal.SIGTERM, _stopped) if main else None
     try:
         given = ssh_from(Cmdline(cmdline))
         if not given:
@@ -70,10 +129,13 @@ def boot(cmdline: str | None = None) -> int:
         if "keys_url" in given:
             keys += fetch_keys(given["keys_url"])
         st, _ = enable(keys, source="kernel command line")
-    except (CmdlineError, RemoteError, KeyRefused, OSError) as e:
+    except (CmdlineError, RemoteError, KeyRefused, OSError, Stopped) as e:
         print(f"rtk-remote: remote access stays off: {e}", flush=True)
         save_status(Status(error=str(e)))
         return 0
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     print(f"rtk-remote: remote access on (ssh -t {USER}@<this machine>), "
           f"{len(st.keys)} authorized key(s)", flush=True)
     for h in st.host_keys:

@@ -1,7 +1,8 @@
 """Reading a plan file (``rtk.plan=URL|path``): from an http(s) URL (TLS verified) or the
 boot medium (:func:`load_plan`), or a path here (:func:`read_plan_file`), at most
 :data:`MAX_SIZE` bytes of UTF-8, parsed as JSON or YAML (:func:`parse_plan_text`, nested at
-most :data:`MAX_DEPTH` levels); every failure a :class:`PlanError` that shows no secret.
+most :data:`MAX_DEPTH` levels, YAML without anchors and aliases: :class:`PlanLoader`);
+every failure a :class:`PlanError` that shows no secret.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import requests
 import yaml
 
 from toolkit.jobs.report import safe_url
-from toolkit.net.http import http_failure
+from toolkit.net.http import http_failure, read_body
 from toolkit.system.paths import LIVE_MEDIUM
 
 
@@ -28,9 +29,29 @@ class PlanError(ValueError):
         self.problems = list(problems or [message])
 
 
-
 MAX_DEPTH = 32  # a plan is 4 levels deep (plan.targets[0].chap.password)
 MAX_SIZE = 1 << 20  # bytes: a plan file is a few hundred
+READ_SECONDS = 60  # the whole answer of a plan's URL, however slowly it comes
+
+
+class PlanLoader(yaml.SafeLoader):
+    """YAML's safe loader without anchors and aliases (``&a``, ``*a``, ``<<: *a``): a plan
+    never needs them, and aliases of aliases make a file of a few hundred bytes a
+    structure of billions of values (the "billion laughs"), which no check after parsing
+    can stop in time."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&NAME, *NAME) are not allowed in a plan "
+                "file: write each value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str):
+    """``text`` parsed by :class:`PlanLoader` (yaml.YAMLError if it is not such YAML)."""
+    return yaml.load(text, Loader=PlanLoader)  # a SafeLoader: no Python objects either
 
 
 def _depth(value) -> int:
@@ -59,7 +80,7 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 def parse_plan_text(text: str, name: str) -> dict:
     """A plan file: JSON if ``name`` ends in .json, otherwise YAML (which reads JSON too)."""
     try:
-        data = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+        data = json.loads(text) if name.endswith(".json") else load_yaml(text)
     except json.JSONDecodeError as e:
         raise PlanError(f"plan {name}: not valid JSON: line {e.lineno} column {e.colno}: "
                         f"{e.msg}") from None
@@ -88,14 +109,16 @@ def plan_text(data: bytes, name: str) -> str:
                         f"0x{data[e.start]:02x} at position {e.start})") from None
 
 
-def load_plan(source: str, medium: str = LIVE_MEDIUM, timeout: float = 30) -> dict:
-    """The plan file at an http(s) URL (TLS verified) or a path on the boot medium."""
+def load_plan(source: str, medium: str = LIVE_MEDIUM, timeout: float = 30,
+              seconds: float = READ_SECONDS) -> dict:
+    """The plan file at an http(s) URL (TLS verified; ``timeout`` per connect or read,
+    ``seconds`` for the whole answer) or a path on the boot medium."""
     if source.startswith(("http://", "https://")):
         shown = safe_url(source)  # without user:password@ or ?query (tokens)
         try:
             with requests.get(source, timeout=timeout, verify=True, stream=True) as r:
                 r.raise_for_status()
-                data = r.raw.read(MAX_SIZE + 1, decode_content=True)
+                data = read_body(r, MAX_SIZE, seconds)
         except requests.RequestException as e:
             status = getattr(e.response, "status_code", None)
             why = f"HTTP {status}" if status else http_failure(e)

@@ -1,6 +1,7 @@
 """The plan file's JSON Schema (plan.schema.json, :data:`SCHEMA`) and :func:`schema_errors`:
 what is wrong with a parsed plan file, validated by the jsonschema library, in plain words
-(``plan.targets[1].chap.password: required``), one line per value, never a secret.
+(``plan.targets[1].chap.password: required``), one line per value, never a secret (nor
+an unknown key of an object that holds one: it may be a mistyped ``password:SECRET``).
 """
 
 from __future__ import annotations
@@ -76,6 +77,22 @@ def _show(v) -> str:
     return json.dumps(v) if isinstance(v, bool | None | int | float) else str(v)
 
 
+def _holds_secrets(props) -> bool:
+    """Is this an object with a secret in it (``chap``, ``mutual``: a password)?"""
+    return any(re.search(r"(?i)password|passwd|secret", str(p)) for p in props)
+
+
+def _hidden_key(k, props, known: str) -> str:
+    """An unknown key of a secret-bearing object, never shown: ``password:san-secret``
+    (no space after the colon) is one key in YAML, the secret in it."""
+    text = str(k)
+    near = next((p for p in props if text.lower().startswith(str(p).lower())
+                 and len(text) > len(str(p))), None)
+    hint = (f"; it starts with {near}: write `{near}: VALUE`, with a space after the colon"
+            if near else "")
+    return f"an unknown key ({len(text)} characters, not shown; known: {known}){hint}"
+
+
 def _messages(e, data, path: str) -> list[tuple[tuple, str, str]]:
     """jsonschema's error ``e`` in plain words, as (sort key, path, message) items. Its own
     message quotes the value (a secret, maybe): it is never used."""
@@ -95,8 +112,11 @@ def _messages(e, data, path: str) -> list[tuple[tuple, str, str]]:
                     if d in inst for k in ks if k not in inst]
         props = s.get("properties", {})
         known = ", ".join(map(key_text, props))
-        return [item(f"unknown key (known: {known})", (*where, k)) for k in inst
-                if k not in props]
+        unknown = [k for k in inst if k not in props]
+        if _holds_secrets(props):  # chap, mutual: a typo's key may be the secret itself
+            return [(order, f"{shown}#{n}", text) for n, k in enumerate(unknown)
+                    for order, shown, text in [item(_hidden_key(k, props, known))]]
+        return [item(f"unknown key (known: {known})", (*where, k)) for k in unknown]
     if own:
         return [item(own)]
     if kw == "type":
@@ -110,6 +130,8 @@ def _messages(e, data, path: str) -> list[tuple[tuple, str, str]]:
         return [item("must not be empty" if value == 1 else f"needs {value} characters or more")]
     if kw == "maxLength":
         return [item(f"must be at most {value} characters")]
+    if kw == "minItems":
+        return [item("must not be empty" if value == 1 else f"needs {value} entries or more")]
     if kw in ("minimum", "maximum"):
         lo, hi = s.get("minimum"), s.get("maximum")
         return [item(f"must be from {lo} to {hi}" if None not in (lo, hi) else

@@ -18,14 +18,16 @@ def on_virtual_console() -> bool:
 
 
 class KeyboardController:
-    def __init__(self, app, apply=keymap.apply, current=keymap.current):
+    def __init__(self, app, apply=keymap.apply, current=keymap.current,
+                 boot_error=keymap.boot_error):
         self.app = app
-        self._apply, self._current = apply, current
+        self._apply, self._current, self._boot_error = apply, current, boot_error
 
     def _view(self) -> KeyboardView:
         return KeyboardView([(lay.name, lay.description) for lay in keymap.LAYOUTS],
                             self._current().name, self.choose,
-                            remote_terminal=not on_virtual_console())
+                            remote_terminal=not on_virtual_console(),
+                            boot_error=self._boot_error())
 
     def show(self) -> None:
         self.app.push(self._view())

@@ -1,6 +1,7 @@
-"""The Remote access screen's controller: SSH on with a one-time password or keys from
-a URL, password login off, off (toolkit.system.remote). The one-time password lives in
-this menu's memory only, to be shown on this console's screen."""
+"""The Remote access screen's controller: SSH on with a temporary password or keys from
+a URL, password login off, off (toolkit.system.remote). The temporary password lives in
+this menu's memory only, to be shown on this console's screen, and only while it is the
+valid one (the status's ``credential_id``: another console may have made a new one)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ class RemoteController:
     def __init__(self, app):
         self.app = app
         self.password: str | None = None  # made on this console; never written anywhere
+        self.credential_id: str | None = None  # the status's id of that password
         self.last_url = ""
 
     def _view(self) -> RemoteView:
         st = remote.status()
-        if not st.password:
-            self.password = None
+        if not st.password or st.credential_id != self.credential_id:  # not the valid one
+            self.password = self.credential_id = None
         addresses = [addr for _nic, addr in machine.ip_addresses()]
-        return RemoteView(self, st, remote.sessions(), addresses, self.password)
+        return RemoteView(self, st, remote.sessions(), addresses, self.password,
+                          running=remote.sshd_running())
 
     def show(self) -> None:
         self.app.push(self._view())
@@ -34,21 +37,27 @@ class RemoteController:
             self.app.dialog("Failed", f"{what}: {e}", [("OK", self.app.close_dialog)])
         return failed
 
-    def _connect_text(self, st: remote.Status) -> str:
+    @staticmethod
+    def _host() -> str:
         addresses = [addr.split("/")[0] for _nic, addr in machine.ip_addresses()]
-        host = addresses[0] if addresses else "<this machine's address>"
+        return addresses[0] if addresses else "<this machine's address>"
+
+    def _connect_text(self, st: remote.Status) -> str:
         keys = "\n".join(f"  {h.get('name', h['type']):<8}{h['fingerprint']}"
                          for h in st.host_keys)
-        return f"Connect: ssh -t root@{host}\nHost key fingerprints:\n{keys}"
+        return f"Connect: ssh -t root@{self._host()}\nHost key fingerprints:\n{keys}"
 
-    def one_time_password(self) -> None:
+    def temporary_password(self) -> None:
         def done(result) -> None:
             st, password = result
-            self.password = password
+            self.password, self.credential_id = password, st.credential_id
             self.refresh()
-            self.app.dialog("Remote access is ON", f"One-time password: {password}\n"
-                            f"{self._connect_text(st)}\nIt is shown on this console only; "
-                            "o makes a new one, x turns remote access off.",
+            self.app.dialog("Remote access is ON", f"Temporary password: {password}\n"
+                            f"{self._connect_text(st)}\nIf ssh gives up before it asks "
+                            "(too many keys offered first): ssh -t -o "
+                            f"PubkeyAuthentication=no root@{self._host()}\nValid until a new one "
+                            "is made (o), password login or remote access is turned off, or "
+                            "the machine restarts; shown on this console only.",
                             [("OK", self.app.close_dialog)])
 
         self.app.background("Turning remote access on (making host keys)...",
@@ -84,25 +93,26 @@ class RemoteController:
 
     def password_off(self) -> None:
         def done(_st) -> None:
-            self.password = None
+            self.password = self.credential_id = None
             self.refresh()
 
         self.app.background("Password login off...", remote.password_off, done,
                             self._failed("Could not turn password login off"))
 
     def confirm_off(self) -> None:
-        if not remote.status().enabled:
+        if not (remote.status().enabled or remote.sshd_running()):
             return
         self.app.dialog("Turn remote access off?",
                         "sshd stops: every remote session ends now (this one too, if you "
-                        "are connected over SSH), and the password no longer works.",
+                        "are connected over SSH), the remote menu ends with any copy or "
+                        "restore running in it, and the password no longer works.",
                         [("Cancel", self.app.close_dialog), ("Turn off", self._off)])
 
     def _off(self) -> None:
         self.app.close_dialog()
 
         def done(_st) -> None:
-            self.password = None
+            self.password = self.credential_id = None
             self.refresh()
 
         self.app.background("Turning remote access off...", remote.disable, done,
