@@ -161,3 +161,49 @@ def test_gpt_for_512_byte_sectors_on_a_4kn_disk_is_said(tmp_path, loops, capsys)
     assert c["damage"] == ("GPT laid out for 512-byte sectors on a disk of 4096-byte sectors: "
                            "Windows will not read it")
     assert c["partitions"][1]["csv_id"] == f"{GUID}:135266304"
+
+
+def test_an_mbr_disk_with_an_old_gpt_header_left_at_lba_1_is_an_mbr_disk(tmp_path, loops,
+                                                                          capsys):
+    """sfdisk --wipe never over a former GPT disk: sector 0 is a plain MBR (no 0xEE
+    entry), LBA 1 still holds the old, valid GPT header. libblkid, the kernel and Windows
+    read the MBR; so does ``rtk disks``, and it says the old header is there."""
+    img = make_image(tmp_path / "d.img", 64 * MiB)
+    subprocess.run(["sfdisk", "-q", str(img)], input="label: gpt\nsize=20M\nsize=20M\n",
+                   text=True, check=True, capture_output=True)
+    subprocess.run(["sfdisk", "-q", "--wipe", "never", str(img)],
+                   input="label: dos\nlabel-id: 0x1234abcd\nstart=2048, size=40M, type=83\n",
+                   text=True, check=True, capture_output=True)
+    dev = loops(img)
+    assert 'PTTYPE="dos"' in run("blkid", "-p", dev)
+    entry, lines = listed(capsys, dev)
+    c = entry["cluster"]
+    assert (c["scheme"], c["disk_id"]) == ("mbr", "1234ABCD")
+    assert [(p["number"], p["offset"], p["type"]) for p in c["partitions"]] == [
+        (1, MiB, "0x83")]
+    assert lines[0] == ("MBR disk signature 1234ABCD (an old GPT header remains at LBA 1; "
+                        "the disk is MBR)")
+
+
+def test_two_disks_of_one_guid_are_noted_and_ldm_has_no_csv_id(tmp_path, loops, capsys):
+    """A LUN and its clone (the same image twice): identical CSV IDs, so each says another
+    disk has its disk GUID. A dynamic disk's LDM partition (0x42) shows no CSV ID."""
+    import uuid
+    guid = str(uuid.uuid4())  # this test's own: the machine is shared
+    a = loops(gpt_image(tmp_path / "a.img", guid))
+    run("cp", "--sparse=always", str(tmp_path / "a.img"), str(tmp_path / "b.img"))
+    b = loops(tmp_path / "b.img")
+    note = "has the same disk GUID (a clone or a snapshot of it): tell them apart by serial/LUN"
+    entry_a, lines_a = listed(capsys, a)
+    _entry_b, lines_b = listed(capsys, b)
+    assert lines_a[0].startswith(f"GPT disk GUID {guid}; another disk (") and note in lines_a[0]
+    assert b in lines_a[0] and a in lines_b[0], (lines_a[0], lines_b[0])
+    assert note in entry_a["cluster"]["note"]
+    ldm = make_image(tmp_path / "ldm.img", 32 * MiB)
+    subprocess.run(["sfdisk", "-q", str(ldm)], input="label: dos\nstart=2048, type=42\n",
+                   text=True, check=True, capture_output=True)
+    dev = loops(ldm)
+    entry, lines = listed(capsys, dev)
+    assert entry["cluster"]["partitions"][0]["csv_id"] is None
+    assert any("partition 1 at byte 1048576, Windows LDM" in x for x in lines), lines
+    assert not any("CSV ID" in x for x in lines), lines

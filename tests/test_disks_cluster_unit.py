@@ -169,6 +169,33 @@ def test_an_mbr_over_an_old_gpt_is_the_mbr(tmp_path, csv_disk):
     assert t.disk_id == sfdisk_json(img)["id"].removeprefix("0x").upper()
 
 
+def test_an_mbr_with_an_old_gpt_header_left_at_lba_1_is_the_mbr(tmp_path, csv_disk):
+    """sfdisk --wipe never with label: dos over a former GPT disk: sector 0 is a plain MBR,
+    LBA 1 still holds the old, valid GPT header. libblkid reads the MBR, and so do we,
+    saying the old header is there; behind a hybrid MBR (an 0xEE entry among others) or
+    with no MBR at all in sector 0, the GPT is the table."""
+    img = csv_disk(tmp_path / "csv.img")
+    subprocess.run(["sfdisk", "-q", "--wipe", "never", str(img)], text=True, check=True,
+                   input="label: dos\nlabel-id: 0x1234abcd\nstart=2048, size=40M, type=83\n")
+    with open(img, "rb") as f:
+        assert f.read(1024)[512:520] == b"EFI PART"  # the old header is still there
+    assert sfdisk_json(img)["label"] == "dos"
+    t = ptable.read_table(str(img))
+    assert (t.scheme, t.disk_id, [e.offset for e in t.entries]) == ("mbr", "1234ABCD", [MiB])
+    assert t.damage == "an old GPT header remains at LBA 1; the disk is MBR"
+    assert cluster.from_table(t).line() == (
+        "MBR disk signature 1234ABCD (an old GPT header remains at LBA 1; the disk is MBR)")
+    hybrid = csv_disk(tmp_path / "hybrid.img")
+    run("sgdisk", "-h", "2", str(hybrid))  # partition 2 in the MBR, with an 0xEE entry
+    assert "hybrid" in run("gdisk", "-l", str(hybrid)).lower()
+    t = ptable.read_table(str(hybrid))
+    assert (t.scheme, t.disk_id, t.damage) == ("gpt", GUID, None)
+    bare = csv_disk(tmp_path / "bare.img")
+    with open(bare, "r+b") as f:
+        f.write(bytes(512))  # sector 0 gone: no MBR at all
+    assert ptable.read_table(str(bare)).disk_id == GUID
+
+
 def test_whole_disk_filesystems_and_blank_disks_hold_no_table(tmp_path):
     fat = make_image(tmp_path / "fat.img", 64 * MiB)
     run("mkfs.vfat", "-n", "ESP", str(fat))  # ends its boot sector with 0x55AA too
@@ -236,8 +263,9 @@ def test_the_statement_before_a_copy(tmp_path, csv_disk):
     # the JSON forms (a report's) compare the same; one partition of each end
     assert cluster.compare(vol1.to_dict(), vol2.to_dict(), source_offset=135266304,
                            target_offset=135266304) == (
-        f"you are about to overwrite partition 2 of disk GUID {OTHER} (Vol2, CSV ID "
-        f"{OTHER}:135266304) with a copy of partition 2 of disk GUID {GUID} (Vol1)")
+        f"you are about to overwrite partition 2 of disk GUID {OTHER} at byte 135266304 "
+        f'(ntfs "Vol2", CSV ID {OTHER}:135266304) with a copy of partition 2 of disk GUID '
+        f"{GUID} (ntfs \"Vol1\"); the target's partition table stays as it is")
 
 
 def test_mbr_and_gpt_of_the_same_numbers_are_different_disks(tmp_path):
@@ -283,3 +311,151 @@ def test_identity_record_and_report_carry_both_ends(tmp_path, csv_disk):
     r.target = identity_of(disk("sdd")).to_dict()  # an end not read: said, no error
     assert "not read" in report.report_text(r)
     assert report.report_data(r)["cluster"]["verdict"] == cluster.UNKNOWN
+
+
+# --- issue 14 review: "the copy puts it back" only when it does ---------------------------
+
+def _ident(disk_id, parts, scheme="gpt", fstype="ntfs"):
+    """An identity of ``parts``: (number, offset, size, label) basic data partitions."""
+    entries = [ptable.Entry(n, off, size, BASIC, "Microsoft basic data")
+               for n, off, size, _l in parts]
+    labels = {off: (fstype, label) for _n, off, _s, label in parts}
+    return cluster.from_table(ptable.Table(scheme, disk_id, 512, entries), 512, labels)
+
+
+TWO = _ident(GUID, [(1, MiB, 100 * MiB, "Vol1"), (2, 101 * MiB, 100 * MiB, "Vol2")])
+
+
+def test_a_partition_onto_another_partition_of_the_same_disk_is_not_put_back():
+    """rtk copy /dev/sdb1 /dev/sdb2: partition 2 is overwritten, said with what it holds
+    (the target's own filesystem and label), at which byte."""
+    lx = _ident(GUID, [(1, MiB, 100 * MiB, "Vol1"), (2, 101 * MiB, 100 * MiB, "lx")])
+    lx.partitions[1].fstype = "ext4"
+    c = cluster.comparison(TWO, lx, source_offset=MiB, target_offset=101 * MiB)
+    assert c.verdict == cluster.DIFFERENT
+    assert c.text == (f'you are about to overwrite partition 2 of disk GUID {GUID} at byte '
+                      f'{101 * MiB} (ext4 "lx", CSV ID {GUID}:{101 * MiB}) with a copy of '
+                      f'partition 1 of disk GUID {GUID} (ntfs "Vol1"); the target\'s '
+                      "partition table stays as it is")
+
+
+def test_a_partition_onto_a_whole_disk_replaces_its_partition_table():
+    """rtk copy /dev/sdb1 /dev/sdc, sdc of the same disk GUID: its GPT is replaced by a
+    bare filesystem at byte 0; nothing is put back."""
+    c = cluster.comparison(TWO, TWO, source_offset=MiB, target_offset=None)
+    assert c.verdict == cluster.DIFFERENT
+    assert c.text == (f"you are about to replace the partition table of disk GUID {GUID} and "
+                      f'every volume on it (ntfs "Vol1" at byte {MiB}; ntfs "Vol2" at byte '
+                      f"{101 * MiB}) with a copy of partition 1 of disk GUID {GUID} "
+                      '(ntfs "Vol1") alone: the target will hold that filesystem at byte 0 '
+                      "and no partition table")
+    whole = cluster.comparison(TWO, TWO, source_offset=None, target_offset=MiB)
+    assert whole.verdict == cluster.DIFFERENT and whole.text.endswith(
+        f"with a copy of the whole of disk GUID {GUID} (its partition table and every "
+        "partition); the target's partition table stays as it is"), whole.text
+
+
+def test_a_clone_with_the_same_guid_but_other_partitions_is_said_so():
+    """A LUN cloned from the same template (or another cluster's): same disk GUID, other
+    layout. Said plainly, with the TARGET's volumes that are lost."""
+    other = _ident(GUID, [(1, MiB, 200 * MiB, "Vol9")])
+    c = cluster.comparison(TWO, other)
+    assert c.verdict == cluster.DIFFERENT
+    assert c.text == (
+        f"the target has the same disk GUID ({GUID}), but its partitions differ (the "
+        f"source's 1 at byte {MiB} (104.9 MB, Microsoft basic data), 2 at byte {101 * MiB} "
+        f"(104.9 MB, Microsoft basic data); the target's 1 at byte {MiB} (209.7 MB, "
+        "Microsoft basic data)): it is another disk (a clone or a snapshot of it, or another "
+        f'cluster\'s). You are about to overwrite its ntfs "Vol9" at byte {MiB} with a copy '
+        f"of disk GUID {GUID} (Vol1, Vol2)")
+
+
+def test_same_guid_and_partitions_but_other_volumes_is_said_so():
+    other = _ident(GUID, [(1, MiB, 100 * MiB, "Vol1"), (2, 101 * MiB, 100 * MiB, "other")])
+    c = cluster.comparison(TWO, other)
+    assert c.verdict == cluster.DIFFERENT
+    assert c.text.startswith(f"the target has the same disk GUID ({GUID}) and partitions, "
+                             f'but other volumes (ntfs "other" at byte {101 * MiB} where the '
+                             'source has ntfs "Vol2"): it is another disk'), c.text
+    assert f'overwrite its ntfs "Vol1" at byte {MiB}; ntfs "other" at byte' in c.text
+
+
+def test_the_same_disk_is_put_back_and_an_unreadable_volume_is_said():
+    same = cluster.comparison(TWO, cluster.from_dict(TWO.to_dict()))
+    assert same.verdict == cluster.SAME
+    assert same.text == (f"this LUN held this cluster disk (disk GUID {GUID}, Vol1, Vol2): the "
+                         "copy puts it back")
+    damaged = _ident(GUID, [(1, MiB, 100 * MiB, None), (2, 101 * MiB, 100 * MiB, None)],
+                     fstype=None)
+    c = cluster.comparison(TWO, damaged)  # the volume the copy repairs reads as nothing
+    assert c.verdict == cluster.SAME and c.text == (
+        f"this LUN held this cluster disk (disk GUID {GUID}): the copy "
+        f"puts it back (on the target now, partition 1 at byte {MiB}, partition 2 at byte "
+        f"{101 * MiB} hold no filesystem that could be read)"), c.text
+
+
+def test_mbr_signature_zero_is_no_identity():
+    """Two unrelated MBR disks never initialised by Windows: signature 00000000 both."""
+    a = _ident("00000000", [(1, MiB, 40 * MiB, "DataA")], scheme="mbr")
+    b = _ident("00000000", [(1, MiB, 40 * MiB, "linuxB")], scheme="mbr")
+    c = cluster.comparison(a, b)
+    assert c.verdict == cluster.DIFFERENT
+    assert c.text == ("neither disk has an MBR disk signature (00000000 on both: Windows never "
+                      "wrote one), so nothing says they are the same: you are about to "
+                      "overwrite MBR disk signature 00000000 (linuxB, CSV ID 00000000:1048576) "
+                      "with a copy of MBR disk signature 00000000 (DataA)")
+    assert cluster.comparison(a, a).verdict == cluster.DIFFERENT
+
+
+def test_ldm_and_reserved_partitions_have_no_csv_id():
+    entries = [ptable.Entry(1, MiB, 40 * MiB, "0x42", "Windows LDM (dynamic disk)"),
+               ptable.Entry(2, 41 * MiB, 40 * MiB, "0x07", "NTFS/exFAT")]
+    c = cluster.from_table(ptable.Table("mbr", "5F1B2C36", 512, entries))
+    assert [(p.number, p.csv_id) for p in c.partitions] == [(1, None), (2, "5F1B2C36:42991616")]
+    assert "CSV ID" not in c.partitions[0].line() and c.volumes_line() == (
+        "partition 2 CSV ID 5F1B2C36:42991616")
+    gpt = cluster.from_table(ptable.Table("gpt", GUID, 512, [
+        ptable.Entry(1, MiB, MiB, MSR, "Microsoft reserved"),
+        ptable.Entry(2, 2 * MiB, MiB, "af9b60a0-1431-4f62-bc68-3311714a69ad", "Windows LDM data")]))
+    assert [p.csv_id for p in gpt.partitions] == [None, None]
+
+
+def test_disks_of_one_guid_are_noted_unless_one_lun_seen_twice():
+    a, b = disk("sdb", "SER-A", size=256 * MiB), disk("sdc", "SER-B", size=256 * MiB)
+    path2 = disk("sdd", "SER-A", size=256 * MiB)  # a second path to sdb's LUN
+    zero_a, zero_b = disk("sde", "SER-E"), disk("sdf", "SER-F")
+    for d in (a, b, path2):
+        d.cluster = cluster.from_dict(TWO.to_dict())
+    for d in (zero_a, zero_b):
+        d.cluster = _ident("00000000", [(1, MiB, MiB, None)], scheme="mbr")
+    cluster.note_twins([a, b, path2, zero_a, zero_b])
+    note = ("another disk ({}) has the same disk GUID (a clone or a snapshot of it): tell "
+            "them apart by serial/LUN")
+    assert (a.cluster.note, b.cluster.note, path2.cluster.note) == (
+        note.format("/dev/sdc"), note.format("/dev/sdb, /dev/sdd"), note.format("/dev/sdc"))
+    assert a.cluster.line() == f"GPT disk GUID {GUID}; " + note.format("/dev/sdc")
+    assert cluster.from_dict(a.cluster.to_dict()).note == a.cluster.note
+    assert zero_a.cluster.note is None and zero_b.cluster.note is None
+
+
+def test_the_copy_summary_says_it_for_partition_ends():
+    """``rtk copy /dev/sdb1 /dev/sdb2`` and ``/dev/sdb1 /dev/sdc``: the summary's sentence
+    (toolkit.copy.job.cluster_sentence) is made with both ends' offsets."""
+    from conftest import partition
+
+    from toolkit.copy.job import cluster_sentence
+    from toolkit.copy.plan import CopyPlan
+    from toolkit.disks.endpoint import endpoint_from_disk
+
+    sdb, sdc = disk("sdb", "SER-B", size=256 * MiB), disk("sdc", "SER-C", size=256 * MiB)
+    p1, p2 = partition(sdb, 1, MiB, 100 * MiB), partition(sdb, 2, 101 * MiB, 100 * MiB)
+    sdb.cluster, sdc.cluster = TWO, cluster.from_dict(TWO.to_dict())
+    onto_p2 = cluster_sentence(CopyPlan(endpoint_from_disk(sdb, p1), endpoint_from_disk(sdb, p2)),
+                               notable=True)
+    assert onto_p2.startswith(f"you are about to overwrite partition 2 of disk GUID {GUID} at "
+                              f'byte {101 * MiB} (ntfs "Vol2"'), onto_p2
+    onto_disk = cluster_sentence(CopyPlan(endpoint_from_disk(sdb, p1), endpoint_from_disk(sdc)))
+    assert onto_disk.startswith(f"you are about to replace the partition table of disk GUID "
+                                f"{GUID}"), onto_disk
+    assert cluster_sentence(CopyPlan(endpoint_from_disk(sdb), endpoint_from_disk(sdc))) \
+        .startswith("this LUN held this cluster disk")

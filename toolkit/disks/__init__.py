@@ -8,7 +8,8 @@
 | ``roles`` | SOURCE/TARGET roles of attached LUNs, the kernel read-only flag of SOURCE disks |
 | ``identity`` | the one identity record of a disk (reports, menu, unattended) and its labels |
 | ``ptable`` | the partition table read from the disk itself: GPT (CRCs, backup header), MBR |
-| ``cluster`` | cluster disk identity: disk GUID or MBR signature, CSV IDs, what a copy does |
+| ``cluster`` | cluster disk identity: disk GUID or MBR signature, CSV IDs, clones noted |
+| ``cluster_compare`` | what a copy does to cluster disks, said before it (``comparison``) |
 | ``endpoint`` | a path resolved to its disk or partition (:class:`Endpoint`, ``resolve``) |
 | ``eligibility`` | may this disk be written at all (in use, boot medium, read-only, SOURCE) |
 | ``overlap`` | do two ends lie on one medium (same device, partition, serial/WWN, loop file) |

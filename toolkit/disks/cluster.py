@@ -16,7 +16,10 @@ cannot be read: offline, no medium, a path down); :func:`read_identity` for any
 device or image. :class:`ClusterIdentity` has a one-line text form (:meth:`line`,
 :meth:`volumes_line`) and a JSON form (:meth:`to_dict`, :func:`from_dict`).
 :func:`compare` is the plain statement before a copy (:func:`comparison` with its
-verdict, for reports).
+verdict, for reports; made by :mod:`toolkit.disks.cluster_compare`). A partition that
+holds no volume a person names (reserved, EFI, recovery, metadata, LDM) has no CSV ID.
+:func:`note_twins` notes on the inventory's disks that share a disk GUID without being
+one LUN that they are not one disk (a clone, a snapshot).
 """
 
 from __future__ import annotations
@@ -37,11 +40,12 @@ READ_TIMEOUT = 5.0  # seconds: a disk that does not answer by then is shown with
 _NO_IO_STATES = frozenset({"blocked", "transport-offline", "offline", "created-blocked",
                            "quiesce", "cancel", "deleted"})
 _NOT_READ = frozenset({"cdrom", "floppy"})
-# partitions that are no volume a person names (shown in the table, not in summaries)
+# partitions that are no volume a person names (shown in the table, not in summaries) and
+# have no CSV ID: a dynamic disk's LDM partition holds volumes of its own, no cluster's
 _NOT_VOLUMES = frozenset({"Microsoft reserved", "EFI System", "Windows Recovery",
                           "Cluster metadata", "Windows LDM metadata", "BIOS boot",
                           "Linux swap", "Extended", "Extended (LBA)", "Linux extended",
-                          "GPT protective"})
+                          "GPT protective", "Windows LDM (dynamic disk)", "Windows LDM data"})
 SAME, DIFFERENT, TARGET_BLANK, SOURCE_BLANK, UNKNOWN = (
     "same", "different", "target-blank", "source-blank", "unknown")
 
@@ -90,6 +94,7 @@ class ClusterIdentity:
     sector_size: int
     partitions: list[ClusterPartition] = field(default_factory=list)
     damage: str | None = None
+    note: str | None = None  # another disk of the inventory has the same ID (note_twins)
 
     @property
     def kind(self) -> str:
@@ -120,10 +125,11 @@ class ClusterIdentity:
         return self.name()
 
     def line(self) -> str:
-        """One line: the heading and what is damaged, if anything."""
+        """One line: the heading, what is damaged and the note, if anything."""
         if self.damage and self.disk_id is None:
             return self.damage
-        return self.heading() + (f" ({self.damage})" if self.damage else "")
+        return (self.heading() + (f" ({self.damage})" if self.damage else "")
+                + (f"; {self.note}" if self.note else ""))
 
     def volumes_line(self, offset: int | None = None) -> str:
         """The volumes with their CSV IDs: ``"Vol1" CSV ID 41a4...:135266304``."""
@@ -141,7 +147,7 @@ def from_dict(d: dict | ClusterIdentity | None) -> ClusterIdentity | None:
     parts = [ClusterPartition(**p) for p in d.get("partitions") or []]
     return ClusterIdentity(scheme=d.get("scheme"), disk_id=d.get("disk_id"),
                            sector_size=d.get("sector_size") or 512, partitions=parts,
-                           damage=d.get("damage"))
+                           damage=d.get("damage"), note=d.get("note"))
 
 
 def _volume_text(p: ClusterPartition) -> str:
@@ -159,7 +165,8 @@ def from_table(table: ptable.Table | None, sector_size: int = 512,
     labels = labels or {}
     parts = [ClusterPartition(
         number=e.number, offset=e.offset, size=e.size, type=e.type, type_name=e.type_name,
-        csv_id=f"{table.disk_id}:{e.offset}" if table.disk_id else None, guid=e.guid,
+        csv_id=f"{table.disk_id}:{e.offset}" if table.disk_id and e.type_name not in
+        _NOT_VOLUMES else None, guid=e.guid,
         name=e.name, fstype=labels.get(e.offset, (None, None))[0],
         label=labels.get(e.offset, (None, None))[1]) for e in table.entries]
     return ClusterIdentity(table.scheme, table.disk_id, table.sector_size, parts, table.damage)
@@ -240,66 +247,42 @@ def of_disk(disk: Disk, timeout: float = READ_TIMEOUT) -> ClusterIdentity | None
     return box[0] if box else None
 
 
+def _one_lun(a: Disk, b: Disk) -> bool:
+    """Whether two disks of the inventory are one LUN seen twice (two paths to it, or a
+    multipath device over them): the same WWN or serial, or one holds the other."""
+    return any(x and x == y for x, y in ((a.wwn, b.wwn), (a.serial, b.serial))) \
+        or a.name in b.holders or b.name in a.holders
+
+
+def note_twins(disks: list[Disk]) -> None:
+    """Note on each disk whose disk GUID (or non-zero MBR signature) another disk of
+    ``disks`` has too, not a path to the same LUN, that the two are not one disk (a LUN
+    cloned from it, a snapshot): same CSV IDs, told apart only by serial or LUN."""
+    def key(d: Disk):
+        c = d.cluster
+        return (c.scheme, c.disk_id.lower()) if c is not None and c.disk_id and \
+            c.disk_id != "00000000" else None
+    for d in disks:
+        twins = [o.path for o in disks if o is not d and key(d) and key(o) == key(d)
+                 and not _one_lun(d, o)]
+        if twins:
+            d.cluster.note = (f"another disk ({', '.join(twins)}) has the same "
+                              f"{d.cluster.kind} (a clone or a snapshot of it): tell them "
+                              "apart by serial/LUN")
+
+
 # --- before a copy -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Comparison:
-    """``verdict``: :data:`SAME`, :data:`DIFFERENT`, :data:`TARGET_BLANK` (the target
-    holds no partition table), :data:`SOURCE_BLANK`, :data:`UNKNOWN` (an end could not
-    be read, or its table is too damaged to name it); ``text``: the statement."""
-
-    verdict: str
-    text: str
-
-    def to_dict(self) -> dict:
-        return {"verdict": self.verdict, "text": self.text}
-
-
-def _end(c: ClusterIdentity, offset: int | None) -> str:
-    """``disk GUID X``, or ``partition 2 of disk GUID X`` for an end that is a partition."""
-    vols = c.volumes(offset)
-    return (f"partition {vols[0].number} of " if offset is not None and vols else "") + c.name()
-
-
-def _who(c: ClusterIdentity, offset: int | None) -> str:
-    """``disk GUID X (Vol2, CSV ID X:135266304)``."""
-    inner = "; ".join(", ".join(filter(None, [p.label, f"CSV ID {p.csv_id}" if p.csv_id
-                                              else None])) for p in c.volumes(offset))
-    return _end(c, offset) + (f" ({inner})" if inner else "")
-
-
-def _labels_of(c: ClusterIdentity, offset: int | None) -> list[str]:
-    return [p.label for p in c.volumes(offset) if p.label]
-
-
 def comparison(source, target, *, source_offset: int | None = None,
-               target_offset: int | None = None) -> Comparison:
-    """What the copy of ``source`` onto ``target`` does to cluster disks, in words.
+               target_offset: int | None = None):
+    """What the copy of ``source`` onto ``target`` does to cluster disks, in words: a
+    :class:`toolkit.disks.cluster_compare.Comparison` (``verdict``, ``text``).
     ``source``, ``target``: :class:`ClusterIdentity`, its JSON form, or None (could not
     be read); ``*_offset``: the byte offset of an end that is a partition."""
-    s, t = from_dict(source), from_dict(target)
-    if t is None:
-        return Comparison(UNKNOWN, "the target's partition table could not be read")
-    if s is None:
-        return Comparison(UNKNOWN, "the source's partition table could not be read")
-    if t.scheme is None:
-        return Comparison(TARGET_BLANK, "the target holds no partition table"
-                          + ("" if s.scheme is None else
-                             f": the copy brings {_who(s, source_offset)}"))
-    if s.scheme is None:
-        return Comparison(SOURCE_BLANK, "the source holds no partition table: the copy "
-                          f"replaces {_who(t, target_offset)} on the target")
-    if s.disk_id is None or t.disk_id is None:
-        which = "target" if t.disk_id is None else "source"
-        return Comparison(UNKNOWN, f"the {which}'s GPT is damaged: its disk GUID is unknown "
-                          f"({(t if which == 'target' else s).damage})")
-    if (s.scheme, s.disk_id.lower()) == (t.scheme, t.disk_id.lower()):
-        inner = ", ".join([s.name(), *_labels_of(s, source_offset)])
-        return Comparison(SAME, f"this LUN held this cluster disk ({inner}): the copy puts "
-                          "it back")
-    names = ", ".join(_labels_of(s, source_offset))
-    return Comparison(DIFFERENT, f"you are about to overwrite {_who(t, target_offset)} with "
-                      f"a copy of {_end(s, source_offset)}" + (f" ({names})" if names else ""))
+    from toolkit.disks import cluster_compare
+
+    return cluster_compare.comparison(source, target, source_offset=source_offset,
+                                      target_offset=target_offset)
 
 
 def compare(source, target, **offsets) -> str:

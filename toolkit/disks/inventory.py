@@ -129,6 +129,7 @@ def list_disks() -> Inventory:
     for d in found:
         d.role = roles.role_of(d)
         d.cluster = cluster.of_disk(d)
+    cluster.note_twins(found)  # two LUNs of one disk GUID: said on both
     return found
 
 

@@ -16,6 +16,11 @@ size (512-byte LBAs on a 4Kn disk, or the reverse) is read too, and said.
 MBR: the 0x55AA signature, four entries whose boot flags are 0x00 or 0x80 (a
 filesystem's boot sector is not a partition table), logical partitions numbered from 5
 along the extended partition's chain.
+
+Which of the two, as libblkid decides: the GPT only behind a protective MBR (an 0xEE
+entry, alone or in a hybrid MBR) or when sector 0 holds no MBR at all; a plain MBR in
+sector 0 is the table even when a valid GPT header is left at LBA 1 (``sfdisk --wipe
+never`` over a former GPT disk), and :attr:`Table.damage` says that header is there.
 """
 
 from __future__ import annotations
@@ -270,6 +275,11 @@ def parse(read: Reader, size: int, sector: int, *, guess: bool = False) -> Table
     sector0 = read(0, sector)
     mbr = _mbr_entries(sector0)
     protective = mbr is not None and any(k == MBR_PROTECTIVE for _s, k, _l, _c in mbr)
+    if mbr is not None and not protective:  # a GPT counts only behind a protective MBR
+        table = parse_mbr(read, sector0, size, sector)
+        if table is not None and _old_gpt(read, size, sector):
+            table.damage = "an old GPT header remains at LBA 1; the disk is MBR"
+        return table
     gpt = parse_gpt(read, size, sector, protective)
     if gpt is not None:
         return gpt
@@ -284,7 +294,14 @@ def parse(read: Reader, size: int, sector: int, *, guess: bool = False) -> Table
     if protective:
         return Table("gpt", None, sector, [], damage="GPT damaged: a protective MBR, but "
                      "neither the primary nor the backup GPT header is valid")
-    return parse_mbr(read, sector0, size, sector)
+    return None
+
+
+def _old_gpt(read: Reader, size: int, sector: int) -> bool:
+    """Whether a valid GPT header (for either sector size) is left at LBA 1 of a disk
+    whose sector 0 is a plain MBR: the disk's old table, which nothing reads."""
+    sizes = dict.fromkeys((sector, 512, 4096))  # the disk's own first
+    return any(_gpt_at(read, size, s, 1)[0] is not None for s in sizes if size >= 2 * s)
 
 
 class _Source:
