@@ -207,6 +207,23 @@ def test_cancel_and_resume_within_the_domain(pair):
     check_target(src_img, dst_img, ranges, None)
 
 
+def test_a_cancel_while_the_free_blocks_are_freed_is_said_as_a_cancel(pair):
+    """Cancelled as the discard phase starts: the target did not refuse anything, the
+    free blocks were left as they were."""
+    src_img, dst_img, plan = pair
+    cancel = threading.Event()
+
+    def progress(p):
+        if p.phase == "discard":
+            cancel.set()
+    result = copymod.copy(plan, quick_options(domain=used(SIZE, RANGES), progress_interval=0),
+                          progress=progress, cancel=cancel)
+    fb = result.free_blocks
+    assert fb["action"] == "left" and fb["how"] == (
+        "cancelled before the free blocks were freed: left as they were"), fb
+    check_target(src_img, dst_img, RANGES, OLD)
+
+
 def test_a_domain_of_another_disk_is_refused_and_nothing_is_written(pair):
     _src, dst_img, plan = pair
     with pytest.raises(copymod.Refused, match="worked out for a source of"):
@@ -214,3 +231,25 @@ def test_a_domain_of_another_disk_is_refused_and_nothing_is_written(pair):
     with pytest.raises(copymod.Refused, match="not on a sector boundary"):
         copymod.copy(plan, quick_options(domain=used(SIZE, [(100, 512)])))
     assert dst_img.read_bytes() == bytes([OLD]) * SIZE
+
+
+def test_a_used_blocks_resume_of_a_whole_copys_mapfile_is_refused_before_the_question(
+        tmp_path, loops, log_dir):
+    """`rtk copy --used-blocks --resume` after a whole-disk copy of the pair: its mapfile
+    is of another domain. Said before the confirmation, not "resuming" then refused."""
+    from conftest import rtk
+    img = random_image(tmp_path / "src.img", 48 * MiB, seed=44)
+    subprocess.run(["sfdisk", "-q", str(img)], input="label: gpt\nstart=2048, size=40M\n",
+                   text=True, check=True, capture_output=True)
+    src = loops(img, partitions=True)
+    run("mkntfs", "-Q", "-L", "Vol1", f"{src}p1")
+    dst = loops(random_image(tmp_path / "dst.img", 48 * MiB, seed=45))
+    env = {"RTK_LOG_DIR": str(log_dir)}
+    ident = os.path.basename(dst)
+    p = rtk("copy", src, dst, "--yes", "--target-id", ident, env_extra=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = rtk("copy", src, dst, "--used-blocks", "--resume", "--yes", "--target-id", ident,
+            env_extra=env)
+    assert p.returncode == 5, p.stdout + p.stderr
+    assert "resuming" not in p.stderr and "written for a copy of the whole source" in \
+        p.stderr, p.stderr

@@ -174,3 +174,33 @@ def test_a_domain_copys_report():
     assert rows["free blocks"] == f"{DISCARDED} (a loop device over a file)"
     assert rows["read back"] == "1048576 bytes, 524288 of them while the copy ran"
     assert rows["compared"] == "1048576 bytes with the source, after the copy"
+
+
+def test_a_domain_copy_says_its_hash_and_verdict_are_the_domains_and_why_parts_are_in_full(
+        capsys):
+    """The hash of a used-blocks copy is of the domain's bytes (``rtk verify --hash`` of
+    the whole disk can never match it): the report, ``rtk copy`` and the menu say so; the
+    report lists each part with why it was copied in full."""
+    from screen import render
+
+    from toolkit.cli.copy import _finish
+    from tui.views.copy import CopyResultView
+    d = Domain(SIZE, 512, [(0, 2 * MiB)], [
+        DomainPart(1, MiB, 40 * MiB, "ntfs", "C", None, 40 * MiB,
+                   "a dynamic disk (LDM) partition: its volumes may span partitions: "
+                   "copied in full"),
+        DomainPart(2, 41 * MiB, 20 * MiB, "ext4", None, "partclone.extfs", MiB, "")])
+    r, _d = _result(domain=d.as_dict(), verify=VerifyOutcome(
+        True, "read back target", read_back_bytes=2 * MiB, source_hash="ab" * 32,
+        target_hash="ab" * 32))
+    conclude(r, threading.Event())
+    text = report_text(r)
+    assert (f"partition 1 {MiB}-{41 * MiB} ntfs: a dynamic disk (LDM) partition: its "
+            "volumes may span partitions: copied in full") in " ".join(text.split())
+    assert f"partition 2 {41 * MiB}-{61 * MiB} ext4: mapped by partclone.extfs" in text
+    assert f"source (of the used-blocks domain, {d.bytes()} bytes)" in text
+    _finish(r)
+    out = capsys.readouterr().out
+    assert f"blake3 of the used-blocks domain ({d.bytes()} bytes): {'ab' * 32}" in out, out
+    screen = render(type("A", (), {"root": CopyResultView(r, lambda: None)})(), (100, 30))
+    assert "VERIFIED IDENTICAL (USED BLOCKS: 2.1 MB of 67.1 MB)" in screen, screen

@@ -143,3 +143,27 @@ def test_the_menu_job_screens_as_text():
         r, [pair_verdict(o) for o in outs], False, lambda: None)})())
     assert "FAILED: NOT EVERY PAIR WAS COPIED AND VERIFIED" in screen
     assert "pair 2: /dev/sdc → /dev/sdd: FAILED: write error" in screen
+
+
+def test_a_progress_line_that_cannot_be_written_does_not_stop_the_job(monkeypatch):
+    """stderr a closed pipe (``rtk copy ... 2>&1 | head``): the pair events and progress
+    lines are dropped, the job (and its report) goes on."""
+    import sys
+
+    from toolkit.cli.copy_job import JobLine
+
+    class Closed:
+        def write(self, _text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def isatty(self):
+            return False
+    monkeypatch.setattr(sys, "stderr", Closed())
+    line = JobLine(2)
+    one = outcome(1, "running")
+    line.pair(one)  # raised BrokenPipeError before
+    line.pair(outcome(1, "ok", "copied", True))
+    assert line.gone

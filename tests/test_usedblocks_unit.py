@@ -190,7 +190,7 @@ def test_a_domain_from_parts(monkeypatch):
     mib = 1 << 20
     slots = usedblocks.slots_from_partx(MBR, 128 * mib, "dos")
 
-    def fake_map(source, slot):
+    def fake_map(source, slot, in_use):
         fields = {"number": slot.number, "start": slot.start, "size": slot.size,
                   "fstype": "ntfs" if slot.number == 1 else None, "label": None,
                   "tool": "partclone.ntfs" if slot.number == 1 else None,
@@ -247,3 +247,49 @@ def test_what_is_copied_in_full_by_type(monkeypatch):
     assert usedblocks._why_full("btrfs") == "btrfs: no tool here maps it, copied in full"
     assert "partclone.xfs is not installed" in usedblocks._why_full("xfs")
     assert usedblocks._why_full("ntfs") == ""
+
+
+def test_only_partition_types_made_for_one_filesystem_are_mapped():
+    """A dynamic disk's (LDM), LVM's, RAID's or Storage Spaces' partition may hold a
+    volume in pieces anywhere: whatever blkid finds at its start, it is copied in full."""
+    mib = 1 << 20
+
+    def row(n, kind):
+        return {"NR": str(n), "START": str(2048 * n), "SIZE": str(mib), "TYPE": kind}
+    dos = usedblocks.slots_from_partx(
+        [row(1, "0x7"), row(2, "0x42"), row(3, "0x8e"), row(4, "0xfd")], 64 * mib, "dos")
+    assert [s.problem for s in dos] == [
+        "", "a dynamic disk (LDM) partition: its volumes may span partitions: copied in full",
+        "an LVM physical volume: its logical volumes may span partitions: copied in full",
+        "a RAID member: copied in full"]
+    gpt = usedblocks.slots_from_partx([
+        row(1, "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7"),  # basic data
+        row(2, "af9b60a0-1431-4f62-bc68-3311714a69ad"),  # LDM data
+        row(3, "e75caf8f-f680-4cee-afa3-b001e56efc2d"),  # Storage Spaces
+        row(4, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),  # EFI System
+        row(5, "48465300-0000-11aa-aa11-00306543ecac"),  # HFS+: not in the list
+        row(6, "")], 64 * mib, "gpt")
+    assert [s.problem.split(":")[0] for s in gpt] == [
+        "", "a dynamic disk (LDM) partition", "a Storage Spaces partition", "",
+        "partition type 48465300-0000-11aa-aa11-00306543ecac is not known to hold exactly "
+        "one filesystem", "its partition type could not be read"]
+
+
+def test_a_partclone_failure_without_words_says_its_logs_last_lines(monkeypatch):
+    """Its log is in a temporary directory, gone once it returns: the reason has the
+    log's last lines, never its path."""
+    import subprocess
+
+    def fake_run(argv, **_kw):
+        with open(argv[argv.index("-L") + 1], "w") as f:
+            f.write("Partclone v0.3.23 http://partclone.org\nStarting to map device "
+                    f"({argv[argv.index('-s') + 1]}) to domain log (x.dom)\n"
+                    f"Partclone fail, please check {argv[argv.index('-L') + 1]} !\n")
+        return subprocess.CompletedProcess(argv, 1, "", "")
+    monkeypatch.setattr(partclone.tools, "run", fake_run)
+    with pytest.raises(OSError) as e:
+        partclone.allocation_map("ntfs", "/dev/loop9", shown="partition 2")
+    said = str(e.value)
+    assert "partclone.log" not in said and "rtk-partclone-" not in said, said
+    assert said.startswith("partclone.ntfs: failed (exit 1); its log ends: ") and \
+        "Starting to map device (partition 2)" in said, said

@@ -79,6 +79,8 @@ def _finish(result: copymod.CopyResult) -> int:
     if result.source_digest or (v and v.source_hash):
         h = result.source_digest.hexdigest if result.source_digest else v.source_hash
         label = "expected" if result.operation == "verify" and not result.target else "source"
+        if result.domain:  # not the whole source's: `rtk verify --hash` cannot match it
+            label = f"of the used-blocks domain ({result.domain['bytes']} bytes)"
         print(f"{result.algorithm} {label}: {h}", file=stream)
     if v and v.target_hash and v.target_hash != (v.source_hash or ""):
         print(f"{result.algorithm} read: {v.target_hash}", file=stream)
@@ -89,14 +91,15 @@ def _finish(result: copymod.CopyResult) -> int:
     return result.exit_code
 
 
-def _existing_mapfile(plan: copymod.CopyPlan, args: argparse.Namespace, existing: str
-                      ) -> str | None:
+def _existing_mapfile(plan: copymod.CopyPlan, args: argparse.Namespace, existing: str,
+                      domain) -> str | None:
     """Why the mapfile already there stops this copy (None: go on), said before the
-    confirmation (the engine checks again when it starts)."""
+    confirmation (the engine checks again when it starts); ``domain``: the copy's (a
+    used-blocks copy resumes only a mapfile of the same domain)."""
     from toolkit.copy import binding
 
     try:
-        state = binding.inspect(plan, args.mapfile)
+        state = binding.inspect(plan, args.mapfile, domain=domain)
     except OSError:
         return None  # the source cannot be read: the copy itself says so
     if not state.exists:
@@ -153,10 +156,13 @@ def _copy_work(copymod, plan, options, consent=None):
     return work
 
 
-def existing_problem(plan: copymod.CopyPlan, args: argparse.Namespace) -> str | None:
+def existing_problem(plan: copymod.CopyPlan, args: argparse.Namespace,
+                     options=None) -> str | None:
     """Why the mapfile already there for the pair stops this copy (None: go on), as
-    ``--resume``/``--restart`` say."""
-    return _existing_mapfile(plan, args, _existing(args))
+    ``--resume``/``--restart`` say; ``options``: the copy's (its domain is checked too)."""
+    from toolkit.copy import binding
+    domain = binding.UNCHECKED if options is None else options.domain
+    return _existing_mapfile(plan, args, _existing(args), domain)
 
 
 def _existing(args: argparse.Namespace) -> str:
@@ -203,16 +209,16 @@ def cmd_copy(args: argparse.Namespace) -> int:
     except Refused as e:
         return refused(e, "copy")
     _summary(plan, args)
-    why = existing_problem(plan, args)
+    try:  # the used blocks are mapped before the question: the mapfile is of this domain?
+        options = options_from(args, copymod, plan)
+    except Refused as e:
+        return refused(e, "copy")
+    why = existing_problem(plan, args, options)
     if why:
         return refused(Refused(why), "copy")
     consent = confirmed(args, plan.target, "copy")
     if not consent:
         return EXIT_REFUSED
-    try:
-        options = options_from(args, copymod, plan)
-    except Refused as e:
-        return refused(e, "copy")
     return run_with_progress("copy", _copy_work(copymod, plan, options, consent), _finish)
 
 

@@ -78,13 +78,30 @@ def _consents(args: argparse.Namespace, plans) -> list | None:
 
 class JobLine:
     """The job's progress: a line per event of a pair (started, ended) and the running
-    line of :class:`~toolkit.cli.common.ProgressLine` for the pairs and the whole job."""
+    line of :class:`~toolkit.cli.common.ProgressLine` for the pairs and the whole job.
+    A line that cannot be written (stderr a closed pipe: ``rtk copy ... 2>&1 | head``)
+    is dropped, never the job: its pairs go on and its report is written to the end."""
 
     def __init__(self, count: int):
         self.line, self.count = ProgressLine(), count
         self.last = time.monotonic()  # the first block after 10 s
+        self.gone = False  # a write failed: nothing more is written
 
     def __call__(self, jp) -> None:
+        self._say(self._progress, jp)
+
+    def pair(self, o) -> None:
+        self._say(self._pair, o)
+
+    def _say(self, what, arg) -> None:
+        if self.gone:
+            return
+        try:
+            what(arg)
+        except (OSError, ValueError):  # BrokenPipeError; a closed stream: ValueError
+            self.gone = True
+
+    def _progress(self, jp) -> None:
         if self.line.tty:
             self.line(jp)
         elif time.monotonic() - self.last >= 10:  # one block every 10 s
@@ -93,7 +110,7 @@ class JobLine:
                 print(jp.pair_line(n), file=sys.stderr)
             print(jp.overall_line(), file=sys.stderr)
 
-    def pair(self, o) -> None:
+    def _pair(self, o) -> None:
         from toolkit.copy.job_report import pair_verdict
         self.line.end()
         what = "started" if o.status == "running" else pair_verdict(o)
@@ -151,5 +168,5 @@ def cmd_copy_job(args: argparse.Namespace, pairs: list[tuple[str, str]], copymod
     line = JobLine(len(plans))
     result = job.run_job(pairs_run, concurrent=concurrent, progress=line, on_pair=line.pair,
                          cancel=cancel_on_signals())
-    line.line.end()
+    line._say(lambda _none: line.line.end(), None)
     return _finish(result)

@@ -127,10 +127,20 @@ def allocation_map(fstype: str, device: str, *, shown: str | None = None) -> FsM
         p = tools.run(argv, check=False, timeout=TIMEOUT)
         text = _read(log)
         if p.returncode != 0 or not os.path.exists(out):
-            why = reason(text, device, shown) or reason(p.stderr, device, shown)
-            raise tools.failure(argv, p.returncode, p.stderr, stdout=p.stdout) if not why \
-                else tools.ToolError(argv, p.returncode, p.stderr, message=f"{tool}: {why}")
+            why = (reason(text, device, shown) or reason(p.stderr, device, shown)
+                   or _tail(text or p.stderr or p.stdout, device, shown, p.returncode))
+            # its words, never the path of its log: that is gone with ``tmp``
+            raise tools.ToolError(argv, p.returncode, p.stderr, message=f"{tool}: {why}")
         return parse_domain(_read(out))
+
+
+def _tail(text: str, device: str, shown: str, code: int) -> str:
+    """The last lines of partclone's log (or output), when :func:`reason` found no words
+    of its own: ``failed (exit 1); its log ends: ...``."""
+    lines = [x.strip() for x in text.replace("\r", "\n").splitlines()
+             if x.strip() and "please check" not in x][-3:]  # not the log's path
+    said = re.sub(r"\s+", " ", " / ".join(lines).replace(device, shown))[:300]
+    return f"failed (exit {code}); " + (f"its log ends: {said}" if said else "it said nothing")
 
 
 def _read(path: str) -> str:

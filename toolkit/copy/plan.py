@@ -10,7 +10,8 @@ every alias sysfs knows: a loop device over the source, over a partition of the 
 a hard link of a backing file...), the target may not be written (mounted, swap, held,
 the boot medium, read-only, an iSCSI disk attached as SOURCE); then what is copy's own:
 the target is smaller, the logical sector sizes differ, the source is in use (a
-warning). The copy itself gets its writable descriptor from the gate
+warning; with ``deep`` also through any alias: :mod:`toolkit.copy.source_use`).
+The copy itself gets its writable descriptor from the gate
 (:func:`toolkit.disks.gate.open_target`), which decides all of it again.
 """
 
@@ -21,6 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from toolkit.copy import source_use
 from toolkit.disks import gate
 from toolkit.disks.eligibility import in_use
 from toolkit.disks.endpoint import Endpoint, resolve
@@ -60,6 +62,9 @@ def check_pair(src: Endpoint, dst: Endpoint, source_role: Iterable[str] = frozen
                         "systems would not fit the target)")
     warnings: list[str] = []
     used = in_use(src, boot=False)
+    other = source_use.finder(src)(0, src.size) if deep and not used else ""
+    if other:
+        used = [f"through another device: {other}"]
     if used:
         warnings.append(f"the source {src.node} is in use ({'; '.join(used)}): data "
                         "changing during the copy may make it inconsistent")

@@ -124,8 +124,9 @@ def report_text(r: CopyResult, **progress) -> str:
             ("read errors", r.read_errors),
             *_scope_rows(r)]))
     h = data["hash"]
-    sections.append(("Hash", [("algorithm", h["algorithm"]), ("source", h["source"]),
-                              ("target", h["target"])]))
+    of = f" (of the used-blocks domain, {r.domain['bytes']} bytes)" if r.domain else ""
+    sections.append(("Hash", [("algorithm", h["algorithm"]), (f"source{of}", h["source"]),
+                              (f"target{of}", h["target"])]))
     v = data["verify"]
     if v:
         fd = v["first_difference"]
@@ -155,6 +156,12 @@ def _scope_rows(r: CopyResult) -> list[tuple[str, object]]:
     rows: list[tuple[str, object]] = [("domain", f"{d['summary']} (digest {d['digest']})")]
     if fb:
         rows.append(("free blocks", fb["text"] + (f" ({fb['how']})" if fb.get("how") else "")))
+    for p in d.get("parts", []):  # each part: mapped by which tool, or why in full
+        where = f"partition {p['number']}" if p.get("number") is not None else "bytes"
+        rows.append(("part", f"{where} {p['start']}-{p['start'] + p['size']}"
+                             f"{' ' + p['fstype'] if p.get('fstype') else ''}: "
+                             + (f"mapped by {p['tool']}, {p['used']} bytes copied"
+                                if p.get("tool") else p.get("note") or "copied in full")))
     return rows
 
 

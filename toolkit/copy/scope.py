@@ -147,7 +147,8 @@ class FreeBlocks:
         if error is None:
             record.update(action="discarded", how=how, text=DISCARDED)
         elif not done:
-            record.update(how=f"the target refused to free them: {error}")
+            record.update(how="cancelled before the free blocks were freed: left as they were"
+                          if error == "cancelled" else f"the target refused to free them: {error}")
         else:
             record.update(action="partly discarded", how=how, text=(
                 f"{human_size(done)} of {human_size(n)} discarded (reading back zeros), "

@@ -5,8 +5,10 @@ partition of the source (read from the source itself by libblkid, ``partx``, not
 kernel), or for a filesystem that fills the whole source, partclone's allocation map
 (:mod:`toolkit.copy.partclone`) says which blocks are free. Everything else is copied in
 full: the partition table areas, the space between and after the partitions, extended
-partitions' boot records, every partition whose filesystem is unknown, not mapped here,
-encrypted (BitLocker, LUKS), ReFS, swap, mounted or held, whose journal is not clean
+partitions' boot records, every partition whose type is not one made for exactly one
+filesystem (:mod:`toolkit.copy.parttypes`: a dynamic disk's, LVM's, RAID's), whose
+filesystem is unknown, not mapped here, encrypted (BitLocker, LUKS), ReFS, swap,
+mounted or held (through any alias: :mod:`toolkit.copy.source_use`), whose journal is not clean
 (:mod:`toolkit.copy.fsstate`: a snapshot of a live volume), or whose tool fails or refuses
 (a dirty NTFS), with the reason in the part's ``note``; the first MiB of every mapped
 filesystem (boot code that no map need vouch for); and the part of a partition after its
@@ -29,7 +31,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from toolkit.copy import fsstate, partclone
+from toolkit.copy import fsstate, partclone, parttypes, source_use
 from toolkit.disks.endpoint import Endpoint
 from toolkit.system import blkid, loopdev, partx, tools
 from toolkit.units import human_size
@@ -196,6 +198,8 @@ def slots_from_partx(rows: list[dict[str, str]], size: int, label: str) -> list[
                  container=label == "dos" and kind in CONTAINERS)
         if start + length > size:
             s.problem = "extends past the end of the disk: copied in full"
+        elif not s.container:
+            s.problem = parttypes.problem(label, kind)
         slots.append(s)
     slots.sort(key=lambda s: s.start)
     plain = [s for s in slots if not s.container]
@@ -212,7 +216,11 @@ def layout(source: Endpoint) -> tuple[list[Slot], str, str]:
     holds a filesystem directly or is a partition; ``problem``: why all of it is copied
     in full (no table nor filesystem, both, a table with no partitions...)."""
     if source.is_partition:
-        return [Slot(source.partition.number, 0, source.size)], "", ""
+        n = source.partition.number
+        label = blkid.probe(source.disk.path).get("PTTYPE", "")
+        kind = next((r.get("TYPE") for r in partx.partitions(source.disk.path, "NR,TYPE")
+                     if r.get("NR") == str(n)), None)
+        return [Slot(n, 0, source.size, problem=parttypes.problem(label, kind))], "", ""
     tags = blkid.probe(source.node)
     rows = partx.partitions(source.node, "NR,START,SIZE,TYPE")
     label, fstype = tags.get("PTTYPE", ""), tags.get("TYPE")
@@ -228,8 +236,10 @@ def layout(source: Endpoint) -> tuple[list[Slot], str, str]:
     return slots_from_partx(rows, source.size, label), label, ""
 
 
-def _busy(source: Endpoint, slot: Slot) -> str:
-    """Why the filesystem in ``slot`` may change while it is copied ("" when it may not)."""
+def _busy(source: Endpoint, slot: Slot, in_use) -> str:
+    """Why the filesystem in ``slot`` may change while it is copied ("" when it may not):
+    the inventory's records, then ``in_use`` (:func:`toolkit.copy.source_use.finder`:
+    a mount, swap or holder on any alias of its bytes)."""
     if source.is_partition:
         held = [source.partition]
     else:
@@ -243,7 +253,9 @@ def _busy(source: Endpoint, slot: Slot) -> str:
         if d.swap or d.holders:
             return f"in use ({'swap' if d.swap else 'held by ' + ', '.join(d.holders)}): " \
                    "copied in full"
-    return ""
+    other = in_use(slot.start, slot.size)
+    return (f"in use through another device ({other}): its allocation can change while it "
+            "is copied, copied in full") if other else ""
 
 
 # --- the domain ------------------------------------------------------------------------------
@@ -280,7 +292,7 @@ def _why_full(fstype: str | None) -> str:
     return ""
 
 
-def _map(source: Endpoint, slot: Slot) -> tuple[dict, list[tuple[int, int]]]:
+def _map(source: Endpoint, slot: Slot, in_use) -> tuple[dict, list[tuple[int, int]]]:
     """The part's fields (all but ``used``) and the free ranges on the source that its
     filesystem's tool vouches for (none when it is copied in full)."""
     fields = {"number": slot.number, "start": slot.start, "size": slot.size, "fstype": None,
@@ -291,7 +303,7 @@ def _map(source: Endpoint, slot: Slot) -> tuple[dict, list[tuple[int, int]]]:
         with _device(source, slot) as dev:
             fstype, label = _probe(dev)
             fields.update(fstype=fstype, label=label)
-            why = (slot.problem or _busy(source, slot) or _why_full(fields["fstype"])
+            why = (slot.problem or _busy(source, slot, in_use) or _why_full(fields["fstype"])
                    or fsstate.unsettled(fields["fstype"], dev))
             if not why:
                 tool = partclone.TOOLS[fields["fstype"]]
@@ -320,6 +332,7 @@ def _gap_note(start: int, end: int, size: int, label: str) -> str:
 def _assemble(source: Endpoint, slots: list[Slot], label: str, sector: int) -> Domain:
     size = source.size
     fields, free = [], []
+    in_use = source_use.finder(source)
     for slot in slots:
         if slot.container:
             fields.append({"number": slot.number, "start": slot.start, "size": slot.size,
@@ -327,7 +340,7 @@ def _assemble(source: Endpoint, slots: list[Slot], label: str, sector: int) -> D
                            "note": "extended partition: its boot records are copied, its "
                                    "logical partitions are listed on their own"})
             continue
-        f, fr = _map(source, slot)
+        f, fr = _map(source, slot, in_use)
         fields.append(f)
         free += fr
     ranges = complement(shrink(merge(free), sector), size)
@@ -369,8 +382,9 @@ def recognised(source: Endpoint) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError):
         return []
     out = []
+    in_use = source_use.finder(source) if slots and not problem else None
     for slot in [] if problem else slots:
-        if slot.container or slot.problem or _busy(source, slot):
+        if slot.container or slot.problem or _busy(source, slot, in_use):
             continue
         try:
             with _device(source, slot) as dev:

@@ -154,6 +154,12 @@ def _devices_in_use(resolver: aliases.Resolver, source_role: Iterable[str]) -> l
     return out
 
 
+def devices_in_use(resolver: aliases.Resolver) -> list[_InUse]:
+    """Mounted filesystems' devices, swap devices and files, held devices, the boot
+    medium (``what``: in words): for a copy's source (:mod:`toolkit.copy.source_use`)."""
+    return _devices_in_use(resolver, ())
+
+
 def in_use_problems(target: Endpoint, resolver: aliases.Resolver,
                     source_role: Iterable[str] = frozenset(),
                     ours: aliases.Footprint | None = None) -> list[str]:

@@ -238,8 +238,8 @@ def _take(plan, d: Decision, path: str, reporter, cancel) -> str:
     out, ended = None, False
     try:
         # a new name in our own TemporaryDirectory: never an existing file or a link
-        out = open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600),
-                   "wb")  # noqa: SIM115 - closed below
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        out = open(fd, "wb")  # noqa: SIM115 - closed below
         data = raw.read(CHUNK)  # waits for the sender: MulticastError, nothing written
         reporter.start("receive", d.bound if d.bound_from == "size=" else 0)  # 0: unknown
         while data:

@@ -136,6 +136,12 @@ class CopyResultView(ResultView):
 
     def __init__(self, result, on_close):
         rows = []
+        d = result.domain
+        of = (f"USED BLOCKS: {human_size(d['bytes'])} of {human_size(result.size)}"
+              if d else "")
+        if of:  # only the domain was copied and compared, not the whole source
+            self.headlines = {**self.headlines, "ok": f"VERIFIED IDENTICAL ({of})"}
+            self.unverified = f"COPIED ({of}, NOT VERIFIED)"
         if result.unreadable:
             rows.append(urwid.Text(f"{len(result.unreadable)} unreadable range(s), "
                                    f"{result.unreadable_bytes} bytes:"))
@@ -145,7 +151,9 @@ class CopyResultView(ResultView):
             fd = result.verify.first_difference
             rows.append(urwid.Text(f"first difference: bytes {fd.get('start')}-{fd.get('end')}"))
         if result.verify and result.verify.source_hash:
-            rows.append(urwid.Text(f"{result.algorithm}: {result.verify.source_hash}"))
+            rows.append(urwid.Text(f"{result.algorithm}"
+                                   f"{' of the used-blocks domain' if d else ''}: "
+                                   f"{result.verify.source_hash}"))
         if result.mapfile:
             rows.append(urwid.Text(f"mapfile: {result.mapfile}"))
         if result.report:
