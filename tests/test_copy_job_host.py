@@ -229,8 +229,9 @@ def ext4_image(path: Path, size: int) -> Path:
     """An ext4 filesystem over old random data, with one file (/services)."""
     random_image(path, size)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(path)], check=True)
-    subprocess.run(["debugfs", "-w", "-R", "write /etc/services services", str(path)],
-                   check=True, capture_output=True)
+    random_image(path.with_name("services"), 300 * 1024)  # the file it holds
+    subprocess.run(["debugfs", "-w", "-R", f"write {path.with_name('services')} services",
+                    str(path)], check=True, capture_output=True)
     return path
 
 
@@ -250,7 +251,7 @@ def test_used_blocks_in_a_job(tmp_path, loops, pairs, log_dir):
     subprocess.run(["e2fsck", "-fn", d1], check=True, capture_output=True)
     got = subprocess.run(["debugfs", "-R", "cat /services", d1], check=True,
                          capture_output=True).stdout
-    assert got == Path("/etc/services").read_bytes()
+    assert got == (tmp_path / "services").read_bytes()
     assert same(s2, d2, SIZES[1])
 
 

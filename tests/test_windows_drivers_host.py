@@ -1,5 +1,5 @@
 """Windows storage drivers made boot-start after a restore, on real data: a SYSTEM hive
-built with hivexsh from the hivex project's empty hive (../shared/data), put at
+built with hivexsh from the hivex project's empty hive (tests/fixtures/hivex), put at
 Windows/System32/config/SYSTEM in an NTFS partition (mkntfs on a loop device, GPT by
 sgdisk), changed through the write gate, read back with hivexget. Also an unparsable
 hive, a hive not saved cleanly, a BitLocker-looking partition, and ``rtk restore`` of a
@@ -31,7 +31,7 @@ from toolkit.system import hivex
 
 pytestmark = pytest.mark.host
 
-MINIMAL = ROOT.parent / "shared" / "data" / "hivex-minimal.hive"
+MINIMAL = ROOT / "tests" / "fixtures" / "hivex" / "hivex-minimal.hive"
 SETS = ("ControlSet001", "ControlSet002")
 DISPLAY = "Contrôleur SATA AHCI standard"  # not ASCII: written back as the same text
 OWNERS = "storahci.inf\0\0".encode("utf-16-le")  # REG_MULTI_SZ, byte for byte
