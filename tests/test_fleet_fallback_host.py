@@ -116,3 +116,73 @@ def test_a_late_machine_without_fallback_fails_untouched(image, late_machine, tm
     assert f"no multicast sender on {PORT} within 5 s" in out.message, out.message
     assert "nothing was written" in out.message and "Traceback" not in said
     assert digest(dev) == before
+
+
+def test_fit_failure_after_the_whole_stream_was_written_says_it_was_written(
+        image, tmp_path, loops, rtk_dirs, need_root, monkeypatch):
+    """The stream is written whole, its first MiB too; then fitting fails (made to): the
+    run says the disk was written, not "nothing was written"."""
+    from toolkit.restore import fit
+
+    def broken(*a, **k):
+        raise fit.FitError("made to fail")
+    monkeypatch.setattr(fit, "fit", broken)
+    dev = loops(marked_image(tmp_path / "t.img", SIZE, MARKER))
+    with Lan() as lan:
+        s, ns = lan.add(0), lan.add(1)
+        argv = multicast.sender_argv(str(image.path), receivers=1, interface="eth0",
+                                     portbase=PORT)
+        snd = subprocess.Popen(lan.argv(s, argv), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        try:
+            with inside(ns):
+                text = (f"rtk.mode=restore rtk.image=udpcast://eth0@{PORT}?start_timeout=30 "
+                        f"rtk.sha256={image.sha256} rtk.disk=rule:transport=loop,size={SIZE} "
+                        "rtk.consent=serial:RTK-FLEET-1 rtk.done=menu")
+                con = Console(streams=[io.StringIO()])
+                out = run(read_plan(Cmdline(text)), console=con, power=None,
+                          list_disks=own_disks(dev, serials={dev: "RTK-FLEET-1"}),
+                          reporter=RunReporter(None))
+        finally:
+            snd.kill()
+            snd.wait()
+    assert digest(dev, image.size) == image.sha256  # the image was written whole
+    assert out.status == "failed", out.message
+    assert out.written, out.reason
+    assert "before writing anything" not in out.reason + out.message, out.reason
+    assert json.loads(Path(out.reports["json"]).read_text())["written"] is True
+
+
+@pytest.mark.parametrize("which", ["fallback", "image"])
+def test_a_urls_password_and_token_never_show(which, image, tmp_path, loops, rtk_dirs,
+                                              need_root):
+    """No sender; rtk.fallback= (or rtk.image=) with user:password@ and ?token=, the file
+    missing: neither secret is in the console, the run's message or its reports."""
+    back = marked_image(tmp_path / "t.img", SIZE, MARKER)
+    before = digest(back)
+    dev = loops(back)
+    with Lan() as lan:
+        ns = lan.add(1)
+        with inside(ns):
+            server = ri.RangeServer(image.path.parent)
+            try:
+                host = server.url("").split("//", 1)[1].rstrip("/")
+                url = f"http://tech:S3CRETPW@{host}/missing.img?token=T0KEN42"
+                img = (f"udpcast://eth0@{PORT}?start_timeout=2 rtk.fallback={url}"
+                       if which == "fallback" else url)
+                text = (f"rtk.mode=restore rtk.image={img} rtk.sha256={image.sha256} "
+                        f"rtk.disk=rule:transport=loop,size={SIZE} "
+                        "rtk.consent=serial:RTK-FLEET-1 rtk.done=menu")
+                con = Console(streams=[io.StringIO()])
+                out = run(read_plan(Cmdline(text)), console=con, power=None,
+                          list_disks=own_disks(dev, serials={dev: "RTK-FLEET-1"}),
+                          reporter=RunReporter(None))
+            finally:
+                server.stop()
+    everything = "\n".join(con.lines) + out.message + out.reason
+    for p in (out.reports or {}).values():
+        everything += Path(p).read_text()
+    assert out.status != "ok", out.message
+    assert "missing.img" in everything, everything  # the URL is named, its secrets not
+    assert "S3CRETPW" not in everything and "T0KEN42" not in everything, everything
+    assert digest(dev) == before

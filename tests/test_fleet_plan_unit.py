@@ -105,7 +105,7 @@ class Steps:
     """Fake plan_restore / check_image / restore: each restore returns the next status."""
 
     def __init__(self, *outcomes, refuse_check: str | None = None):
-        self.outcomes = list(outcomes)  # (status, wiped) per restore call
+        self.outcomes = list(outcomes)  # (status, wrote) per restore call
         self.planned, self.restored, self.hashed = [], [], []
         self.refuse_check = refuse_check
 
@@ -133,7 +133,7 @@ class Steps:
         return SimpleNamespace(status=status, message=msg, to_dict=lambda: {}, report=None,
                                input_sha256=SHA, sha256_match=status == "ok",
                                image_hash=None, algorithm="blake3", image_size=None,
-                               wiped=wiped)
+                               wiped=wiped, touched=wiped)  # touched: it wrote at all
 
     def hooks(self) -> dict:
         return {"plan_restore": self.plan_restore, "check_image": self.check_image,

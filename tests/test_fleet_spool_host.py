@@ -30,7 +30,7 @@ import pytest
 from conftest import MiB
 from loopdev import loop_device, make_image
 from netns import Lan, sh
-from restore_images import build_gpt_image
+from restore_images import build_gpt_image, build_mbr_image
 
 from toolkit.restore import multicast
 
@@ -304,3 +304,55 @@ def test_a_disk_that_takes_no_write_does_not_hold_the_fleet_back(tmp_path, image
     assert pb.returncode == 0, out_b
     assert report(out_b)["image"]["spool"]["received"] == image.size
     assert sha(fast) == image.sha256 and sha(backing) == image.sha256
+
+
+@pytest.fixture(scope="module")
+def mbr_image(tmp_path_factory):
+    return build_mbr_image(tmp_path_factory.mktemp("spoolmbr") / "mbr.img")
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain-spool-never-size", "zstd-held"])
+def test_mbr_image_larger_than_the_target_is_refused_before_writing(
+        tmp_path, mbr_image, compress, need_root):
+    """An MBR image whose last partition ends at 64 MiB, a 48 MiB target holding a GPT of
+    its own: the first MiB says so (the plain stream's size= too) before anything is
+    written; the target is left byte for byte."""
+    src = mbr_image.path
+    if compress:
+        src = tmp_path / "mbr.img.zst"
+        subprocess.run(["zstd", "-q", "-f", str(mbr_image.path), "-o", str(src)], check=True)
+    disk = make_image(tmp_path / "disk.img", 48 * MiB)
+    sh("sgdisk", "-n", "1:2048:0", "-t", "1:8300", str(disk))
+    before = sha(disk)
+    q = f"size={src.stat().st_size}" + ("" if compress else "&spool=never")
+    url = f"udpcast://eth0@9000?sha256={sha(src)}&start_timeout=60&{q}"
+    outs, codes, _, _ = run_fleet(tmp_path, _Sent(src), [url], spool_dirs(tmp_path, 1), [disk],
+                                  linger=10)
+    assert codes[0] == 5, outs[0]  # refused
+    assert "more than the target's 50331648: nothing was written" in outs[0], outs[0]
+    assert sha(disk) == before
+
+
+def test_a_tar_gz_streamed_is_refused_before_writing(tmp_path, need_root):
+    """A tar.gz made by tar, streamed as it arrives (spool=never): refused from its first
+    MiB in plain words; the target is left byte for byte."""
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.bin").write_bytes(os.urandom(4 * MiB))
+    arch = tmp_path / "backup.tar.gz"
+    subprocess.run(["tar", "-czf", str(arch), "-C", str(files), "."], check=True)
+    disk = marked_disk(tmp_path / "disk.img", 32 * MiB)
+    before = sha(disk)
+    url = f"udpcast://eth0@9000?sha256={sha(arch)}&start_timeout=60&spool=never"
+    outs, codes, _, _ = run_fleet(tmp_path, _Sent(arch), [url], spool_dirs(tmp_path, 1),
+                                  [disk], linger=10)
+    assert codes[0] == 5, outs[0]
+    assert "this is a tar archive, not a disk image" in outs[0], outs[0]
+    assert sha(disk) == before
+
+
+class _Sent:
+    """What run_fleet sends: a file's path."""
+
+    def __init__(self, path: Path):
+        self.path = path

@@ -618,3 +618,37 @@ def test_nothing_is_left_in_the_temporary_directory(images, target, tmp_path):
     res = restore.restore(plan(images["zstd"], target(), sha256=WRONG, tmpdir=str(spool)))
     assert res.status == "mismatch"
     assert list(spool.iterdir()) == []
+
+
+# --- an archive is not a disk image -----------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip", "partclone"])
+def test_an_archive_is_refused_not_written_as_raw(images, target, tmp_path, kind):
+    """A tar.gz made by tar (its 512-byte records make a raw-looking size), a zip, a
+    partclone image: refused in plain words before anything is written; the target is left
+    byte for byte."""
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_bytes(os.urandom(3 * MiB))
+    if kind == "tar.gz":
+        arch = tmp_path / "backup.tar.gz"
+        subprocess.run(["tar", "-czf", str(arch), "-C", str(files), "."], check=True)
+        words = "this is a tar archive, not a disk image"
+    elif kind == "zip":
+        import zipfile
+        arch = tmp_path / "backup.zip"
+        with zipfile.ZipFile(arch, "w") as z:
+            z.write(files / "a.txt", "a.txt")
+        words = "this is a zip archive, not a disk image"
+    else:
+        arch = tmp_path / "sda1.ext4-ptcl-img"
+        arch.write_bytes(b"partclone-image\0" + b"0.3.27\0" + bytes(4 * MiB - 23))
+        words = "this is a partclone image"
+    dev = target(32 * MiB)
+    before = digest(dev)
+    r = cli_restore(arch, dev)
+    assert r.returncode == 5, r.stdout + r.stderr  # refused
+    said = r.stdout + r.stderr
+    assert words in said and "nothing was written" in said, said
+    assert "Traceback" not in said
+    assert digest(dev) == before

@@ -90,3 +90,26 @@ def test_multicast_location():
     loc, problem = multicast_location("eth1", "9000", H, "600", ["ens3"])
     assert loc == "" and problem.startswith("No NIC named eth1 here (the NICs: ens3)")
     assert multicast_location("", "x", H, "600", [])[1].startswith("The port base")
+
+
+@pytest.mark.parametrize("port, wait", [("²", None), (None, "²"), ("9" * 4400, None)],
+                         ids=["port-superscript", "wait-superscript", "port-4400-digits"])
+def test_odd_digits_are_a_plain_error_not_a_traceback(app, port, wait):
+    # "²" (AltGr+2 on a German keymap) is a digit to str.isdigit(), not to int()
+    form(app)
+    screen = fill(app, port=port, sha=H, wait=wait)
+    assert "Traceback" not in screen  # was: ValueError out of the menu's loop
+    want = "The port base is even" if port else "Wait for the sender: seconds"
+    if len(port or "") < 100:  # (4400 digits push the error off the screen)
+        assert want in screen, screen
+    problem = multicast_location("", port or "9000", H, wait or "600", [])[1]
+    assert problem.startswith(want)
+
+
+def test_the_size_field_feeds_size():
+    loc, problem = multicast_location("", "9000", H, "600", [], size="123456")
+    assert problem is None and multicast.parse(loc).size == 123456
+    assert multicast.parse(multicast_location("", "9000", H, "600", [])[0]).size is None
+    for bad in ("12x", "²", "0", "9" * 30):
+        loc, problem = multicast_location("", "9000", H, "600", [], size=bad)
+        assert loc == "" and problem.startswith("The image size is its size in bytes")

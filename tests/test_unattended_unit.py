@@ -113,6 +113,19 @@ def test_scrub_and_safe_url():
     assert safe_url("udpcast://ens16@9000?sha256=ab12") == "udpcast://ens16@9000?sha256=ab12"
 
 
+def test_the_secrets_of_a_plans_urls_are_masked():
+    """rtk.image= and rtk.fallback=: a URL's password (as typed and decoded) and its query
+    values; a multicast location has none."""
+    from toolkit.unattended.job import plan_secrets
+    plan = read_plan(Cmdline(
+        "rtk.mode=restore rtk.image=udpcast://eth0@9000?start_timeout=5 "
+        "rtk.fallback=http://tech:S3C%2FRET@h.example/x.img?token=T0KEN42&n=1 "
+        f"rtk.sha256={'ab' * 32} rtk.disk=rule:transport=loop rtk.consent=serial:X"))
+    got = plan_secrets(plan)
+    assert {"S3C/RET", "S3C%2FRET", "T0KEN42"} <= set(got), got
+    assert "1" not in got and not any("eth0" in g or "9000" in g for g in got), got
+
+
 def test_done_action_only_after_success():
     assert decide_done("ok", "poweroff") == "poweroff"
     for status in ("refused", "failed", "mismatch", "cancelled", "unreadable"):

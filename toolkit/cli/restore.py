@@ -61,9 +61,30 @@ def _finish(result) -> int:
     return result.exit_code
 
 
+def _udpcast_unchecked(image: str, sha256: str | None) -> str | None:
+    """Why a udpcast:// IMAGE without a SHA-256 is refused (as the menu and the plans
+    refuse it), or None."""
+    from toolkit.restore import multicast
+    if not multicast.is_multicast(image) or sha256:
+        return None
+    try:
+        if multicast.parse(image).sha256:
+            return None
+    except ValueError:
+        return None  # the plan says what is wrong with it
+    return (f"{image}: a multicast image needs its SHA-256 (?sha256=HEX, what rtk fleet "
+            "serve prints, or --sha256): the stream is whatever a sender on that port "
+            "sends, and only the SHA-256 tells the planned image from another; nothing "
+            "was written")
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from toolkit import restore  # imported here: `rtk copy` need not load requests
 
+    why = _udpcast_unchecked(args.image, args.sha256)
+    if why:
+        err(why)
+        return EXIT_REFUSED
     options = restore.RestoreOptions(
         verify=args.verify, grow=args.grow, sha256=args.sha256, ca_file=args.ca_file,
         insecure=args.insecure, tmpdir=args.tmpdir, algorithm=args.algorithm,

@@ -58,6 +58,27 @@ def container(head: bytes, tail: bytes | None = None) -> str:
     return RAW
 
 
+def archive(data: bytes) -> str | None:
+    """What a (decompressed) first MiB is when it is an archive, not a disk image: "a tar
+    archive", "a zip archive", "a partclone image" (of one partition, as Clonezilla and FOG
+    keep them); else None. A single filesystem without a partition table is a raw image."""
+    if data[257:262] == b"ustar":
+        return "a tar archive"
+    if data.startswith(b"PK\x03\x04"):
+        return "a zip archive"
+    if data.startswith(b"partclone-image"):
+        return "a partclone image (of one partition, as Clonezilla and FOG keep them)"
+    return None
+
+
+def not_a_disk_image(location: str, data: bytes) -> str | None:
+    """The refusal for an archive given as a disk image (:func:`archive`), else None."""
+    what = archive(data)
+    return what and (f"{location}: this is {what}, not a disk image: nothing was written "
+                     "(restore a raw disk image, plain or gzip/xz/zstd-compressed, or a "
+                     "qcow2, VHD, VHDX or VMDK file)")
+
+
 def virtual_size_hint(fmt: str, head: bytes, tail: bytes | None = None) -> int | None:
     """The virtual disk size from a container's header, where it sits in the first bytes."""
     try:

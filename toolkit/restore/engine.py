@@ -44,7 +44,17 @@ import time
 
 from toolkit.errors import Refused
 from toolkit.jobs.progress import Reporter
-from toolkit.restore import boot, bootmode, contents, detect, fit, qemu, stream, windows_drivers
+from toolkit.restore import (
+    boot,
+    bootmode,
+    contents,
+    detect,
+    fit,
+    multicast,
+    qemu,
+    stream,
+    windows_drivers,
+)
 from toolkit.restore import layout as layoutmod
 from toolkit.restore import source as sourcemod
 from toolkit.restore import spool as spoolmod
@@ -183,7 +193,7 @@ def _same_kind(plan: RestorePlan, target: Target, src, head: bytes, changed) -> 
     except stream.CorruptImage:
         data = b""
     fmt = detect.container(data, None) if data else None
-    if comp != img.compression or fmt != detect.RAW:
+    if comp != img.compression or fmt != detect.RAW or detect.archive(data):
         what = f"{comp}-compressed" if comp else "not compressed"
         raise Failed(f"{why} is {what} and {detect.FORMAT_NAMES.get(fmt, 'unknown')}, not "
                      f"{img.kind}: restore stopped; the disk is not usable")
@@ -192,8 +202,9 @@ def _same_kind(plan: RestorePlan, target: Target, src, head: bytes, changed) -> 
         raise Failed(f"{why} has {geo.sector_size}-byte sectors, the target "
                      f"{target.sector}: restore stopped; the disk is not usable")
     size = src.size if not comp else geo.disk_size
-    if size is not None and size > target.size:
-        raise Failed(f"{why} has {size} bytes, more than the target's {target.size}: restore "
+    ends = max(size or 0, geo.min_size or 0, geo.parts_end or 0)
+    if ends > target.size:
+        raise Failed(f"{why} has {ends} bytes, more than the target's {target.size}: restore "
                      "stopped; the disk is not usable")
     return size
 
@@ -212,25 +223,34 @@ def _multicast_kind(plan: RestorePlan, target: Target, head: bytes, res) -> int 
     except stream.CorruptImage as e:
         raise Refused(f"{img.location}: {e}; nothing was written") from None
     fmt = detect.container(data, None)
+    if why := detect.not_a_disk_image(img.location, data):
+        raise Refused(why)
     if fmt != detect.RAW:
         raise Refused(f"{img.location} streams a {detect.FORMAT_NAMES.get(fmt, fmt)} image: "
                       "only raw images (plain, gzip, xz, zstd) are restored from multicast; "
                       "nothing was written")
     geo = detect.geometry(data)
     img.compression, img.table, img.sector_size = comp, geo.table, geo.sector_size
-    held = comp is None and img.file_size is not None  # a plain stream held whole: its length
-    img.size = img.file_size if held else geo.disk_size
-    cut = detect.truncation(img.size, geo) if held else None
+    # a plain stream's length: held whole, or told by size= (the file is the image)
+    told = img.file_size if img.file_size is not None else _told_size(img.location)
+    length = told if comp is None else None
+    img.size = length if length is not None else geo.disk_size
+    cut = detect.truncation(length, geo)
     if cut:
         raise Refused(f"{img.location}: {cut}; nothing was written")
-    if img.size is None:
-        add_warnings(res, [spoolmod.size_unknown(comp)])
     if geo.sector_size and geo.sector_size != target.sector:
         raise Refused(f"{img.location} has {geo.sector_size}-byte sectors, the target "
                       f"{target.sector}: nothing was written")
     if img.size is not None and img.size > target.size:
         raise Refused(f"{img.location} holds a {img.size}-byte disk, more than the target's "
                       f"{target.size}: nothing was written")
+    ends = max(geo.min_size or 0, geo.parts_end or 0)  # its partitions end there at least
+    if ends > target.size:
+        raise Refused(f"{img.location}: its partition table describes a disk of at least "
+                      f"{ends} bytes (partition {geo.last_partition} ends at byte {ends}), "
+                      f"more than the target's {target.size}: nothing was written")
+    if img.size is None:
+        add_warnings(res, [spoolmod.size_unknown(comp)])
     img.layout = layoutmod.from_head(data)
     problems, warnings = bootmode.check(img.layout, plan.options.boot_mode,
                                         plan.options.sys_root)
@@ -238,6 +258,14 @@ def _multicast_kind(plan: RestorePlan, target: Target, head: bytes, res) -> int 
         raise Refused(problems)
     add_warnings(res, [*warnings, *layoutmod.notes(img.layout, plan.options.grow)])
     return img.size
+
+
+def _told_size(location: str) -> int | None:
+    """The image file's size a ``udpcast://`` location's ``size=`` gives, else None."""
+    try:
+        return multicast.parse(location).size
+    except ValueError:
+        return None
 
 
 def _stream_once(plan: RestorePlan, target: Target, reporter: Reporter, cancel, res, src, *,
@@ -261,7 +289,7 @@ def _stream_once(plan: RestorePlan, target: Target, reporter: Reporter, cancel, 
             if not head:
                 raise Failed(f"{img.location} holds no data")
             target.wipe_ends(size)
-            res.wiped = True
+            res.wiped = res.touched = True
             known = size is not None
             end, digest, back = write_stream(
                 reader, target, head=head, algorithm=plan.options.algorithm,

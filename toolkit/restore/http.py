@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 
+from toolkit.jobs.report import safe_url
 from toolkit.restore.source import (
     CHUNK,
     EntityChanged,
@@ -54,6 +55,7 @@ class HttpSource(Source):
     def __init__(self, url: str, *, ca_file: str | None = None, insecure: bool = False,
                  timeout: float = 30.0, retries: int = 10, backoff: float = 0.5):
         self.location, self.timeout, self.retries, self.backoff = url, timeout, retries, backoff
+        self.shown = safe_url(url)  # in messages: no user:password@, no ?token=
         problem = ca_file and not insecure and check_ca_file(ca_file)
         if problem:
             raise SourceError(problem)
@@ -73,7 +75,7 @@ class HttpSource(Source):
         try:
             self._open(0)
         except _drops() as e:
-            raise SourceError(f"cannot reach {self.location}: {_net_reason(e)} (is the server "
+            raise SourceError(f"cannot reach {self.shown}: {_net_reason(e)} (is the server "
                               "up, and this machine's network configured?)") from None
 
     def _get(self, headers: dict):
@@ -82,15 +84,15 @@ class HttpSource(Source):
             r = self.session.get(self.location, headers=headers, stream=True,
                                  timeout=self.timeout, verify=self.verify)
         except requests.exceptions.SSLError as e:
-            raise SourceError(f"TLS verification failed for {self.location}: {_tls_reason(e)} "
+            raise SourceError(f"TLS verification failed for {self.shown}: {_tls_reason(e)} "
                               "(give the CA certificate that signed the server's: a CA file, "
                               "--ca-file; or skip TLS verification, --insecure)") from None
         if r.status_code == 404:
             r.close()
-            raise SourceError(2, f"{self.location}: not found (HTTP 404)")
+            raise SourceError(2, f"{self.shown}: not found (HTTP 404)")
         if r.status_code >= 400:
             r.close()
-            raise SourceError(f"{self.location}: HTTP {r.status_code} {r.reason}")
+            raise SourceError(f"{self.shown}: HTTP {r.status_code} {r.reason}")
         return r
 
     @property
@@ -161,24 +163,24 @@ class HttpSource(Source):
         if r.status_code == 200 and self.if_range and (r.headers.get("ETag")
                                                        or r.headers.get("Last-Modified")) is None:
             r.close()  # If-Range sent, the whole file back, and nothing to compare: changed?
-            raise SourceError(f"{self.location}: the connection dropped at byte {pos}; the "
+            raise SourceError(f"{self.shown}: the connection dropped at byte {pos}; the "
                               "server answered the resume with the whole file and no "
                               "validator, so it may have changed: the server cannot resume "
                               "there")
         if r.status_code != 206 or not m or int(m.group(1)) != pos:
             r.close()
-            raise SourceError(f"{self.location}: the connection dropped at byte {pos} and "
+            raise SourceError(f"{self.shown}: the connection dropped at byte {pos} and "
                               f"the server cannot resume there (HTTP {r.status_code}, no "
                               "matching Range answer)")
         if not (self.etag or self.last_modified):
             if self.size is None or total != self.size:
                 r.close()
-                raise SourceError(f"{self.location}: the connection dropped at byte {pos}; the "
+                raise SourceError(f"{self.shown}: the connection dropped at byte {pos}; the "
                                   "server gives no ETag, no Last-Modified and no total length "
                                   "that matches: a resumed download could not be told from "
                                   "another file, so it is not resumed")
             if not self.warnings:
-                self.warnings.append(no_validator_warning(self.location) + f": resumed at "
+                self.warnings.append(no_validator_warning(self.shown) + f": resumed at "
                                      f"byte {pos} because the total length matches")
 
     def read(self, n: int = CHUNK) -> bytes:
@@ -198,7 +200,7 @@ class HttpSource(Source):
                     self.response = None
                 failures += 1
                 if failures > self.retries:
-                    raise SourceError(f"{self.location}: connection lost at byte {self.pos} "
+                    raise SourceError(f"{self.shown}: connection lost at byte {self.pos} "
                                       f"after {self.retries} resumes: {_net_reason(e)}"
                                       ) from None
                 self.resumes += 1

@@ -29,12 +29,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import ipaddress
 import os
 import re
 import signal
 import socket
 import subprocess
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ SCHEME = "udpcast://"
 DEFAULT_PORTBASE = 9000
 START_TIMEOUT = 600  # seconds a receiver waits for the sender to start
 RECEIVE_TIMEOUT = 30  # seconds without a packet once the stream runs
-_SPEC = re.compile(r"(?:(?P<iface>[A-Za-z0-9_.:-]{1,15})@)?(?P<port>\d{1,5})")
+_SPEC = re.compile(r"(?:(?P<iface>[A-Za-z0-9_.:-]{1,15})@)?(?P<port>[0-9]{1,5})")
 _QUERY = ("sha256", "start_timeout", "receive_timeout", "rdv", "spool", "size")
 SPOOL_MODES = ("auto", "always", "never")  # ?spool=: held first when it fits, always, never
 # where sender and receivers find each other: the all-hosts group on both sides (udpcast's
@@ -109,28 +111,33 @@ def parse(location: str) -> Spec:
     for key in ("start_timeout", "receive_timeout"):
         if key in q:
             v = q[key][0]
-            if not v.isdigit() or not 1 <= int(v) <= 86400:
+            if not re.fullmatch(r"[0-9]{1,5}", v) or not 1 <= int(v) <= 86400:
                 raise ValueError(f"{location}: {key}= expects seconds, 1 to 86400")
             times[key] = int(v)
     rdv = q.get("rdv", [RDV])[0]
-    if not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", rdv):
-        raise ValueError(f"{location}: rdv= expects an IPv4 address (the sender's)")
+    try:
+        ipaddress.IPv4Address(rdv)
+    except ValueError:
+        raise ValueError(f"{location}: rdv= expects an IPv4 address (the sender's)") from None
     spool = q.get("spool", ["auto"])[0]
     if spool not in SPOOL_MODES:
         raise ValueError(f"{location}: spool= expects {', '.join(SPOOL_MODES)}")
     size = q.get("size", [None])[0]
-    if size is not None and not (size.isdigit() and 0 < int(size) < 1 << 62):
+    if size is not None and not (re.fullmatch(r"[0-9]{1,19}", size)
+                                 and 0 < int(size) < 1 << 62):
         raise ValueError(f"{location}: size= expects the image file's size in bytes")
     return Spec(port, m.group("iface"), sha and sha.lower(), **times, rdv=rdv, spool=spool,
                 size=size and int(size))
 
 
 def location(portbase: int, *, interface: str | None = None, sha256: str | None = None,
-             start_timeout: int | None = None) -> str:
+             start_timeout: int | None = None, size: int | None = None) -> str:
     """The ``udpcast://`` location of these settings (what the menu's form builds)."""
     query = [f"sha256={sha256.lower()}"] if sha256 else []
     if start_timeout is not None:
         query.append(f"start_timeout={start_timeout}")
+    if size is not None:
+        query.append(f"size={size}")
     where = f"{interface}@" if interface else ""
     return f"{SCHEME}{where}{portbase}" + ("?" + "&".join(query) if query else "")
 
@@ -141,6 +148,15 @@ def interfaces() -> list[str]:
         return sorted(name for _i, name in socket.if_nameindex() if name != "lo")
     except OSError:
         return []
+
+
+def missing_interface(spec: Spec) -> str | None:
+    """What is wrong when ``spec``'s NIC is not on this machine (a typo: udp-receiver
+    would fail at once with "No suitable network interface found"), or None."""
+    if spec.interface is None or spec.interface in interfaces():
+        return None
+    return (f"udpcast://{spec.interface}@{spec.portbase}: no NIC named {spec.interface} "
+            f"here (the NICs: {', '.join(interfaces()) or 'none'}); nothing was written")
 
 
 def receiver_argv(spec: Spec) -> list[str]:
@@ -155,7 +171,8 @@ def receiver_argv(spec: Spec) -> list[str]:
 
 def sender_argv(image: str, *, receivers: int, max_wait: int | None = None,
                 rate: str | None = None, ttl: int = 1, interface: str | None = None,
-                portbase: int = DEFAULT_PORTBASE, full_duplex: bool = True) -> list[str]:
+                portbase: int = DEFAULT_PORTBASE, full_duplex: bool = True,
+                retries_until_drop: int | None = None) -> list[str]:
     """udp-sender for ``image`` as FOG and Clonezilla SE start it: it waits for
     ``receivers`` machines (``--min-receivers``), or ``max_wait`` seconds after the first
     one joined (``--max-wait``), then sends once; ``rate`` caps it (``600m``)."""
@@ -170,7 +187,13 @@ def sender_argv(image: str, *, receivers: int, max_wait: int | None = None,
     argv = ["udp-sender", "--file", image, "--nokbd", "--portbase", str(portbase),
             "--min-receivers", str(receivers), "--ttl", str(ttl), "--mcast-rdv-address", RDV]
     if max_wait is not None:
+        if max_wait < 1:
+            raise ValueError("--max-wait: seconds, at least 1")
         argv += ["--max-wait", str(max_wait)]
+    if retries_until_drop is not None:
+        if not 1 <= retries_until_drop <= 100000:
+            raise ValueError("--retries-until-drop: 1 to 100000")
+        argv += ["--retries-until-drop", str(retries_until_drop)]
     if full_duplex:
         argv.append("--full-duplex")
     if rate:
@@ -203,7 +226,11 @@ class UdpcastSource(Source):
         self.sender: str | None = None  # the sender's address, once joined
         self.stopped = False  # stop() was called: a cancel, not a failure
         self.thread = threading.get_ident()  # who started it (watch() stops only its own)
+        why = missing_interface(self.spec)
+        if why:
+            raise MulticastError(why)
         self.argv = receiver_argv(self.spec)
+        self.t0 = time.monotonic()
         self.proc = tools.popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         self._err = threading.Thread(target=self._drain, daemon=True, name="udp-receiver")
@@ -251,7 +278,7 @@ class UdpcastSource(Source):
         status = self.proc.wait()
         self._err.join(2)
         self.ended = True
-        if self.stopped:
+        if self.stopped or self._cancelled(status):
             raise Failed(f"cancelled while waiting for the multicast sender ({self.where()}): "
                          "nothing was written" if self.pos == 0 else
                          f"cancelled at byte {self.pos} of the multicast stream", "cancelled")
@@ -259,19 +286,40 @@ class UdpcastSource(Source):
             raise self._failure(status)
         if self.pos == 0:
             raise MulticastError(f"{self.location}: the multicast sender on port "
-                                 f"{self.spec.portbase} sent no data")
+                                 f"{self.spec.portbase} sent no data{self._joined()}")
         return b""
+
+    def _cancelled(self, status: int) -> bool:
+        """udp-receiver stopped by SIGINT (Ctrl-C at the terminal): a cancel."""
+        return status in (-signal.SIGINT, 254) or any(
+            "Cancelled by user" in x for x in self.stderr)
+
+    def _joined(self) -> str:
+        if not self.sender:
+            return ""
+        return (f" (it joined the sender {self.sender}, which sent nothing: most likely "
+                "that sender waited for more machines, its --receivers, and gave up or was "
+                "stopped; nothing was written)")
 
     def _failure(self, status: int) -> MulticastError:
         last = next((x for x in reversed(self.stderr) if "bytes=" not in x), "")
         why = f" (udp-receiver: {last}, exit {status})" if last else f" (exit {status})"
+        took = f"{time.monotonic() - self.t0:.0f} s"
+        said = " ".join(self.stderr)
+        if "No suitable network interface found" in said or "Bad address" in said:
+            return MulticastError(f"udp-receiver cannot use {self.where()}{why}: a NIC or "
+                                  "address udp-receiver does not accept (nothing was written)")
+        if self.pos == 0 and self.sender:
+            return MulticastError(f"{self.location}: the multicast sender {self.sender} "
+                                  f"sent no data after {took}{why}{self._joined()}")
         if self.pos == 0:
             return MulticastError(
                 f"no multicast sender on {self.spec.portbase} within "
-                f"{self.spec.start_timeout} s{why}: it is not running, started before this "
-                "machine joined, or does not reach this network (nothing was written)")
-        return MulticastError(f"the multicast stream stopped at byte {self.pos}{why}: the "
-                              "sender stopped or the network lost it")
+                f"{self.spec.start_timeout} s (waited {took}){why}: it is not "
+                "running, started before this machine joined, or does not reach this "
+                "network (nothing was written)")
+        return MulticastError(f"the multicast stream stopped at byte {self.pos} after "
+                              f"{took}{why}: the sender stopped or the network lost it")
 
     def close(self) -> None:
         with _LIVE_LOCK:

@@ -137,6 +137,8 @@ def probe_image(location: str, options: RestoreOptions) -> ImageInfo:
     except stream.CorruptImage as e:
         raise Refused(f"{location}: {e}") from None
     fmt = detect.container(data, None if comp else tail)
+    if why := detect.not_a_disk_image(location, data):
+        raise Refused(why)
     info = ImageInfo(location, sourcemod.is_url(location), comp, fmt, file_size, None, None,
                      None, http_entity=entity)
     local = not comp and not info.is_url

@@ -47,6 +47,7 @@ class RestoreResult(exitcodes.StatusExit):
     resumes: int = 0
     zeroed_bytes: int = 0  # all-zero chunks zeroed by the device (BLKZEROOUT), not written
     wiped: bool = False  # the target's ends are zeroed: no valid table until the head is back
+    touched: bool = False  # the target was written to (set at the first wipe, never cleared)
     report: report.ReportPaths | None = None
 
     @property

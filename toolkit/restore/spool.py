@@ -129,6 +129,9 @@ def decide(location: str, target_size: int, tmpdir: str | None = None, **probe) 
     """Whether the stream of ``location`` is held first, for a target of ``target_size``
     bytes (``probe``: :func:`room`'s ``meminfo``, ``mountinfo``, for tests)."""
     spec = multicast.parse(location)
+    why = multicast.missing_interface(spec)
+    if why:
+        raise Refused(why)
     most, source = bound(target_size, spec.size)
     if spec.spool == "never":
         return Decision("never", False, None, False, None, most, source)
@@ -157,17 +160,19 @@ OVERWRITES = "a wrong image overwrites the disk but leaves no valid partition ta
 def note(d: Decision, sha256: bool = True) -> str:
     """What the plan (the confirmation, the report's warnings) says of the decision;
     ``sha256``: a SHA-256 is given (the command line may have none)."""
+    over = OVERWRITES if sha256 else "with no checksum given, a wrong image is written whole"
     if d.mode == "never":
         return (f"spool=never: the multicast stream is written onto the disk as it arrives, "
-                f"its first MiB last: {OVERWRITES}")
+                f"its first MiB last: {over}")
     if not d.hold:
-        return (f"no room to hold the stream: {OVERWRITES} (it is written onto the disk as "
+        return (f"no room to hold the stream: {over} (it is written onto the disk as "
                 f"it arrives, its first MiB last; it may be {_most(d)}, and the most room to "
                 f"hold it is {human_size(d.room or 0)} in {d.directory}, "
                 f"{'RAM' if d.ram else 'disk'}; docs/fleet.md)")
     held = (f"the multicast stream is held in {_where(d)} and checked there "
-            f"({'SHA-256, ' if sha256 else ''}format, size) before anything is written: a "
-            "wrong image leaves the disk untouched")
+            f"({'SHA-256, ' if sha256 else ''}format, size) before anything is written"
+            + (": a wrong image leaves the disk untouched" if sha256 else
+               ": with no checksum given, any image of that format and size is written"))
     if d.room is not None and d.room < d.bound:
         return (f"spool=always: {held}; it may be {_most(d)}: if it outgrows that room, "
                 "the receive stops and nothing is written")
@@ -222,7 +227,8 @@ def _compare(plan, d: Decision, got: str) -> None:
     if img.expected_sha256 and got != img.expected_sha256:
         raise ChecksumMismatch(mismatch_message(img.location, got, img.expected_sha256,
                                                 img.sha256_from) + "; " + held, got)
-    if spec.size is not None and d.received != spec.size:
+    # a matching SHA-256 is the planned image whatever size= says (a size= typed wrong)
+    if spec.size is not None and d.received != spec.size and not img.expected_sha256:
         raise Failed(f"{img.location}: the stream has {d.received} bytes, its size= says "
                      f"{spec.size}: not the planned image; {held}", "mismatch")
 

@@ -27,6 +27,7 @@ the report's ``would_do``).
 from __future__ import annotations
 
 import time
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from toolkit import iscsi
 from toolkit.disks import gate
@@ -51,10 +52,33 @@ PHASES = ("network", "iscsi", "select", "check", "write")
 
 
 def plan_secrets(plan: Plan) -> list[str]:
-    """Every CHAP password in ``plan`` (to keep them out of reports and messages)."""
+    """Every CHAP password in ``plan``, and every password and query value (a token) of its
+    URLs (to keep them out of reports and messages)."""
     luns = [*plan.sources, *plan.targets, *([plan.image.lun] if plan.image and plan.image.lun
                                            else [])]
-    return [c.password for x in luns for c in (x.chap, x.mutual) if c and c.password]
+    chap = [c.password for x in luns for c in (x.chap, x.mutual) if c and c.password]
+    urls = [plan.image.location if plan.image else None, plan.fallback,
+            getattr(plan, "report", None)]
+    return chap + [s for u in urls if isinstance(u, str) for s in url_secrets(u)]
+
+
+def url_secrets(url: str) -> list[str]:
+    """A URL's password (``user:password@``) and its query values of 4 characters or more
+    (tokens; shorter ones such as ``1`` would mask every such digit); none for a
+    ``udpcast://`` location (its ``NIC@`` and query hold no secret)."""
+    if "://" not in url or url.startswith("udpcast://"):
+        return []
+    u = urlsplit(url)
+    try:
+        password = u.password
+    except ValueError:
+        password = None
+    found = [unquote(password)] if password else []
+    found += [v for _, v in parse_qsl(u.query, keep_blank_values=False) if len(v) >= 4]
+    # and as typed, before any %-decoding
+    raw = [u.netloc.rpartition("@")[0].partition(":")[2],
+           *(p.partition("=")[2] for p in u.query.split("&"))]
+    return found + [r for r in raw if len(r) >= 4 and r not in found]
 
 
 def disk_identity(d: Disk | None) -> dict | None:

@@ -167,6 +167,6 @@ class RestoreSteps:
         if res.status == "refused":  # refused inside (e.g. a container's real size)
             self.written = False
         from toolkit.restore.source import is_multicast
-        if res.status != "ok" and is_multicast(rplan.image.location) and not res.wiped:
+        if res.status != "ok" and is_multicast(rplan.image.location) and not res.touched:
             self.written = False  # the stream failed before the first write (no sender)
         return res.status, res.message

@@ -184,7 +184,8 @@ class RestoreController(JobController):
         if sourcemod.is_multicast(self.location):
             spec = multicast.parse(self.location)
             values = {"interface": spec.interface or "", "port": str(spec.portbase),
-                      "sha256": spec.sha256 or "", "wait": str(spec.start_timeout)}
+                      "sha256": spec.sha256 or "", "wait": str(spec.start_timeout),
+                      "size": str(spec.size or "")}
         self.app.push(MulticastForm(self._multicast_submitted, multicast.interfaces(),
                                     **values))
 
@@ -192,7 +193,7 @@ class RestoreController(JobController):
         location, problem = multicast_location(
             form.interface.edit_text.strip(), form.port.edit_text.strip(),
             form.sha256.edit_text.strip(), form.wait.edit_text.strip(),
-            multicast.interfaces())
+            multicast.interfaces(), size=form.size.edit_text.strip())
         if problem:
             form.show_error(problem)
             return
@@ -334,23 +335,30 @@ def _url_problem(url: str, sha256: str | None, ca_file: str | None, insecure: bo
     return f"{problem[0].upper()}{problem[1:]}." if problem else None
 
 
+_DIGITS5 = re.compile(r"[0-9]{1,5}")  # not str.isdigit(): "²" is a digit to it, not to int()
+
+
 def multicast_location(interface: str, port: str, sha256: str, wait: str,
-                       nics: list[str]) -> tuple[str, str | None]:
+                       nics: list[str], size: str = "") -> tuple[str, str | None]:
     """``(udpcast:// location, None)`` from the multicast form's fields, or ``("", what
-    is wrong)``; ``nics``: the interfaces of this machine."""
+    is wrong)``; ``nics``: the interfaces of this machine; ``size``: the image's size in
+    bytes, or empty."""
     if interface and interface not in nics:
         return "", (f"No NIC named {interface} here (the NICs: {', '.join(nics) or 'none'}); "
                     "leave it empty for udp-receiver's default.")
-    if not port.isdigit() or int(port) % 2 or not 1024 <= int(port) <= 65534:
+    if not _DIGITS5.fullmatch(port) or int(port) % 2 or not 1024 <= int(port) <= 65534:
         return "", ("The port base is even, from 1024 to 65534: the sender's --portbase "
                     "(udpcast uses it and the next port).")
     if not _HEX.match(sha256):
         return "", ("The SHA-256 is 64 hexadecimal digits (sha256sum IMAGE, or what rtk fleet "
                     "serve prints).")
-    if not wait.isdigit() or not 1 <= int(wait) <= 86400:
+    if not _DIGITS5.fullmatch(wait) or not 1 <= int(wait) <= 86400:
         return "", "Wait for the sender: seconds, 1 to 86400."
+    if size and not (re.fullmatch(r"[0-9]{1,19}", size) and 0 < int(size) < 1 << 62):
+        return "", ("The image size is its size in bytes (the size= rtk fleet serve "
+                    "prints), or leave it empty.")
     location = multicast.location(int(port), interface=interface or None, sha256=sha256,
-                                  start_timeout=int(wait))
+                                  start_timeout=int(wait), size=int(size) if size else None)
     try:
         multicast.parse(location)
     except ValueError as e:

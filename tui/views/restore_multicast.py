@@ -1,5 +1,5 @@
 """Restore from a multicast stream: the form (NIC, port base, SHA-256, how long to wait
-for the sender) and what the confirmation says about a stream that is read once.
+for the sender, the image's size) and what the confirmation says about a stream that is read once.
 
 Views only build widgets; :mod:`tui.controllers.restore` checks the fields, builds the
 ``udpcast://`` location and runs the restore (docs/fleet.md).
@@ -19,6 +19,7 @@ class MulticastForm(Form):
                                              "and its hash is the only proof it was the "
                                              "planned image.")
     wait = Field("Wait for sender (s)", "600")
+    size = Field("Image size in bytes (optional)")  # size=: rtk fleet serve prints it
 
     def __init__(self, on_submit, nics: list[str], **values):
         """``on_submit(form)``; ``nics``: the NICs of this machine, shown as a hint."""
@@ -28,7 +29,9 @@ class MulticastForm(Form):
             "e.g. rtk fleet serve IMAGE --receivers N). Start the sender first: a machine "
             "that joins after it began sending is not let in. Raw images only (plain, gzip, "
             f"xz, zstd). Interface: the NIC on the sender's network (NICs here: {here}; "
-            "empty: udp-receiver's default).", "Choose the target disk", on_submit, **values)
+            "empty: udp-receiver's default). Image size: the size= rtk fleet serve prints "
+            "(optional: it lets a small image be held whole first).", "Choose the target disk",
+            on_submit, **values)
 
 
 def held(image) -> bool:
