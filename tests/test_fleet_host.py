@@ -104,12 +104,13 @@ def test_late_receiver_fails_clearly_without_writing(tmp_path, image):
         with loop_device(other, partitions=False) as d_first:
             snd = sender(lan, s, image, 1, rate="60m")  # about 9 s for 64 MiB
             tx0 = lan.tx_bytes(s)
-            p1 = receiver(lan, first, d_first, "udpcast://eth0@9000?start_timeout=30")
+            hashed = f"sha256={sha(str(image))}"
+            p1 = receiver(lan, first, d_first, f"udpcast://eth0@9000?start_timeout=30&{hashed}")
             # the stream runs, then the late machine joins
             deadline = time.monotonic() + 60
             while lan.tx_bytes(s) - tx0 < 4 * MiB and time.monotonic() < deadline:
                 time.sleep(0.1)
-            p2 = receiver(lan, late, dev, "udpcast://eth0@9000?start_timeout=5")
+            p2 = receiver(lan, late, dev, f"udpcast://eth0@9000?start_timeout=5&{hashed}")
             out2 = p2.communicate(timeout=120)[0]
             p1.communicate(timeout=180)
             stop_sender(snd)
