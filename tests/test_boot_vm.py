@@ -15,6 +15,7 @@ from loopdev import loop_device, make_image, run
 from vmlab.qemu import Guest
 from vmlab.tgt import Tgt
 
+from toolkit.disks.cluster import read_identity
 from toolkit.disks.inventory import disks_from_probe
 
 pytestmark = pytest.mark.vm
@@ -67,6 +68,11 @@ def _check_live_system(guest: Guest, firmware: str, lab) -> None:
     lab["initiators"][firmware] = name
 
 
+def _labels_of(disk: dict) -> dict[int, tuple[str | None, str | None]]:
+    """What the guest's inventory found on each partition, by byte offset."""
+    return {p["start"]: (p["fstype"], p["label"]) for p in disk["partitions"]}
+
+
 def test_bios_boot_menu_disks_and_iscsi(iso, lab):
     disk = _ntfs_disk(lab["work"] / "virtio0.img", 64 * MiB, "Vol1")
     guest = Guest(lab["work"], iso, disks=[(disk, VIRTIO_SERIAL)], name="bios")
@@ -97,7 +103,15 @@ def test_bios_boot_menu_disks_and_iscsi(iso, lab):
         probe = json.loads(guest.run("rtk disks --dump-probe", timeout=120))
         (lab["work"] / "guest-probe-bios-iscsi.json").write_text(json.dumps(probe, indent=1))
         listed = json.loads(guest.run("rtk disks --json", timeout=120))
-        assert [d.to_dict() for d in disks_from_probe(probe)] == listed
+        # the cluster identity is read from each disk, not a fact of the probe: the
+        # LUN's is the host file's own partition table, read here
+        by_path = {d["path"]: d for d in listed}
+        lun = next(d for d in listed if d["transport"] == "iscsi")
+        assert lun["cluster"] == read_identity(str(lab["work"] / "lun1.img"),
+                                               labels=_labels_of(lun)).to_dict()
+        assert lun["cluster"]["disk_id"] and lun["cluster"]["scheme"] == "gpt"
+        assert [d.to_dict() for d in disks_from_probe(probe)] == [
+            {**by_path[d["path"]], "cluster": None} for d in listed]
         assert probe["udev_database"] is True
         guest.close_shell()
 
