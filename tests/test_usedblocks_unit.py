@@ -11,8 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from toolkit.copy import fsstate, partclone, usedblocks
+from toolkit.copy import partclone, usedblocks
 from toolkit.copy.usedblocks import Domain, DomainPart
+from toolkit.system import fsstate
 
 # partclone.ntfs -D of a 64 MiB mkntfs'd loop device (partclone 0.3.23), as written
 NTFS_MAP = """\

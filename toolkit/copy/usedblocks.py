@@ -9,7 +9,7 @@ partitions' boot records, every partition whose type is not one made for exactly
 filesystem (:mod:`toolkit.copy.parttypes`: a dynamic disk's, LVM's, RAID's), whose
 filesystem is unknown, not mapped here, encrypted (BitLocker, LUKS), ReFS, swap,
 mounted or held (through any alias: :mod:`toolkit.copy.source_use`), whose journal is not clean
-(:mod:`toolkit.copy.fsstate`: a snapshot of a live volume), or whose tool fails or refuses
+(:mod:`toolkit.system.fsstate`: a snapshot of a live volume), or whose tool fails or refuses
 (a dirty NTFS), with the reason in the part's ``note``; the first MiB of every mapped
 filesystem (boot code that no map need vouch for); and the part of a partition after its
 filesystem's end (NTFS's backup boot sector). A failure here never fails a copy: what
@@ -31,9 +31,9 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 
-from toolkit.copy import fsstate, partclone, parttypes, source_use
+from toolkit.copy import partclone, parttypes, source_use
 from toolkit.disks.endpoint import Endpoint
-from toolkit.system import blkid, loopdev, partx, tools
+from toolkit.system import blkid, fsstate, loopdev, partx, tools
 from toolkit.units import human_size
 
 log = logging.getLogger("toolkit.copy.usedblocks")
