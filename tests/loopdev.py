@@ -32,6 +32,8 @@ def loop_device(image: Path, sector_size: int = 512, partitions: bool = True):
         yield dev
     finally:
         subprocess.run(["partx", "-d", dev], capture_output=True, check=False)
+        # and reset at the detach too: the next user (mount -o loop) is not a test's
+        subprocess.run(["blockdev", "--setrw", dev], capture_output=True, check=False)
         subprocess.run(["losetup", "-d", dev], check=False)
 
 
