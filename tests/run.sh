@@ -19,7 +19,7 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 APT_PACKAGES=(
     python3 python3-venv                          # Debian's Python for the venv (not a pyenv build)
     qemu-system-x86 ipxe-qemu ovmf tgt            # VM lab: QEMU, netboot ROMs, UEFI, iSCSI target
-    qemu-utils                                    # qemu-img: container images
+    qemu-utils qemu-system-common                 # qemu-img: container images; qemu-storage-daemon: FUSE exports (smaller disks)
     util-linux mount fdisk gdisk                  # losetup, partx, blkid, blockdev, blkdiscard, sfdisk, sgdisk
     cloud-guest-utils                             # growpart
     dosfstools e2fsprogs ntfs-3g xfsprogs mtools  # mkfs.*, fsck.vfat, debugfs, ntfs*, xfs_*, mtype

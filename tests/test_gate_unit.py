@@ -51,6 +51,18 @@ REGULAR_FILE_WRITERS = {
                                                          "checked to be a regular file there",
     ("toolkit/jobs/report.py", "_claim"): "a report's name, created exclusively (O_EXCL, "
                                           "O_NOFOLLOW) in the log directory",
+    ("toolkit/restore/linux_initramfs.py", "add_module_config"): "a configuration file of "
+                                                             "the restored Linux, on our own "
+                                                             "mount of it (O_NOFOLLOW, its "
+                                                             "folder checked to be inside)",
+    ("toolkit/restore/shrink.py", "set_hidden_sectors"): "a FUSE export of our own overlay "
+                                                      "(O_NOFOLLOW, a regular file: _ours)",
+    ("toolkit/restore/shrink_table.py", "write_table"): "the new table's sparse file, "
+                                                        "created (O_EXCL, O_NOFOLLOW) in a "
+                                                        "new TemporaryDirectory",
+    ("toolkit/restore/shrink.py", "prepared"): "the owner file in its new TemporaryDirectory",
+    ("toolkit/system/qsd.py", "exported"): "the FUSE mount points, new files in a new "
+                                           "TemporaryDirectory",
     ("toolkit/restore/spool.py", "_take"): "the multicast stream held in a new "
                                            "TemporaryDirectory (O_EXCL, O_NOFOLLOW)",
     ("toolkit/restore/vhdx.py", "sparse_copy"): "the replayed copy of a VHDX: a new file "
@@ -69,6 +81,10 @@ DISK_WRITERS = {"dd", "sfdisk", "sgdisk", "growpart", "e2fsck", "resize2fs", "nt
                 "xfs_repair", "tune2fs", "fdisk", "gdisk", "mke2fs"}
 WRITER_MODULES = {
     "toolkit/restore/fit.py": "every path comes from the gate's hold (vouch, lend)",
+    "toolkit/restore/shrink.py": "only its own overlay's FUSE exports, each checked to be "
+                                 "a regular file (_ours), never a device",
+    "toolkit/restore/shrink_plan.py": "read-only: ntfsresize --info, resize2fs -P on "
+                                      "read-only FUSE exports of the image",
     "toolkit/system/tools.py": "the table of packages: names only, nothing run",
 }
 

@@ -17,7 +17,11 @@ reaches a root shell through the menu's Shell entry on the serial console. In th
 - a disk on each controller (NVMe, AHCI, MegaRAID, LSI 53C895A, virtio-scsi, VMware
   PVSCSI, USB) is listed by ``rtk disks`` and the Disks screen with its transport, model
   and serial; ``rtk copy`` and ``rtk restore`` onto each succeed and are verified (in the
-  guest with O_DIRECT reads, and on the host from the disks' image files).
+  guest with O_DIRECT reads, and on the host from the disks' image files);
+- a Debian image (tests/linux_images.py) whose initramfs lacks the NVMe module, restored
+  onto a second NVMe disk: ``rtk restore`` rebuilds its initramfs in a chroot with the
+  image's own update-initramfs, and the new one, read on the host from the disk's image
+  file, holds nvme.
 
 The guest's probe is saved as ``guest-probe-controllers.json`` in the test's directory:
 the fixture of tests/test_disks_controllers_unit.py is a copy of it. RTK_VM_DEV=1 pushes
@@ -33,6 +37,7 @@ import random
 import re
 import subprocess
 
+import linux_images
 import pytest
 from conftest import MiB
 from vmlab.http import HttpServer
@@ -65,6 +70,8 @@ KINDS = [
     ("pvscsi", "RTKPVSCSI06", "scsi", "QEMU HARDDISK", "SCSI"),
     ("usb", "RTKUSB07", "usb", "QEMU HARDDISK", "USB"),
 ]
+# the Linux image's disk: another NVMe controller, large enough for tests/linux_images.py
+LINUX_SERIAL, LINUX_MiB = "RTKNVMELX08", 448
 SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 SETUP_MODE_VAR = "/sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
@@ -129,7 +136,8 @@ def lab(tmp_path_factory, need_root, iso):
                    for kind, serial, *_ in KINDS]
     guest = Guest(work, iso, secure_boot=True, name="hardware",
                   disks=[(vd_src, VD_SRC), (_blank(work / "vd-dst.img", SOURCE_MiB), VD_DST)],
-                  controller_disks=controllers)
+                  controller_disks=[*controllers, ("nvme", _blank(work / "linux-nvme.img",
+                                                                  LINUX_MiB), LINUX_SERIAL)])
     lab = {"work": work, "guest": guest, "image": image, "image_sha": image_sha,
            "src_lun": src_lun, "vd_src": vd_src, "http": http}
     try:
@@ -293,3 +301,49 @@ def test_copy_and_restore_onto_each_controller(lab):
         assert data[:440] == img[:440], kind
         assert data[MiB:len(img) - MiB] == img[MiB:len(img) - MiB], kind
         assert os.path.getsize(disk) == CONTROLLER_MiB * MiB
+
+
+def _initramfs_on_disk(disk, root, version: str) -> str:
+    """The initramfs on the /boot partition (p1) of the disk image file ``disk``, read on
+    the host (a read-only loop device over p1) and listed by the image's lsinitramfs."""
+    name = f"initrd.img-{version}"
+    loop = subprocess.run(["losetup", "-r", "-f", "--show", "-o", str(MiB), "--sizelimit",
+                           str(64 * MiB), str(disk)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    try:
+        _run("debugfs", "-R", f"dump /{name} {root / 'tmp' / name}", loop)
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+    try:
+        return linux_images.listing(root, f"/tmp/{name}")
+    finally:
+        (root / "tmp" / name).unlink()
+
+
+def test_linux_image_gets_an_initramfs_with_the_nvme_module(lab):
+    why = linux_images.missing()
+    if why:
+        pytest.skip(why)
+    g, work = lab["guest"], lab["work"]
+    root = work / "linux-root"
+    version = linux_images.pruned_root(root)
+    image = linux_images.disk_image(work / "linux.img", root)
+    _run("zstd", "-q", "-T0", "--rm", str(image))  # linux.img.zst
+    sha = hashlib.sha256((work / "linux.img.zst").read_bytes()).hexdigest()
+    assert "/nvme.ko" not in linux_images.listing(root, f"/boot/initrd.img-{version}")
+    dev = _disks(lab)[LINUX_SERIAL]["path"]
+    url = lab["http"].url("linux.img.zst", host="10.0.2.2")
+    out = g.run(f"rtk restore {url} {dev} --sha256 {sha} --yes --target-id {LINUX_SERIAL} "
+                "2>/dev/null; echo rc=$?", timeout=2400)
+    print("\n".join(ln for ln in out.splitlines() if ln.startswith(("linux", "system"))))
+    assert "rc=0" in out and f"onto {dev}, verified" in out, out
+    assert "system: Debian GNU/Linux" in out, out
+    assert f"linux initramfs: partition 2: rebuilt: update-initramfs: {version}: " \
+           f"/boot/initrd.img-{version}" in out, out
+    assert "holds nvme" in out, out
+    assert f"fstab line 5: UUID={linux_images.MISSING_UUID} (/srv/data) is on no " \
+           f"partition of this disk ({dev})" in out, out
+    assert "rtk-linux-" not in g.run("cat /proc/mounts")  # nothing left mounted
+    g.run("sync")
+    listing = _initramfs_on_disk(work / "linux-nvme.img", root, version)
+    assert "/nvme.ko" in listing, "the rebuilt initramfs on the disk lacks nvme"

@@ -1,22 +1,34 @@
-"""Bare-metal restore through the menu in the live guest booted under UEFI
-(OVMF): a zstd-compressed GPT image (ESP with the Windows boot manager, NTFS,
-ext4) streamed from the host's HTTP server onto a larger virtio disk. The
-guest's NVRAM gets the boot entry; the host checks the disk's content."""
+"""The ISO boots under UEFI (OVMF) to the menu (the live system's checks:
+:func:`vmlab.live.check_live_system`), then a bare-metal restore through the menu: a
+zstd-compressed GPT image (ESP with the Windows boot manager, NTFS, ext4) streamed from
+the host's HTTP server onto a larger virtio disk. The guest's NVRAM gets the boot entry;
+the host checks the disk's content.
+
+In the same boot, the live system's own tools fit an image to a smaller disk: a disk
+holding a GPT image (ESP, NTFS of 160 MiB with 20 MiB of files) restored with ``rtk
+restore`` onto a 128 MiB disk (qemu-storage-daemon's FUSE export, ntfsresize); the
+host checks the result (sgdisk -v, ntfsfix -n, every file by hash)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 
 import pytest
 import restore_images as ri
 from conftest import MiB
+from loopdev import loop_device
+from shrink_images import build_shrink_image, check_small_disk
 from vmlab.http import HttpServer
+from vmlab.live import BOOT_LIMIT_S, check_live_system
 from vmlab.qemu import Guest
 
 pytestmark = pytest.mark.vm
 
 SERIAL = "RTKRESTORE01"
+IMAGE_SERIAL, SMALL_SERIAL = "RTKIMAGE01", "RTKSMALL01"
+SMALL = 128 * MiB
 
 
 @pytest.fixture(scope="module")
@@ -29,18 +41,32 @@ def lab(tmp_path_factory, need_root):
     target = work / "disk.img"
     with open(target, "wb") as f:
         f.truncate(96 * MiB)
+    shrinkable = build_shrink_image(work / "shrink.img", "ntfs", part_size=160 * MiB,
+                                    data=20 * MiB)
+    small = work / "small.img"
+    with open(small, "wb") as f:
+        f.truncate(SMALL)
     server = HttpServer(work)
     server.httpd.handle_error = lambda *a: None  # the inspection reads the head, then hangs up
     yield {"work": work, "image": image, "sha256": zst_sha256, "target": target,
-           "server": server}
+           "server": server, "shrinkable": shrinkable, "small": small}
     server.stop()
 
 
 def test_menu_restores_image_from_http_under_uefi(iso, lab):
-    guest = Guest(lab["work"], iso, uefi=True, disks=[(lab["target"], SERIAL)], name="restore")
+    guest = Guest(lab["work"], iso, uefi=True, name="restore",
+                  disks=[(lab["target"], SERIAL), (lab["shrinkable"].path, IMAGE_SERIAL),
+                         (lab["small"], SMALL_SERIAL)])
     con = guest.console
     try:
-        guest.wait_menu(timeout=400)
+        screen = guest.wait_menu(timeout=400)
+        boot_s = guest.elapsed()
+        print(f"UEFI: menu after {boot_s:.0f} s")
+        assert boot_s < BOOT_LIMIT_S, f"menu took {boot_s:.0f} s"
+        assert "Main menu" in screen
+        check_live_system(guest, "uefi")
+        guest.close_shell()  # the Shell entry returns to the menu
+        guest.wait_menu(timeout=30)
         con.key("b")
         con.wait_screen(r"Restore: where is the image\?", timeout=60)
         con.key("down", "enter")  # the second source: a URL
@@ -71,6 +97,13 @@ def test_menu_restores_image_from_http_under_uefi(iso, lab):
         entries = guest.run("efibootmgr -v")
         assert "Windows Boot Manager" in entries, entries
         assert "\\EFI\\Microsoft\\Boot\\bootmgfw.efi" in entries.replace("/", "\\"), entries
+        # the smaller disk: the image is the disk with IMAGE_SERIAL, the target SMALL_SERIAL
+        image_dev = guest.run(f"readlink -f /dev/disk/by-id/virtio-{IMAGE_SERIAL}").strip()
+        small_dev = guest.run(f"readlink -f /dev/disk/by-id/virtio-{SMALL_SERIAL}").strip()
+        out = guest.run(f"rtk restore {image_dev} {small_dev} --yes --target-id "
+                        f"{SMALL_SERIAL}; echo rc=$?", timeout=900)
+        assert "rc=0" in out, out
+        assert 'partition 2 (ntfs "Data") shrinks from' in out, out
         guest.close_shell()
     finally:
         guest.stop()
@@ -83,3 +116,7 @@ def test_menu_restores_image_from_http_under_uefi(iso, lab):
         img, disk = a.read(), b.read(built.size)
     assert img[:440] == disk[:440]
     assert img[MiB:built.size - MiB] == disk[MiB:built.size - MiB]
+    with loop_device(lab["small"]) as dev:
+        check_small_disk(dev, lab["shrinkable"], "ntfs", size=SMALL)
+    assert ri.sha256_file(lab["shrinkable"].path) == lab["shrinkable"].sha256
+    assert os.path.getsize(lab["small"]) == SMALL

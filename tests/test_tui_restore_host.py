@@ -72,15 +72,21 @@ def usb(env, image):
         media.unmount(str(d))
 
 
-def _target_and_confirm(app, big: str, small: str) -> None:
+def _target_and_confirm(app, big: str, small: str, *, fitted: bool = False) -> None:
+    """Choose ``big``; ``fitted``: the image is read where it lies (a file, a disk), so the
+    smaller disk is offered too (its fitting planned once chosen), else it cannot be."""
     screen = press(app, "enter")  # the inspection's "Choose the target disk"
     assert "choose the TARGET" in screen, screen
     reasons = {d.path: r for d, r in app.restore.target_choices()}
     assert reasons[big] is None
-    assert "smaller than the image" in reasons[small], reasons[small]
-    screen = press(app, *["down"] * 30)
-    assert "cannot be chosen:" in screen
-    press(app, *["up"] * 30)
+    if fitted:
+        assert reasons[small] is None
+    else:
+        assert "smaller than the image" in reasons[small], reasons[small]
+        assert "decompress it first" not in reasons[small]
+        screen = press(app, *["down"] * 30)
+        assert "cannot be chosen:" in screen
+        press(app, *["up"] * 30)
     eligible = [d.path for d, r in app.restore.target_choices() if r is None]
     press(app, *["down"] * eligible.index(big), "enter")
     wait_worker(app)
@@ -127,7 +133,7 @@ def test_restore_from_usb_file(env, image, usb, targets):
     assert "Restore: the image" in screen, screen
     assert "raw disk image" in screen and "GPT" in screen
     assert "Debian GNU/Linux 12 (bookworm)" in screen and "Windows" in screen
-    _target_and_confirm(app, big, small)
+    _target_and_confirm(app, big, small, fitted=True)
     confirm_by_typing(app, app.restore, big.removeprefix("/dev/"), wrong="loop999")
     screen = wait_result(app, app.restore)
     assert "RESTORED AND VERIFIED" in screen, screen
@@ -305,7 +311,7 @@ def test_restore_from_iscsi_disk(env, image, targets):
         assert "Debian GNU/Linux 12 (bookworm)" in screen
         reasons = {d.path: r for d, r in app.restore.target_choices()}
         assert reasons[lun] == "this disk holds the image"
-        _target_and_confirm(app, big, small)
+        _target_and_confirm(app, big, small, fitted=True)
         type_text(app, big.removeprefix("/dev/"))
         press(app, "enter")
         if app.restore.worker.is_alive():

@@ -4,6 +4,7 @@
                              [--insecure] [--tmpdir DIR] [--hash blake3|sha256]
                              [--outage-limit DURATION] [--boot-mode any|uefi|bios]
                              [--replay-vhdx-log-in-place] [--windows-drivers auto|on|off]
+                             [--linux-initramfs auto|on|off]
                              [--yes --target-id SERIAL]
 
 IMAGE: a file or an HTTP(S) URL; raw (optionally gzip/xz/zstd), qcow2, VHD,
@@ -56,6 +57,9 @@ def _finish(result) -> int:
     from toolkit.restore import windows_drivers
     for line in windows_drivers.summary(result.windows_drivers):
         print(f"windows drivers: {line}")
+    from toolkit.restore import linux_report
+    for line in linux_report.summary(result.linux_initramfs):
+        print(f"linux initramfs: {line}")
     if result.report:
         print(f"report: {result.report.text}")
     return result.exit_code
@@ -90,7 +94,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         insecure=args.insecure, tmpdir=args.tmpdir, algorithm=args.algorithm,
         outage_limit=args.outage_limit, boot_mode=args.boot_mode,
         vhdx_log="in-place" if args.replay_vhdx_log_in_place else "copy",
-        windows_drivers=args.windows_drivers)
+        windows_drivers=args.windows_drivers, linux_initramfs=args.linux_initramfs)
     try:
         plan = restore.plan_restore(args.image, args.target, options)
         _summary(plan)
@@ -144,6 +148,14 @@ def register(sub) -> None:
                         "at boot in every control set (Start 0, StartOverride deleted), so it "
                         "boots on another controller; auto (default): when the target's "
                         "controller is not one the image already boots from")
+    p.add_argument("--linux-initramfs", choices=("auto", "on", "off"), default="auto",
+                   help="after a Linux image (ext4 or XFS root, also on LVM): rebuild the "
+                        "initramfs of every kernel it has in a chroot with its own tool "
+                        "(dracut or update-initramfs), so it holds the target's controller "
+                        "module, and check fstab's devices are on the disk; auto (default): "
+                        "only when a kernel's initramfs lacks that module (looked at first "
+                        "on the disk mounted read-only, nothing written; not when the "
+                        "controller is not known); on: always when a Linux root is found")
     p.add_argument("--yes", action="store_true", help="no interactive confirmation")
     p.add_argument("--target-id", metavar="ID", help="with --yes: the target's serial or WWN")
     p.set_defaults(func=cmd_restore)

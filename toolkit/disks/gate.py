@@ -129,15 +129,17 @@ class WriteHold:
         return path
 
     @contextlib.contextmanager
-    def lend(self, partition: str) -> Iterator[str]:
+    def lend(self, partition: str, *more: str) -> Iterator[str]:
         """Let a program that claims ``partition`` exclusively itself (e2fsck, resize2fs,
         ntfsresize, mount) write it: the kernel refuses that while the whole disk is
         claimed. Meanwhile the gate keeps the device open (not exclusively), claims the
         disk's other partitions, and claims the whole disk again afterwards through its
         own descriptor (never by a name), checking it is still the same device; when it
         cannot (the program still holds the partition), :class:`Refused` says so, unless
-        the program's own failure is already on its way."""
+        the program's own failure is already on its way. ``more``: further partitions
+        lent at the same time (a Linux root's /boot and /boot/efi, mounted together)."""
         path = self.vouch_partition(partition)
+        lent = {os.stat(self.vouch_partition(p)).st_rdev for p in (partition, *more)}
         self._check_open()
         anchor = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
         others: list[int] = []
@@ -145,7 +147,7 @@ class WriteHold:
         try:
             os.close(self.fd)
             self.fd, self.lent = -1, path
-            others = self._claim_partitions(but=os.stat(path).st_rdev)
+            others = self._claim_partitions(but=lent)
             yield path
         except BaseException:
             failed = True
@@ -165,9 +167,9 @@ class WriteHold:
             if not failed:
                 self._check_open()
 
-    def _claim_partitions(self, but: int) -> list[int]:
-        """Claim (O_EXCL, read-only) every partition of the held disk but ``but``, as
-        sysfs lists them now; the descriptors."""
+    def _claim_partitions(self, but: set[int]) -> list[int]:
+        """Claim (O_EXCL, read-only) every partition of the held disk but those of ``but``
+        (device numbers), as sysfs lists them now; the descriptors."""
         fds: list[int] = []
         d = self.resolver.sysdir(self.rdev)
         for name in sorted(os.listdir(d)) if d else []:
@@ -178,7 +180,7 @@ class WriteHold:
                 with open(os.path.join(sub, "dev")) as f:
                     rdev = aliases.Resolver.devno(f.read())
                 node = os.path.join(self.resolver.dev, name)
-                if rdev != but and os.stat(node).st_rdev == rdev:
+                if rdev not in but and os.stat(node).st_rdev == rdev:
                     fds.append(os.open(node, os.O_RDONLY | os.O_EXCL | os.O_CLOEXEC))
         return fds
 

@@ -4,9 +4,12 @@ All read in user space, without mounting (the live kernel may lack vfat and
 ntfs drivers, and a restored filesystem should not be touched before it is
 checked): ``partx`` and ``blkid -p`` for the table and filesystems, ``mtools``
 (``mdir``) inside a FAT ESP, ``ntfsls`` (ntfs-3g) inside NTFS, ``debugfs``
-inside ext2/3/4. An NTFS volume with ``Windows/System32`` is Windows; an ext
-filesystem with ``/etc/os-release`` is Linux (its PRETTY_NAME). A BitLocker or LUKS
-volume (blkid's TYPE) is marked ``encrypted`` and not looked into.
+inside ext2/3/4, ``xfs_db -r`` inside XFS (neither claims the partition, which the
+write gate may hold). An NTFS volume with ``Windows/System32`` is Windows; an ext or
+XFS filesystem with ``/etc/os-release`` (else ``/usr/lib/os-release``, as
+os-release(5) says: Debian's ``/etc/os-release`` is a symlink to it, which neither
+tool follows) is Linux (its PRETTY_NAME). A BitLocker or LUKS volume (blkid's TYPE) is
+marked ``encrypted`` and not looked into.
 """
 
 from __future__ import annotations
@@ -86,12 +89,59 @@ def windows_on(node: str) -> bool:
     return _out("ntfsls", "-p", "/Windows/System32", node) is not None
 
 
-def os_release(node: str) -> dict[str, str] | None:
-    out = _out("debugfs", "-R", "cat /etc/os-release", node)
-    if not out or "=" not in out:
+OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
+EXT = ("ext2", "ext3", "ext4")
+
+
+def xfs_file(node: str, path: str) -> str | None:
+    """The first block of the regular file ``path`` of the XFS filesystem on ``node``
+    (``xfs_db -r``: read-only, no mount, no log replay), cut to the file's size."""
+    out = _out("xfs_db", "-r", "-c", f"path {path}", "-c", "print core.mode core.size",
+               "-c", "dblock 0", "-c", "type text", "-c", "print", node)
+    lines = (out or "").splitlines()
+    if len(lines) < 3 or not lines[0].startswith("core.mode = 010"):  # a regular file
         return None
-    return {k: v.strip().strip('"') for k, v in
-            (line.split("=", 1) for line in out.splitlines() if "=" in line)}
+    try:
+        size = int(lines[1].split("=", 1)[1])
+        data = bytes.fromhex("".join(ln.split(":", 1)[1][:50] for ln in lines[2:]
+                                     if ":" in ln))
+    except ValueError:
+        return None
+    return data[:size].decode(errors="replace")
+
+
+def parse_os_release(text: str | None) -> dict[str, str] | None:
+    """``KEY=value`` lines (quotes stripped); None when there is none."""
+    if not text or "=" not in text:
+        return None
+    return {k.strip(): v.strip().strip('"') for k, v in
+            (line.split("=", 1) for line in text.splitlines() if "=" in line)}
+
+
+def read_file(node: str, fstype: str | None, path: str) -> str | None:
+    """A small text file of the unmounted ext or XFS filesystem on ``node`` (None: not
+    there, or another filesystem)."""
+    if fstype == "xfs":
+        return xfs_file(node, path)
+    return _out("debugfs", "-R", f"cat {path}", node) if fstype in EXT else None
+
+
+def exists(node: str, fstype: str | None, path: str) -> bool:
+    """Whether ``path`` is in the unmounted ext or XFS filesystem on ``node`` (the last
+    component not followed if it is a symlink)."""
+    if fstype == "xfs":
+        out = _out("xfs_db", "-r", "-c", f"path {path}", "-c", "print core.mode", node)
+        return bool(out and out.startswith("core.mode"))
+    out = _out("debugfs", "-R", f"stat {path}", node) if fstype in EXT else None
+    return bool(out and "Inode:" in out)
+
+
+def os_release(node: str, fstype: str = "ext4") -> dict[str, str] | None:
+    """The os-release of the ext or XFS filesystem on ``node`` (None: none found)."""
+    for path in OS_RELEASE:
+        if found := parse_os_release(read_file(node, fstype, path)):
+            return found
+    return None
 
 
 def inspect_disk(disk: str) -> dict:
@@ -109,8 +159,8 @@ def inspect_disk(disk: str) -> dict:
             p["os"] = "Windows"
             systems.append({"os": "Windows", "partition": p["number"],
                             "name": "Windows (\\Windows\\System32 found)"})
-        elif fs in ("ext2", "ext3", "ext4"):
-            rel = os_release(p["node"])
+        elif fs in EXT or fs == "xfs":
+            rel = os_release(p["node"], fs)
             if rel:
                 p["os"] = "Linux"
                 systems.append({"os": "Linux", "partition": p["number"],

@@ -50,12 +50,14 @@ from toolkit.restore import (
     contents,
     detect,
     fit,
+    linux_initramfs,
     multicast,
     qemu,
     stream,
     windows_drivers,
 )
 from toolkit.restore import layout as layoutmod
+from toolkit.restore import shrink as shrinkmod
 from toolkit.restore import source as sourcemod
 from toolkit.restore import spool as spoolmod
 from toolkit.restore.checks import ChecksumMismatch
@@ -116,7 +118,9 @@ def restore(plan: RestorePlan, progress=None, cancel: threading.Event | None = N
             res.sha256_match = True if plan.image.expected_sha256 else None
             res.resumes = checked.resumes
             add_warnings(res, checked.warnings)
-        if plan.image.format == detect.RAW:
+        if plan.shrink is not None:  # onto a smaller disk: shrunk on an overlay first
+            _shrunk(plan, target, reporter, cancel, res)
+        elif plan.image.format == detect.RAW:
             _stream(plan, target, reporter, cancel, res, checked)
         else:
             restore_container(plan, target, reporter, cancel, res, checked)
@@ -268,12 +272,24 @@ def _told_size(location: str) -> int | None:
         return None
 
 
-def _stream_once(plan: RestorePlan, target: Target, reporter: Reporter, cancel, res, src, *,
-                 restarted: sourcemod.EntityChanged | None) -> None:
-    """One stream of ``src`` onto the target; ``restarted``: why it is not the first (the
-    new file is then checked to be what was planned, before anything is written)."""
+def _shrunk(plan: RestorePlan, target: Target, reporter: Reporter, cancel, res) -> None:
+    """The image fitted to the smaller target (:mod:`toolkit.restore.shrink`: shrunk on an
+    overlay, never in the image) streamed onto it like a raw image, and verified against
+    that."""
     img = plan.image
-    size, prefix = img.size, b""
+    with shrinkmod.prepared(img.location, img.format, plan.shrink, reporter, cancel) as src:
+        res.shrink = {**plan.shrink.to_dict(), "done": src.done}
+        _stream_once(plan, target, reporter, cancel, res, src, restarted=None, composed=True)
+
+
+def _stream_once(plan: RestorePlan, target: Target, reporter: Reporter, cancel, res, src, *,
+                 restarted: sourcemod.EntityChanged | None, composed: bool = False) -> None:
+    """One stream of ``src`` onto the target; ``restarted``: why it is not the first (the
+    new file is then checked to be what was planned, before anything is written);
+    ``composed``: ``src`` is the image fitted to a smaller disk (its size; the image file's
+    SHA-256 was checked before, by :func:`check_image`)."""
+    img = plan.image
+    size, prefix = (src.size if composed else img.size), b""
     if restarted is not None:
         prefix = read_full(src, HEAD)
         size = _same_kind(plan, target, src, prefix, restarted)
@@ -305,9 +321,12 @@ def _stream_once(plan: RestorePlan, target: Target, reporter: Reporter, cancel, 
                              "partition table: the disk does not look valid)")
         finally:
             raw.close()
-        res.input_sha256 = raw.sha256.hexdigest()
         res.image_hash, res.algorithm = digest.hexdigest, plan.options.algorithm
-        check_sha(img, res, written=True)
+        if not composed:
+            res.input_sha256 = raw.sha256.hexdigest()
+            check_sha(img, res, written=True)
+        else:  # the image file was hashed before writing: it must still be that file
+            shrinkmod.unchanged(img.location, plan.shrink)
         if back:
             out = back.finish(digest, reporter, cancel)
             res.verify = {"method": "read back (O_DIRECT) behind the writer, after each "
@@ -345,4 +364,5 @@ def _after(plan: RestorePlan, reporter: Reporter, res, hold=None) -> None:
         bp = boot.apply_boot(bp)
     res.boot = bp
     res.windows_drivers = windows_drivers.run(plan, res, hold)  # the gate lends a partition
+    res.linux_initramfs = linux_initramfs.run(plan, res, hold)  # a Linux root's initramfs
     reporter.update(1, force=True)

@@ -30,8 +30,10 @@ from toolkit.restore import layout as layoutmod
 from toolkit.restore import source as sourcemod
 from toolkit.restore import spool as spoolmod
 from toolkit.restore.layout import Layout
+from toolkit.restore.shrink_plan import ShrinkPlan, plan_shrink
 from toolkit.restore.source import read_full
 from toolkit.restore.write import HEAD
+from toolkit.units import human_size
 
 
 @dataclass
@@ -60,6 +62,9 @@ class RestoreOptions:
     # after a Windows image: its storage drivers made to start at boot, "on", "off", or
     # "auto" (when the target's controller is not one it boots from: windows_drivers)
     windows_drivers: str = "auto"
+    # after a Linux image: its initramfs rebuilt in a chroot, fstab checked ("auto", "on":
+    # when a Linux root is found; "off": toolkit.restore.linux_initramfs)
+    linux_initramfs: str = "auto"
 
     def source_kw(self) -> dict:
         return {"ca_file": self.ca_file, "insecure": self.insecure}
@@ -111,6 +116,8 @@ class RestorePlan:
     # roles: the write gate checks them again when it opens the target
     inputs: list = field(default_factory=list)
     source_role: frozenset[str] = frozenset()
+    # onto a disk smaller than the image: its partitions fitted (toolkit.restore.shrink_plan)
+    shrink: ShrinkPlan | None = None
 
 
 def probe_image(location: str, options: RestoreOptions) -> ImageInfo:
@@ -270,8 +277,11 @@ def plan_restore(image: str, target: str, options: RestoreOptions | None = None,
         raise Refused(str(e)) from None
     role = frozenset(roles.source_keys() if source_role is None else source_role)
     inputs = image_inputs(image, info, disks)  # Refused: cannot tell what it reads
-    problems, warnings = checks.check_target(dst, image, info.size, info.sector_size, role,
-                                             deep=True, inputs=inputs)
+    shrink = _shrink_plan(image, info, dst, options)
+    problems, warnings = checks.check_target(dst, image, shrink.size if shrink else info.size,
+                                             info.sector_size, role, deep=True, inputs=inputs)
+    if shrink is not None:
+        warnings += shrink.lines()
     if sourcemod.is_multicast(image):  # held whole before writing, or written as it arrives
         info.spool = spoolmod.decide(image, dst.size, options.tmpdir)
         warnings.append(spoolmod.note(info.spool, bool(info.expected_sha256)))
@@ -294,4 +304,38 @@ def plan_restore(image: str, target: str, options: RestoreOptions | None = None,
         warnings.append("TLS NOT VERIFIED: the server's certificate is not checked, anyone on "
                         "the path could send another image" + (
                             "" if info.expected_sha256 else " (and no SHA-256 checks it)"))
-    return RestorePlan(info, dst, options, warnings, inputs=inputs, source_role=role)
+    return RestorePlan(info, dst, options, warnings, inputs=inputs, source_role=role,
+                       shrink=shrink)
+
+
+def fits_by_shrinking(info: ImageInfo) -> bool:
+    """Whether an image larger than the target can be fitted to it: read at random where
+    it lies (a local file or disk, not compressed; a VHDX once its log is replayed)."""
+    return not info.is_url and not info.compression and not info.vhdx_log and \
+        not sourcemod.is_multicast(info.location)
+
+
+def _shrink_plan(image: str, info: ImageInfo, dst: Endpoint,
+                 options: RestoreOptions) -> ShrinkPlan | None:
+    """The fitting of an image larger than the target (None: it is not larger); refused
+    with the reason when it cannot be fitted."""
+    geo = info.geometry
+    ends = max(geo.parts_end or 0, geo.min_size or 0) if geo else 0
+    if ends > dst.size and not fits_by_shrinking(info):  # known from the first MiB
+        raise Refused(f"{image}: its partition table describes a disk of at least {ends} bytes "
+                      f"(partition {geo.last_partition} ends at byte {ends}), more than the "
+                      f"target's {dst.size} ({human_size(dst.size)}); an image is fitted to "
+                      "a smaller disk only when read from a local file or disk, not "
+                      "compressed: download or decompress it first; nothing was written")
+    if info.size is None or info.size <= dst.size:
+        return None
+    if not fits_by_shrinking(info):
+        raise Refused(f"the target {dst.node} is smaller than the image: target {dst.size} "
+                      f"bytes ({human_size(dst.size)}), image {image} has {info.size} bytes "
+                      f"({human_size(info.size)}); an image is fitted to a smaller disk (its "
+                      "filesystems shrunk) only when read from a local file or disk, not "
+                      "compressed: download or decompress it first")
+    if info.sector_size and info.sector_size != dst.sector_size:
+        return None  # refused by check_target, with both sector sizes
+    return plan_shrink(image, info.format, info.size, dst.size,
+                       options.tmpdir or tempfile.gettempdir())

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from toolkit import exitcodes
 from toolkit.disks import cluster
 from toolkit.jobs import report
-from toolkit.restore import windows_drivers
+from toolkit.restore import linux_report, windows_drivers
 from toolkit.units import human_duration, human_size
 
 
@@ -44,6 +44,8 @@ class RestoreResult(exitcodes.StatusExit):
     contents: dict | None = None
     boot: object = None  # boot.BootPlan
     windows_drivers: dict | None = None  # toolkit.restore.windows_drivers.run's record
+    linux_initramfs: dict | None = None  # toolkit.restore.linux_initramfs.run's record
+    shrink: dict | None = None  # onto a smaller disk: toolkit.restore.shrink_plan's, and done
     resumes: int = 0
     zeroed_bytes: int = 0  # all-zero chunks zeroed by the device (BLKZEROOUT), not written
     wiped: bool = False  # the target's ends are zeroed: no valid table until the head is back
@@ -70,12 +72,27 @@ class RestoreResult(exitcodes.StatusExit):
             "fit": self.fit, "disk": self.contents,
             "boot": report.to_jsonable(self.boot) if self.boot else None,
             "windows_drivers": self.windows_drivers,
+            "linux_initramfs": self.linux_initramfs,
+            "shrink": self.shrink,
             "warnings": self.warnings,
         }
 
 
 def _zeroed(n: int | None) -> str | None:
     return f"{n} bytes ({human_size(n)}) of zeros, BLKZEROOUT" if n else None
+
+
+def _shrink_rows(shrink: dict | None) -> list[tuple[str, str]]:
+    if not shrink:
+        return []
+    rows = [("image size", f"{shrink['image_size']} bytes ({human_size(shrink['image_size'])})"),
+            ("written", f"{shrink['size']} bytes ({human_size(shrink['size'])})")]
+    for p in shrink["parts"]:
+        rows.append((f"partition {p['number']}",
+                     f"{p['action']}: {p['start']}+{p['size']} -> "
+                     f"{p['new_start']}+{p['new_size']} bytes ({p.get('fstype') or '-'})"))
+    rows += [("done", d) for d in shrink.get("done") or []]
+    return rows
 
 
 def render(data: dict) -> str:
@@ -122,8 +139,12 @@ def render(data: dict) -> str:
     if data.get("boot"):
         sections.append(("Boot", [("mode", data["boot"]["mode"]),
                                   ("plan", data["boot"]["message"])]))
+    if rows := _shrink_rows(data.get("shrink")):
+        sections.append(("Fitted to a smaller disk", rows))
     if rows := windows_drivers.report_rows(data.get("windows_drivers")):
         sections.append(("Windows storage drivers", rows))
+    if rows := linux_report.report_rows(data.get("linux_initramfs")):
+        sections.append(("Linux initramfs", rows))
     if data.get("warnings"):
         sections.append(("Warnings", [("", w) for w in data["warnings"]]))
     return report.render_text("Image restore", sections)

@@ -108,6 +108,9 @@ class Plan:
     # restore, plan file only: a Windows image's storage drivers made to start at boot
     # ("auto": when the target's controller is not one it boots from; "on", "off")
     windows_drivers: str = "auto"
+    # restore, plan file only: a Linux image's initramfs rebuilt in a chroot, its fstab
+    # checked ("auto", "on": when a Linux root is found; "off")
+    linux_initramfs: str = "auto"
 
     @property
     def expected_sha256(self) -> str | None:
@@ -263,7 +266,8 @@ def from_file(data) -> dict:
                         errors)
     out: dict = {k: data[k] for k in ("mode", "verify", "grow", "done", "bundle",
                                       "outage_limit", "concurrent", "used_blocks", "boot_mode",
-                                      "vhdx_log", "windows_drivers") if k in data}
+                                      "vhdx_log", "windows_drivers", "linux_initramfs")
+                                      if k in data}
     if "resume" in data:  # true, false or "restart"
         out["resume"] = {True: "yes", False: "no"}.get(data["resume"], data["resume"])
     problems: list[str] = []

@@ -51,7 +51,8 @@ class RestoreSteps:
                                       outage_limit=self.plan.outage_limit,
                                       boot_mode=self.plan.boot_mode,
                                       vhdx_log=self.plan.vhdx_log,
-                                      windows_drivers=self.plan.windows_drivers)
+                                      windows_drivers=self.plan.windows_drivers,
+                                      linux_initramfs=self.plan.linux_initramfs)
         try:
             rplan = self.step("plan_restore")(location, self.disk.path, opts, disks=disks)
         except restore.Refused as e:

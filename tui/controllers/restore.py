@@ -235,8 +235,12 @@ class RestoreController(JobController):
                 continue
             # deep: every alias sysfs knows (the image's backing file, a partition...),
             # for devices of this machine; the write gate decides again when it opens it
+            # a smaller disk is offered when the image can be fitted to it (its filesystems
+            # shrunk): whether its data fits is planned once it is chosen
+            size = None if info.size and d.size < info.size and \
+                restore_plan.fits_by_shrinking(info) else info.size
             problems, _w = checks.check_target(endpoint_from_disk(d), self.location,
-                                               info.size, info.sector_size, role,
+                                               size, info.sector_size, role,
                                                deep=_deep(self.location, d), inputs=inputs)
             out.append((d, problems[0] if problems else None))
         return sorted(out, key=lambda c: (c[1] is not None, c[0].role != roles.TARGET))

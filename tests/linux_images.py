@@ -1,0 +1,137 @@
+"""A small, real Debian disk image for the Linux initramfs tests, made from the ISO build's
+chroot (build/iso/chroot: Debian 13 with initramfs-tools, busybox and the 6.12 kernel).
+
+The root is a pruned copy of it: no apt lists or caches, documentation, firmware, the
+toolkit's venv, and of the kernel's modules only the storage, filesystem and library
+ones (depmod run again in the copy). Its initramfs is built on the host in a chroot with
+``MODULES=list`` and an empty module list, as one made on another machine would be: it
+lacks the NVMe and virtio-scsi modules. Then the image's own configuration is set to
+``MODULES=dep`` (what a system tuned for its hardware has). The disk: GPT, p1 /boot
+(ext4), p2 the root (ext4), with an fstab naming both by UUID, plus one entry whose UUID
+is on no partition (:data:`MISSING_UUID`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# build_iso.sh leaves it there (its lb clean runs before the build, not after)
+CHROOT = Path(os.environ.get("RTK_BUILD_DIR", ROOT / "build")) / "iso" / "chroot"
+MiB = 1024 * 1024
+BOOT_UUID = "0b0b0b0b-1111-4222-8333-444455556666"
+ROOT_UUID = "7007f007-1111-4222-8333-444455556666"
+MISSING_UUID = "deadbeef-1111-4222-8333-444455556666"
+EXCLUDE = ("./opt", "./var/cache", "./var/lib/apt", "./var/log", "./usr/share/doc",
+           "./usr/share/man", "./usr/share/locale", "./usr/share/i18n", "./usr/share/info",
+           "./usr/share/X11", "./usr/share/consolefonts", "./usr/share/python-wheels",
+           "./usr/lib/firmware", "./usr/lib/python3*", "./usr/lib/modules",
+           "./usr/lib/x86_64-linux-gnu/libicudata*", "./boot/initrd.img*", "./initrd.img*",
+           "./vmlinuz*", "./root/*", "./tmp/*", "./proc/*", "./sys/*", "./dev/*", "./run/*")
+MODULE_DIRS = ("kernel/fs/ext4", "kernel/fs/jbd2", "kernel/fs/mbcache.ko*", "kernel/lib",
+               "kernel/crypto", "kernel/block", "kernel/arch", "kernel/drivers/block",
+               "kernel/drivers/nvme", "kernel/drivers/scsi", "kernel/drivers/ata",
+               "kernel/drivers/virtio", "kernel/drivers/md", "kernel/drivers/message")
+
+
+def run(*cmd: str, **kw) -> str:
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    assert p.returncode == 0, f"{' '.join(cmd)}: {p.stderr[-2000:]}{p.stdout[-2000:]}"
+    return p.stdout
+
+
+def missing() -> str | None:
+    """Why the image cannot be made here (None: it can)."""
+    if not (CHROOT / "usr" / "sbin" / "mkinitramfs").exists():
+        return f"no Debian chroot with initramfs-tools at {CHROOT} (./build_iso.sh makes it)"
+    return None
+
+
+def kernel_version() -> str:
+    return sorted(os.listdir(CHROOT / "usr" / "lib" / "modules"))[-1]
+
+
+def _chroot(root: Path, *cmd: str) -> str:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", "HOME": "/root"}
+    return run("chroot", str(root), *cmd, env=env)
+
+
+@contextlib.contextmanager
+def _pseudo(root: Path):
+    done = []
+    try:
+        for d in ("dev", "proc", "sys"):
+            run("mount", "--bind", f"/{d}", str(root / d))
+            done.append(root / d)
+        yield
+    finally:
+        for d in reversed(done):
+            subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def pruned_root(dest: Path) -> str:
+    """The pruned Debian root at ``dest`` (made); its kernel version."""
+    dest.mkdir(parents=True)
+    version = kernel_version()
+    excl = [f"--exclude={e}" for e in EXCLUDE]
+    tar = subprocess.Popen(["tar", "-C", str(CHROOT), *excl, "-cf", "-", "."],
+                           stdout=subprocess.PIPE)
+    run("tar", "-C", str(dest), "-xf", "-", stdin=tar.stdout)
+    assert tar.wait() == 0
+    mods = f"usr/lib/modules/{version}"
+    (dest / mods).mkdir(parents=True)
+    run("sh", "-c", f"cd {CHROOT / mods} && tar -cf - modules.order modules.builtin* "
+        f"{' '.join(MODULE_DIRS)} | tar -C {dest / mods} -xf -")
+    _chroot(dest, "depmod", "-a", version)
+    (dest / "boot" / f"vmlinuz-{version}").write_bytes(
+        (CHROOT / "boot" / f"vmlinuz-{version}").read_bytes())
+    conf = dest / "etc" / "initramfs-tools" / "initramfs.conf"
+    conf.write_text(conf.read_text().replace("MODULES=most", "MODULES=list"))
+    (dest / "etc" / "initramfs-tools" / "modules").write_text("# no modules\n")
+    with _pseudo(dest):
+        _chroot(dest, "update-initramfs", "-c", "-k", version)
+    conf.write_text(conf.read_text().replace("MODULES=list", "MODULES=dep"))
+    (dest / "etc" / "fstab").write_text(
+        "# /etc/fstab: static file system information.\n"
+        f"UUID={ROOT_UUID}  /      ext4  errors=remount-ro  0 1\n"
+        f"UUID={BOOT_UUID}  /boot  ext4  defaults           0 2\n"
+        "proc  /proc  proc  defaults  0 0\n"
+        f"UUID={MISSING_UUID}  /srv/data  ext4  defaults  0 2\n")
+    return version
+
+
+def listing(root: Path, initramfs: str) -> str:
+    """``lsinitramfs`` of ``initramfs`` (a path in the image), run in its chroot."""
+    return _chroot(root, "lsinitramfs", initramfs)
+
+
+def disk_image(path: Path, root: Path, boot_mib: int = 64, root_mib: int = 352) -> Path:
+    """The GPT disk image: p1 /boot, p2 the root (ext4 made from ``root`` with mkfs -d)."""
+    total = (2 + boot_mib + root_mib + 1) * MiB
+    with open(path, "wb") as f:
+        f.truncate(total)
+    run("sgdisk", "-n", f"1:2048:+{boot_mib}M", "-t", "1:8300", "-c", "1:boot",
+        "-n", "2:0:0", "-t", "2:8300", "-c", "2:root", str(path))
+    boot_fs, root_fs = path.with_suffix(".boot"), path.with_suffix(".root")
+    staging = root.parent / "boot-staging"
+    run("cp", "-a", str(root / "boot"), str(staging))
+    run("sh", "-c", f"rm -rf {root / 'boot'}/* ")
+    try:
+        for fs, mib, src, uuid, label in ((boot_fs, boot_mib, staging, BOOT_UUID, "boot"),
+                                          (root_fs, root_mib - 1, root, ROOT_UUID, "root")):
+            with open(fs, "wb") as f:
+                f.truncate(mib * MiB)
+            run("mkfs.ext4", "-q", "-F", "-U", uuid, "-L", label, "-d", str(src), str(fs))
+    finally:
+        run("sh", "-c", f"cp -a {staging}/. {root / 'boot'}/ && rm -rf {staging}")
+    with open(path, "r+b") as f:
+        for fs, at in ((boot_fs, 2048 * 512), (root_fs, (2048 + boot_mib * 2048) * 512)):
+            f.seek(at)
+            with open(fs, "rb") as src:
+                while chunk := src.read(8 * MiB):
+                    f.write(chunk)
+            fs.unlink()
+    return path

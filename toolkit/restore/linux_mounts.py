@@ -1,0 +1,201 @@
+"""A restored Linux system mounted for a chroot, and everything unmounted again.
+
+The root filesystem read-write, then its ``/boot`` and ``/boot/efi`` when its fstab
+puts them on other partitions of the restored disk, then the live system's ``/dev``,
+``/proc``, ``/sys`` and ``/run`` bound into it (what update-initramfs and dracut read).
+A mount point that leads out of the root (a symlink in the image) is refused. Every
+mount is undone in reverse order in :meth:`Mounts.close`, lazily when a plain unmount
+fails, and what could not be undone is said. A root on LVM: the volume groups on the
+disk's physical volumes activated in the live system (only those devices looked at)
+and deactivated afterwards. For a look that writes nothing (:mod:`linux_look`), the root
+and its ``/boot`` read-only with no journal replayed, on devices set read-only in the
+kernel meanwhile, and a tmpfs over ``/tmp`` and ``/run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import struct
+
+from toolkit.restore import linux_fstab
+from toolkit.system import blkid, lvm, mount, tools
+
+BOOT_MOUNTS = ("/boot", "/boot/efi")
+BINDS = ("dev", "proc", "sys", "run")
+MOUNTABLE = {"ext2", "ext3", "ext4", "xfs", "vfat", "btrfs"}
+READ_ONLY = {"ext3": ("ro", "noload"), "ext4": ("ro", "noload"),  # no journal replay
+             "xfs": ("ro", "norecovery", "nouuid"), "btrfs": ("ro", "rescue=nologreplay")}
+TMPFS = (("tmp", "mode=1777"), ("run", "mode=0755"))
+BLKROSET, BLKROGET = 0x125D, 0x125E  # linux/fs.h: _IO(0x12, 93), _IO(0x12, 94)
+
+
+class MountError(Exception):
+    """A mount the rebuild needs could not be made (said in words)."""
+
+
+class Mounts:
+    """The mounts made, undone in reverse by :meth:`close`; ``left``: those that could
+    not be undone even lazily."""
+
+    def __init__(self) -> None:
+        self.points: list[str] = []
+        self.left: list[str] = []
+
+    def mount(self, device: str, where: str, *, fstype: str | None = None,
+              options: tuple[str, ...] = ()) -> None:
+        mount.mount(device, where, fstype=fstype, options=options)
+        self.points.append(where)
+
+    def close(self) -> None:
+        while self.points:
+            where = self.points.pop()
+            try:
+                mount.umount(where)
+            except tools.ToolError:
+                try:
+                    mount.umount(where, lazy=True)
+                except tools.ToolError:
+                    self.left.append(where)
+
+
+def inside(root: str, path: str, *, made: bool = True) -> str:
+    """``root``/``path`` once it does not lead out of ``root`` (a symlink of the image
+    resolved by the live system) and, when ``made``, is a directory."""
+    where = os.path.realpath(os.path.join(root, path.lstrip("/")))
+    top = os.path.realpath(root)
+    if where != top and not where.startswith(top + os.sep):
+        raise MountError(f"{path} of the image leads out of it (to {where}): not used")
+    if made and not os.path.isdir(where):
+        raise MountError(f"{path} is not a directory in the image: not mounted")
+    return where
+
+
+def options_for(fstype: str | None) -> tuple[str, ...]:
+    """Mount options: XFS with ``nouuid`` (the image may be restored beside its source)."""
+    return ("rw", "nouuid") if fstype == "xfs" else ("rw",)
+
+
+def readonly_options(fstype: str | None) -> tuple[str, ...]:
+    """Mount options that write nothing: read-only, no journal replayed or recovered."""
+    return READ_ONLY.get(fstype or "", ("ro",))
+
+
+@contextlib.contextmanager
+def read_only(nodes: list[str]):
+    """The block devices ``nodes`` read-only in the kernel meanwhile (what ``blockdev
+    --setro`` does; each as it was afterwards): even a read-only ext4 mount cleans up
+    orphan inodes, unless its device is read-only."""
+    fds, set_ro = [], []
+    try:
+        for node in nodes:
+            fds.append(fd := os.open(node, os.O_RDONLY | os.O_CLOEXEC))
+            if not struct.unpack("i", fcntl.ioctl(fd, BLKROGET, bytes(4)))[0]:
+                fcntl.ioctl(fd, BLKROSET, struct.pack("i", 1))
+                set_ro.append(fd)
+        yield
+    finally:
+        try:
+            for fd in set_ro:
+                fcntl.ioctl(fd, BLKROSET, struct.pack("i", 0))
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def boot_volumes(fstab: str, volumes: list[dict]) -> tuple[list[tuple[str, dict]], list[str]]:
+    """The (mount point, volume) pairs of ``/boot`` and ``/boot/efi`` that fstab puts on
+    a volume of ``volumes``, and notes on those it puts nowhere on this disk."""
+    found, notes = [], []
+    for e in linux_fstab.parse(fstab):
+        mp = e.mountpoint.rstrip("/") or "/"
+        if mp not in BOOT_MOUNTS:
+            continue
+        v = linux_fstab.find(e.spec, volumes)
+        if v is None:
+            notes.append(f"{mp} ({e.spec}, fstab line {e.line}) is on no partition of this "
+                         "disk: not mounted")
+        elif v.get("fstype") not in MOUNTABLE:
+            notes.append(f"{mp} is {v.get('fstype') or 'no filesystem'} here: not mounted")
+        else:
+            found.append((mp, v))
+    return sorted(found, key=lambda f: f[0].count("/")), notes
+
+
+def mount_readonly(root: dict, fstab: str, volumes: list[dict], where: str, mounts: Mounts,
+                   points: tuple[str, ...] = ("/boot",)) -> None:
+    """Mount the root volume ``root`` at ``where`` and those of its boot partitions at
+    ``points`` read-only (:func:`readonly_options`), bind the live system's /dev, /proc
+    and /sys in and put a tmpfs over /tmp and /run: nothing written to the image."""
+    fs = root.get("fstype")
+    mounts.mount(root["node"], where, fstype=fs, options=readonly_options(fs))
+    for mp, v in boot_volumes(fstab, volumes)[0]:
+        if mp in points:
+            mounts.mount(v["node"], inside(where, mp), fstype=v.get("fstype"),
+                         options=readonly_options(v.get("fstype")))
+    for d in BINDS:
+        if d != "run":
+            mounts.mount(f"/{d}", inside(where, d), options=("bind",))
+    for d, mode in TMPFS:
+        mounts.mount("tmpfs", inside(where, d), fstype="tmpfs",
+                     options=("nosuid", "nodev", mode))
+
+
+def mount_system(root: dict, fstab: str, volumes: list[dict], where: str,
+                 mounts: Mounts) -> list[str]:
+    """Mount the root volume ``root`` at ``where``, its boot partitions and the live
+    system's pseudo filesystems; notes on what was not mounted."""
+    fs = root.get("fstype")
+    mounts.mount(root["node"], where, fstype=fs, options=options_for(fs))
+    pairs, notes = boot_volumes(fstab, volumes)
+    for mp, v in pairs:
+        mounts.mount(v["node"], inside(where, mp), fstype=v.get("fstype"),
+                     options=options_for(v.get("fstype")))
+    for d in BINDS:
+        mounts.mount(f"/{d}", inside(where, d), options=("bind",))
+    return notes
+
+
+def lent_nodes(root: dict, fstab: str, volumes: list[dict], pvs: list[str],
+               points: tuple[str, ...] = BOOT_MOUNTS) -> list[str]:
+    """The partitions the write gate must lend: the root's (or its physical volumes),
+    and the boot partitions fstab names (at ``points``)."""
+    nodes = list(pvs) if root.get("lv") else [root["node"]]
+    for mp, v in boot_volumes(fstab, volumes)[0]:
+        if mp in points and not v.get("lv") and v["node"] not in nodes:
+            nodes.append(v["node"])
+    return nodes
+
+
+def lvm_members(parts: list[dict]) -> list[str]:
+    """The nodes of the partitions that are LVM physical volumes."""
+    return [p["node"] for p in parts if p.get("fstype") == "LVM2_member"]
+
+
+@contextlib.contextmanager
+def logical_volumes(pvs: list[str]):
+    """The volume groups on ``pvs`` active meanwhile; yields their logical volumes as
+    volumes (``node``, ``lv``, ``fstype``, ``label``, ``fs_uuid``). Those that were
+    already active (another copy of the same group in the live system) are refused."""
+    before = lvm.logical_volumes(pvs)
+    if busy := [v["path"] for v in before if v["active"]]:
+        raise MountError(f"the logical volumes {', '.join(busy)} are already active in the "
+                         "live system: not touched")
+    vgs = sorted({v["vg"] for v in before})
+    if not vgs:
+        yield []
+        return
+    lvm.activate(pvs, vgs)
+    try:
+        vols = []
+        for v in lvm.logical_volumes(pvs):
+            d = blkid.probe(v["path"]) if os.path.exists(v["path"]) else {}
+            vols.append({"node": v["path"], "lv": f"{v['vg']}/{v['lv']}",
+                         "fstype": d.get("TYPE"), "label": d.get("LABEL"),
+                         "fs_uuid": d.get("UUID"), "number": None,
+                         "aliases": (f"/dev/mapper/{v['vg'].replace('-', '--')}-"
+                                     f"{v['lv'].replace('-', '--')}",)})
+        yield vols
+    finally:
+        lvm.deactivate(pvs, vgs)
