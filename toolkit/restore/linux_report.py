@@ -3,6 +3,8 @@ of :func:`toolkit.restore.linux_initramfs.run`."""
 
 from __future__ import annotations
 
+from toolkit.restore import step_report
+
 
 def where(r: dict) -> str:
     """``partition 2``, ``logical volume vg0/root``."""
@@ -14,10 +16,7 @@ def report_rows(data: dict | None) -> list[tuple[str, str]]:
     """The report's "Linux initramfs" rows."""
     if not data:
         return []
-    rows = [("mode", data["mode"] + (f": {data['message']}" if data.get("message") else ""))]
-    if t := data.get("target_controller"):
-        rows.append(("target controller", t["name"] + (f" ({t['driver']})" if t["driver"]
-                                                        else "")))
+    rows = step_report.head_rows(data)
     for r in data.get("roots", []):
         rows.append((where(r), f"{r['status']}: {r['message']}"))
         rows += [(f"kernel {k['version']}", k["message"]) for k in r.get("kernels", [])]

@@ -38,7 +38,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 
 from toolkit import atomic
-from toolkit.restore import fit, layout, ntfs_file
+from toolkit.restore import fit, layout, ntfs_file, step_report
 from toolkit.restore.windows_registry import System, plan_changes, read_system, verify
 from toolkit.system import hivex, tools
 
@@ -311,10 +311,7 @@ def report_rows(data: dict | None) -> list[tuple[str, str]]:
     """The report's "Windows storage drivers" rows."""
     if not data:
         return []
-    rows = [("mode", data["mode"] + (f": {data['message']}" if data.get("message") else ""))]
-    if t := data.get("target_controller"):
-        rows.append(("target controller", t["name"] + (f" ({t['driver']})" if t["driver"]
-                                                        else "")))
+    rows = step_report.head_rows(data)
     for p in data.get("partitions", []):
         rows.append((f"partition {p['partition']}", f"{p['status']}: {p['message']}"))
         rows += [(c["control_set"], change_text(c)) for c in p.get("changes", [])]

@@ -20,13 +20,13 @@ import contextlib
 import ctypes
 import os
 import signal
-import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from toolkit.blockio.blockdev import is_block_device
 from toolkit.system import tools
 
 DAEMON = "qemu-storage-daemon"
@@ -63,20 +63,13 @@ def create_overlay(image: str, fmt: str, overlay: str) -> None:
 
 def _blockdevs(image: str, fmt: str, ranges: list[Range], writable: bool) -> list[str]:
     ro = "" if writable else ",read-only=on"
-    kind = "host_device" if _is_block(image) else "file"
+    kind = "host_device" if is_block_device(image) else "file"
     args = ["--blockdev", f"driver={kind},node-name=f,filename={_opt(image)}{ro}",
             "--blockdev", f"driver={fmt},node-name=img,file=f{ro}"]
     for i, r in enumerate(ranges):
         size = f",size={r.size}" if r.size is not None else ""
         args += ["--blockdev", f"driver=raw,node-name=r{i},file=img,offset={r.offset}{size}{ro}"]
     return args
-
-
-def _is_block(path: str) -> bool:
-    try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _opt(value: str) -> str:
