@@ -267,7 +267,7 @@ def test_an_image_changed_while_restored_leaves_no_valid_disk(images, small, tmp
             tampered.append(True)
     res = restore.restore(plan, progress=progress)
     assert tampered and res.status == "mismatch", res.message
-    assert "changed while it was restored" in res.message
+    assert "the image changed while" in res.message
     with open(dev, "rb") as f:
         assert f.read(MiB) == bytes(MiB)  # no partition table
 
@@ -293,3 +293,24 @@ def test_a_bad_tmpdir_is_refused_at_plan_time(images, small, tmp_path):
         restore.plan_restore(str(images["ntfs"].path), dev,
                              restore.RestoreOptions(tmpdir=str(not_dir)), source_role=())
     assert _untouched(dev)
+
+
+def test_a_backing_file_changed_while_restored_is_caught(images, small, tmp_path):
+    base = tmp_path / "base.img"
+    subprocess.run(["cp", "--sparse=always", str(images["ntfs"].path), str(base)], check=True)
+    child = tmp_path / "child.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base),
+                    str(child)], check=True)
+    dev = small()
+    plan = restore.plan_restore(str(child), dev, restore.RestoreOptions(), source_role=())
+    tampered = []
+
+    def progress(p):
+        if p.phase == "shrink" and not tampered:
+            with open(base, "r+b") as f:
+                f.seek(2 * MiB)  # in the ESP, which is written as it is
+                f.write(b"TAMPERED")
+            tampered.append(True)
+    res = restore.restore(plan, progress=progress)
+    assert tampered and res.status == "mismatch", res.message
+    assert f"backing file {base} changed" in res.message

@@ -183,3 +183,30 @@ def test_a_moved_fat32_gets_its_new_start_in_both_boot_sectors(tmp_path):
     other = tmp_path / "zero"
     other.write_bytes(bytes(4096))
     assert not set_hidden_sectors(str(other), 0, 512) and other.read_bytes() == bytes(4096)
+
+
+def test_a_hybrid_mbr_keeps_its_protective_range_and_its_entries_follow():
+    import struct
+
+    from toolkit.restore import shrink_table
+
+    def entry(kind: int, start: int, count: int) -> bytes:
+        return bytes([0, 0xFE, 0xFF, 0xFF, kind, 0xFE, 0xFF, 0xFF]) + \
+            struct.pack("<II", start, count)
+    # gdisk's hybrid of partitions 2 and 3: 0xEE first, over the ESP only
+    sector0 = bytearray(512)
+    sector0[0x1BE:0x1BE + 48] = entry(0xEE, 1, 133119) + entry(0x07, 133120, 409600) + \
+        entry(0x83, 542720, 204800)
+    sector0[510:] = b"\x55\xaa"
+    moves = {133120: (133120, 200704), 542720: (333824, 204800)}
+    out, notes = shrink_table._mbr(bytes(sector0), moves, 512000, protective=True)
+    got = [struct.unpack_from("<BxxxII", out, 0x1BE + 16 * i + 4)[0:1] +
+           struct.unpack_from("<II", out, 0x1BE + 16 * i + 8) for i in range(3)]
+    assert got == [(0xEE, 1, 133119), (0x07, 133120, 200704), (0x83, 333824, 204800)]
+    assert notes == []
+    spans = sorted((s, s + c) for _k, s, c in got)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # no overlap
+    plain = bytearray(512)
+    plain[0x1BE:0x1BE + 16] = entry(0xEE, 1, 1146879)
+    out, _ = shrink_table._mbr(bytes(plain), {}, 512000, protective=True)
+    assert struct.unpack_from("<II", out, 0x1BE + 8) == (1, 511999)

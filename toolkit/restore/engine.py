@@ -279,6 +279,7 @@ def _shrunk(plan: RestorePlan, target: Target, reporter: Reporter, cancel, res) 
     img = plan.image
     with shrinkmod.prepared(img.location, img.format, plan.shrink, reporter, cancel) as src:
         res.shrink = {**plan.shrink.to_dict(), "done": src.done}
+        add_warnings(res, [d for d in src.done if "CHANGED" in d])  # e2fsck repaired: said
         _stream_once(plan, target, reporter, cancel, res, src, restarted=None, composed=True)
 
 

@@ -176,18 +176,20 @@ def _shrink_parts(overlay: str, sp: ShrinkPlan, work: str, reporter, cancel) -> 
 
 
 def unchanged(image: str, sp: ShrinkPlan) -> None:
-    """Raise :class:`Failed` when the image file was written since the plan read it (its
-    SHA-256, checked before writing, would then not be the bytes restored)."""
-    if sp.image_stat is None:
-        return
-    try:
-        now = file_identity(os.stat(image))
-    except OSError as e:
-        now = str(e)
-    if now != sp.image_stat:
-        raise Failed(f"the image {image} changed while it was restored (its size or times are "
-                     "not those it had when it was checked): its first MiB was not written "
-                     "(no partition table: the disk does not look valid)", "mismatch")
+    """Raise :class:`Failed` when a file the image is read from (itself, a container's
+    backing chain) was written since the plan read it (its SHA-256, checked before
+    writing, would then not be the bytes restored)."""
+    for path, was in sp.files.items():
+        try:
+            now = file_identity(os.stat(path))
+        except OSError as e:
+            now = str(e)
+        if now != was:
+            what = "the image" if path == image else f"the image's backing file {path}"
+            raise Failed(f"{what} changed while {image} was restored (its size or times are "
+                         "not those it had when it was checked): its first MiB was not "
+                         "written (no partition table: the disk does not look valid)",
+                         "mismatch")
 
 
 PREFIX = "rtk-shrink-"

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 from toolkit.disks import ptable
 from toolkit.errors import Refused
-from toolkit.restore import detect, layout
+from toolkit.restore import detect, layout, qemu
 from toolkit.system import blkid, fsstate, qsd, tools
 from toolkit.units import human_size
 
@@ -65,7 +65,8 @@ class Part:
     minimum: int | None = None  # the smallest its filesystem can be made
     fixed: str | None = None  # why it keeps its size
     pinned: str | None = None  # why it must not move either
-    notes: list[str] = field(default_factory=list)  # said before writing
+    notes: list[str] = field(default_factory=list)  # said before writing, if it moves
+    replay: str | None = None  # said before writing, if it shrinks: its journal is replayed
 
     @property
     def free(self) -> int:
@@ -110,9 +111,10 @@ class ShrinkPlan:
     overlay_room: int = 0  # bytes the overlay may need in the temporary directory
     tmpdir: str = ""
     tail: int = 0  # bytes kept at the disk's end (a GPT's backup table and header)
-    # the image file as planned (size, mtime, ctime, inode, device), a file only: it must be
-    # the same once written (:func:`toolkit.restore.shrink.unchanged`)
-    image_stat: tuple | None = None
+    # each file the image is read from (the image, a container's backing chain) as planned:
+    # path -> (size, mtime, ctime, inode, device); each must be the same once written
+    # (:func:`toolkit.restore.shrink.unchanged`); a block device cannot be told so
+    files: dict[str, tuple] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # said before writing, of the whole disk
 
     @property
@@ -129,7 +131,8 @@ class ShrinkPlan:
         tail = ("the image itself is never changed: the shrinking is done on a "
                 f"copy-on-write overlay in {self.tmpdir} (up to "
                 f"{human_size(self.overlay_room)})") if self.shrunk else ""
-        notes = [*self.notes, *(n for p in self.parts if p.action != "kept" for n in p.notes)]
+        notes = [*self.notes, *(n for p in self.parts if p.action != "kept" for n in p.notes),
+                 *(p.replay for p in self.shrunk if p.replay)]
         return [head + (": " + "; ".join(moves) if moves else ""), *([tail] if tail else []),
                 *notes]
 
@@ -143,6 +146,12 @@ def file_identity(st: os.stat_result) -> tuple | None:
     if not stat.S_ISREG(st.st_mode):
         return None
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def _identities(image: str, fmt: str) -> dict[str, tuple | None]:
+    """Each file the image is read from, with its identity (None: a block device)."""
+    names = [image, *(qemu.referenced_files(image, fmt) if fmt != detect.RAW else [])]
+    return {n: file_identity(os.stat(n)) for n in names}
 
 
 def _align_up(n: int) -> int:
@@ -196,8 +205,10 @@ def ext_minimum(path: str, replay: bool = False) -> int:
 def hibernated(path: str) -> bool:
     """Whether the NTFS in ``path`` holds a sleeping Windows (hibernation or Fast Startup:
     ``hiberfil.sys`` starting with hibr/wake, ntfs-3g's own test)."""
-    p = tools.run(["ntfscat", "-f", path, "/hiberfil.sys"], check=False, text=False)
-    return p.returncode == 0 and p.stdout[:4] in HIBERNATED
+    try:  # its first bytes only: a hiberfil.sys is gigabytes
+        return fsstate.head(["ntfscat", "-f", path, "/hiberfil.sys"], 4) in HIBERNATED
+    except tools.ToolError:
+        return False  # none there (ntfscat fails)
 
 
 def _ntfs_facts(part: Part, path: str) -> None:
@@ -218,8 +229,8 @@ def _ntfs_facts(part: Part, path: str) -> None:
 def _ext_facts(part: Part, path: str) -> None:
     why = fsstate.unsettled(part.fstype, path)
     if why:  # e2fsck replays the journal (and repairs) on the overlay before resize2fs
-        part.notes.append(f"{part.what}: {why}: e2fsck -f -y replays and repairs it on the "
-                          "overlay before shrinking (the report lists what it changed)")
+        part.replay = (f"{part.what}: {why}: e2fsck -f -y replays and repairs it on the "
+                       "overlay before shrinking (what it changed is said after)")
     part.minimum = ext_minimum(path, replay=bool(why))
 
 
@@ -388,10 +399,14 @@ def plan_shrink(image: str, fmt: str, image_size: int, target_size: int,
                 tmpdir: str) -> ShrinkPlan:
     """Fit the image's partitions to a disk of ``target_size`` bytes; raises
     :class:`Refused` with both figures when the data does not fit."""
-    st = os.stat(image)
+    files = _identities(image, fmt)
     table, parts, tail, hybrid = read_parts(image, fmt)
     sp = ShrinkPlan(table.scheme, table.sector_size, image_size, target_size, parts,
-                    tmpdir=tmpdir, tail=tail, image_stat=file_identity(st))
+                    tmpdir=tmpdir, tail=tail, files={k: v for k, v in files.items() if v})
+    if any(v is None for v in files.values()):
+        sp.notes.append("the image is read from a disk (" + ", ".join(
+            k for k, v in files.items() if v is None) + "): nothing may write to it while it "
+            "is restored, a change would not be noticed")
     if hybrid:
         sp.notes.append("the image's hybrid MBR (MBR entries besides the protective one) is "
                         "kept: each of its entries follows its partition to the new place")

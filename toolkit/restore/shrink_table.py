@@ -9,7 +9,8 @@ logical sector size (sfdisk and sgdisk read a regular file as 512-byte sectors):
 - GPT: each entry's first and last LBA; the primary header's backup LBA and last usable
   LBA for the new disk; the backup entry array and header at the disk's end; both CRCs.
   The protective MBR's 0xEE entry covers the new disk; a hybrid MBR's entries that mirror
-  a partition follow it to its new place (else they are left as they were and said).
+  a partition follow it to its new place (else they are left as they were and said), and
+  its 0xEE entry keeps the range it protected.
 - MBR: each primary entry's start and length (its CHS fields marked "use LBA", as
   partitioners do past 8 GB).
 
@@ -33,6 +34,8 @@ def _mbr(sector0: bytes, moves: dict[int, tuple[int, int]], sectors: int,
     """Sector 0 with its entries moved (``moves``: old start LBA -> new start, count); a
     protective entry (0xEE) spanning the disk of ``sectors``."""
     out, notes = bytearray(sector0), []
+    kinds = [out[_MBR_ENTRIES + 16 * i + 4] for i in range(4)]
+    hybrid = protective and any(k not in (0, 0xEE) for k in kinds)
     for i in range(4):
         at = _MBR_ENTRIES + 16 * i
         kind = out[at + 4]
@@ -40,7 +43,10 @@ def _mbr(sector0: bytes, moves: dict[int, tuple[int, int]], sectors: int,
         if kind == 0:
             continue
         if protective and kind == 0xEE:
-            count = min(sectors - 1, 0xFFFFFFFF)
+            # a plain protective MBR spans the disk; a hybrid's 0xEE entry keeps the range it
+            # protected (beside the entries that mirror partitions), within the disk
+            count = min(sectors - 1, 0xFFFFFFFF) if not hybrid else \
+                max(0, min(count, sectors - start))
         elif start in moves:
             start, count = moves[start]
         elif protective:

@@ -41,12 +41,12 @@ def unsettled(fstype: str, device: str) -> str | None:
     holds changes, it is dirty, or its state cannot be read); None when settled."""
     try:
         if fstype == "ntfs":
-            return ntfs_dirty(device) or logfile_state(_head(["ntfscat", "-i", "2", device],
+            return ntfs_dirty(device) or logfile_state(head(["ntfscat", "-i", "2", device],
                                                              LOGFILE_HEAD))
         if fstype in ("ext2", "ext3", "ext4"):
             return ext_state(_read(device, 1024, 1024), fstype)
         if fstype == "xfs":
-            return xfs_log_state(_head(["xfs_logprint", "-t", device], 16384, until=b"state:")
+            return xfs_log_state(head(["xfs_logprint", "-t", device], 16384, until=b"state:")
                                  .decode(errors="replace"))
         return None
     except (OSError, ValueError) as e:
@@ -132,7 +132,7 @@ def _read(device: str, offset: int, size: int) -> bytes:
         os.close(fd)
 
 
-def _head(argv: list[str], size: int, until: bytes | None = None) -> bytes:
+def head(argv: list[str], size: int, until: bytes | None = None) -> bytes:
     """The first ``size`` bytes ``argv`` writes to stdout (or up to the line holding
     ``until``); the program is stopped there. Raises ToolError when it fails first."""
     with tempfile.TemporaryFile() as errf:
