@@ -57,4 +57,5 @@ def _restore(rtk_dirs, image, lun: str, dev: str) -> None:
     screen = wait_result(app, app.restore, timeout=180)
     assert app.restore.result.status == "ok", app.restore.result.message
     assert "RESTORED AND VERIFIED" in screen, screen
+    assert "fitted to the smaller disk: partition 2" in words(render(app, (100, 60)))
     check_small_disk(dev, image, "ntfs")

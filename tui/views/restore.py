@@ -235,6 +235,7 @@ class RestoreSummaryView(ConfirmOverwriteView):
 _PHASES = {"download": "Downloading", "unpack": "Unpacking", "checksum": "Checking the SHA-256",
            "replay": "Copying the VHDX to replay its log",
            "receive": "Receiving the stream (nothing is written yet)",
+           "shrink": "Shrinking the filesystems on an overlay (nothing is written yet)",
            "write": "Writing", "verify": "Verifying", "finish": "Fitting and inspecting the disk"}
 
 
@@ -288,6 +289,8 @@ class RestoreResultView(ResultView):
         if result.input_sha256:
             match = {True: " (matches)", False: " (MISMATCH)"}.get(result.sha256_match, "")
             rows.append(urwid.Text(f"image sha256 {result.input_sha256}{match}"))
+        rows += [urwid.Text(f"fitted to the smaller disk: {step}")
+                 for step in (result.shrink or {}).get("done", [])]
         rows += [urwid.Text(f"fit: {step}") for step in result.fit]
         contents = result.contents or {}
         systems = contents.get("systems") or []
