@@ -319,9 +319,16 @@ def _shrink_plan(image: str, info: ImageInfo, dst: Endpoint,
                  options: RestoreOptions) -> ShrinkPlan | None:
     """The fitting of an image larger than the target (None: it is not larger); refused
     with the reason when it cannot be fitted."""
+    seekable = fits_by_shrinking(info)
+    if info.size is not None and info.size > dst.size and not seekable:
+        raise Refused(f"the target {dst.node} is smaller than the image: target {dst.size} "
+                      f"bytes ({human_size(dst.size)}), image {image} has {info.size} bytes "
+                      f"({human_size(info.size)}); an image is fitted to a smaller disk (its "
+                      "filesystems shrunk) only when read from a local file or disk, not "
+                      "compressed: download or decompress it first")
     geo = info.geometry
     ends = max(geo.parts_end or 0, geo.min_size or 0) if geo else 0
-    if ends > dst.size and not fits_by_shrinking(info):  # known from the first MiB
+    if ends > dst.size and not seekable:  # known from the first MiB, the size perhaps not
         raise Refused(f"{image}: its partition table describes a disk of at least {ends} bytes "
                       f"(partition {geo.last_partition} ends at byte {ends}), more than the "
                       f"target's {dst.size} ({human_size(dst.size)}); an image is fitted to "
@@ -329,12 +336,6 @@ def _shrink_plan(image: str, info: ImageInfo, dst: Endpoint,
                       "compressed: download or decompress it first; nothing was written")
     if info.size is None or info.size <= dst.size:
         return None
-    if not fits_by_shrinking(info):
-        raise Refused(f"the target {dst.node} is smaller than the image: target {dst.size} "
-                      f"bytes ({human_size(dst.size)}), image {image} has {info.size} bytes "
-                      f"({human_size(info.size)}); an image is fitted to a smaller disk (its "
-                      "filesystems shrunk) only when read from a local file or disk, not "
-                      "compressed: download or decompress it first")
     if info.sector_size and info.sector_size != dst.sector_size:
         return None  # refused by check_target, with both sector sizes
     return plan_shrink(image, info.format, info.size, dst.size,
