@@ -282,3 +282,22 @@ def test_lvm_without_lvm2_in_the_live_system_is_said(monkeypatch):
                          "installed in the live system: their logical volumes are not "
                          "looked into")
     assert li._lvm_roots("/dev/sdb", parts[:1], "nvme", None, None) == []
+
+
+def test_the_images_programs_run_in_their_own_namespaces_and_paths_stay_on_the_image(
+        tmp_path):
+    from toolkit.restore import linux_chroot as lc
+    assert lc.argv_in("/mnt/r", ["lsinitramfs", "/boot/x"]) == [
+        "unshare", "--mount", "--pid", "--fork", "--propagation", "private",
+        "--mount-proc=/mnt/r/proc", "chroot", "/mnt/r", "lsinitramfs", "/boot/x"]
+    (tmp_path / "proc").symlink_to("/proc")
+    with pytest.raises(lc.OutOfImage, match="/proc of the image is not a directory"):
+        lc.chroot(str(tmp_path), ["true"])
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "up").symlink_to("../..")
+    dev = {(tmp_path / "etc").stat().st_dev}
+    assert lc.on_image(str(tmp_path), "etc/new/dir", dev) == str(tmp_path / "etc/new/dir")
+    with pytest.raises(lm.MountError, match="leads out of it"):
+        lc.on_image(str(tmp_path), "etc/up/x", dev)
+    with pytest.raises(lc.OutOfImage, match="not the image's own"):
+        lc.on_image(str(tmp_path), "etc", {-1})

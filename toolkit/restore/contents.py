@@ -93,19 +93,29 @@ OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
 EXT = ("ext2", "ext3", "ext4")
 
 
+XFS_MAX = 1024 * 1024  # of a file read from XFS: fstab and os-release are small
+
+
 def xfs_file(node: str, path: str) -> str | None:
-    """The first block of the regular file ``path`` of the XFS filesystem on ``node``
-    (``xfs_db -r``: read-only, no mount, no log replay), cut to the file's size."""
-    out = _out("xfs_db", "-r", "-c", f"path {path}", "-c", "print core.mode core.size",
-               "-c", "dblock 0", "-c", "type text", "-c", "print", node)
+    """The regular file ``path`` of the XFS filesystem on ``node`` (``xfs_db -r``:
+    read-only, no mount, no log replay): its size and the block size first, then each of
+    its blocks printed whole (``type data``), cut to the file's size (at most 1 MiB)."""
+    out = _out("xfs_db", "-r", "-c", "sb 0", "-c", "print blocksize", "-c", f"path {path}",
+               "-c", "print core.mode core.size", node)
     lines = (out or "").splitlines()
-    if len(lines) < 3 or not lines[0].startswith("core.mode = 010"):  # a regular file
+    if len(lines) < 3 or not lines[1].startswith("core.mode = 010"):  # a regular file
         return None
     try:
-        size = int(lines[1].split("=", 1)[1])
-        data = bytes.fromhex("".join(ln.split(":", 1)[1][:50] for ln in lines[2:]
+        block, size = (int(ln.split("=", 1)[1]) for ln in (lines[0], lines[2]))
+        size = min(size, XFS_MAX)
+        cmds = [a for n in range(-(-size // block))
+                for a in ("-c", f"dblock {n}", "-c", "type data", "-c", "print")]
+        out = _out("xfs_db", "-r", "-c", f"path {path}", *cmds, node) if cmds else ""
+        data = bytes.fromhex("".join(ln.split(":", 1)[1] for ln in (out or "").splitlines()
                                      if ":" in ln))
     except ValueError:
+        return None
+    if len(data) < size:
         return None
     return data[:size].decode(errors="replace")
 

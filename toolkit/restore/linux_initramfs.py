@@ -5,15 +5,18 @@ The root is the ext or XFS filesystem (a partition, or a logical volume of the d
 LVM physical volumes) where :func:`toolkit.restore.contents.inspect_disk` found an
 os-release. It is mounted read-write through the write gate's lend, with its own
 ``/boot`` and ``/boot/efi`` when its fstab puts them on other partitions of the disk,
-and the live system's /dev, /proc, /sys, /run bound in (:mod:`linux_mounts`). In a
-chroot, the image's own tool rebuilds the initramfs of every kernel installed in it (a
-``/lib/modules/VERSION`` with its ``/boot/vmlinuz-VERSION``; never the live system's
-version): dracut when the image has it, else update-initramfs. The new initramfs is
-listed (lsinitrd, lsinitramfs: the image's own) for the module of the target's
-controller (the kernel driver sysfs shows for the target disk). When the module is
-missing but the image's kernel has it, it is added to the image's configuration
-(``/etc/initramfs-tools/modules``; dracut: ``/etc/dracut.conf.d/90-rtk-storage.conf``,
-so later kernels get it too) and that kernel's initramfs rebuilt once more. Each fstab
+a fresh /dev (the disk's own nodes), /tmp and /run and the live /sys read-only
+(:mod:`linux_mounts`). In a chroot in its own mount and PID namespaces
+(:mod:`linux_chroot`), the image's own tool rebuilds the initramfs of every kernel
+installed in it (a ``/lib/modules/VERSION`` with its ``/boot/vmlinuz-VERSION``; never
+the live system's version): dracut when the image has it, else update-initramfs. The
+new initramfs must be a regular file on one of the image's own filesystems (not a
+symlink, nor on a tmpfs). It is listed (lsinitrd, lsinitramfs: the image's own) for the
+module of the target's controller (the kernel driver sysfs shows for the target disk).
+When the module is missing but the image's kernel has it, it is added to the image's
+configuration (``/etc/initramfs-tools/modules``; dracut:
+``/etc/dracut.conf.d/90-rtk-storage.conf``, so later kernels get it too; only on the
+image's root filesystem itself) and that kernel's initramfs rebuilt once more. Each fstab
 entry of a device must be on the disk (:mod:`linux_fstab`). Everything done, and what
 was not and why, goes into the report; everything mounted is unmounted in the end.
 
@@ -30,17 +33,18 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import asdict, dataclass, field
 
 from toolkit.errors import Refused
 from toolkit.restore import linux_fstab, windows_drivers
 from toolkit.restore.contents import EXT, exists, os_release, read_file
+from toolkit.restore.linux_chroot import chroot, on_image
 from toolkit.restore.linux_look import (
     DRACUT,
     UPDATE,
     StillMounted,
-    chroot,
     has_module,
     image_tool,
     initramfs_name,
@@ -56,7 +60,6 @@ from toolkit.restore.linux_mounts import (
     MOUNTABLE,
     MountError,
     Mounts,
-    inside,
     lent_nodes,
     logical_volumes,
     lvm_members,
@@ -78,12 +81,16 @@ def rebuild_argv(tool: str, version: str, name: str, exists: bool) -> list[str]:
 
 
 def add_module_config(tool: str, root: str, module: str) -> str | None:
-    """Add ``module`` to the image's initramfs configuration; what was changed (None:
-    it was there already)."""
+    """Add ``module`` to the image's initramfs configuration, on the root's own
+    filesystem (a symlink of the image onto /run, /dev or out of it: refused); what was
+    changed (None: it was there already)."""
     rel = DRACUT_CONF if tool == "dracut" else MODULES_FILE
-    folder = inside(root, os.path.dirname(rel), made=False)  # no symlink out of the image
+    devs = {os.stat(root).st_dev}
+    folder = on_image(root, os.path.dirname(rel), devs)
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(inside(root, os.path.dirname(rel)), os.path.basename(rel))
+    path = os.path.join(on_image(root, os.path.dirname(rel), devs), os.path.basename(rel))
+    if not os.path.isdir(os.path.dirname(path)):
+        raise OSError(f"/{os.path.dirname(rel)} is not a directory in the image: not written")
     text = ""
     with contextlib.suppress(FileNotFoundError), \
             open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)) as f:
@@ -126,21 +133,36 @@ class Outcome:
         return d
 
 
-def _build(root: str, tool: str, version: str) -> dict:
+def built(root: str, name: str, devs: set[int]) -> os.stat_result | None:
+    """The ``lstat`` of the initramfs ``name`` (None: there is none) once it is a
+    regular file on one of the image's filesystems ``devs``; else OSError, in words."""
+    path = os.path.join(on_image(root, os.path.dirname(name), devs), os.path.basename(name))
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{name} is not a regular file in the image (a symlink?): not used")
+    if st.st_dev not in devs:
+        raise OSError(f"{name} is not on one of the image's filesystems: not used")
+    return st
+
+
+def _build(root: str, tool: str, version: str, devs: set[int]) -> dict:
     name = initramfs_name(tool, root, version)
-    path = os.path.join(root, name[1:])
-    before = os.stat(path).st_mtime_ns if os.path.exists(path) else None
+    before = built(root, name, devs)
     chroot(root, rebuild_argv(tool, version, name, before is not None))
-    if not os.path.exists(path) or os.stat(path).st_mtime_ns == before:
+    after = built(root, name, devs)
+    if after is None or before is not None and after.st_mtime_ns == before.st_mtime_ns:
         raise OSError(f"{tool} ended without writing {name}")
-    return {"version": version, "file": name, "size": os.path.getsize(path)}
+    return {"version": version, "file": name, "size": after.st_size}
 
 
 def rebuild_kernel(root: str, tool: str, version: str, module: str | None,
-                   changes: list[str]) -> dict:
+                   changes: list[str], devs: set[int]) -> dict:
     """Rebuild ``version``'s initramfs and look for ``module`` in it (once more after
     adding it to the configuration when it is missing); the kernel's record."""
-    rec = _build(root, tool, version)
+    rec = _build(root, tool, version, devs)
     rec.update(module=module, contains_module=None, state=None)
     if module is None:
         return rec
@@ -153,14 +175,15 @@ def rebuild_kernel(root: str, tool: str, version: str, module: str | None,
         change = add_module_config(tool, root, module)
         if change:  # else the configuration names it already: building again changes nothing
             changes.append(change)
-            rec.update(_build(root, tool, version))
+            rec.update(_build(root, tool, version, devs))
             rec["contains_module"] = has_module(
                 chroot(root, listing_argv(tool, rec["file"])), module)
     return rec
 
 
-def rebuild(root: str, module: str | None, out: Outcome) -> None:
-    """Every installed kernel's initramfs rebuilt, recorded in ``out``."""
+def rebuild(root: str, module: str | None, out: Outcome, devs: set[int]) -> None:
+    """Every installed kernel's initramfs rebuilt, recorded in ``out`` (``devs``: the
+    device numbers of the image's filesystems, where each must be)."""
     out.tool = image_tool(root)
     versions = kernels(root)
     if why := nothing_there(out.tool, versions):
@@ -169,7 +192,7 @@ def rebuild(root: str, module: str | None, out: Outcome) -> None:
     failed = []
     for v in versions:
         try:
-            k = rebuild_kernel(root, out.tool, v, module, out.changes)
+            k = rebuild_kernel(root, out.tool, v, module, out.changes, devs)
             k["message"] = kernel_text(k)
             out.warn |= k.get("contains_module") is False or k.get("state") is None \
                 and module is not None
@@ -252,7 +275,7 @@ def fix_root(disk: str, root: dict, volumes: list[dict], module: str | None, tmp
         with lend(nodes) if lend else contextlib.nullcontext():
             try:
                 out.notes += mount_system(root, fstab or "", volumes, work, mounts)
-                rebuild(work, module, out)
+                rebuild(work, module, out, mounts.devs)
             finally:
                 mounts.close()
     except (MountError, OSError, Refused) as e:  # ToolError, the gate's refusal

@@ -3,10 +3,10 @@ each kernel's initramfs holds a module, without writing a byte of the disk.
 
 The look (:func:`look`, for ``--linux-initramfs auto``) mounts the root and its own
 ``/boot`` read-only with no journal replayed (:func:`linux_mounts.mount_readonly`), on
-devices the kernel itself is told are read-only meanwhile, binds the live system's /dev,
-/proc and /sys in and puts a tmpfs over /tmp and /run (mounting over a directory writes
-nothing to the filesystem). In a chroot, the image's own lsinitramfs (dracut:
-lsinitrd) lists each kernel's existing initramfs.
+devices the kernel itself is told are read-only meanwhile, with a fresh /dev, /tmp and
+/run and the live /sys read-only (mounting over a directory writes nothing to the
+filesystem). In a chroot in its own namespaces (:func:`linux_chroot.chroot`), the
+image's own lsinitramfs (dracut: lsinitrd) lists each kernel's existing initramfs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 
+from toolkit.restore.linux_chroot import ENV, chroot
 from toolkit.restore.linux_mounts import (
     MountError,
     Mounts,
@@ -26,14 +27,10 @@ from toolkit.restore.linux_mounts import (
     mount_readonly,
     read_only,
 )
-from toolkit.system import tools
 
 DRACUT = ("usr/bin/dracut", "usr/sbin/dracut", "sbin/dracut", "bin/dracut")
 UPDATE = ("usr/sbin/update-initramfs", "sbin/update-initramfs")
-ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-       "LANG": "C", "LC_ALL": "C", "HOME": "/root", "DEBIAN_FRONTEND": "noninteractive"}
 LOOK_ENV = {**ENV, "TMPDIR": "/tmp"}  # the tmpfs: not the image's /var/tmp
-BUILD_TIMEOUT = 1800  # an initramfs under software emulation takes minutes
 LOOK_POINTS = ("/boot",)  # where the initramfs files are
 
 
@@ -111,18 +108,6 @@ def has_module(listing: str, module: str) -> bool:
     pat = re.compile(r"(^|/)" + re.escape(norm(module)).replace("_", "[-_]")
                      + r"\.ko(\.(xz|zst|gz|bz2|lz4))?$")
     return any(pat.search(line.split()[-1]) for line in listing.splitlines() if line.split())
-
-
-def chroot(root: str, argv: list[str], env: dict | None = None) -> str:
-    """``argv`` run in the image's chroot; its output. A failure names ``argv``'s tool."""
-    try:
-        return tools.run(["chroot", root, *argv], env=env or ENV,
-                         timeout=BUILD_TIMEOUT).stdout
-    except tools.ToolNotInstalled:
-        raise
-    except tools.ToolError as e:
-        raise tools.ToolError(argv, e.status, e.stderr, stdout=e.stdout,
-                              timeout=BUILD_TIMEOUT if e.timed_out else None) from None
 
 
 def kernel_text(k: dict) -> str:

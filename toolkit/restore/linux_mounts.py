@@ -1,15 +1,17 @@
 """A restored Linux system mounted for a chroot, and everything unmounted again.
 
 The root filesystem read-write, then its ``/boot`` and ``/boot/efi`` when its fstab
-puts them on other partitions of the restored disk, then the live system's ``/dev``,
-``/proc``, ``/sys`` and ``/run`` bound into it (what update-initramfs and dracut read).
+puts them on other partitions of the restored disk (their device numbers kept in
+:attr:`Mounts.devs`), then a fresh /dev with the disk's own nodes, the live /sys
+read-only and a fresh /tmp and /run (:func:`linux_chroot.pseudo`; the live /proc is
+never bound: the image's programs get their own, :func:`linux_chroot.chroot`).
 A mount point that leads out of the root (a symlink in the image) is refused. Every
 mount is undone in reverse order in :meth:`Mounts.close`, lazily when a plain unmount
 fails, and what could not be undone is said. A root on LVM: the volume groups on the
 disk's physical volumes activated in the live system (only those devices looked at)
 and deactivated afterwards. For a look that writes nothing (:mod:`linux_look`), the root
 and its ``/boot`` read-only with no journal replayed, on devices set read-only in the
-kernel meanwhile, and a tmpfs over ``/tmp`` and ``/run``.
+kernel meanwhile, with the same /dev, /sys, /tmp and /run.
 """
 
 from __future__ import annotations
@@ -19,29 +21,32 @@ import fcntl
 import os
 import struct
 
-from toolkit.restore import linux_fstab
+from toolkit.restore import linux_chroot, linux_fstab
+from toolkit.restore.linux_chroot import MountError
 from toolkit.system import blkid, lvm, mount, tools
 
 BOOT_MOUNTS = ("/boot", "/boot/efi")
-BINDS = ("dev", "proc", "sys", "run")
 MOUNTABLE = {"ext2", "ext3", "ext4", "xfs", "vfat", "btrfs"}
 READ_ONLY = {"ext3": ("ro", "noload"), "ext4": ("ro", "noload"),  # no journal replay
              "xfs": ("ro", "norecovery", "nouuid"), "btrfs": ("ro", "rescue=nologreplay")}
-TMPFS = (("tmp", "mode=1777"), ("run", "mode=0755"))
 BLKROSET, BLKROGET = 0x125D, 0x125E  # linux/fs.h: _IO(0x12, 93), _IO(0x12, 94)
-
-
-class MountError(Exception):
-    """A mount the rebuild needs could not be made (said in words)."""
 
 
 class Mounts:
     """The mounts made, undone in reverse by :meth:`close`; ``left``: those that could
-    not be undone even lazily."""
+    not be undone even lazily; ``devs``: the device numbers of the image's own
+    filesystems mounted (:meth:`image`)."""
 
     def __init__(self) -> None:
         self.points: list[str] = []
         self.left: list[str] = []
+        self.devs: set[int] = set()
+
+    def image(self, device: str, where: str, *, fstype: str | None = None,
+              options: tuple[str, ...] = ()) -> None:
+        """Mount a filesystem of the image and keep its device number."""
+        self.mount(device, where, fstype=fstype, options=options)
+        self.devs.add(os.stat(where).st_dev)
 
     def mount(self, device: str, where: str, *, fstype: str | None = None,
               options: tuple[str, ...] = ()) -> None:
@@ -126,34 +131,28 @@ def boot_volumes(fstab: str, volumes: list[dict]) -> tuple[list[tuple[str, dict]
 def mount_readonly(root: dict, fstab: str, volumes: list[dict], where: str, mounts: Mounts,
                    points: tuple[str, ...] = ("/boot",)) -> None:
     """Mount the root volume ``root`` at ``where`` and those of its boot partitions at
-    ``points`` read-only (:func:`readonly_options`), bind the live system's /dev, /proc
-    and /sys in and put a tmpfs over /tmp and /run: nothing written to the image."""
+    ``points`` read-only (:func:`readonly_options`) and the pseudo filesystems
+    (:func:`linux_chroot.pseudo`): nothing written to the image."""
     fs = root.get("fstype")
-    mounts.mount(root["node"], where, fstype=fs, options=readonly_options(fs))
+    mounts.image(root["node"], where, fstype=fs, options=readonly_options(fs))
     for mp, v in boot_volumes(fstab, volumes)[0]:
         if mp in points:
-            mounts.mount(v["node"], inside(where, mp), fstype=v.get("fstype"),
+            mounts.image(v["node"], inside(where, mp), fstype=v.get("fstype"),
                          options=readonly_options(v.get("fstype")))
-    for d in BINDS:
-        if d != "run":
-            mounts.mount(f"/{d}", inside(where, d), options=("bind",))
-    for d, mode in TMPFS:
-        mounts.mount("tmpfs", inside(where, d), fstype="tmpfs",
-                     options=("nosuid", "nodev", mode))
+    linux_chroot.pseudo(where, mounts, linux_chroot.disk_nodes(volumes))
 
 
 def mount_system(root: dict, fstab: str, volumes: list[dict], where: str,
                  mounts: Mounts) -> list[str]:
-    """Mount the root volume ``root`` at ``where``, its boot partitions and the live
-    system's pseudo filesystems; notes on what was not mounted."""
+    """Mount the root volume ``root`` at ``where``, its boot partitions and the pseudo
+    filesystems (:func:`linux_chroot.pseudo`); notes on what was not mounted."""
     fs = root.get("fstype")
-    mounts.mount(root["node"], where, fstype=fs, options=options_for(fs))
+    mounts.image(root["node"], where, fstype=fs, options=options_for(fs))
     pairs, notes = boot_volumes(fstab, volumes)
     for mp, v in pairs:
-        mounts.mount(v["node"], inside(where, mp), fstype=v.get("fstype"),
+        mounts.image(v["node"], inside(where, mp), fstype=v.get("fstype"),
                      options=options_for(v.get("fstype")))
-    for d in BINDS:
-        mounts.mount(f"/{d}", inside(where, d), options=("bind",))
+    linux_chroot.pseudo(where, mounts, linux_chroot.disk_nodes(volumes))
     return notes
 
 

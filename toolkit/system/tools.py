@@ -40,7 +40,7 @@ PACKAGES = {
     "sg_persist": "sg3-utils", "qemu-img": "qemu-utils", "sfdisk": "fdisk",
     "growpart": "cloud-guest-utils", "e2fsck": "e2fsprogs", "resize2fs": "e2fsprogs",
     "debugfs": "e2fsprogs", "ntfsresize": "ntfs-3g", "ntfsls": "ntfs-3g", "ntfs-3g": "ntfs-3g",
-    "xfs_growfs": "xfsprogs", "xfs_db": "xfsprogs", "chroot": "coreutils",
+    "xfs_growfs": "xfsprogs", "xfs_db": "xfsprogs", "chroot": "coreutils", "unshare": "util-linux",
     "lvs": "lvm2", "vgchange": "lvm2", "mdir": "mtools", "efibootmgr": "efibootmgr",
     "ip": "iproute2", "ping": "iputils-ping", "ifdown": "ifupdown", "modprobe": "kmod",
     "pidof": "sysvinit-utils", "udp-receiver": "udpcast", "udp-sender": "udpcast",

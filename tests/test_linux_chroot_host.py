@@ -1,0 +1,186 @@
+"""A malicious or odd Linux image cannot reach the live system through the initramfs
+rebuild: the pruned Debian root of tests/linux_images.py with a symlink of its own
+(``/boot/initrd.img-V.new`` onto the live /run), a build whose programs climb out through
+``/proc/PID/root`` and leave a process running, the configuration the toolkit writes
+behind a symlink onto a tmpfs, and the fresh /dev and read-only /sys the chroot gets.
+Also an XFS fstab longer than one block read whole without a mount. Needs root.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import linux_images as li
+import pytest
+from conftest import MiB
+
+from toolkit.disks import gate
+from toolkit.disks.endpoint import resolve
+from toolkit.disks.inventory import list_disks
+from toolkit.restore import contents, linux_chroot, linux_initramfs, linux_mounts
+from toolkit.restore.linux_chroot import OutOfImage
+
+pytestmark = pytest.mark.host
+
+
+def run(*cmd: str) -> str:
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, f"{' '.join(cmd)}: {p.stderr}{p.stdout}"
+    return p.stdout
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory, need_root):
+    why = li.missing()
+    if why:
+        pytest.skip(why)
+    work = tmp_path_factory.mktemp("linux-image")
+    version = li.pruned_root(work / "root")
+    return SimpleNamespace(work=work, root=work / "root", version=version,
+                           path=li.disk_image(work / "disk.img", work / "root"))
+
+
+def _fix(image_path: Path, loops, tmp_path: Path, module: str | None = "nvme"):
+    """fix_root (mode on) of the disk ``image_path`` (copied) held by the write gate."""
+    copy = tmp_path / "disk.img"
+    run("cp", "--sparse=always", str(image_path), str(copy))
+    dev = loops(copy, partitions=True)
+    with gate.open_target(resolve(dev, list_disks())) as hold:
+        found = contents.inspect_disk(dev)
+        root = next(p for p in found["partitions"] if p.get("os") == "Linux")
+        return linux_initramfs.fix_root(dev, root, found["partitions"], module,
+                                        str(tmp_path), lambda nodes: hold.lend(*nodes),
+                                        "on")
+
+
+def _our_mounts() -> list[str]:
+    with open("/proc/self/mounts") as f:
+        return [ln for ln in f if "rtk-linux-" in ln]
+
+
+def test_a_symlink_onto_the_live_run_is_not_followed_and_the_kernel_failed(
+        image, loops, rtk_dirs, tmp_path):
+    victim = Path("/run") / f"rtk-test-victim-{os.getpid()}"
+    assert not victim.exists()
+    link = image.root / "boot" / f"initrd.img-{image.version}.new"
+    link.symlink_to(victim)
+    try:
+        evil = li.disk_image(image.work / "victim.img", image.root)
+    finally:
+        link.unlink()
+    try:
+        out = _fix(evil, loops, tmp_path)
+        assert not victim.exists()  # the live system's /run never seen by the image
+    finally:
+        if victim.exists():
+            victim.unlink()
+    assert out.status == "failed", out
+    (k,) = out.kernels
+    assert k["failed"] and k["message"] == (
+        f"update-initramfs: /boot/initrd.img-{image.version} is not a regular file in the "
+        "image (a symlink?): not used")
+    assert _our_mounts() == []
+
+
+SCRIPT = ("sleep 4242 & for p in /proc/[0-9]*; do echo out > $p/root{escaped} 2>/dev/null; "
+          "done; ls /proc | grep -c '^[0-9]' >&2; exit 3")
+
+
+def _sleepers() -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() == b"sleep\x004242\x00":
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_the_images_programs_see_only_their_own_processes_and_all_die(
+        image, loops, rtk_dirs, tmp_path, monkeypatch):
+    escaped = tmp_path / "escaped"
+    monkeypatch.setattr(linux_initramfs, "rebuild_argv",
+                        lambda *a: ["sh", "-c", SCRIPT.format(escaped=escaped)])
+    try:
+        out = _fix(image.path, loops, tmp_path)
+        left = _sleepers()
+    finally:
+        for pid in _sleepers():  # the ones this test's build started (on a failure)
+            os.kill(pid, 9)
+    assert not escaped.exists()  # no /proc/PID/root led to the live system's /
+    assert left == []  # the background process died with the build
+    (k,) = out.kernels
+    # /proc: only sh, ls, grep and the sleep of its own namespace (and maybe its subshell)
+    assert k["message"].startswith("update-initramfs: sh failed: ") and \
+        int(k["message"].split(": ")[2].split()[0]) <= 5, k
+    assert _our_mounts() == []
+
+
+def test_the_chroot_gets_a_fresh_dev_with_the_disks_nodes_and_a_read_only_sys(
+        loops, tmp_path):
+    disk = tmp_path / "d.img"
+    with open(disk, "wb") as f:
+        f.truncate(8 * MiB)
+    run("sgdisk", "-n", "1:2048:0", str(disk))
+    dev = loops(disk, partitions=True)
+    where = tmp_path / "root"
+    for d in ("dev", "sys", "tmp", "run", "proc"):
+        (where / d).mkdir(parents=True)
+    mounts = linux_mounts.Mounts()
+    try:
+        linux_chroot.pseudo(str(where), mounts,
+                            linux_chroot.disk_nodes([{"node": f"{dev}p1"}]))
+        names = sorted(os.listdir(where / "dev"))
+        assert os.stat(where / "dev" / os.path.basename(dev)).st_rdev == os.stat(dev).st_rdev
+        with pytest.raises(OSError, match="Read-only file system"):
+            (where / "sys" / "kernel" / "uevent_helper").write_text("x")
+        run_fs = os.stat(where / "run").st_dev
+        assert run_fs not in (os.stat("/run").st_dev, os.stat(where).st_dev)
+    finally:
+        mounts.close()
+    assert names == sorted(["console", "fd", "full", "null", "pts", "random", "shm",
+                            "stderr", "stdin", "stdout", "tty", "urandom", "zero",
+                            os.path.basename(dev), f"{os.path.basename(dev)}p1"])
+    assert mounts.left == [] and os.listdir(where / "dev") == []
+
+
+def test_the_configuration_is_never_written_onto_a_tmpfs_behind_a_symlink(need_root,
+                                                                        tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "run").mkdir()
+    run("mount", "-t", "tmpfs", "tmpfs", str(root / "run"))
+    try:
+        (root / "run" / "x").mkdir()
+        (root / "etc" / "dracut.conf.d").symlink_to("../run/x")
+        with pytest.raises(OutOfImage, match="leads onto a filesystem that is not the "
+                           "image's own"):
+            linux_initramfs.add_module_config("dracut", str(root), "virtio_scsi")
+        assert os.listdir(root / "run" / "x") == []
+    finally:
+        run("umount", str(root / "run"))
+
+
+@pytest.mark.parametrize("block", [4096, 1024])
+def test_an_xfs_fstab_of_1_5_kib_is_read_whole(loops, tmp_path, block):
+    img = tmp_path / "xfs.img"
+    with open(img, "wb") as f:
+        f.truncate(320 * MiB)
+    dev = loops(img)
+    run("mkfs.xfs", "-q", "-f", "-b", f"size={block}", dev)
+    text = "".join(f"UUID=0000-{n:04d} /srv/d{n:04d} xfs defaults 0 0\n" for n in range(36))
+    assert 1400 < len(text) < 1700
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    run("mount", dev, str(mnt))
+    try:
+        (mnt / "etc").mkdir()
+        (mnt / "etc" / "fstab").write_text(text)
+    finally:
+        run("umount", str(mnt))
+    assert contents.xfs_file(dev, "/etc/fstab") == text
