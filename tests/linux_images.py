@@ -17,6 +17,7 @@ import contextlib
 import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 # build_iso.sh leaves it there (its lb clean runs before the build, not after)
@@ -135,3 +136,17 @@ def disk_image(path: Path, root: Path, boot_mib: int = 64, root_mib: int = 352) 
                     f.write(chunk)
             fs.unlink()
     return path
+
+
+def module_image(tmp_path_factory):
+    """For a module-scoped fixture: a pruned Debian root and the GPT disk image made of it
+    (``work``, ``root``, ``version``, ``path``); skipped with the reason when the ISO
+    build's chroot is absent."""
+    import pytest
+    why = missing()
+    if why:
+        pytest.skip(why)
+    work = tmp_path_factory.mktemp("linux-image")
+    version = pruned_root(work / "root")
+    return SimpleNamespace(work=work, root=work / "root", version=version,
+                           path=disk_image(work / "disk.img", work / "root"))

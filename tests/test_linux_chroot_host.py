@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import linux_images as li
 import pytest
@@ -34,13 +33,7 @@ def run(*cmd: str) -> str:
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory, need_root):
-    why = li.missing()
-    if why:
-        pytest.skip(why)
-    work = tmp_path_factory.mktemp("linux-image")
-    version = li.pruned_root(work / "root")
-    return SimpleNamespace(work=work, root=work / "root", version=version,
-                           path=li.disk_image(work / "disk.img", work / "root"))
+    return li.module_image(tmp_path_factory)
 
 
 def _fix(image_path: Path, loops, tmp_path: Path, module: str | None = "nvme"):

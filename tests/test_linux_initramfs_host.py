@@ -94,13 +94,7 @@ def test_an_xfs_file_is_read_without_mounting_and_a_missing_one_is_none(tmp_path
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory, need_root):
-    why = li.missing()
-    if why:
-        pytest.skip(why)
-    work = tmp_path_factory.mktemp("linux-image")
-    version = li.pruned_root(work / "root")
-    return SimpleNamespace(path=li.disk_image(work / "disk.img", work / "root"),
-                           root=work / "root", version=version)
+    return li.module_image(tmp_path_factory)
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from toolkit.disks.filesystems import unescape
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -24,20 +26,6 @@ class Mount:
         return None
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040...)."""
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1 : i + 4]
-        if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str) -> list[Mount]:
     """Parse /proc/self/mountinfo.
 
@@ -54,7 +42,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
         lf, rf = left.split(), right.split()
         if len(lf) < 5 or len(rf) < 2:
             continue
-        mounts.append(Mount(lf[2], _unescape(lf[4]), rf[0], _unescape(rf[1]),
+        mounts.append(Mount(lf[2], unescape(lf[4]), rf[0], unescape(rf[1]),
                             frozenset(lf[5].split(",")) if len(lf) > 5 else frozenset(),
                             tuple(rf[2].split(",")) if len(rf) > 2 else ()))
     return mounts
@@ -72,5 +60,5 @@ def parse_swaps(text: str) -> list[str]:
     for line in text.splitlines()[1:]:
         fields = line.split()
         if fields:
-            out.append(_unescape(fields[0]))
+            out.append(unescape(fields[0]))
     return out

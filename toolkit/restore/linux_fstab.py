@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from toolkit.disks.filesystems import unescape
+
 TAGS = {"UUID": "fs_uuid", "LABEL": "label", "PARTUUID": "uuid", "PARTLABEL": "name"}
 BY = {"/dev/disk/by-uuid/": "UUID", "/dev/disk/by-label/": "LABEL",
       "/dev/disk/by-partuuid/": "PARTUUID", "/dev/disk/by-partlabel/": "PARTLABEL"}
@@ -37,19 +39,6 @@ class Entry:
     def optional(self) -> bool:
         """The boot does not wait for it (``nofail``, ``noauto``)."""
         return bool({"nofail", "noauto"} & set(self.options))
-
-
-def unescape(field: str) -> str:
-    """fstab's octal escapes (``\\040`` is a space)."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit() and len(field) >= i + 4:
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 def parse(text: str) -> list[Entry]:
