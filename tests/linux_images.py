@@ -8,12 +8,14 @@ ones (depmod run again in the copy). Its initramfs is built on the host in a chr
 lacks the NVMe and virtio-scsi modules. Then the image's own configuration is set to
 ``MODULES=dep`` (what a system tuned for its hardware has). The disk: GPT, p1 /boot
 (ext4), p2 the root (ext4), with an fstab naming both by UUID, plus one entry whose UUID
-is on no partition (:data:`MISSING_UUID`).
+is on no partition (:data:`MISSING_UUID`). :func:`lvm_disk_image`: the same with the root
+on a logical volume of an LVM physical volume (p2).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -89,6 +91,9 @@ def pruned_root(dest: Path) -> str:
     _chroot(dest, "depmod", "-a", version)
     (dest / "boot" / f"vmlinuz-{version}").write_bytes(
         (CHROOT / "boot" / f"vmlinuz-{version}").read_bytes())
+    # LVM as Debian installs it (the ISO's hook 0220 turns autoactivation off: a system
+    # with it would not activate its own root volume group at boot)
+    (dest / "etc" / "lvm" / "lvmlocal.conf").write_text("local {\n}\n")  # Debian's
     conf = dest / "etc" / "initramfs-tools" / "initramfs.conf"
     conf.write_text(conf.read_text().replace("MODULES=most", "MODULES=list"))
     (dest / "etc" / "initramfs-tools" / "modules").write_text("# no modules\n")
@@ -109,32 +114,96 @@ def listing(root: Path, initramfs: str) -> str:
     return _chroot(root, "lsinitramfs", initramfs)
 
 
-def disk_image(path: Path, root: Path, boot_mib: int = 64, root_mib: int = 352) -> Path:
-    """The GPT disk image: p1 /boot, p2 the root (ext4 made from ``root`` with mkfs -d)."""
-    total = (2 + boot_mib + root_mib + 1) * MiB
-    with open(path, "wb") as f:
-        f.truncate(total)
-    run("sgdisk", "-n", f"1:2048:+{boot_mib}M", "-t", "1:8300", "-c", "1:boot",
-        "-n", "2:0:0", "-t", "2:8300", "-c", "2:root", str(path))
+def _filesystems(path: Path, root: Path, boot_mib: int, root_bytes: int) -> tuple:
+    """The two ext4 filesystem files made from ``root``: its /boot, and the rest."""
     boot_fs, root_fs = path.with_suffix(".boot"), path.with_suffix(".root")
     staging = root.parent / "boot-staging"
     run("cp", "-a", str(root / "boot"), str(staging))
     run("sh", "-c", f"rm -rf {root / 'boot'}/* ")
     try:
-        for fs, mib, src, uuid, label in ((boot_fs, boot_mib, staging, BOOT_UUID, "boot"),
-                                          (root_fs, root_mib - 1, root, ROOT_UUID, "root")):
+        for fs, size, src, uuid, label in ((boot_fs, boot_mib * MiB, staging, BOOT_UUID,
+                                            "boot"),
+                                           (root_fs, root_bytes, root, ROOT_UUID, "root")):
             with open(fs, "wb") as f:
-                f.truncate(mib * MiB)
+                f.truncate(size)
             run("mkfs.ext4", "-q", "-F", "-U", uuid, "-L", label, "-d", str(src), str(fs))
     finally:
         run("sh", "-c", f"cp -a {staging}/. {root / 'boot'}/ && rm -rf {staging}")
+    return boot_fs, root_fs
+
+
+def _place(path: Path, pieces) -> None:
+    """Each (filesystem file, byte offset) of ``pieces`` copied into ``path``, then removed."""
     with open(path, "r+b") as f:
-        for fs, at in ((boot_fs, 2048 * 512), (root_fs, (2048 + boot_mib * 2048) * 512)):
+        for fs, at in pieces:
             f.seek(at)
             with open(fs, "rb") as src:
                 while chunk := src.read(8 * MiB):
                     f.write(chunk)
             fs.unlink()
+
+
+def _gpt(path: Path, boot_mib: int, rest_mib: int, rest_type: str, rest_name: str) -> None:
+    with open(path, "wb") as f:
+        f.truncate((2 + boot_mib + rest_mib + 1) * MiB)
+    run("sgdisk", "-n", f"1:2048:+{boot_mib}M", "-t", "1:8300", "-c", "1:boot",
+        "-n", "2:0:0", "-t", f"2:{rest_type}", "-c", f"2:{rest_name}", str(path))
+
+
+def disk_image(path: Path, root: Path, boot_mib: int = 64, root_mib: int = 352) -> Path:
+    """The GPT disk image: p1 /boot, p2 the root (ext4 made from ``root`` with mkfs -d)."""
+    _gpt(path, boot_mib, root_mib, "8300", "root")
+    boot_fs, root_fs = _filesystems(path, root, boot_mib, (root_mib - 1) * MiB)
+    _place(path, ((boot_fs, MiB), (root_fs, (1 + boot_mib) * MiB)))
+    return path
+
+
+# The LVM image's volume group and logical volume (the root), and the fstab's name of it
+VG, LV = "rtkvg", "root"
+LV_NODE = f"/dev/mapper/{VG}-{LV}"
+# LVM on the host: no device-mapper (the logical volume is made, never activated), no udev
+# daemon, and the lock directory in the chroot's /tmp
+LVM_CONF = ("devices { obtain_device_list_from_udev = 0 } "
+            "activation { udev_sync = 0 udev_rules = 0 } global { locking_dir = \"/tmp\" }")
+
+
+def _lvm(root: Path, *args: str) -> str:
+    """The image's own ``lvm`` (from the ISO build's chroot) run in ``root``."""
+    return _chroot(root, "lvm", *args, "--config", LVM_CONF)
+
+
+def lvm_disk_image(path: Path, root: Path, boot_mib: int = 64, pv_mib: int = 352) -> Path:
+    """The GPT disk image with the root on LVM: p1 /boot (ext4), p2 an LVM physical volume
+    of the volume group :data:`VG` whose one logical volume :data:`LV` holds the root
+    (ext4). Made on the host without device-mapper: the image's own lvm writes the
+    metadata (the volume never activated, ``--zero n``) and the root's filesystem is put
+    where the volume's first extent is (the physical volume's pe_start). The fstab names
+    the root by its /dev/mapper path, as Debian's installer writes it."""
+    _gpt(path, boot_mib, pv_mib, "8e00", "lvm")
+    pv_at = (1 + boot_mib) * MiB
+    fstab = root / "etc" / "fstab"
+    fstab.write_text(fstab.read_text().replace(f"UUID={ROOT_UUID} ", f"{LV_NODE} "))
+    p2 = json.loads(run("sfdisk", "--json", str(path)))["partitiontable"]["partitions"][1]
+    assert p2["start"] * 512 == pv_at, p2
+    loop = run("losetup", "-f", "--show", "-o", str(pv_at), "--sizelimit",
+               str(p2["size"] * 512), str(path)).strip()
+    try:
+        with _pseudo(root):
+            on = ("--devices", loop)
+            _lvm(root, "pvcreate", *on, "-y", loop)
+            _lvm(root, "vgcreate", *on, VG, loop)
+            _lvm(root, "lvcreate", *on, "--driverloaded", "n", "--activate", "n", "--zero",
+                 "n", "-y",
+                 "-l", "100%FREE", "-n", LV, VG)
+            pe_start = int(_lvm(root, "pvs", *on, "--noheadings", "--nosuffix", "--units",
+                                "b", "-o", "pe_start", loop).strip())
+            lv = _lvm(root, "lvs", *on, "--noheadings", "--nosuffix", "--units", "b",
+                      "-o", "lv_size,seg_pe_ranges", f"{VG}/{LV}").split()
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+    assert lv[1] == f"{loop}:0-{int(lv[0]) // (4 * MiB) - 1}", lv  # from extent 0, 4 MiB
+    boot_fs, root_fs = _filesystems(path, root, boot_mib, int(lv[0]))
+    _place(path, ((boot_fs, MiB), (root_fs, pv_at + pe_start)))
     return path
 
 

@@ -21,7 +21,12 @@ reaches a root shell through the menu's Shell entry on the serial console. In th
 - a Debian image (tests/linux_images.py) whose initramfs lacks the NVMe module, restored
   onto a second NVMe disk: ``rtk restore`` rebuilds its initramfs in a chroot with the
   image's own update-initramfs, and the new one, read on the host from the disk's image
-  file, holds nvme.
+  file, holds nvme;
+- the same image with its root on LVM (a volume group on p2, the fstab naming
+  /dev/mapper/rtkvg-root), restored onto a virtio-scsi disk while a copy of that image is
+  attached from the boot on: LVM activated neither copy by itself (hook 0220), the
+  restore activated the target's group alone, and the rebuilt initramfs holds virtio_scsi
+  and LVM's tools.
 
 The guest's probe is saved as ``guest-probe-controllers.json`` in the test's directory:
 the fixture of tests/test_disks_controllers_unit.py is a copy of it. RTK_VM_DEV=1 pushes
@@ -72,6 +77,9 @@ KINDS = [
 ]
 # the Linux image's disk: another NVMe controller, large enough for tests/linux_images.py
 LINUX_SERIAL, LINUX_MiB = "RTKNVMELX08", 448
+# the LVM image's disk, on virtio-scsi; and a copy of that image attached from the boot on,
+# as a BDR snapshot of the same node would be: the same volume group, never activated
+LVM_SERIAL, LVM_COPY_SERIAL = "RTKVSCSILV09", "RTKVDLVM03"
 SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 SETUP_MODE_VAR = "/sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
@@ -120,9 +128,30 @@ def _thin_source(path):
     return path
 
 
+def _linux_images(work):
+    """The Debian images of tests/linux_images.py, made before the boot from one pruned
+    root: ``linux.img.zst`` (root on p2) and ``lvm.img.zst`` (root on LVM), each with its
+    SHA-256, and ``lvm-copy.img`` (attached to the guest); None without the ISO build's
+    chroot (the tests that need them say why they skip)."""
+    if linux_images.missing():
+        return None
+    root = work / "linux-root"
+    version = linux_images.pruned_root(root)
+    images = {"root": root, "version": version}
+    for name, make in (("linux", linux_images.disk_image), ("lvm", linux_images.lvm_disk_image)):
+        image = make(work / f"{name}.img", root)
+        if name == "lvm":
+            _run("cp", "--sparse=always", str(image), str(work / "lvm-copy.img"))
+        _run("zstd", "-q", "-T0", "--rm", str(image))  # NAME.img.zst
+        images[name] = hashlib.sha256((work / f"{name}.img.zst").read_bytes()).hexdigest()
+    return images
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, need_root, iso):
     work = tmp_path_factory.mktemp("vmhardware")
+    linux = _linux_images(work)
+    lvm_copy = [(work / "lvm-copy.img", LVM_COPY_SERIAL)] if linux else []
     image, image_sha = _restore_image(work)
     vd_src = work / "vd-src.img"
     vd_src.write_bytes(random.Random(4).randbytes(SOURCE_MiB * MiB))
@@ -135,11 +164,15 @@ def lab(tmp_path_factory, need_root, iso):
     controllers = [(kind, _blank(work / f"{kind}.img", CONTROLLER_MiB), serial)
                    for kind, serial, *_ in KINDS]
     guest = Guest(work, iso, secure_boot=True, name="hardware",
-                  disks=[(vd_src, VD_SRC), (_blank(work / "vd-dst.img", SOURCE_MiB), VD_DST)],
-                  controller_disks=[*controllers, ("nvme", _blank(work / "linux-nvme.img",
-                                                                  LINUX_MiB), LINUX_SERIAL)])
+                  disks=[(vd_src, VD_SRC), (_blank(work / "vd-dst.img", SOURCE_MiB), VD_DST),
+                         *lvm_copy],
+                  controller_disks=[*controllers,
+                                    ("nvme", _blank(work / "linux-nvme.img", LINUX_MiB),
+                                     LINUX_SERIAL),
+                                    ("virtio-scsi", _blank(work / "lvm-vscsi.img", LINUX_MiB),
+                                     LVM_SERIAL)])
     lab = {"work": work, "guest": guest, "image": image, "image_sha": image_sha,
-           "src_lun": src_lun, "vd_src": vd_src, "http": http}
+           "src_lun": src_lun, "vd_src": vd_src, "http": http, "linux": linux}
     try:
         guest.wait_menu(timeout=600)
         lab["boot_s"] = guest.elapsed()
@@ -320,16 +353,16 @@ def _initramfs_on_disk(disk, root, version: str) -> str:
         (root / "tmp" / name).unlink()
 
 
+def _linux(lab) -> dict:
+    if not lab["linux"]:
+        pytest.skip(linux_images.missing())
+    return lab["linux"]
+
+
 def test_linux_image_gets_an_initramfs_with_the_nvme_module(lab):
-    why = linux_images.missing()
-    if why:
-        pytest.skip(why)
-    g, work = lab["guest"], lab["work"]
-    root = work / "linux-root"
-    version = linux_images.pruned_root(root)
-    image = linux_images.disk_image(work / "linux.img", root)
-    _run("zstd", "-q", "-T0", "--rm", str(image))  # linux.img.zst
-    sha = hashlib.sha256((work / "linux.img.zst").read_bytes()).hexdigest()
+    linux = _linux(lab)
+    g, work, root, version = lab["guest"], lab["work"], linux["root"], linux["version"]
+    sha = linux["linux"]
     assert "/nvme.ko" not in linux_images.listing(root, f"/boot/initrd.img-{version}")
     dev = _disks(lab)[LINUX_SERIAL]["path"]
     url = lab["http"].url("linux.img.zst", host="10.0.2.2")
@@ -347,3 +380,47 @@ def test_linux_image_gets_an_initramfs_with_the_nvme_module(lab):
     g.run("sync")
     listing = _initramfs_on_disk(work / "linux-nvme.img", root, version)
     assert "/nvme.ko" in listing, "the rebuilt initramfs on the disk lacks nvme"
+
+
+def _active(g) -> str:
+    """The device-mapper devices of the guest (LVM's active logical volumes)."""
+    return g.run("dmsetup ls 2>&1").strip()
+
+
+def test_linux_root_on_lvm_gets_an_initramfs_with_the_virtio_scsi_module(lab):
+    """The root on a logical volume, restored onto a virtio-scsi disk while a copy of the
+    same volume group is attached: LVM activated nothing by itself at boot nor when the
+    restore wrote the disk; the restore activated the target's volume group alone
+    (``--devices``), rebuilt the initramfs, checked the fstab's /dev/mapper root, and left
+    nothing active or mounted."""
+    linux = _linux(lab)
+    g, work, root, version = lab["guest"], lab["work"], linux["root"], linux["version"]
+    disks = _disks(lab)
+    copy, dev = disks[LVM_COPY_SERIAL]["path"], disks[LVM_SERIAL]["path"]
+    vg, lv = linux_images.VG, linux_images.LV
+    # the copy's volume group is seen, and was not activated at boot
+    seen = g.run(f"lvs --devices {copy}2 --noheadings -o vg_name,lv_name,lv_active 2>&1")
+    assert seen.split()[:2] == [vg, lv] and "active" not in seen.split()[2:], seen
+    assert _active(g) == "No devices found", _active(g)
+    assert "/virtio_scsi.ko" not in linux_images.listing(root, f"/boot/initrd.img-{version}")
+    url = lab["http"].url("lvm.img.zst", host="10.0.2.2")
+    out = g.run(f"rtk restore {url} {dev} --sha256 {linux['lvm']} --yes --target-id "
+                f"{LVM_SERIAL} 2>/dev/null; echo rc=$?", timeout=2400)
+    print("\n".join(ln for ln in out.splitlines() if ln.startswith(("linux", "system"))))
+    assert "rc=0" in out and f"onto {dev}, verified" in out, out
+    assert f"linux initramfs: logical volume {vg}/{lv}: rebuilt: update-initramfs: " \
+           f"{version}: /boot/initrd.img-{version}" in out, out
+    assert "holds virtio_scsi" in out, out
+    assert f"{linux_images.LV_NODE} (/)" not in out, out  # the root's entry resolved
+    assert f"fstab line 5: UUID={linux_images.MISSING_UUID} (/srv/data) is on no " \
+           f"partition of this disk ({dev})" in out, out
+    g.run("udevadm settle")
+    # deactivated after; the copy's group untouched; nothing mounted
+    assert _active(g) == "No devices found", _active(g)
+    assert "rtk-linux-" not in g.run("cat /proc/mounts")
+    g.run("sync")
+    listing = _initramfs_on_disk(work / "lvm-vscsi.img", root, version)
+    assert "/virtio_scsi.ko" in listing, "the rebuilt initramfs on the disk lacks virtio_scsi"
+    # what the image needs to find its root: device-mapper, lvm and its udev rules
+    for name in ("/dm-mod.ko", "usr/sbin/lvm\n", "/69-lvm.rules"):
+        assert name in listing + "\n", f"the rebuilt initramfs lacks {name.strip()}"
