@@ -58,5 +58,11 @@ if [ $# -eq 0 ]; then
     echo "== ISO"
     ./build_iso.sh
 fi
+# Debian 13's dracut-core for the dracut host test (tests/dracut_debs.py: cached, verified
+# with the ISO chroot's archive keyring); needs build/iso/chroot, so only after a build
+if [ -d build/iso/chroot/usr/share/keyrings ]; then
+    echo "== dracut-core .deb for the dracut host test"
+    python3 tests/dracut_debs.py
+fi
 echo "== pytest $*"
 exec .venv/bin/python -m pytest "$@"

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from toolkit.errors import Refused
 from toolkit.restore import linux_fstab, windows_drivers
 from toolkit.restore.contents import EXT, exists, os_release, read_file
-from toolkit.restore.linux_chroot import chroot, on_image
+from toolkit.restore.linux_chroot import ENV, chroot, on_image
 from toolkit.restore.linux_look import (
     DRACUT,
     UPDATE,
@@ -72,6 +72,10 @@ MODES = ("auto", "on", "off")
 MODULES_FILE = "etc/initramfs-tools/modules"
 DRACUT_CONF = "etc/dracut.conf.d/90-rtk-storage.conf"
 ANYWAY = "(--linux-initramfs on rebuilds it anyway)"
+NEW = ".rtk-new"  # dracut's output, renamed over the initramfs once whole
+# the tools' work trees on the chroot's fresh /tmp (a tmpfs), not on the image's /var/tmp:
+# a root filesystem with little room left must not fail the build nor be filled
+BUILD_ENV = {**ENV, "TMPDIR": "/tmp"}
 
 
 def rebuild_argv(tool: str, version: str, name: str, exists: bool) -> list[str]:
@@ -136,9 +140,8 @@ class Outcome:
 def built(root: str, name: str, devs: set[int]) -> os.stat_result | None:
     """The ``lstat`` of the initramfs ``name`` (None: there is none) once it is a
     regular file on one of the image's filesystems ``devs``; else OSError, in words."""
-    path = os.path.join(on_image(root, os.path.dirname(name), devs), os.path.basename(name))
     try:
-        st = os.lstat(path)
+        st = os.lstat(_in_image(root, name, devs))
     except FileNotFoundError:
         return None
     if not stat.S_ISREG(st.st_mode):
@@ -148,10 +151,35 @@ def built(root: str, name: str, devs: set[int]) -> os.stat_result | None:
     return st
 
 
+def _in_image(root: str, name: str, devs: set[int]) -> str:
+    """The host's path of the image's file ``name`` (its folder on the image)."""
+    return os.path.join(on_image(root, os.path.dirname(name), devs), os.path.basename(name))
+
+
+def _dracut_beside(root: str, version: str, name: str, devs: set[int]) -> None:
+    """dracut builds ``name`` as ``name.rtk-new`` then renamed over it: dracut writes its
+    output in place and removes it when that fails (a full /boot), which would leave the
+    image with no initramfs at all; update-initramfs already writes beside and renames."""
+    new = name + NEW
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_in_image(root, new, devs))  # an old one, or the image's own symlink
+    try:
+        chroot(root, rebuild_argv("dracut", version, new, False), BUILD_ENV)
+        if built(root, new, devs) is None:
+            raise OSError(f"dracut ended without writing {name}")
+        os.replace(_in_image(root, new, devs), _in_image(root, name, devs))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_in_image(root, new, devs))
+
+
 def _build(root: str, tool: str, version: str, devs: set[int]) -> dict:
     name = initramfs_name(tool, root, version)
     before = built(root, name, devs)
-    chroot(root, rebuild_argv(tool, version, name, before is not None))
+    if tool == "dracut":
+        _dracut_beside(root, version, name, devs)
+    else:
+        chroot(root, rebuild_argv(tool, version, name, before is not None), BUILD_ENV)
     after = built(root, name, devs)
     if after is None or before is not None and after.st_mtime_ns == before.st_mtime_ns:
         raise OSError(f"{tool} ended without writing {name}")
