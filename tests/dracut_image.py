@@ -8,8 +8,6 @@ naming it wins, dracut says so), so the toolkit's rebuild has it to add.
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,12 +15,11 @@ import dracut_debs
 import linux_images as li
 
 OMIT_CONF = "etc/dracut.conf.d/10-no-nvme.conf"
-# dracut builds in /var/tmp (the image's root: its tree of the generic initramfs is tens
-# of MB) and writes the new ~24 MB file beside the old one: linux_images' default sizes
-# (352 MiB root, 308 MB used) fail with "Creation of ... failed" (and dracut removes the
-# old initramfs)
+# the generic (--no-hostonly) initramfs is ~24 MB and the rebuild writes the new one
+# beside the old one: more room than linux_images' defaults (64 MiB /boot, 352 MiB root
+# with 308 MB used), where dracut's tree in the image's /var/tmp (before the toolkit set
+# TMPDIR=/tmp) made it fail
 BOOT_MIB, ROOT_MIB = 128, 512
-ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", "HOME": "/root"}
 
 
 def missing() -> str | None:
@@ -30,23 +27,6 @@ def missing() -> str | None:
     if why := li.missing():
         return why
     return dracut_debs.debs()[1]
-
-
-def chroot(root: Path, *cmd: str) -> str:
-    return li.run("chroot", str(root), *cmd, env=ENV)
-
-
-@contextlib.contextmanager
-def _pseudo(root: Path):
-    done = []
-    try:
-        for d in ("dev", "proc", "sys"):
-            li.run("mount", "--bind", f"/{d}", str(root / d))
-            done.append(root / d)
-        yield
-    finally:
-        for d in reversed(done):
-            subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
 def make_dracut(root: Path, version: str) -> str:
@@ -60,14 +40,14 @@ def make_dracut(root: Path, version: str) -> str:
     (root / OMIT_CONF).parent.mkdir(parents=True, exist_ok=True)
     (root / OMIT_CONF).write_text('# built for a machine without NVMe\nomit_drivers+=" nvme "\n')
     name = f"/boot/initrd.img-{version}"
-    with _pseudo(root):
-        chroot(root, "dracut", "--force", "--no-hostonly", name, version)
+    with li.pseudo(root):
+        li.in_chroot(root, "dracut", "--force", "--no-hostonly", name, version)
     return name
 
 
 def listing(root: Path, initramfs: str) -> str:
     """``lsinitrd`` of ``initramfs`` (a path in the image), run in its chroot."""
-    return chroot(root, "lsinitrd", initramfs)
+    return li.in_chroot(root, "lsinitrd", initramfs)
 
 
 def module_image(tmp_path_factory):

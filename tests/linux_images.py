@@ -57,13 +57,15 @@ def kernel_version() -> str:
     return sorted(os.listdir(CHROOT / "usr" / "lib" / "modules"))[-1]
 
 
-def _chroot(root: Path, *cmd: str) -> str:
+def in_chroot(root: Path, *cmd: str) -> str:
+    """``cmd`` run in ``root`` with chroot (the image's own programs)."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", "HOME": "/root"}
     return run("chroot", str(root), *cmd, env=env)
 
 
 @contextlib.contextmanager
-def _pseudo(root: Path):
+def pseudo(root: Path):
+    """The host's /dev, /proc and /sys bound into ``root`` meanwhile."""
     done = []
     try:
         for d in ("dev", "proc", "sys"):
@@ -88,7 +90,7 @@ def pruned_root(dest: Path) -> str:
     (dest / mods).mkdir(parents=True)
     run("sh", "-c", f"cd {CHROOT / mods} && tar -cf - modules.order modules.builtin* "
         f"{' '.join(MODULE_DIRS)} | tar -C {dest / mods} -xf -")
-    _chroot(dest, "depmod", "-a", version)
+    in_chroot(dest, "depmod", "-a", version)
     (dest / "boot" / f"vmlinuz-{version}").write_bytes(
         (CHROOT / "boot" / f"vmlinuz-{version}").read_bytes())
     # LVM as Debian installs it (the ISO's hook 0220 turns autoactivation off: a system
@@ -97,8 +99,8 @@ def pruned_root(dest: Path) -> str:
     conf = dest / "etc" / "initramfs-tools" / "initramfs.conf"
     conf.write_text(conf.read_text().replace("MODULES=most", "MODULES=list"))
     (dest / "etc" / "initramfs-tools" / "modules").write_text("# no modules\n")
-    with _pseudo(dest):
-        _chroot(dest, "update-initramfs", "-c", "-k", version)
+    with pseudo(dest):
+        in_chroot(dest, "update-initramfs", "-c", "-k", version)
     conf.write_text(conf.read_text().replace("MODULES=list", "MODULES=dep"))
     (dest / "etc" / "fstab").write_text(
         "# /etc/fstab: static file system information.\n"
@@ -111,7 +113,7 @@ def pruned_root(dest: Path) -> str:
 
 def listing(root: Path, initramfs: str) -> str:
     """``lsinitramfs`` of ``initramfs`` (a path in the image), run in its chroot."""
-    return _chroot(root, "lsinitramfs", initramfs)
+    return in_chroot(root, "lsinitramfs", initramfs)
 
 
 def _filesystems(path: Path, root: Path, boot_mib: int, root_bytes: int) -> tuple:
@@ -169,7 +171,7 @@ LVM_CONF = ("devices { obtain_device_list_from_udev = 0 } "
 
 def _lvm(root: Path, *args: str) -> str:
     """The image's own ``lvm`` (from the ISO build's chroot) run in ``root``."""
-    return _chroot(root, "lvm", *args, "--config", LVM_CONF)
+    return in_chroot(root, "lvm", *args, "--config", LVM_CONF)
 
 
 def lvm_disk_image(path: Path, root: Path, boot_mib: int = 64, pv_mib: int = 352) -> Path:
@@ -188,7 +190,7 @@ def lvm_disk_image(path: Path, root: Path, boot_mib: int = 64, pv_mib: int = 352
     loop = run("losetup", "-f", "--show", "-o", str(pv_at), "--sizelimit",
                str(p2["size"] * 512), str(path)).strip()
     try:
-        with _pseudo(root):
+        with pseudo(root):
             on = ("--devices", loop)
             _lvm(root, "pvcreate", *on, "-y", loop)
             _lvm(root, "vgcreate", *on, VG, loop)
@@ -219,3 +221,37 @@ def module_image(tmp_path_factory):
     version = pruned_root(work / "root")
     return SimpleNamespace(work=work, root=work / "root", version=version,
                            path=disk_image(work / "disk.img", work / "root"))
+
+
+def our_mounts() -> list[str]:
+    """The mounts the restore's Linux step made (``rtk-linux-*``) still there."""
+    with open("/proc/self/mounts") as f:
+        return [ln for ln in f if "rtk-linux-" in ln]
+
+
+@contextlib.contextmanager
+def held_images(loops, tmp_path: Path):
+    """Yields ``make(image_path, mode="on")``: a copy of the image on a loop device held
+    by the write gate, as the restore leaves it for its Linux step; returns ``(dev, plan,
+    res, hold)``. Every hold closed at the end."""
+    from toolkit.disks import gate
+    from toolkit.disks.endpoint import resolve
+    from toolkit.disks.inventory import list_disks
+    from toolkit.restore import RestoreOptions, contents
+    holds = []
+
+    def make(image_path: Path, mode: str = "on"):
+        copy = tmp_path / "disk.img"
+        run("cp", "--sparse=always", str(image_path), str(copy))
+        dev = loops(copy, partitions=True)
+        target = resolve(dev, list_disks())
+        hold = gate.open_target(target)
+        holds.append(hold)
+        plan = SimpleNamespace(options=RestoreOptions(linux_initramfs=mode,
+                                                      tmpdir=str(tmp_path)), target=target)
+        return dev, plan, SimpleNamespace(contents=contents.inspect_disk(dev), warnings=[]), hold
+    try:
+        yield make
+    finally:
+        for h in holds:
+            h.close()

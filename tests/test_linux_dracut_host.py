@@ -15,16 +15,13 @@ import hashlib
 import os
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import dracut_image as di
+import linux_images as li
 import pytest
 from conftest import MiB
 
-from toolkit.disks import gate
-from toolkit.disks.endpoint import resolve
-from toolkit.disks.inventory import list_disks
-from toolkit.restore import RestoreOptions, contents, linux_initramfs
+from toolkit.restore import linux_initramfs
 
 pytestmark = pytest.mark.host
 
@@ -37,11 +34,6 @@ def run(*cmd: str) -> str:
     return p.stdout
 
 
-def _our_mounts() -> list[str]:
-    with open("/proc/self/mounts") as f:
-        return [ln for ln in f if "rtk-linux-" in ln]
-
-
 @pytest.fixture(scope="module")
 def image(tmp_path_factory, need_root):
     return di.module_image(tmp_path_factory)
@@ -49,21 +41,8 @@ def image(tmp_path_factory, need_root):
 
 @pytest.fixture
 def held(loops, rtk_dirs, tmp_path):
-    holds = []
-
-    def make(image_path: Path, mode: str = "on"):
-        copy = tmp_path / "disk.img"
-        run("cp", "--sparse=always", str(image_path), str(copy))
-        dev = loops(copy, partitions=True)
-        target = resolve(dev, list_disks())
-        hold = gate.open_target(target)
-        holds.append(hold)
-        plan = SimpleNamespace(options=RestoreOptions(linux_initramfs=mode,
-                                                      tmpdir=str(tmp_path)), target=target)
-        return dev, plan, SimpleNamespace(contents=contents.inspect_disk(dev), warnings=[]), hold
-    yield make
-    for h in holds:
-        h.close()
+    with li.held_images(loops, tmp_path) as make:
+        yield make
 
 
 def _initramfs_listing(image, dev: str) -> str:
@@ -127,7 +106,7 @@ def test_dracut_rebuild_adds_the_missing_controller_module(image, held, tmp_path
     (ko,) = _nvme_ko(_initramfs_listing(image, dev))  # on the disk itself
     assert ko.endswith(("/nvme.ko", "/nvme.ko.xz", "/nvme.ko.zst")), ko
     assert [c["line"] for c in out.fstab if not c["ok"]] == [5]  # the missing UUID
-    assert _our_mounts() == []
+    assert li.our_mounts() == []
     assert not [d for d in os.listdir(tmp_path) if d.startswith("rtk-linux-")]
     assert hold.fd >= 0 and hold.lent is None
 
@@ -148,7 +127,7 @@ def test_dracut_step_on_then_auto_leaves_it_byte_for_byte(image, held, tmp_path)
     assert r["message"] == (f"the initramfs of every kernel ({image.version}) already holds "
                             "nvme: not rebuilt (--linux-initramfs on rebuilds it anyway)")
     assert _digest(plan) == before
-    assert _our_mounts() == []
+    assert li.our_mounts() == []
     assert hold.fd >= 0 and hold.lent is None
 
 
@@ -183,5 +162,5 @@ def test_a_failed_dracut_rebuild_keeps_the_existing_initramfs(image, held, tmp_p
     assert hashlib.sha256(out_file.read_bytes()).hexdigest() == old  # still there, the same
     listing = run("debugfs", "-R", "ls -l /", f"{dev}p1")
     assert ".rtk-new" not in listing, listing  # nothing half-written left
-    assert _our_mounts() == []
+    assert li.our_mounts() == []
     assert hold.fd >= 0 and hold.lent is None
