@@ -325,6 +325,9 @@ def test_render_text_aligns_and_indents_multiline_values():
     text = report.render_text("T", [("S", [("a", 1), ("long key", "x\ny"), ("n", None)])])
     assert text.splitlines() == ["T", "=", "", "S", "  a:        1", "  long key: x",
                                  "            y", "  n:        -"]
+    # rows without a key (the warnings): a list, not an empty key and its colon
+    text = report.render_text("T", [("Warnings", [("", "w1"), ("", "w2\nmore")])])
+    assert text.splitlines()[3:] == ["Warnings", "  - w1", "  - w2", "    more"]
 
 
 # --- command line --------------------------------------------------------------------------

@@ -13,13 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import linux_images as li
 import pytest
-from conftest import MiB, rtk
+from conftest import ROOT, RTK, MiB, rtk
 
 from toolkit.disks import gate
 from toolkit.disks.endpoint import resolve
@@ -43,11 +45,6 @@ def _two_partitions(path: Path, size_mib: int = 400) -> Path:
     run("sgdisk", "-n", "1:2048:+320M", "-t", "1:8300", "-n", "2:0:0", "-t", "2:8300",
         str(path))
     return path
-
-
-def _our_mounts() -> list[str]:
-    with open("/proc/self/mounts") as f:
-        return [ln for ln in f if "rtk-linux-" in ln]
 
 
 @pytest.mark.parametrize("fstype", ["xfs", "ext4"])
@@ -99,21 +96,8 @@ def image(tmp_path_factory, need_root):
 
 @pytest.fixture
 def held(loops, rtk_dirs, tmp_path):
-    holds = []
-
-    def make(image_path: Path, mode: str = "on"):
-        copy = tmp_path / "disk.img"
-        run("cp", "--sparse=always", str(image_path), str(copy))
-        dev = loops(copy, partitions=True)
-        target = resolve(dev, list_disks())
-        hold = gate.open_target(target)
-        holds.append(hold)
-        plan = SimpleNamespace(options=RestoreOptions(linux_initramfs=mode,
-                                                      tmpdir=str(tmp_path)), target=target)
-        return dev, plan, SimpleNamespace(contents=contents.inspect_disk(dev), warnings=[]), hold
-    yield make
-    for h in holds:
-        h.close()
+    with li.held_images(loops, tmp_path) as make:
+        yield make
 
 
 def _initramfs_listing(image, dev: str, tmp_path: Path) -> str:
@@ -153,7 +137,7 @@ def test_rebuild_adds_the_missing_controller_module_and_checks_fstab(image, held
     assert by_line[5]["message"] == (
         f"fstab line 5: UUID={li.MISSING_UUID} (/srv/data) is on no partition of this disk "
         f"({dev}): the system would stop at boot waiting for it")
-    assert _our_mounts() == []
+    assert li.our_mounts() == []
     assert not [d for d in os.listdir(tmp_path) if d.startswith("rtk-linux-")]
     # the gate holds the whole disk again
     assert hold.fd >= 0 and hold.lent is None
@@ -183,7 +167,7 @@ def test_the_step_without_a_known_controller_and_off(image, held, tmp_path):
     off = linux_initramfs.run(plan, res, hold)
     assert off == {"mode": "off", "roots": [],
                    "message": "not looked at: the Linux initramfs option is off"}
-    assert _our_mounts() == []
+    assert li.our_mounts() == []
 
 
 def _digest(plan) -> str:
@@ -235,7 +219,7 @@ def test_auto_leaves_an_initramfs_that_holds_the_module_byte_for_byte(image, hel
     assert missing["line"] == 5
     assert res.warnings == [f"Linux, partition 2: {missing['message']}"]
     assert _digest(plan) == before  # not a byte of the disk changed
-    assert _our_mounts() == []
+    assert li.our_mounts() == []
     assert not [d for d in os.listdir(tmp_path) if d.startswith("rtk-linux-")]
     assert not _read_only(f"{dev}p1") and not _read_only(f"{dev}p2")  # as they were
     assert hold.fd >= 0 and hold.lent is None
@@ -248,9 +232,9 @@ def test_a_failed_rebuild_is_said_and_leaves_no_mount(image, held, tmp_path, mon
     record = linux_initramfs.run(plan, res, hold)
     (r,) = record["roots"]
     assert r["status"] == "failed"
-    assert r["kernels"][0]["message"] == "update-initramfs: sh failed: E: no space left (exit 3)"
+    assert r["kernels"][0]["message"] == "sh failed: E: no space left (exit 3)"
     assert any("Linux initramfs, partition 2" in w for w in res.warnings)
-    assert _our_mounts() == []
+    assert li.our_mounts() == []
     assert hold.fd >= 0
 
 
@@ -270,7 +254,7 @@ def test_rtk_restore_rebuilds_and_reports(image, loops, rtk_dirs, tmp_path):
     assert root["kernels"][0]["version"] == image.version
     text = Path(r.stdout.split("report: ")[1].split()[0]).read_text()
     assert "Linux initramfs" in text and f"kernel {image.version}" in text
-    assert _our_mounts() == []
+    assert li.our_mounts() == []
 
 
 def test_a_root_without_an_initramfs_tool_is_not_mounted_or_changed(tmp_path, loops, rtk_dirs):
@@ -295,3 +279,57 @@ def test_a_root_without_an_initramfs_tool_is_not_mounted_or_changed(tmp_path, lo
                                         "waiting for it")
     assert res.warnings == [f"Linux, partition 2: {r['fstab'][0]['message']}"]
     assert run("sha256sum", f"{dev}p2").split()[0] == before  # never mounted
+
+
+def _building(sid: int) -> bool:
+    """Whether an image's mkinitramfs runs in the session ``sid`` (update-initramfs under
+    that restore: not another test's)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                session = int(f.read().rsplit(")", 1)[1].split()[3])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"mkinitramfs" in cmd and session == sid:
+            return True
+    return False
+
+
+def test_ctrl_c_during_the_rebuild_cancels_and_leaves_the_old_initramfs(image, loops,
+                                                                       rtk_dirs, tmp_path):
+    """Ctrl-C at the terminal (SIGINT to the restore's process group) while update-initramfs
+    runs: the restore ends "cancelled" (exit 1), not "ok"; the image's initramfs is the one
+    it brought, and update-initramfs's half-built NAME.new is gone."""
+    target = tmp_path / "target.img"
+    with open(target, "wb") as f:
+        f.truncate(os.path.getsize(image.path) + 16 * MiB)
+    dev = loops(target, partitions=True)
+    initrd = f"initrd.img-{image.version}"
+    brought = hashlib.sha256((image.root / "boot" / initrd).read_bytes()).hexdigest()
+    p = subprocess.Popen([*RTK, "restore", str(image.path), dev, "--yes", "--target-id",
+                          os.path.basename(dev), "--linux-initramfs", "on"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not _building(p.pid) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.5)  # well into the build: its NAME.new begun
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 1, out + err
+    assert "cancelled after the image was written (restored" in out + err, out + err
+    assert "verified)" in out + err
+    boot = run("debugfs", "-R", "ls -l /", f"{dev}p1")
+    assert f"{initrd}.new" not in boot, boot
+    got = subprocess.run(["debugfs", "-R", f"cat /{initrd}", f"{dev}p1"],
+                         capture_output=True).stdout
+    assert hashlib.sha256(got).hexdigest() == brought
+    assert li.our_mounts() == []
+    assert not _building(p.pid)

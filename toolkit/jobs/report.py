@@ -64,7 +64,8 @@ def to_jsonable(obj):
 
 
 def render_text(title: str, sections: list[tuple[str, list[tuple[str, object]]]]) -> str:
-    """Plain text: a title, then sections of aligned ``key: value`` lines."""
+    """Plain text: a title, then sections of aligned ``key: value`` lines (a row with an
+    empty key, such as a warning: a ``- value`` list item)."""
     out = [title, "=" * len(title)]
     for heading, rows in sections:
         out += ["", heading]
@@ -72,6 +73,9 @@ def render_text(title: str, sections: list[tuple[str, list[tuple[str, object]]]]
         for key, value in rows:
             text = "-" if value is None or value == "" else str(value)
             lines = text.splitlines() or ["-"]
+            if not key:
+                out += [f"  - {lines[0]}", *(f"    {line}" for line in lines[1:])]
+                continue
             out.append(f"  {key + ':':<{width + 1}} {lines[0]}")
             out += [f"  {'':<{width + 1}} {line}" for line in lines[1:]]
     return "\n".join(out) + "\n"

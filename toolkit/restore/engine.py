@@ -129,8 +129,13 @@ def restore(plan: RestorePlan, progress=None, cancel: threading.Event | None = N
         try:
             _after(plan, reporter, res, target.hold)  # the gate still holds the disk
         except ERRORS as e:
-            raise Failed(f"{done}, but fitting or inspecting the disk failed: {plain(e)}"
-                         ) from None
+            if not cancel.is_set():
+                raise Failed(f"{done}, but fitting or inspecting the disk failed: "
+                             f"{plain(e)}") from None
+        if cancel.is_set():  # Ctrl-C during the last steps: their tools were stopped too
+            raise Failed(f"cancelled after the image was written ({done}): the steps "
+                         "after it (fitting, boot entry, drivers, initramfs) may not all "
+                         "have run; see the report", "cancelled")
         res.status, res.message = "ok", done
     except ChecksumMismatch as e:
         res.status, res.message = "mismatch", "; ".join(e.problems)

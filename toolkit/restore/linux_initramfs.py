@@ -179,7 +179,13 @@ def _build(root: str, tool: str, version: str, devs: set[int]) -> dict:
     if tool == "dracut":
         _dracut_beside(root, version, name, devs)
     else:
-        chroot(root, rebuild_argv(tool, version, name, before is not None), BUILD_ENV)
+        try:
+            chroot(root, rebuild_argv(tool, version, name, before is not None), BUILD_ENV)
+        except OSError:  # update-initramfs builds NAME.new; stopped (Ctrl-C), it stays
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISREG(os.lstat(new := _in_image(root, name + ".new", devs)).st_mode):
+                    os.unlink(new)
+            raise
     after = built(root, name, devs)
     if after is None or before is not None and after.st_mtime_ns == before.st_mtime_ns:
         raise OSError(f"{tool} ended without writing {name}")
@@ -225,7 +231,7 @@ def rebuild(root: str, module: str | None, out: Outcome, devs: set[int]) -> None
             out.warn |= k.get("contains_module") is False or k.get("state") is None \
                 and module is not None
         except OSError as e:  # ToolError too
-            k = {"version": v, "failed": True, "message": f"{out.tool}: {e}"}
+            k = {"version": v, "failed": True, "message": str(e)}  # names the tool
             failed.append(v)
         out.kernels.append(k)
     out.status = "failed" if failed else "rebuilt"
@@ -331,10 +337,10 @@ def _lvm_roots(disk: str, parts: list[dict], module: str | None, tmpdir, hold,
             f"the disk has LVM physical volumes ({', '.join(pvs)}) but lvm2 is not "
             "installed in the live system: their logical volumes are not looked into"))]
     nodes = pvs + [p["node"] for p in parts if p.get("fstype") in MOUNTABLE]
-    outcomes = []
+    outcomes, left = [], []
     try:
         with hold.lend(*nodes) if hold else contextlib.nullcontext(), \
-                logical_volumes(pvs) as lvs:
+                logical_volumes(pvs, left) as lvs:
             for lv in lvs:
                 rel = os_release(lv["node"], lv["fstype"]) \
                     if lv["fstype"] in (*EXT, "xfs") else None
@@ -346,6 +352,8 @@ def _lvm_roots(disk: str, parts: list[dict], module: str | None, tmpdir, hold,
     except (MountError, OSError, Refused) as e:
         outcomes.append(Outcome(None, status="failed", warn=True, message=(
             f"the logical volumes on {', '.join(pvs)} could not be looked into: {e}")))
+    if left:  # what was done stands; the person must deactivate by hand
+        outcomes.append(Outcome(None, status="failed", warn=True, message="; ".join(left)))
     return outcomes
 
 

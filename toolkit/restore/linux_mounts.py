@@ -172,29 +172,56 @@ def lvm_members(parts: list[dict]) -> list[str]:
     return [p["node"] for p in parts if p.get("fstype") == "LVM2_member"]
 
 
-@contextlib.contextmanager
-def logical_volumes(pvs: list[str]):
-    """The volume groups on ``pvs`` active meanwhile; yields their logical volumes as
-    volumes (``node``, ``lv``, ``fstype``, ``label``, ``fs_uuid``). Those that were
-    already active (another copy of the same group in the live system) are refused."""
-    before = lvm.logical_volumes(pvs)
+def _lvm_refusal(pvs: list[str], before: list[dict]) -> str | None:
+    """Why the volume groups on ``pvs`` (their logical volumes ``before``) must not be
+    activated here, or None."""
     if busy := [v["path"] for v in before if v["active"]]:
-        raise MountError(f"the logical volumes {', '.join(busy)} are already active in the "
-                         "live system: not touched")
+        return f"the logical volumes {', '.join(busy)} are already active in the live " \
+            "system: not touched"
+    if missing := lvm.missing_pvs(pvs):
+        return "; ".join(f"the volume group {vg} also needs {n} physical volume"
+                         f"{'s' if n > 1 else ''} that {'are' if n > 1 else 'is'} not on "
+                         "this disk: not touched" for vg, n in sorted(missing.items()))
+    dm = lvm.active_dm_names()
+    if taken := sorted({v["vg"] for v in before if lvm.dm_name(v["vg"], v["lv"]) in dm}):
+        return "; ".join(f"another volume group named {vg} is active in the live system "
+                         f"(its logical volumes would take the same names): not touched"
+                         for vg in taken)
+    return None
+
+
+@contextlib.contextmanager
+def logical_volumes(pvs: list[str], left: list[str] | None = None):
+    """The volume groups on ``pvs`` active meanwhile; yields their logical volumes as
+    volumes (``node``, ``lv``, ``fstype``, ``label``, ``fs_uuid``). Refused (MountError,
+    nothing activated): logical volumes already active (another copy of the same group
+    in the live system), a group that needs a physical volume not among ``pvs``, another
+    group of the same name active. A group that cannot be deactivated afterwards is
+    named in ``left``."""
+    before = lvm.logical_volumes(pvs)
     vgs = sorted({v["vg"] for v in before})
     if not vgs:
         yield []
         return
-    lvm.activate(pvs, vgs)
+    if why := _lvm_refusal(pvs, before):
+        raise MountError(why)
     try:
+        lvm.activate(pvs, vgs)  # a failure may leave some active: deactivated below
         vols = []
         for v in lvm.logical_volumes(pvs):
             d = blkid.probe(v["path"]) if os.path.exists(v["path"]) else {}
             vols.append({"node": v["path"], "lv": f"{v['vg']}/{v['lv']}",
                          "fstype": d.get("TYPE"), "label": d.get("LABEL"),
                          "fs_uuid": d.get("UUID"), "number": None,
-                         "aliases": (f"/dev/mapper/{v['vg'].replace('-', '--')}-"
-                                     f"{v['lv'].replace('-', '--')}",)})
+                         "aliases": (f"/dev/mapper/{lvm.dm_name(v['vg'], v['lv'])}",)})
         yield vols
     finally:
-        lvm.deactivate(pvs, vgs)
+        try:
+            lvm.deactivate(pvs, vgs)
+        except OSError as e:  # ToolError: still active, the person must know
+            msg = f"the volume group{'s' if len(vgs) > 1 else ''} {', '.join(vgs)} " \
+                f"could not be deactivated ({e}): still active (deactivate " \
+                f"by hand: vgchange -an {' '.join(vgs)})"
+            if left is None:
+                raise MountError(msg) from None
+            left.append(msg)

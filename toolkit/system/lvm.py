@@ -4,6 +4,7 @@ deactivated, their logical volumes listed. Only the devices named are looked at
 
 from __future__ import annotations
 
+import glob
 import json
 from collections.abc import Sequence
 
@@ -23,11 +24,41 @@ def logical_volumes(pvs: Sequence[str]) -> list[dict]:
              "active": r.get("lv_active") == "active"} for r in rows if r.get("lv_path")]
 
 
+def missing_pvs(pvs: Sequence[str]) -> dict[str, int]:
+    """``{vg: count}`` of the volume groups on ``pvs`` that need physical volumes which are
+    not among ``pvs`` (the others are not looked at, so they count as missing)."""
+    p = tools.run(["vgs", *_devices(pvs), "--reportformat", "json",
+                   "-o", "vg_name,vg_missing_pv_count"], timeout=120)
+    rows = json.loads(p.stdout or "{}").get("report", [{}])[0].get("vg", [])
+    return {r["vg_name"]: int(r.get("vg_missing_pv_count") or 0) for r in rows
+            if r.get("vg_name") and int(r.get("vg_missing_pv_count") or 0)}
+
+
+def dm_name(vg: str, lv: str) -> str:
+    """The device-mapper name LVM gives ``vg/lv`` (a dash in either doubled)."""
+    return f"{vg.replace('-', '--')}-{lv.replace('-', '--')}"
+
+
+def active_dm_names(sys_root: str = "/") -> dict[str, str]:
+    """``{name: "/dev/dm-N"}`` of every device-mapper device the kernel has (from sysfs:
+    the kernel's own list, whatever /dev/mapper holds)."""
+    names = {}
+    for f in glob.glob(f"{sys_root.rstrip('/')}/sys/block/dm-*/dm/name"):
+        try:
+            with open(f) as fh:
+                names[fh.read().strip()] = "/dev/" + f.split("/")[-3]
+        except OSError:
+            continue
+    return names
+
+
 def activate(pvs: Sequence[str], vgs: Sequence[str]) -> None:
-    """``vgchange -ay`` of the volume groups ``vgs`` on ``pvs``."""
-    tools.run(["vgchange", "-ay", *_devices(pvs), *vgs], timeout=120)
+    """``vgchange -ay`` of the volume groups ``vgs`` on ``pvs`` (on failure some of their
+    logical volumes may be active all the same: deactivate them)."""
+    tools.run(["vgchange", "-ay", *_devices(pvs), *vgs], timeout=300)
 
 
 def deactivate(pvs: Sequence[str], vgs: Sequence[str]) -> None:
-    """``vgchange -an`` of ``vgs`` (their logical volumes unmounted first)."""
-    tools.run(["vgchange", "-an", *_devices(pvs), *vgs], timeout=120)
+    """``vgchange -an`` of ``vgs`` (their logical volumes unmounted first; a snapshot's
+    takes a minute under emulation, hence the long limit)."""
+    tools.run(["vgchange", "-an", *_devices(pvs), *vgs], timeout=600)

@@ -1,0 +1,122 @@
+"""The volume groups of a restored disk's LVM physical volumes, activated only when that is
+safe and always deactivated: LVM's reports replayed from captures of the ISO's lvm
+(tests/fixtures/lvm: a volume group spanning two physical volumes, one looked at), the
+kernel's device-mapper names read from a sysfs tree of that layout, and the order of
+``vgchange`` calls when activation or deactivation fails. Activation itself needs
+device-mapper: tests/test_hardware_vm.py does it in the guest."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import FIXTURES
+
+from toolkit.restore import linux_initramfs as li
+from toolkit.restore import linux_mounts as lm
+from toolkit.system import lvm, tools
+
+pytestmark = pytest.mark.unit
+
+LVM = FIXTURES / "lvm"
+PV = "/dev/loop0"
+
+
+class Lvm:
+    """``tools.run`` for LVM's commands: the captured reports, ``vgchange`` recorded and
+    failing as told."""
+
+    def __init__(self, vgs: str = "vgs-both-pvs.json", fail: tuple[str, ...] = ()):
+        self.vgs, self.fail, self.calls = vgs, fail, []
+
+    def __call__(self, argv, **kw):
+        self.calls.append(argv)
+        if argv[0] == "lvs":
+            out = (LVM / "lvs-one-of-two-pvs.json").read_text()
+        elif argv[0] == "vgs":
+            out = (LVM / self.vgs).read_text()
+        else:
+            out = ""
+            if argv[1] in self.fail:
+                raise tools.ToolError(argv, 5, "  device-mapper: remove ioctl on spanvg-data "
+                                      "failed: Device or resource busy")
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    def vgchanges(self) -> list[str]:
+        return [a[1] for a in self.calls if a[0] == "vgchange"]
+
+
+@pytest.fixture
+def no_dm(monkeypatch):
+    monkeypatch.setattr(lvm, "active_dm_names", lambda sys_root="/": {})
+
+
+def test_the_reports_name_the_groups_that_need_a_physical_volume_not_looked_at(monkeypatch):
+    monkeypatch.setattr(tools, "run", Lvm("vgs-one-of-two-pvs.json"))
+    assert lvm.missing_pvs([PV]) == {"spanvg": 1}
+    monkeypatch.setattr(tools, "run", Lvm("vgs-both-pvs.json"))
+    assert lvm.missing_pvs([PV, "/dev/loop1"]) == {}
+    assert lvm.logical_volumes([PV]) == [
+        {"path": "/dev/spanvg/data", "vg": "spanvg", "lv": "data", "active": False}]
+
+
+def test_the_kernels_device_mapper_names_and_lvms_own(tmp_path):
+    for n, name in ((0, "spanvg-data"), (3, "my--vg-root")):
+        d = tmp_path / "sys" / "block" / f"dm-{n}" / "dm"
+        d.mkdir(parents=True)
+        (d / "name").write_text(name + "\n")
+    (tmp_path / "sys" / "block" / "sda").mkdir()
+    assert lvm.active_dm_names(str(tmp_path)) == {"spanvg-data": "/dev/dm-0",
+                                                  "my--vg-root": "/dev/dm-3"}
+    assert lvm.dm_name("my-vg", "root") == "my--vg-root"
+    assert lvm.dm_name("spanvg", "data") == "spanvg-data"
+
+
+def test_a_group_that_needs_another_disk_is_not_activated(monkeypatch, no_dm):
+    run = Lvm("vgs-one-of-two-pvs.json")
+    monkeypatch.setattr(tools, "run", run)
+    with pytest.raises(lm.MountError) as e, lm.logical_volumes([PV]):
+        pass
+    assert str(e.value) == ("the volume group spanvg also needs 1 physical volume that is "
+                            "not on this disk: not touched")
+    assert run.vgchanges() == []
+
+
+def test_another_active_group_of_the_same_name_is_not_touched(monkeypatch):
+    run = Lvm()
+    monkeypatch.setattr(tools, "run", run)
+    monkeypatch.setattr(lvm, "active_dm_names",
+                        lambda sys_root="/": {"spanvg-data": "/dev/dm-0"})
+    with pytest.raises(lm.MountError, match="another volume group named spanvg is active in "
+                       r"the live system \(its logical volumes would take the same names\): "
+                       "not touched"), lm.logical_volumes([PV]):
+        pass
+    assert run.vgchanges() == []
+
+
+def test_a_failed_activation_is_deactivated_again(monkeypatch, no_dm):
+    run = Lvm(fail=("-ay",))
+    monkeypatch.setattr(tools, "run", run)
+    with pytest.raises(tools.ToolError), lm.logical_volumes([PV]):
+        pass
+    assert run.vgchanges() == ["-ay", "-an"]  # what it activated before failing: undone
+
+
+def test_a_group_left_active_is_said_and_what_was_done_stands(monkeypatch, no_dm):
+    run = Lvm(fail=("-an",))
+    monkeypatch.setattr(tools, "run", run)
+    left = []
+    with lm.logical_volumes([PV], left) as vols:
+        assert [v["lv"] for v in vols] == ["spanvg/data"]
+    assert run.vgchanges() == ["-ay", "-an"]
+    assert left == ["the volume group spanvg could not be deactivated (vgchange failed: "
+                    "device-mapper: remove ioctl on spanvg-data failed: Device or resource "
+                    "busy (exit 5)): still active (deactivate by hand: vgchange -an spanvg)"]
+    with pytest.raises(lm.MountError, match="still active"), lm.logical_volumes([PV]):
+        pass  # without ``left``: raised
+
+    monkeypatch.setattr(tools, "installed", lambda tool: True)
+    parts = [{"number": 1, "node": "/dev/sdb1", "fstype": "ext4"},
+             {"number": 2, "node": PV, "fstype": "LVM2_member"}]
+    (o,) = li._lvm_roots("/dev/sdb", parts, "nvme", None, None)  # no Linux root on it
+    assert o.status == "failed" and o.warn and o.message == left[0]
