@@ -2,6 +2,7 @@
 # Run the Recovery Toolkit tests. On a fresh Debian 12 machine, as root:
 #
 #   ./tests/run.sh                  everything: lint, unit, host, ISO build, VM tests
+#                                   (the VM tests beside the others: two pytest runs)
 #   ./tests/run.sh -m unit          only the fast layer (seconds)
 #   ./tests/run.sh -m "unit or host"   no ISO, no VM
 #
@@ -64,5 +65,23 @@ if [ -d build/iso/chroot/usr/share/keyrings ]; then
     echo "== dracut-core .deb for the dracut host test"
     python3 tests/dracut_debs.py
 fi
-echo "== pytest $*"
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then
+    echo "== pytest $*"
+    exec .venv/bin/python -m pytest "$@"
+fi
+# Everything: the VM lab (one TCG guest at a time: one core) beside the unit and host
+# layers (the other core), each in its own pytest and temporary directory; their lines
+# prefixed, each stream's line written whole. The run fails when either fails.
+echo "== pytest -m vm, beside pytest -m 'not vm'"
+stream() {  # NAME ARGS...: a pytest whose output lines start with [NAME]
+    local name=$1; shift
+    .venv/bin/python -m pytest -p no:cacheprovider --basetemp="/tmp/rtk-tests-$name" "$@" \
+        2>&1 | sed -u "s/^/[$name] /"
+    return "${PIPESTATUS[0]}"
+}
+stream vm -m vm & vm=$!
+set +e
+stream rest -m "not vm"; rest=$?
+wait "$vm"; vmrc=$?
+echo "== pytest: unit and host layers exit $rest, VM layer exit $vmrc"
+[ "$rest" = 0 ] && [ "$vmrc" = 0 ]

@@ -9,7 +9,6 @@ Also an XFS fstab longer than one block read whole without a mount. Needs root.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import linux_images as li
@@ -23,12 +22,7 @@ from toolkit.restore import contents, linux_chroot, linux_initramfs, linux_mount
 from toolkit.restore.linux_chroot import OutOfImage
 
 pytestmark = pytest.mark.host
-
-
-def run(*cmd: str) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == 0, f"{' '.join(cmd)}: {p.stderr}{p.stdout}"
-    return p.stdout
+run = li.run
 
 
 @pytest.fixture(scope="module")

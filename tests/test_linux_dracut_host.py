@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import subprocess
 from pathlib import Path
 
 import dracut_image as di
@@ -24,14 +23,9 @@ from conftest import MiB
 from toolkit.restore import linux_initramfs
 
 pytestmark = pytest.mark.host
+run = li.run
 
 CONF = "/etc/dracut.conf.d/90-rtk-storage.conf"
-
-
-def run(*cmd: str) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == 0, f"{' '.join(cmd)}: {p.stderr}{p.stdout}"
-    return p.stdout
 
 
 @pytest.fixture(scope="module")

@@ -29,14 +29,9 @@ from toolkit.disks.inventory import list_disks
 from toolkit.restore import RestoreOptions, contents, linux_initramfs, linux_report
 
 pytestmark = pytest.mark.host
+run = li.run
 
 OS_RELEASE = 'PRETTY_NAME="Testix 7 (xfs)"\nNAME="Testix"\nID=testix\n'
-
-
-def run(*cmd: str) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == 0, f"{' '.join(cmd)}: {p.stderr}{p.stdout}"
-    return p.stdout
 
 
 def _two_partitions(path: Path, size_mib: int = 400) -> Path:
