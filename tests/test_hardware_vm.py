@@ -26,7 +26,10 @@ reaches a root shell through the menu's Shell entry on the serial console. In th
   /dev/mapper/rtkvg-root), restored onto a virtio-scsi disk while a copy of that image is
   attached from the boot on: LVM activated neither copy by itself (hook 0220), the
   restore activated the target's group alone, and the rebuilt initramfs holds virtio_scsi
-  and LVM's tools.
+  and LVM's tools; then, on loop devices in the guest, the volume groups the restore
+  must not activate are refused and nothing is left active: one that needs a physical
+  volume not on the disk, another group of the same name (another UUID) already active;
+  and one held open when it is deactivated is named, with the command to run by hand.
 
 The guest's probe is saved as ``guest-probe-controllers.json`` in the test's directory:
 the fixture of tests/test_disks_controllers_unit.py is a copy of it. RTK_VM_DEV=1 pushes
@@ -35,6 +38,7 @@ this source tree into the guest's shell first (the menu keeps the ISO's code).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -46,6 +50,7 @@ import linux_images
 import pytest
 from conftest import MiB
 from vmlab.http import HttpServer
+from vmlab.live import BOOT_LIMIT_S  # alone: about 2 min (114-125 s); 265 s beside 2 guests
 from vmlab.qemu import Guest
 from vmlab.tgt import Tgt
 
@@ -54,9 +59,6 @@ from toolkit.disks.inventory import disks_from_probe
 
 pytestmark = pytest.mark.vm
 
-# The menu in 6 minutes: alone on the 2-core machine it takes about 2 (114-125 s), with
-# two other guests running 265 s. A boot loader that waits forever fails at once.
-BOOT_LIMIT_S = 360
 PORT = 3264  # apart from the other VM tests' tgtd
 SRC_IQN = "iqn.2026-12.lab.rtk:sb-snapshot"
 DST_IQN = "iqn.2026-12.lab.rtk:sb-san"
@@ -424,3 +426,74 @@ def test_linux_root_on_lvm_gets_an_initramfs_with_the_virtio_scsi_module(lab):
     # what the image needs to find its root: device-mapper, lvm and its udev rules
     for name in ("/dm-mod.ko", "usr/sbin/lvm\n", "/69-lvm.rules"):
         assert name in listing + "\n", f"the rebuilt initramfs lacks {name.strip()}"
+
+
+# Run in the guest by the toolkit's Python: the volume groups of the Linux step
+# (toolkit.restore.linux_mounts.logical_volumes) on loop devices of the guest's tmpfs
+LVM_CASES = """
+import json, os, subprocess, sys
+from toolkit.restore import linux_mounts as lm
+
+def sh(*a):
+    return subprocess.run(a, check=True, capture_output=True, text=True).stdout
+
+def loop(name):
+    with open(f"/tmp/{name}.img", "wb") as f:
+        f.truncate(16 << 20)
+    return sh("losetup", "-f", "--show", f"/tmp/{name}.img").strip()
+
+def refusal(pvs):
+    try:
+        with lm.logical_volumes(pvs):
+            return None
+    except lm.MountError as e:
+        return str(e)
+
+a, b, c = loop("a"), loop("b"), loop("c")
+ab = ["--devices", a, "--devices", b]
+sh("pvcreate", "-y", *ab, a, b)
+sh("vgcreate", *ab, "spanvg", a, b)
+sh("lvcreate", *ab, "-an", "-y", "-l", "100%FREE", "-n", "data", "spanvg")
+out = {"missing": refusal([a])}
+sh("pvcreate", "-y", "--devices", c, c)
+sh("vgcreate", "--devices", c, "rtkvg", c)
+sh("lvcreate", "--devices", c, "-y", "-L", "8m", "-n", "root", "rtkvg")  # active
+out["same_name"] = refusal([sys.argv[1]])
+sh("vgchange", "-an", "--devices", c, "rtkvg")
+left = []
+with lm.logical_volumes([a, b], left) as vols:
+    out["vols"] = [v["lv"] for v in vols]
+    fd = os.open(vols[0]["node"], os.O_RDONLY)  # held open: it cannot be deactivated
+out["left"], out["dm_held"] = left, sh("dmsetup", "ls").strip()
+os.close(fd)
+sh("vgchange", "-an", *ab, "spanvg")
+out["dm_after"] = subprocess.run(["dmsetup", "ls"], capture_output=True, text=True).stdout
+for d in (a, b, c):
+    sh("losetup", "-d", d)
+print("LVM=" + json.dumps(out))
+"""
+
+
+def test_lvm_groups_not_safe_to_activate_are_refused_and_one_left_active_is_said(lab):
+    """After the LVM restore above, in the same boot: a volume group that also needs a
+    physical volume not looked at is not activated; the restored disk's rtkvg is not
+    activated while another rtkvg (another UUID) is active; a group held open at the end
+    is named as still active with the command, and what was done stands."""
+    _linux(lab)  # skipped without the Linux images (and so without the restore above)
+    g, dev = lab["guest"], _disks(lab)[LVM_SERIAL]["path"]
+    script = base64.b64encode(LVM_CASES.encode()).decode()
+    out = g.run(f"echo {script} | base64 -d > /tmp/lvmcases.py; "
+                f"/opt/rtk/venv/bin/python /tmp/lvmcases.py {dev}2 2>&1", timeout=600)
+    r = json.loads(out.split("LVM=", 1)[1].strip())
+    assert r["missing"] == ("the volume group spanvg also needs 1 physical volume that is "
+                            "not on this disk: not touched"), r
+    assert r["same_name"] == ("another volume group named rtkvg is active in the live "
+                              "system (its logical volumes would take the same names): not "
+                              "touched"), r
+    assert r["vols"] == ["spanvg/data"], r
+    (left,) = r["left"]
+    assert left.startswith("the volume group spanvg could not be deactivated (vgchange "), r
+    assert left.endswith("still active (deactivate by hand: vgchange -an spanvg)"), r
+    assert r["dm_held"].startswith("spanvg-data"), r
+    assert r["dm_after"].strip() in ("", "No devices found"), r
+    assert _active(g) == "No devices found", _active(g)
