@@ -120,3 +120,27 @@ def test_a_group_left_active_is_said_and_what_was_done_stands(monkeypatch, no_dm
              {"number": 2, "node": PV, "fstype": "LVM2_member"}]
     (o,) = li._lvm_roots("/dev/sdb", parts, "nvme", None, None)  # no Linux root on it
     assert o.status == "failed" and o.warn and o.message == left[0]
+
+
+def test_after_ctrl_c_no_further_kernel_is_rebuilt(tmp_path, monkeypatch):
+    """Ctrl-C (the restore's cancel event set) during one kernel's build: the image's
+    other kernels are not begun (their tool would write on after "stopping")."""
+    import threading
+    for v in ("6.1", "6.12"):
+        (tmp_path / "usr" / "lib" / "modules" / v).mkdir(parents=True)
+        (tmp_path / "boot").mkdir(exist_ok=True)
+        (tmp_path / "boot" / f"vmlinuz-{v}").write_bytes(b"k")
+    (tmp_path / "usr" / "sbin").mkdir(parents=True)
+    (tmp_path / "usr" / "sbin" / "update-initramfs").write_text("#!/bin/sh\n")
+    cancel, built = threading.Event(), []
+
+    def one(root, tool, version, *a):
+        built.append(version)
+        cancel.set()  # Ctrl-C while the first one builds
+        raise tools.ToolError(["update-initramfs"], 130, "Generating /boot/initrd.img-6.1")
+    monkeypatch.setattr(li, "rebuild_kernel", one)
+    out = li.Outcome(2)
+    li.rebuild(str(tmp_path), "nvme", out, set(), cancel)
+    assert built == ["6.1"]
+    assert out.status == "failed" and out.kernels[1] == {
+        "version": "6.12", "failed": True, "message": "not rebuilt: cancelled (Ctrl-C)"}

@@ -127,7 +127,7 @@ def restore(plan: RestorePlan, progress=None, cancel: threading.Event | None = N
         done = f"restored {res.image_size} bytes onto {plan.target.node}" + \
             (", verified" if res.verify else "")
         try:
-            _after(plan, reporter, res, target.hold)  # the gate still holds the disk
+            _after(plan, reporter, res, target.hold, cancel)  # the gate still holds the disk
         except ERRORS as e:
             if not cancel.is_set():
                 raise Failed(f"{done}, but fitting or inspecting the disk failed: "
@@ -353,7 +353,7 @@ def _stream_once(plan: RestorePlan, target: Target, reporter: Reporter, cancel, 
     res.wiped = False  # the image's own first MiB is back: a valid table
 
 
-def _after(plan: RestorePlan, reporter: Reporter, res, hold=None) -> None:
+def _after(plan: RestorePlan, reporter: Reporter, res, hold=None, cancel=None) -> None:
     """Fit the disk, re-read its table, inspect it, plan (and in UEFI mode make) the boot,
     make a Windows image's storage drivers start at boot (:mod:`~toolkit.restore.windows_drivers`).
 
@@ -370,5 +370,5 @@ def _after(plan: RestorePlan, reporter: Reporter, res, hold=None) -> None:
         bp = boot.apply_boot(bp)
     res.boot = bp
     res.windows_drivers = windows_drivers.run(plan, res, hold)  # the gate lends a partition
-    res.linux_initramfs = linux_initramfs.run(plan, res, hold)  # a Linux root's initramfs
+    res.linux_initramfs = linux_initramfs.run(plan, res, hold, cancel)  # a Linux root's
     reporter.update(1, force=True)

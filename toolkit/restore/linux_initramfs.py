@@ -215,7 +215,8 @@ def rebuild_kernel(root: str, tool: str, version: str, module: str | None,
     return rec
 
 
-def rebuild(root: str, module: str | None, out: Outcome, devs: set[int]) -> None:
+def rebuild(root: str, module: str | None, out: Outcome, devs: set[int],
+            cancel=None) -> None:
     """Every installed kernel's initramfs rebuilt, recorded in ``out`` (``devs``: the
     device numbers of the image's filesystems, where each must be)."""
     out.tool = image_tool(root)
@@ -225,6 +226,11 @@ def rebuild(root: str, module: str | None, out: Outcome, devs: set[int]) -> None
         return
     failed = []
     for v in versions:
+        if cancel is not None and cancel.is_set():  # Ctrl-C: no further kernel begun
+            out.kernels.append({"version": v, "failed": True,
+                                "message": "not rebuilt: cancelled (Ctrl-C)"})
+            failed.append(v)
+            continue
         try:
             k = rebuild_kernel(root, out.tool, v, module, out.changes, devs)
             k["message"] = kernel_text(k)
@@ -290,7 +296,7 @@ def needed(root: dict, fstab: str, volumes: list[dict], module: str | None, out:
 
 
 def fix_root(disk: str, root: dict, volumes: list[dict], module: str | None, tmpdir=None,
-             lend=None, mode: str = "auto") -> Outcome:
+             lend=None, mode: str = "auto", cancel=None) -> Outcome:
     """Check the fstab and rebuild the initramfs of the Linux root volume ``root``
     (``lend(nodes)``: the write gate's lend of those partitions); ``mode`` ``auto``:
     only when :func:`needed`, ``on``: always."""
@@ -302,6 +308,9 @@ def fix_root(disk: str, root: dict, volumes: list[dict], module: str | None, tmp
         return out
     if mode == "auto" and not needed(root, fstab or "", volumes, module, out, tmpdir, lend):
         return out
+    if cancel is not None and cancel.is_set():  # Ctrl-C during the look: nothing mounted rw
+        out.status, out.warn, out.message = "skipped", True, "cancelled (Ctrl-C): not rebuilt"
+        return out
     nodes = lent_nodes(root, fstab or "", volumes, root.get("pvs", []))
     work = tempfile.mkdtemp(prefix="rtk-linux-", dir=tmpdir)
     mounts = Mounts()
@@ -309,7 +318,7 @@ def fix_root(disk: str, root: dict, volumes: list[dict], module: str | None, tmp
         with lend(nodes) if lend else contextlib.nullcontext():
             try:
                 out.notes += mount_system(root, fstab or "", volumes, work, mounts)
-                rebuild(work, module, out, mounts.devs)
+                rebuild(work, module, out, mounts.devs, cancel)
             finally:
                 mounts.close()
     except (MountError, OSError, Refused) as e:  # ToolError, the gate's refusal
@@ -325,7 +334,7 @@ def fix_root(disk: str, root: dict, volumes: list[dict], module: str | None, tmp
 
 
 def _lvm_roots(disk: str, parts: list[dict], module: str | None, tmpdir, hold,
-               mode: str = "auto") -> list:
+               mode: str = "auto", cancel=None) -> list:
     """The Linux roots on the logical volumes of the disk's physical volumes, fixed while
     their volume groups are active (the gate lends the physical volumes and the
     partitions a /boot may be on)."""
@@ -346,7 +355,7 @@ def _lvm_roots(disk: str, parts: list[dict], module: str | None, tmpdir, hold,
                     if lv["fstype"] in (*EXT, "xfs") else None
                 if rel:
                     o = fix_root(disk, {**lv, "pvs": pvs}, parts + lvs, module, tmpdir,
-                                 mode=mode)
+                                 mode=mode, cancel=cancel)
                     o.system = rel.get("PRETTY_NAME") or rel.get("NAME") or "Linux"
                     outcomes.append(o)
     except (MountError, OSError, Refused) as e:
@@ -357,7 +366,7 @@ def _lvm_roots(disk: str, parts: list[dict], module: str | None, tmpdir, hold,
     return outcomes
 
 
-def run(plan, res, hold=None) -> dict | None:
+def run(plan, res, hold=None, cancel=None) -> dict | None:
     """The restore's step: every Linux root of ``res.contents`` (without one: of the
     logical volumes of its LVM physical volumes) rebuilt as
     ``plan.options.linux_initramfs`` says; the report's record (None: no Linux root and
@@ -376,11 +385,11 @@ def run(plan, res, hold=None) -> dict | None:
     outcomes = []
     for p in roots:
         o = fix_root(disk, p, parts, target.driver, tmpdir,
-                     (lambda nodes: hold.lend(*nodes)) if hold else None, mode)
+                     (lambda nodes: hold.lend(*nodes)) if hold else None, mode, cancel)
         o.system = names.get(p["number"])
         outcomes.append(o)
     if not roots:  # the root is on a logical volume, if anywhere
-        outcomes += _lvm_roots(disk, parts, target.driver, tmpdir, hold, mode)
+        outcomes += _lvm_roots(disk, parts, target.driver, tmpdir, hold, mode, cancel)
     for o in outcomes:
         if o.warn:
             res.warnings.append(f"Linux initramfs, {where(asdict(o))}: {o.message}")
