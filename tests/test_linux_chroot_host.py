@@ -166,3 +166,25 @@ def test_an_xfs_fstab_of_1_5_kib_is_read_whole(loops, tmp_path, block):
     finally:
         run("umount", str(mnt))
     assert contents.xfs_file(dev, "/etc/fstab") == text
+
+
+def test_a_boot_fstab_puts_on_no_partition_is_not_rebuilt_into_the_roots_own(
+        image, loops, rtk_dirs, tmp_path):
+    """fstab's /boot by a kernel name that is on no partition of this disk (``/dev/sda1``,
+    after the controller change): the root's own /boot directory is not what the machine
+    boots from, so nothing is rebuilt there and the step says why (it said "rebuilt")."""
+    fstab = image.root / "etc" / "fstab"
+    kept = fstab.read_text()
+    fstab.write_text("\n".join(
+        "/dev/sda1  /boot  ext4  defaults  0 2" if "/boot" in ln else ln
+        for ln in kept.splitlines()) + "\n")
+    try:
+        odd = li.disk_image(image.work / "sda-boot.img", image.root)
+    finally:
+        fstab.write_text(kept)
+    out = _fix(odd, loops, tmp_path)
+    assert out.status == "failed" and out.warn, out
+    assert out.message == ("/boot (/dev/sda1, fstab line 3) is on no partition of this disk: "
+                           "the initramfs would be written into the root's own /boot "
+                           "directory, which this system does not boot from: not rebuilt")
+    assert out.kernels == [] and li.our_mounts() == []
