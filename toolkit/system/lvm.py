@@ -15,11 +15,16 @@ def _devices(pvs: Sequence[str]) -> list[str]:
     return [a for pv in pvs for a in ("--devices", pv)]
 
 
+def _report(tool: str, kind: str, pvs: Sequence[str], fields: str) -> list[dict]:
+    """The rows of ``tool``'s (lvs, vgs) JSON report of ``kind`` ("lv", "vg") on ``pvs``."""
+    p = tools.run([tool, *_devices(pvs), "--reportformat", "json", "--units", "b",
+                   "-o", fields], timeout=120)
+    return json.loads(p.stdout or "{}").get("report", [{}])[0].get(kind, [])
+
+
 def logical_volumes(pvs: Sequence[str]) -> list[dict]:
     """``{"path", "vg", "lv", "active"}`` of each logical volume on ``pvs``."""
-    p = tools.run(["lvs", *_devices(pvs), "--reportformat", "json", "--units", "b",
-                   "-o", "lv_path,vg_name,lv_name,lv_active"], timeout=120)
-    rows = json.loads(p.stdout or "{}").get("report", [{}])[0].get("lv", [])
+    rows = _report("lvs", "lv", pvs, "lv_path,vg_name,lv_name,lv_active")
     return [{"path": r.get("lv_path"), "vg": r.get("vg_name"), "lv": r.get("lv_name"),
              "active": r.get("lv_active") == "active"} for r in rows if r.get("lv_path")]
 
@@ -27,11 +32,9 @@ def logical_volumes(pvs: Sequence[str]) -> list[dict]:
 def missing_pvs(pvs: Sequence[str]) -> dict[str, int]:
     """``{vg: count}`` of the volume groups on ``pvs`` that need physical volumes which are
     not among ``pvs`` (the others are not looked at, so they count as missing)."""
-    p = tools.run(["vgs", *_devices(pvs), "--reportformat", "json",
-                   "-o", "vg_name,vg_missing_pv_count"], timeout=120)
-    rows = json.loads(p.stdout or "{}").get("report", [{}])[0].get("vg", [])
-    return {r["vg_name"]: int(r.get("vg_missing_pv_count") or 0) for r in rows
-            if r.get("vg_name") and int(r.get("vg_missing_pv_count") or 0)}
+    counts = {r.get("vg_name"): int(r.get("vg_missing_pv_count") or 0)
+              for r in _report("vgs", "vg", pvs, "vg_name,vg_missing_pv_count")}
+    return {vg: n for vg, n in counts.items() if vg and n}
 
 
 def dm_name(vg: str, lv: str) -> str:
