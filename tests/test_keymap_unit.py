@@ -190,3 +190,25 @@ def test_a_wrong_rtk_keymap_in_a_normal_boot_is_on_the_keyboard_screen(
     screen = press(app, "enter")
     assert "At boot" not in screen and keymap.boot_error() is None
     assert "rtk.keymap=xx: unknown layout" in capsys.readouterr().out  # and the journal
+
+
+def test_the_image_builds_compiled_layouts_and_a_stale_one_is_compiled_again(
+        tools_on_path, monkeypatch, tmp_path):
+    record, console = tools_on_path
+    store = tmp_path / "keymaps"
+    assert keymap.build(str(store)) == [f"{lay.name}: ckbcomp's keymap has too few keys"
+                                        for lay in keymap.LAYOUTS]  # the fake's 1 key
+    assert not list(store.iterdir())  # a layout with a problem gets no file
+    monkeypatch.setattr(keymap, "_too_few_keys", lambda lay, text: None)
+    assert keymap.build(str(store)) == []
+    de = (store / "de.kmap").read_text()
+    assert de.startswith("# rtk keymap ckbcomp -model pc105 -ccharmap ISO-8859-15 -layout de\n")
+    monkeypatch.setattr(keymap, "COMPILED", str(store))
+    record.write_text("")
+    keymap.apply("de", console=console, defaults=None)
+    assert "ckbcomp" not in record.read_text()  # loaded from the image's file
+    assert (tmp_path / "calls.kmap").read_text() == de.partition("\n")[2]
+    # a file made by another command (here: fr's, under de's name) is not used
+    (store / "de.kmap").write_text((store / "fr.kmap").read_text())
+    keymap.apply("de", console=console, defaults=None)
+    assert "ckbcomp -model pc105 -ccharmap ISO-8859-15 -layout de" in record.read_text()

@@ -12,6 +12,12 @@ not read (the image removes live-config's keyboard component): one way, which is
 checked like every ``rtk.`` parameter. The layout now is kept in ``/run/rtk/keymap.json``
 for the menu (the Keyboard screen, the hint beside a CHAP secret), with the reason when
 ``rtk.keymap=`` did not take.
+
+ckbcomp (a Perl script reading xkb-data) takes tens of seconds of CPU on a slow machine,
+and the boot waits for ``rtk.keymap=``; so the image build compiles every layout once
+(``python -m toolkit.system.keymap build DIR``, hook 0600) into :data:`COMPILED`, each
+file headed by the ckbcomp command it came from. A layout is loaded from there only when
+that header is the command the layout needs now; otherwise it is compiled again.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ CKBCOMP = "ckbcomp"
 LOADKEYS = "loadkeys"
 CONSOLE = "/dev/tty0"  # the foreground virtual console: the keymap is the same for all
 KEYBOARD_DEFAULTS = "/etc/default/keyboard"  # console-setup's own record of the layout
+COMPILED = "/usr/share/rtk/keymaps"  # every layout compiled by the image build
 LATIN1, LATIN2, LATIN5, LATIN9 = "ISO-8859-1", "ISO-8859-2", "ISO-8859-9", "ISO-8859-15"
 
 
@@ -130,11 +137,55 @@ def hint(path: str | None = None) -> str:
             "a serial or SSH terminal types with its own.")
 
 
-def compile_keymap(lay: Layout, timeout: float = 60) -> str:
-    """The console keymap of ``lay``, as ckbcomp writes it (text for loadkeys)."""
-    argv = [CKBCOMP, "-model", "pc105", *(("-ccharmap", lay.compose) if lay.compose else ()),
+def ckbcomp_argv(lay: Layout) -> list[str]:
+    return [CKBCOMP, "-model", "pc105", *(("-ccharmap", lay.compose) if lay.compose else ()),
             "-layout", lay.xkb, *(("-variant", lay.variant) if lay.variant else ())]
-    p = tools.run(argv, timeout=timeout)
+
+
+def _header(lay: Layout) -> str:
+    """The first line of a compiled layout's file: what made it (a loadkeys comment)."""
+    return "# rtk keymap " + " ".join(ckbcomp_argv(lay)) + "\n"
+
+
+def compiled(lay: Layout, directory: str | None = None) -> str | None:
+    """The keymap of ``lay`` compiled by the image build, or None (no such file, or one
+    made by another command than ``lay`` needs now)."""
+    path = os.path.join(directory or COMPILED, f"{lay.name}.kmap")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    head, _, body = text.partition("\n")
+    return body if head + "\n" == _header(lay) and "keycode" in body else None
+
+
+def build(directory: str) -> list[str]:
+    """Compile every layout into ``directory`` (the image build): the problems, one line
+    each, as :func:`check_all`; a layout with a problem gets no file."""
+    os.makedirs(directory, exist_ok=True)
+    problems = []
+    for lay in LAYOUTS:
+        try:
+            text = compile_keymap(lay, cached=False)
+        except (KeymapError, tools.ToolError) as e:
+            problems.append(f"{lay.name}: {e}")
+            continue
+        problem = _too_few_keys(lay, text)
+        if problem:
+            problems.append(problem)
+            continue
+        write_atomic(os.path.join(directory, f"{lay.name}.kmap"), _header(lay) + text)
+    return problems
+
+
+def compile_keymap(lay: Layout, timeout: float = 60, cached: bool = True) -> str:
+    """The console keymap of ``lay``, as ckbcomp writes it (text for loadkeys): the image
+    build's copy when there is one for the same command (``cached``)."""
+    text = compiled(lay) if cached else None
+    if text is not None:
+        return text
+    p = tools.run(ckbcomp_argv(lay), timeout=timeout)
     if "keycode" not in p.stdout:
         raise KeymapError(f"ckbcomp made no keymap for {lay.name} (xkb {lay.xkb}"
                           f"{' ' + lay.variant if lay.variant else ''})")
@@ -187,13 +238,20 @@ def check_all() -> list[str]:
     problems = []
     for lay in LAYOUTS:
         try:
-            text = compile_keymap(lay)
+            text = compile_keymap(lay, cached=False)
         except (KeymapError, tools.ToolError) as e:
             problems.append(f"{lay.name}: {e}")
             continue
-        if len(re.findall(r"^keycode +\d+ =", text, re.M)) < 48:  # the main block's keys
-            problems.append(f"{lay.name}: ckbcomp's keymap has too few keys")
+        problem = _too_few_keys(lay, text)
+        if problem:
+            problems.append(problem)
     return problems
+
+
+def _too_few_keys(lay: Layout, text: str) -> str | None:
+    if len(re.findall(r"^keycode +\d+ =", text, re.M)) < 48:  # the main block's keys
+        return f"{lay.name}: ckbcomp's keymap has too few keys"
+    return None
 
 
 def boot(cmdline: str | None = None) -> int:
@@ -216,7 +274,7 @@ def boot(cmdline: str | None = None) -> int:
         return 0
     try:
         lay = apply(name, set_by="rtk.keymap=")
-    except (KeymapError, OSError) as e:
+    except (KeymapError, OSError) as e:  # a ToolError is an OSError
         print(f"rtk-keymap: rtk.keymap={name}: {e}", flush=True)
         _save_error(f"rtk.keymap={name}: {e}")
         return 0
@@ -225,9 +283,14 @@ def boot(cmdline: str | None = None) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m toolkit.system.keymap boot|check|list``."""
+    """``python -m toolkit.system.keymap boot|check|list|build DIR``."""
     if argv == ["boot"]:
         return boot()
+    if len(argv) == 2 and argv[0] == "build":
+        problems = build(argv[1])
+        print("\n".join(problems) or f"{len(LAYOUTS)} keyboard layouts compiled into "
+              f"{argv[1]}")
+        return 1 if problems else 0
     if argv == ["check"]:
         problems = check_all()
         print("\n".join(problems) or f"{len(LAYOUTS)} keyboard layouts compile")
@@ -235,7 +298,8 @@ def main(argv: list[str]) -> int:
     if argv == ["list"]:
         print("\n".join(f"{lay.name:<14} {lay.description}" for lay in LAYOUTS))
         return 0
-    print("usage: python -m toolkit.system.keymap boot|check|list", file=sys.stderr)
+    print("usage: python -m toolkit.system.keymap boot|check|list|build DIR",
+          file=sys.stderr)
     return 2
 
 
