@@ -43,10 +43,15 @@ def sha(path: str, size: int | None = None) -> str:
     return h.hexdigest()
 
 
-def sender(lan, ns, image, receivers, port=9000, max_wait=None, rate=None):
+def sender(lan, ns, image, receivers, port=9000, max_wait=None, rate=None,
+           retries_until_drop=5000):
+    """udp-sender in ``ns``. It drops a receiver that misses ``retries_until_drop``
+    retransmissions (udpcast's default is 200): a receiver only slowed by a loaded test
+    machine would otherwise see its stream stop (exit 1 after "Transfer complete.")."""
     from toolkit.restore import multicast
     argv = multicast.sender_argv(str(image), receivers=receivers, max_wait=max_wait,
-                                 interface="eth0", portbase=port, rate=rate)
+                                 interface="eth0", portbase=port, rate=rate,
+                                 retries_until_drop=retries_until_drop)
     return subprocess.Popen(lan.argv(ns, argv), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
 
