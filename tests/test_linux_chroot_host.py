@@ -188,3 +188,55 @@ def test_a_boot_fstab_puts_on_no_partition_is_not_rebuilt_into_the_roots_own(
                            "the initramfs would be written into the root's own /boot "
                            "directory, which this system does not boot from: not rebuilt")
     assert out.kernels == [] and li.our_mounts() == []
+
+
+HOSTILE = r"""r=""
+mknod /tmp/n b {major} {minor} 2>/dev/null && r="$r mknod"
+[ -e /tmp/n ] && printf X 1<>/tmp/n && r="$r wrote-through-mknod"
+printf X 2>/dev/null 1<>/evilnode && r="$r the-image-s-node"
+mkdir -p /e; chroot /e /x 2>/dev/null; [ $? = 127 ] && r="$r chroot"
+mount -t tmpfs x /mnt 2>/dev/null && r="$r mount"
+cat /proc/sys/kernel/core_pattern > /tmp/cp
+cat /tmp/cp 2>/dev/null > /proc/sys/kernel/core_pattern && r="$r sysctl"
+echo h 2>/dev/null > /proc/sysrq-trigger && r="$r sysrq"
+(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && r="$r network"
+echo "escapes:${{r:- none}}" >&2; exit 3
+"""
+
+
+def test_a_hostile_build_reaches_no_other_disk_nor_the_live_system(
+        image, loops, rtk_dirs, tmp_path, monkeypatch):
+    """The image's build, as root in its chroot, tries what would write another disk of
+    the live system or run code outside: a device node made (mknod) or carried in the
+    image, a second chroot (the escape to the live root), a mount, a sysctl
+    (core_pattern runs a program outside), sysrq, a TCP connection to the live system.
+    None of it works; the other disk is byte for byte as it was."""
+    import socket
+    victim_img = tmp_path / "victim.img"
+    victim_img.write_bytes(b"V" * MiB)
+    victim = loops(victim_img)
+    rdev = os.stat(victim).st_rdev
+    node = image.root / "evilnode"
+    os.mknod(node, 0o600 | 0o060000, rdev)  # S_IFBLK
+    try:
+        hostile = li.disk_image(image.work / "hostile.img", image.root)
+    finally:
+        node.unlink()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    script = HOSTILE.format(major=os.major(rdev), minor=os.minor(rdev),
+                            port=listener.getsockname()[1])
+    monkeypatch.setattr(linux_initramfs, "rebuild_argv", lambda *a: ["bash", "-c", script])
+    try:
+        out = _fix(hostile, loops, tmp_path)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing connected
+    finally:
+        listener.close()
+    (k,) = out.kernels
+    assert k["message"] == "bash failed: escapes: none (exit 3)", k
+    with open(victim, "rb") as f:
+        assert f.read() == b"V" * MiB
+    assert li.our_mounts() == []

@@ -8,6 +8,8 @@ file."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from toolkit.restore import linux_fstab as fstab
@@ -97,11 +99,14 @@ def test_boot_volumes_come_from_fstab_in_mount_order():
 
 
 def test_the_look_mounts_read_only_without_replaying_a_journal_and_only_boot():
-    assert lm.readonly_options("ext4") == ("ro", "noload")
-    assert lm.readonly_options("ext3") == ("ro", "noload")
-    assert lm.readonly_options("ext2") == ("ro",)  # no journal (and ext2 knows no noload)
-    assert lm.readonly_options("xfs") == ("ro", "norecovery", "nouuid")
-    assert lm.readonly_options("vfat") == ("ro",) and lm.readonly_options(None) == ("ro",)
+    shut = ("nodev", "nosuid")  # a device node of the image opens nothing
+    assert lm.readonly_options("ext4") == ("ro", "noload", *shut)
+    assert lm.readonly_options("ext3") == ("ro", "noload", *shut)
+    assert lm.readonly_options("ext2") == ("ro", *shut)  # no journal (ext2 knows no noload)
+    assert lm.readonly_options("xfs") == ("ro", "norecovery", "nouuid", *shut)
+    assert lm.readonly_options("vfat") == ("ro", *shut) == lm.readonly_options(None)
+    assert lm.options_for("ext4") == ("rw", *shut)
+    assert lm.options_for("xfs") == ("rw", *shut, "nouuid")
     text = "PARTUUID=abcdef01-02 /boot/efi vfat d 0 1\nLABEL=BOOT /boot ext4 d 0 2\n"
     assert lm.lent_nodes(PARTS[2], text, PARTS, [], look.LOOK_POINTS) == \
         ["/dev/sdb3", "/dev/sdb2"]  # the initramfs is in /boot: the ESP is not lent
@@ -288,8 +293,9 @@ def test_the_images_programs_run_in_their_own_namespaces_and_paths_stay_on_the_i
         tmp_path):
     from toolkit.restore import linux_chroot as lc
     assert lc.argv_in("/mnt/r", ["lsinitramfs", "/boot/x"]) == [
-        "unshare", "--mount", "--pid", "--fork", "--propagation", "private",
-        "--mount-proc=/mnt/r/proc", "chroot", "/mnt/r", "lsinitramfs", "/boot/x"]
+        "unshare", "--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--propagation",
+        "private", "--mount-proc=/mnt/r/proc", sys.executable, "-I", "-m",
+        "toolkit.restore.linux_jail", "/mnt/r", "lsinitramfs", "/boot/x"]
     (tmp_path / "proc").symlink_to("/proc")
     with pytest.raises(lc.OutOfImage, match="/proc of the image is not a directory"):
         lc.chroot(str(tmp_path), ["true"])

@@ -1,11 +1,14 @@
 """The restored image's own programs run shut in, and what they may see of the live system.
 
-Every command runs as ``unshare --mount --pid --fork --propagation private
---mount-proc=ROOT/proc chroot ROOT ...``: in its own mount and PID namespaces, so its
-/proc shows only its own processes (no ``/proc/PID/root`` of a live process leads out),
-and every process it started is killed when it ends (the kernel kills a PID namespace's
-processes when its first one exits: nothing of the image is left running, holding the
-disk). The live system's /proc is never bound in.
+Every command runs as ``unshare --mount --pid --net --ipc --uts --fork --propagation
+private --mount-proc=ROOT/proc python -m toolkit.restore.linux_jail ROOT ...``: in its
+own mount and PID namespaces, so its /proc shows only its own processes (no
+``/proc/PID/root`` of a live process leads out), and every process it started is killed
+when it ends (the kernel kills a PID namespace's processes when its first one exits:
+nothing of the image is left running, holding the disk); in a network namespace with no
+way out; its /proc read-only and without the capabilities that reach past its own files
+(:mod:`linux_jail`: no mknod, mount, BLKROSET, chroot). The live system's /proc is never
+bound in.
 
 Around it (:func:`pseudo`): a fresh tmpfs over the image's /dev with only the nodes a
 build needs (null, zero, full, random, urandom, tty, console, and the restored disk's
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 
 from toolkit.system import mount, tools
 
@@ -43,8 +47,9 @@ class OutOfImage(MountError, OSError):
 
 
 def argv_in(root: str, argv: list[str]) -> list[str]:
-    return ["unshare", "--mount", "--pid", "--fork", "--propagation", "private",
-            f"--mount-proc={os.path.join(root, 'proc')}", "chroot", root, *argv]
+    return ["unshare", "--mount", "--pid", "--net", "--ipc", "--uts", "--fork",
+            "--propagation", "private", f"--mount-proc={os.path.join(root, 'proc')}",
+            sys.executable, "-I", "-m", "toolkit.restore.linux_jail", root, *argv]
 
 
 def chroot(root: str, argv: list[str], env: dict | None = None) -> str:

@@ -29,6 +29,8 @@ BOOT_MOUNTS = ("/boot", "/boot/efi")
 MOUNTABLE = {"ext2", "ext3", "ext4", "xfs", "vfat", "btrfs"}
 READ_ONLY = {"ext3": ("ro", "noload"), "ext4": ("ro", "noload"),  # no journal replay
              "xfs": ("ro", "norecovery", "nouuid"), "btrfs": ("ro", "rescue=nologreplay")}
+# a device node or setuid program the image carries is only a file (linux_jail)
+SHUT = ("nodev", "nosuid")
 BLKROSET, BLKROGET = 0x125D, 0x125E  # linux/fs.h: _IO(0x12, 93), _IO(0x12, 94)
 
 
@@ -78,13 +80,14 @@ def inside(root: str, path: str, *, made: bool = True) -> str:
 
 
 def options_for(fstype: str | None) -> tuple[str, ...]:
-    """Mount options: XFS with ``nouuid`` (the image may be restored beside its source)."""
-    return ("rw", "nouuid") if fstype == "xfs" else ("rw",)
+    """Mount options: ``nodev,nosuid``, XFS with ``nouuid`` (the image may be restored
+    beside its source)."""
+    return ("rw", *SHUT, "nouuid") if fstype == "xfs" else ("rw", *SHUT)
 
 
 def readonly_options(fstype: str | None) -> tuple[str, ...]:
     """Mount options that write nothing: read-only, no journal replayed or recovered."""
-    return READ_ONLY.get(fstype or "", ("ro",))
+    return (*READ_ONLY.get(fstype or "", ("ro",)), *SHUT)
 
 
 @contextlib.contextmanager
