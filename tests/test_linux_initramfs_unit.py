@@ -85,6 +85,24 @@ def test_a_logical_volume_is_found_by_its_mapper_name_and_uuid():
     assert fstab.find("UUID=LVU", [lv]) is lv
 
 
+def test_a_logical_volume_is_found_by_udevs_dm_name_and_dm_uuid_links():
+    """fstab may name an LV by /dev/disk/by-id/dm-name-VG-LV or dm-uuid-LVM-... (what
+    some installers write): found, not reported missing (review helper-56 finding 6)."""
+    from toolkit.system import lvm
+    uuid = lvm.dm_uuid("g400Dh-13iv-9ZB1-N6O8-HHOb-mn7O-xjZnb9",
+                       "ckQLme-hl5Q-nsET-nEFO-7mDt-DMe7-oM0luP")
+    assert uuid == "LVM-g400Dh13iv9ZB1N6O8HHObmn7OxjZnb9ckQLmehl5QnsETnEFO7mDtDMe7oM0luP"
+    lv = {"node": "/dev/my-vg/root", "lv": "my-vg/root", "fstype": "ext4", "fs_uuid": "u",
+          "label": None, "number": None, "aliases": lvm.aliases("my-vg", "root", uuid)}
+    for spec in ("/dev/disk/by-id/dm-name-my--vg-root", f"/dev/disk/by-id/dm-uuid-{uuid}",
+                 "/dev/mapper/my--vg-root"):
+        c = fstab.check_entry(fstab.parse(f"{spec} / ext4 defaults 0 1\n")[0], [lv], "/dev/sdb")
+        assert c.ok and c.volume == "my-vg/root", c.message
+    c = fstab.check_entry(fstab.parse("/dev/disk/by-id/dm-name-other-root / ext4 d 0 1\n")[0],
+                          [lv], "/dev/sdb")
+    assert not c.ok and "is on no partition of this disk" in c.message
+
+
 def test_boot_volumes_come_from_fstab_in_mount_order():
     text = "PARTUUID=abcdef01-02 /boot/efi vfat d 0 1\nLABEL=BOOT /boot/ ext4 d 0 2\n" \
            "UUID=nowhere /boot/firmware vfat d 0 0\n"

@@ -57,7 +57,8 @@ def test_the_reports_name_the_groups_that_need_a_physical_volume_not_looked_at(m
     monkeypatch.setattr(tools, "run", Lvm("vgs-both-pvs.json"))
     assert lvm.missing_pvs([PV, "/dev/loop1"]) == {}
     assert lvm.logical_volumes([PV]) == [
-        {"path": "/dev/spanvg/data", "vg": "spanvg", "lv": "data", "active": False}]
+        {"path": "/dev/spanvg/data", "vg": "spanvg", "lv": "data", "active": False,
+         "dm_uuid": "LVM-g400Dh13iv9ZB1N6O8HHObmn7OxjZnb9ckQLmehl5QnsETnEFO7mDtDMe7oM0luP"}]
 
 
 def test_the_kernels_device_mapper_names_and_lvms_own(tmp_path):

@@ -216,7 +216,7 @@ def logical_volumes(pvs: list[str], left: list[str] | None = None):
             vols.append({"node": v["path"], "lv": f"{v['vg']}/{v['lv']}",
                          "fstype": d.get("TYPE"), "label": d.get("LABEL"),
                          "fs_uuid": d.get("UUID"), "number": None,
-                         "aliases": (f"/dev/mapper/{lvm.dm_name(v['vg'], v['lv'])}",)})
+                         "aliases": lvm.aliases(v["vg"], v["lv"], v.get("dm_uuid"))})
         yield vols
     finally:
         try:

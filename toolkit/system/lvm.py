@@ -23,10 +23,30 @@ def _report(tool: str, kind: str, pvs: Sequence[str], fields: str) -> list[dict]
 
 
 def logical_volumes(pvs: Sequence[str]) -> list[dict]:
-    """``{"path", "vg", "lv", "active"}`` of each logical volume on ``pvs``."""
-    rows = _report("lvs", "lv", pvs, "lv_path,vg_name,lv_name,lv_active")
+    """``{"path", "vg", "lv", "active", "dm_uuid"}`` of each logical volume on ``pvs``
+    (``dm_uuid``: the device-mapper UUID LVM gives it when active, or None)."""
+    rows = _report("lvs", "lv", pvs, "lv_path,vg_name,lv_name,lv_active,vg_uuid,lv_uuid")
     return [{"path": r.get("lv_path"), "vg": r.get("vg_name"), "lv": r.get("lv_name"),
-             "active": r.get("lv_active") == "active"} for r in rows if r.get("lv_path")]
+             "active": r.get("lv_active") == "active",
+             "dm_uuid": dm_uuid(r.get("vg_uuid"), r.get("lv_uuid"))}
+            for r in rows if r.get("lv_path")]
+
+
+def dm_uuid(vg_uuid: str | None, lv_uuid: str | None) -> str | None:
+    """``LVM-`` and both UUIDs without their dashes: the device-mapper UUID of an active
+    logical volume (udev's ``/dev/disk/by-id/dm-uuid-...`` link)."""
+    if not vg_uuid or not lv_uuid:
+        return None
+    return "LVM-" + vg_uuid.replace("-", "") + lv_uuid.replace("-", "")
+
+
+def aliases(vg: str, lv: str, uuid: str | None = None) -> tuple[str, ...]:
+    """The names an fstab (or a kernel command line) may give ``vg/lv`` besides
+    ``/dev/VG/LV``: ``/dev/mapper/``, and udev's ``/dev/disk/by-id/dm-name-`` and
+    ``dm-uuid-`` links."""
+    name = dm_name(vg, lv)
+    return (f"/dev/mapper/{name}", f"/dev/disk/by-id/dm-name-{name}",
+            *((f"/dev/disk/by-id/dm-uuid-{uuid}",) if uuid else ()))
 
 
 def missing_pvs(pvs: Sequence[str]) -> dict[str, int]:
