@@ -233,6 +233,38 @@ def test_a_failed_rebuild_is_said_and_leaves_no_mount(image, held, tmp_path, mon
     assert hold.fd >= 0
 
 
+def test_a_full_boot_is_said_as_such_and_keeps_the_old_initramfs(image, held, loops,
+                                                                  tmp_path):
+    """/boot (partition 1) filled to the last block before the rebuild: the image's own
+    update-initramfs fails; the message says there is no space (its last line is only
+    "failed for ..."), the initramfs the image brought is intact, no NAME.dpkg-bak left."""
+    full = tmp_path / "full.img"
+    run("cp", "--sparse=always", str(image.path), str(full))
+    initrd = f"initrd.img-{image.version}"
+    mnt = tmp_path / "boot"
+    mnt.mkdir()
+    run("mount", f"{loops(full, partitions=True)}p1", str(mnt))
+    try:
+        brought = hashlib.sha256((mnt / initrd).read_bytes()).hexdigest()
+        subprocess.run(["dd", "if=/dev/zero", f"of={mnt / 'fill'}", "bs=1M"],
+                       capture_output=True)  # ends with "No space left on device"
+    finally:
+        run("umount", str(mnt))
+    dev, plan, res, hold = held(full)
+    record = linux_initramfs.run(plan, res, hold)
+    (r,) = record["roots"]
+    assert r["status"] == "failed", r
+    msg = r["kernels"][0]["message"]
+    assert msg.startswith("update-initramfs failed") and msg.endswith(
+        "no space left on the filesystem of /boot (free some, or grow it)"), msg
+    boot = run("debugfs", "-R", "ls -l /", f"{dev}p1")
+    assert f"{initrd}.dpkg-bak" not in boot and f"{initrd}.new" not in boot, boot
+    got = subprocess.run(["debugfs", "-R", f"cat /{initrd}", f"{dev}p1"],
+                         capture_output=True).stdout
+    assert hashlib.sha256(got).hexdigest() == brought
+    assert li.our_mounts() == []
+
+
 def test_rtk_restore_rebuilds_and_reports(image, loops, rtk_dirs, tmp_path):
     target = tmp_path / "target.img"
     with open(target, "wb") as f:
@@ -322,9 +354,11 @@ def test_ctrl_c_during_the_rebuild_cancels_and_leaves_the_old_initramfs(image, l
     assert "cancelled after the image was written (restored" in out + err, out + err
     assert "verified)" in out + err
     boot = run("debugfs", "-R", "ls -l /", f"{dev}p1")
-    assert f"{initrd}.new" not in boot, boot
+    assert f"{initrd}.new" not in boot and f"{initrd}.dpkg-bak" not in boot, boot
     got = subprocess.run(["debugfs", "-R", f"cat /{initrd}", f"{dev}p1"],
                          capture_output=True).stdout
     assert hashlib.sha256(got).hexdigest() == brought
     assert li.our_mounts() == []
     assert not _building(p.pid)
+    assert "failed: Generating" not in out + err, out + err  # a cancel, not a failure
+    assert "cancelled (Ctrl-C) during the rebuild" in out + err, out + err

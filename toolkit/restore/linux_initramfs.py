@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import stat
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -186,11 +187,36 @@ def _build(root: str, tool: str, version: str, devs: set[int]) -> dict:
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISREG(os.lstat(new := _in_image(root, name + ".new", devs)).st_mode):
                     os.unlink(new)
+            _drop_backup_link(root, name, devs)
             raise
     after = built(root, name, devs)
     if after is None or before is not None and after.st_mtime_ns == before.st_mtime_ns:
         raise OSError(f"{tool} ended without writing {name}")
     return {"version": version, "file": name, "size": after.st_size}
+
+
+def _drop_backup_link(root: str, name: str, devs: set[int]) -> None:
+    """update-initramfs hard-links NAME to NAME.dpkg-bak before it builds and removes the
+    link when it ends; stopped (Ctrl-C) or failed, the link stays: removed here when it is
+    still NAME itself (same inode), never another file."""
+    with contextlib.suppress(OSError):
+        bak, cur = _in_image(root, name + ".dpkg-bak", devs), _in_image(root, name, devs)
+        a, b = os.lstat(bak), os.lstat(cur)
+        if stat.S_ISREG(a.st_mode) and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+            os.unlink(bak)
+
+
+def _failure(e: OSError, cancel) -> str:
+    """A kernel's rebuild that failed, in words: Ctrl-C said as a cancel (the tools exit
+    130 then, their last line "Generating ..."), a full filesystem said as such."""
+    status = getattr(e, "status", None)
+    if cancel is not None and cancel.is_set() or status in (130, -signal.SIGINT):
+        return ("cancelled (Ctrl-C) during the rebuild: the image keeps the initramfs it "
+                "brought")
+    said = f"{getattr(e, 'stderr', '')}\n{getattr(e, 'stdout', '')}"
+    if "No space left on device" in said and "No space left" not in str(e):
+        return f"{e}: no space left on the filesystem of /boot (free some, or grow it)"
+    return str(e)  # names the tool
 
 
 def rebuild_kernel(root: str, tool: str, version: str, module: str | None,
@@ -238,7 +264,7 @@ def rebuild(root: str, module: str | None, out: Outcome, devs: set[int],
             out.warn |= k.get("contains_module") is False or k.get("state") is None \
                 and module is not None
         except OSError as e:  # ToolError too
-            k = {"version": v, "failed": True, "message": str(e)}  # names the tool
+            k = {"version": v, "failed": True, "message": _failure(e, cancel)}
             failed.append(v)
         out.kernels.append(k)
     out.status = "failed" if failed else "rebuilt"
