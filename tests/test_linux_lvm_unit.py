@@ -95,6 +95,25 @@ def test_another_active_group_of_the_same_name_is_not_touched(monkeypatch):
     assert run.vgchanges() == []
 
 
+def test_the_refusal_names_the_disk_that_holds_the_active_group(monkeypatch, tmp_path):
+    """The other, active spanvg is on /dev/sdc2 and /dev/sdd1 (sysfs slaves of its dm
+    device): the refusal names them, not the restored disk (review helper-56 finding 8)."""
+    slaves = tmp_path / "sys" / "block" / "dm-0" / "slaves"
+    slaves.mkdir(parents=True)
+    for n in ("sdd1", "sdc2"):
+        (slaves / n).symlink_to(f"../../../devices/x/{n}")
+    real = lvm.underlying
+    monkeypatch.setattr(lvm, "underlying", lambda dev, sys_root="/": real(dev, str(tmp_path)))
+    monkeypatch.setattr(tools, "run", Lvm())
+    monkeypatch.setattr(lvm, "active_dm_names",
+                        lambda sys_root="/": {"spanvg-data": "/dev/dm-0"})
+    with pytest.raises(lm.MountError) as e, lm.logical_volumes([PV]):
+        pass
+    assert str(e.value) == ("another volume group named spanvg is active in the live system "
+                            "on /dev/sdc2, /dev/sdd1 (its logical volumes would take the same "
+                            "names): not touched")
+
+
 def test_a_failed_activation_is_deactivated_again(monkeypatch, no_dm):
     run = Lvm(fail=("-ay",))
     monkeypatch.setattr(tools, "run", run)

@@ -186,11 +186,15 @@ def _lvm_refusal(pvs: list[str], before: list[dict]) -> str | None:
                          f"{'s' if n > 1 else ''} that {'are' if n > 1 else 'is'} not on "
                          "this disk: not touched" for vg, n in sorted(missing.items()))
     dm = lvm.active_dm_names()
-    if taken := sorted({v["vg"] for v in before if lvm.dm_name(v["vg"], v["lv"]) in dm}):
-        return "; ".join(f"another volume group named {vg} is active in the live system "
-                         f"(its logical volumes would take the same names): not touched"
-                         for vg in taken)
-    return None
+    taken: dict[str, list[str]] = {}
+    for v in before:
+        if (dev := dm.get(lvm.dm_name(v["vg"], v["lv"]))) is not None:
+            on = taken.setdefault(v["vg"], [])
+            on += [n for n in lvm.underlying(dev) if n not in on]
+    return "; ".join(
+        f"another volume group named {vg} is active in the live system"
+        f"{' on ' + ', '.join(on) if on else ''} (its logical volumes would take the same "
+        "names): not touched" for vg, on in sorted(taken.items())) or None
 
 
 @contextlib.contextmanager

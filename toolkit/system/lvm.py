@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from collections.abc import Sequence
 
 from toolkit.system import tools
@@ -73,6 +74,16 @@ def active_dm_names(sys_root: str = "/") -> dict[str, str]:
         except OSError:
             continue
     return names
+
+
+def underlying(dm_dev: str, sys_root: str = "/") -> list[str]:
+    """The devices a device-mapper device (``/dev/dm-N``) is made of (sysfs ``slaves``:
+    the partitions or disks holding an active logical volume), as ``/dev/NAME``."""
+    d = f"{sys_root.rstrip('/')}/sys/block/{dm_dev.removeprefix('/dev/')}/slaves"
+    try:
+        return [f"/dev/{n}" for n in sorted(os.listdir(d))]
+    except OSError:
+        return []
 
 
 def activate(pvs: Sequence[str], vgs: Sequence[str]) -> None:
