@@ -112,6 +112,11 @@ def test_boot_volumes_come_from_fstab_in_mount_order():
     pairs, notes = lm.boot_volumes("UUID=gone /boot ext4 d 0 2\n", PARTS)
     assert pairs == [] and notes == [
         "/boot (UUID=gone, fstab line 1) is on no partition of this disk: not mounted"]
+    assert lm.unplaced("UUID=gone /boot ext4 d 0 2\n", PARTS) == {"/boot": notes[0]}
+    assert lm.unplaced(text, PARTS) == {}  # /boot/firmware is not a boot mount point here
+    odd = [{**PARTS[1], "fstype": "swap"}]  # /boot on something that is no filesystem
+    assert lm.unplaced(f"LABEL={PARTS[1]['label']} /boot ext4 d 0 2\n", odd) == {
+        "/boot": "/boot is swap here: not mounted"}
     root = PARTS[2]
     assert lm.lent_nodes(root, text, PARTS, []) == ["/dev/sdb3", "/dev/sdb2", "/dev/sdb1"]
 

@@ -61,11 +61,11 @@ from toolkit.restore.linux_mounts import (
     MOUNTABLE,
     MountError,
     Mounts,
-    boot_volumes,
     lent_nodes,
     logical_volumes,
     lvm_members,
     mount_system,
+    unplaced,
 )
 from toolkit.restore.linux_report import where
 from toolkit.system import tools
@@ -333,9 +333,9 @@ def fix_root(disk: str, root: dict, volumes: list[dict], module: str | None, tmp
     if why := nothing_to_do(root["node"], root.get("fstype")):
         out.status, out.message = "skipped", why
         return out
-    if lost := [n for n in boot_volumes(fstab or "", volumes)[1] if n.startswith("/boot (")]:
+    if lost := unplaced(fstab or "", volumes).get("/boot"):
         out.status, out.warn = "failed", True  # its initramfs would go where nothing boots
-        out.message = f"{lost[0].removesuffix(': not mounted')}: the initramfs would be " \
+        out.message = f"{lost.removesuffix(': not mounted')}: the initramfs would be " \
             "written into the root's own /boot directory, which this system does not " \
             "boot from: not rebuilt"
         return out

@@ -112,23 +112,35 @@ def read_only(nodes: list[str]):
                 os.close(fd)
 
 
-def boot_volumes(fstab: str, volumes: list[dict]) -> tuple[list[tuple[str, dict]], list[str]]:
-    """The (mount point, volume) pairs of ``/boot`` and ``/boot/efi`` that fstab puts on
-    a volume of ``volumes``, and notes on those it puts nowhere on this disk."""
-    found, notes = [], []
+def _boot_entries(fstab: str, volumes: list[dict]):
+    """(mount point, volume or None, note or None) of each ``/boot`` and ``/boot/efi``
+    entry of fstab: a volume it can be mounted from, or a note why not."""
     for e in linux_fstab.parse(fstab):
         mp = e.mountpoint.rstrip("/") or "/"
         if mp not in BOOT_MOUNTS:
             continue
         v = linux_fstab.find(e.spec, volumes)
         if v is None:
-            notes.append(f"{mp} ({e.spec}, fstab line {e.line}) is on no partition of this "
-                         "disk: not mounted")
+            yield mp, None, (f"{mp} ({e.spec}, fstab line {e.line}) is on no partition of "
+                             "this disk: not mounted")
         elif v.get("fstype") not in MOUNTABLE:
-            notes.append(f"{mp} is {v.get('fstype') or 'no filesystem'} here: not mounted")
+            yield mp, None, f"{mp} is {v.get('fstype') or 'no filesystem'} here: not mounted"
         else:
-            found.append((mp, v))
-    return sorted(found, key=lambda f: f[0].count("/")), notes
+            yield mp, v, None
+
+
+def boot_volumes(fstab: str, volumes: list[dict]) -> tuple[list[tuple[str, dict]], list[str]]:
+    """The (mount point, volume) pairs of ``/boot`` and ``/boot/efi`` that fstab puts on
+    a volume of ``volumes``, and notes on those it puts nowhere on this disk."""
+    entries = list(_boot_entries(fstab, volumes))
+    found = [(mp, v) for mp, v, _ in entries if v is not None]
+    return sorted(found, key=lambda f: f[0].count("/")), [n for _, _, n in entries if n]
+
+
+def unplaced(fstab: str, volumes: list[dict]) -> dict[str, str]:
+    """``{mount point: note}`` of the boot mount points fstab names but that cannot be
+    mounted from this disk (their files would go into the root's own directory)."""
+    return {mp: n for mp, v, n in _boot_entries(fstab, volumes) if v is None}
 
 
 def mount_readonly(root: dict, fstab: str, volumes: list[dict], where: str, mounts: Mounts,
