@@ -233,6 +233,17 @@ def test_a_failed_rebuild_is_said_and_leaves_no_mount(image, held, tmp_path, mon
     assert hold.fd >= 0
 
 
+def _the_brought_initramfs_alone(dev: str, initrd: str, brought: str) -> None:
+    """/boot (partition 1) holds the initramfs the image brought (SHA-256 ``brought``),
+    neither update-initramfs's NAME.new nor its NAME.dpkg-bak; nothing of ours mounted."""
+    boot = run("debugfs", "-R", "ls -l /", f"{dev}p1")
+    assert f"{initrd}.new" not in boot and f"{initrd}.dpkg-bak" not in boot, boot
+    got = subprocess.run(["debugfs", "-R", f"cat /{initrd}", f"{dev}p1"],
+                         capture_output=True).stdout
+    assert hashlib.sha256(got).hexdigest() == brought
+    assert li.our_mounts() == []
+
+
 def test_a_full_boot_is_said_as_such_and_keeps_the_old_initramfs(image, held, loops,
                                                                   tmp_path):
     """/boot (partition 1) filled to the last block before the rebuild: the image's own
@@ -257,12 +268,7 @@ def test_a_full_boot_is_said_as_such_and_keeps_the_old_initramfs(image, held, lo
     msg = r["kernels"][0]["message"]
     assert msg.startswith("update-initramfs failed") and msg.endswith(
         "no space left on the filesystem of /boot (free some, or grow it)"), msg
-    boot = run("debugfs", "-R", "ls -l /", f"{dev}p1")
-    assert f"{initrd}.dpkg-bak" not in boot and f"{initrd}.new" not in boot, boot
-    got = subprocess.run(["debugfs", "-R", f"cat /{initrd}", f"{dev}p1"],
-                         capture_output=True).stdout
-    assert hashlib.sha256(got).hexdigest() == brought
-    assert li.our_mounts() == []
+    _the_brought_initramfs_alone(dev, initrd, brought)
 
 
 def test_rtk_restore_rebuilds_and_reports(image, loops, rtk_dirs, tmp_path):
@@ -353,12 +359,7 @@ def test_ctrl_c_during_the_rebuild_cancels_and_leaves_the_old_initramfs(image, l
     assert p.returncode == 1, out + err
     assert "cancelled after the image was written (restored" in out + err, out + err
     assert "verified)" in out + err
-    boot = run("debugfs", "-R", "ls -l /", f"{dev}p1")
-    assert f"{initrd}.new" not in boot and f"{initrd}.dpkg-bak" not in boot, boot
-    got = subprocess.run(["debugfs", "-R", f"cat /{initrd}", f"{dev}p1"],
-                         capture_output=True).stdout
-    assert hashlib.sha256(got).hexdigest() == brought
-    assert li.our_mounts() == []
+    _the_brought_initramfs_alone(dev, initrd, brought)
     assert not _building(p.pid)
     assert "failed: Generating" not in out + err, out + err  # a cancel, not a failure
     assert "cancelled (Ctrl-C) during the rebuild" in out + err, out + err

@@ -165,18 +165,23 @@ def build(directory: str) -> list[str]:
     each, as :func:`check_all`; a layout with a problem gets no file."""
     os.makedirs(directory, exist_ok=True)
     problems = []
+    for lay, text, problem in _compile_all():
+        if problem:
+            problems.append(problem)
+        else:
+            write_atomic(os.path.join(directory, f"{lay.name}.kmap"), _header(lay) + text)
+    return problems
+
+
+def _compile_all():
+    """(layout, keymap text, problem or None) of every layout, compiled by ckbcomp now."""
     for lay in LAYOUTS:
         try:
             text = compile_keymap(lay, cached=False)
         except (KeymapError, tools.ToolError) as e:
-            problems.append(f"{lay.name}: {e}")
+            yield lay, "", f"{lay.name}: {e}"
             continue
-        problem = _too_few_keys(lay, text)
-        if problem:
-            problems.append(problem)
-            continue
-        write_atomic(os.path.join(directory, f"{lay.name}.kmap"), _header(lay) + text)
-    return problems
+        yield lay, text, _too_few_keys(lay, text)
 
 
 def compile_keymap(lay: Layout, timeout: float = 60, cached: bool = True) -> str:
@@ -235,17 +240,7 @@ def check_all() -> list[str]:
     """Every layout compiled (the image build fails on any problem; loading one is
     tested in the VM lab: ``loadkeys --parse`` would still open the build host's
     console): the problems, one line each."""
-    problems = []
-    for lay in LAYOUTS:
-        try:
-            text = compile_keymap(lay, cached=False)
-        except (KeymapError, tools.ToolError) as e:
-            problems.append(f"{lay.name}: {e}")
-            continue
-        problem = _too_few_keys(lay, text)
-        if problem:
-            problems.append(problem)
-    return problems
+    return [problem for _, _, problem in _compile_all() if problem]
 
 
 def _too_few_keys(lay: Layout, text: str) -> str | None:
