@@ -458,7 +458,7 @@ out = {"missing": refusal([a])}
 sh("pvcreate", "-y", "--devices", c, c)
 sh("vgcreate", "--devices", c, "rtkvg", c)
 sh("lvcreate", "--devices", c, "-y", "-L", "8m", "-n", "root", "rtkvg")  # active
-out["same_name"] = refusal([sys.argv[1]])
+out["same_name"], out["c"] = refusal([sys.argv[1]]), c
 sh("vgchange", "-an", "--devices", c, "rtkvg")
 left = []
 with lm.logical_volumes([a, b], left) as vols:
@@ -488,8 +488,8 @@ def test_lvm_groups_not_safe_to_activate_are_refused_and_one_left_active_is_said
     assert r["missing"] == ("the volume group spanvg also needs 1 physical volume that is "
                             "not on this disk: not touched"), r
     assert r["same_name"] == ("another volume group named rtkvg is active in the live "
-                              "system (its logical volumes would take the same names): not "
-                              "touched"), r
+                              f"system on {r['c']} (its logical volumes would take the same "
+                              "names): not touched"), r
     assert r["vols"] == ["spanvg/data"], r
     (left,) = r["left"]
     assert left.startswith("the volume group spanvg could not be deactivated (vgchange "), r
