@@ -26,13 +26,14 @@ class Lvm:
     """``tools.run`` for LVM's commands: the captured reports, ``vgchange`` recorded and
     failing as told."""
 
-    def __init__(self, vgs: str = "vgs-both-pvs.json", fail: tuple[str, ...] = ()):
-        self.vgs, self.fail, self.calls = vgs, fail, []
+    def __init__(self, vgs: str = "vgs-both-pvs.json", fail: tuple[str, ...] = (),
+                 lvs: str = "lvs-one-of-two-pvs.json"):
+        self.vgs, self.fail, self.lvs, self.calls = vgs, fail, lvs, []
 
     def __call__(self, argv, **kw):
         self.calls.append(argv)
         if argv[0] == "lvs":
-            out = (LVM / "lvs-one-of-two-pvs.json").read_text()
+            out = (LVM / self.lvs).read_text()
         elif argv[0] == "vgs":
             out = (LVM / self.vgs).read_text()
         else:
@@ -58,7 +59,8 @@ def test_the_reports_name_the_groups_that_need_a_physical_volume_not_looked_at(m
     assert lvm.missing_pvs([PV, "/dev/loop1"]) == {}
     assert lvm.logical_volumes([PV]) == [
         {"path": "/dev/spanvg/data", "vg": "spanvg", "lv": "data", "active": False,
-         "dm_uuid": "LVM-g400Dh13iv9ZB1N6O8HHObmn7OxjZnb9ckQLmehl5QnsETnEFO7mDtDMe7oM0luP"}]
+         "dm_uuid": "LVM-g400Dh13iv9ZB1N6O8HHObmn7OxjZnb9ckQLmehl5QnsETnEFO7mDtDMe7oM0luP",
+         "origin": None}]
 
 
 def test_the_kernels_device_mapper_names_and_lvms_own(tmp_path):
@@ -114,6 +116,30 @@ def test_the_refusal_names_the_disk_that_holds_the_active_group(monkeypatch, tmp
                             "names): not touched")
 
 
+def test_a_root_with_an_lvm_snapshot_is_not_rebuilt(monkeypatch, no_dm):
+    """snapvg/root has the classic snapshot snapvg/before (captured in the guest): every
+    block the rebuild wrote would take room in the snapshot, lost once full; the step
+    refuses to write it and says why (review helper-56 finding 3)."""
+    monkeypatch.setattr(tools, "run", Lvm(lvs="lvs-snapshot.json"))
+    with lm.logical_volumes([PV]) as vols:
+        by = {v["lv"]: v for v in vols}
+    assert by["snapvg/root"]["snapshots"] == ["snapvg/before"]
+    assert by["snapvg/before"]["snapshots"] == []
+    assert by["snapvg/root"]["aliases"][-1] == ("/dev/disk/by-id/dm-uuid-LVM-wCm9IeDYnzb6o6R"
+                                               "UabXK4Moj8Uey3r9qKObZXoVjKMOJvprBr29G0ZN618Xfgknk")
+    assert lm.snapshotted(by["snapvg/root"], "", vols) == (
+        "the logical volume snapvg/root has the LVM snapshot snapvg/before: the rebuild "
+        "would write into it and could fill the snapshot's space (a full snapshot is lost): "
+        "not rebuilt; remove the snapshot (lvremove) or rebuild by hand")
+    # /boot on a logical volume with a snapshot: the rebuild writes there too
+    boot = {**by["snapvg/before"], "lv": "snapvg/boot", "fstype": "ext4", "label": "B",
+            "snapshots": ["snapvg/b1", "snapvg/b2"]}
+    root = {**by["snapvg/root"], "snapshots": []}
+    assert lm.snapshotted(root, "LABEL=B /boot ext4 d 0 2\n", [root, boot]).startswith(
+        "the logical volume snapvg/boot has the LVM snapshots snapvg/b1, snapvg/b2: ")
+    assert lm.snapshotted(root, "", [root]) is None
+
+
 def test_a_failed_activation_is_deactivated_again(monkeypatch, no_dm):
     run = Lvm(fail=("-ay",))
     monkeypatch.setattr(tools, "run", run)
@@ -164,3 +190,19 @@ def test_after_ctrl_c_no_further_kernel_is_rebuilt(tmp_path, monkeypatch):
     assert built == ["6.1"]
     assert out.status == "failed" and out.kernels[1] == {
         "version": "6.12", "failed": True, "message": "not rebuilt: cancelled (Ctrl-C)"}
+
+
+def test_fix_root_stops_before_writing_a_snapshotted_root(monkeypatch):
+    """The step itself: with ``on`` (always rebuild) a root with a snapshot is refused
+    before anything is mounted read-write or lent by the write gate."""
+    monkeypatch.setattr(li, "read_file", lambda *a: "/dev/mapper/snapvg-root / ext4 d 0 1\n")
+    monkeypatch.setattr(li, "nothing_to_do", lambda *a: None)
+    lent = []
+    root = {"node": "/dev/snapvg/root", "lv": "snapvg/root", "fstype": "ext4",
+            "fs_uuid": "u", "label": None, "number": None, "snapshots": ["snapvg/before"],
+            "aliases": lvm.aliases("snapvg", "root")}
+    out = li.fix_root("/dev/sdb", root, [root], None, lend=lent.append, mode="on")
+    assert (out.status, out.warn) == ("failed", True)
+    assert out.message.startswith("the logical volume snapvg/root has the LVM snapshot "
+                                  "snapvg/before: ")
+    assert lent == [] and out.kernels == []

@@ -65,6 +65,7 @@ from toolkit.restore.linux_mounts import (
     logical_volumes,
     lvm_members,
     mount_system,
+    snapshotted,
     unplaced,
 )
 from toolkit.restore.linux_report import where
@@ -343,6 +344,9 @@ def fix_root(disk: str, root: dict, volumes: list[dict], module: str | None, tmp
         return out
     if cancel is not None and cancel.is_set():  # Ctrl-C during the look: nothing mounted rw
         out.status, out.warn, out.message = "skipped", True, "cancelled (Ctrl-C): not rebuilt"
+        return out
+    if why := snapshotted(root, fstab or "", volumes):
+        out.status, out.warn, out.message = "failed", True, why
         return out
     nodes = lent_nodes(root, fstab or "", volumes, root.get("pvs", []))
     work = tempfile.mkdtemp(prefix="rtk-linux-", dir=tmpdir)

@@ -182,6 +182,21 @@ def lent_nodes(root: dict, fstab: str, volumes: list[dict], pvs: list[str],
     return nodes
 
 
+def snapshotted(root: dict, fstab: str, volumes: list[dict]) -> str | None:
+    """Why the system's logical volumes that a rebuild writes (its root, its /boot) must
+    not be written: one has an LVM snapshot, whose space takes the old contents of every
+    block written and which is lost (invalid) once that space is full; or None."""
+    written = [root, *(v for mp, v in boot_volumes(fstab, volumes)[0] if mp == "/boot")]
+    held = [(v["lv"], v["snapshots"]) for v in written if v.get("lv") and v.get("snapshots")]
+    if not held:
+        return None
+    return "; ".join(
+        f"the logical volume {lv} has the LVM snapshot{'s' if len(snaps) > 1 else ''} "
+        f"{', '.join(snaps)}" for lv, snaps in held) + (
+        ": the rebuild would write into it and could fill the snapshot's space (a full "
+        "snapshot is lost): not rebuilt; remove the snapshot (lvremove) or rebuild by hand")
+
+
 def lvm_members(parts: list[dict]) -> list[str]:
     """The nodes of the partitions that are LVM physical volumes."""
     return [p["node"] for p in parts if p.get("fstype") == "LVM2_member"]
@@ -227,12 +242,15 @@ def logical_volumes(pvs: list[str], left: list[str] | None = None):
     try:
         lvm.activate(pvs, vgs)  # a failure may leave some active: deactivated below
         vols = []
-        for v in lvm.logical_volumes(pvs):
+        rows = lvm.logical_volumes(pvs)
+        snaps = lvm.snapshots(rows)
+        for v in rows:
             d = blkid.probe(v["path"]) if os.path.exists(v["path"]) else {}
-            vols.append({"node": v["path"], "lv": f"{v['vg']}/{v['lv']}",
-                         "fstype": d.get("TYPE"), "label": d.get("LABEL"),
-                         "fs_uuid": d.get("UUID"), "number": None,
-                         "aliases": lvm.aliases(v["vg"], v["lv"], v.get("dm_uuid"))})
+            name = f"{v['vg']}/{v['lv']}"
+            vols.append({"node": v["path"], "lv": name, "fstype": d.get("TYPE"),
+                         "label": d.get("LABEL"), "fs_uuid": d.get("UUID"), "number": None,
+                         "aliases": lvm.aliases(v["vg"], v["lv"], v.get("dm_uuid")),
+                         "snapshots": snaps.get(name, [])})
         yield vols
     finally:
         try:

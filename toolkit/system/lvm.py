@@ -24,13 +24,25 @@ def _report(tool: str, kind: str, pvs: Sequence[str], fields: str) -> list[dict]
 
 
 def logical_volumes(pvs: Sequence[str]) -> list[dict]:
-    """``{"path", "vg", "lv", "active", "dm_uuid"}`` of each logical volume on ``pvs``
-    (``dm_uuid``: the device-mapper UUID LVM gives it when active, or None)."""
-    rows = _report("lvs", "lv", pvs, "lv_path,vg_name,lv_name,lv_active,vg_uuid,lv_uuid")
+    """``{"path", "vg", "lv", "active", "dm_uuid", "origin"}`` of each logical volume on
+    ``pvs`` (``dm_uuid``: the device-mapper UUID LVM gives it when active, or None;
+    ``origin``: the volume a snapshot is of, or None)."""
+    rows = _report("lvs", "lv", pvs,
+                   "lv_path,vg_name,lv_name,lv_active,vg_uuid,lv_uuid,origin")
     return [{"path": r.get("lv_path"), "vg": r.get("vg_name"), "lv": r.get("lv_name"),
              "active": r.get("lv_active") == "active",
-             "dm_uuid": dm_uuid(r.get("vg_uuid"), r.get("lv_uuid"))}
+             "dm_uuid": dm_uuid(r.get("vg_uuid"), r.get("lv_uuid")),
+             "origin": r.get("origin") or None}
             for r in rows if r.get("lv_path")]
+
+
+def snapshots(lvs: list[dict]) -> dict[str, list[str]]:
+    """``{"vg/origin": ["vg/snapshot", ...]}`` of the rows of :func:`logical_volumes`."""
+    found: dict[str, list[str]] = {}
+    for v in lvs:
+        if v.get("origin"):
+            found.setdefault(f"{v['vg']}/{v['origin']}", []).append(f"{v['vg']}/{v['lv']}")
+    return found
 
 
 def dm_uuid(vg_uuid: str | None, lv_uuid: str | None) -> str | None:
