@@ -29,6 +29,7 @@ APT_PACKAGES=(
     partclone                                     # used blocks: filesystem allocation maps (-D)
     libhivex-bin                                  # hivexsh, hivexget: Windows SYSTEM hives (restore)
     cryptsetup-bin                                # cryptsetup: a LUKS volume in a restore image
+    lvm2                                          # lvs: an image's LVM metadata read (the host has no device-mapper: nothing activated)
     zstd xz-utils gzip                            # compressed images
     curl openssl ca-certificates                  # HTTP(S) images, the test CA
     iproute2 iputils-ping                         # rtk net

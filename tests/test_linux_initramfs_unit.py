@@ -8,6 +8,7 @@ file."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -205,6 +206,9 @@ def test_dracut_wins_and_names_its_file_as_the_image_does(tmp_path):
     (tmp_path / "usr/sbin/update-initramfs").write_text("")  # a Debian with dracut has both
     assert li.image_tool(root) == "dracut"
     assert li.initramfs_name("dracut", root, "5.14") == "/boot/initramfs-5.14.img"
+    (tmp_path / "boot" / "initrd-5.14").write_bytes(b"")  # SUSE's: the one its GRUB loads
+    (tmp_path / "boot" / "initrd").symlink_to("initrd-5.14")
+    assert li.initramfs_name("dracut", root, "5.14") == "/boot/initrd-5.14"
     (tmp_path / "boot" / "initrd.img-5.14").write_bytes(b"")  # dracut on Debian
     assert li.initramfs_name("dracut", root, "5.14") == "/boot/initrd.img-5.14"
     assert li.rebuild_argv("dracut", "5.14", "/boot/x.img", True) == \
@@ -330,3 +334,26 @@ def test_the_images_programs_run_in_their_own_namespaces_and_paths_stay_on_the_i
         lc.on_image(str(tmp_path), "etc/up/x", dev)
     with pytest.raises(lc.OutOfImage, match="not the image's own"):
         lc.on_image(str(tmp_path), "etc", {-1})
+
+
+def test_the_images_text_files_are_read_as_regular_files_only(tmp_path):
+    """What the live system reads of the image (module lists, the modules file): never a
+    FIFO (it would wait for ever), a symlink (/dev/zero, the live system's files) or a
+    file of another filesystem; bytes that are not UTF-8 replaced."""
+    from toolkit.restore import linux_chroot as lc
+    devs = {tmp_path.stat().st_dev}
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "modules").write_bytes(b"# f\xfcr\nnvme\n")
+    assert lc.read_text(str(tmp_path), "etc/modules", devs) == "# f\ufffdr\nnvme\n"
+    os.mkfifo(tmp_path / "etc" / "pipe")
+    with pytest.raises(lc.OutOfImage, match="etc/pipe is not a regular file of the image"):
+        lc.read_text(str(tmp_path), "etc/pipe", devs)
+    (tmp_path / "etc" / "zero").symlink_to("/dev/zero")
+    with pytest.raises(lc.OutOfImage, match="a symlink"):
+        lc.read_text(str(tmp_path), "etc/zero", devs)
+    with pytest.raises(lc.OutOfImage, match="larger than"):
+        lc.read_text(str(tmp_path), "etc/modules", devs, limit=4)
+    with pytest.raises(FileNotFoundError):
+        lc.read_text(str(tmp_path), "etc/none", devs)
+    with pytest.raises(lc.OutOfImage, match="not the image's own"):
+        lc.read_text(str(tmp_path), "etc/modules", {-1})

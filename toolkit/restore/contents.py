@@ -15,6 +15,8 @@ marked ``encrypted`` and not looked into.
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 
 from toolkit.system import blkid, partx, tools, udev
 
@@ -128,12 +130,27 @@ def parse_os_release(text: str | None) -> dict[str, str] | None:
             (line.split("=", 1) for line in text.splitlines() if "=" in line)}
 
 
+LINK_HOPS = 8  # symlinks followed inside the image before giving up (as a loop)
+
+
 def read_file(node: str, fstype: str | None, path: str) -> str | None:
     """A small text file of the unmounted ext or XFS filesystem on ``node`` (None: not
-    there, or another filesystem)."""
+    there, or another filesystem). On ext, a symlink (``/etc/fstab -> fstab.real``) is
+    followed inside the filesystem, up to :data:`LINK_HOPS` times: debugfs's ``cat`` of
+    a symlink prints nothing, which would read as an empty file."""
     if fstype == "xfs":
         return xfs_file(node, path)
-    return _out("debugfs", "-R", f"cat {path}", node) if fstype in EXT else None
+    if fstype not in EXT:
+        return None
+    for _ in range(LINK_HOPS):
+        stat_out = _out("debugfs", "-R", f"stat {path}", node) or ""
+        m = re.search(r'^Fast link dest: "(.*)"$', stat_out, re.M)
+        if "Type: symlink" not in stat_out:
+            return _out("debugfs", "-R", f"cat {path}", node)
+        if not m:  # a long target is kept in a block debugfs does not print: not read
+            return None
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(path), m.group(1)))
+    return None
 
 
 def exists(node: str, fstype: str | None, path: str) -> bool:

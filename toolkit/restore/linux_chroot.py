@@ -145,3 +145,30 @@ def on_image(root: str, path: str, devs: set[int]) -> str:
         raise OutOfImage(f"{path} of the image leads onto a filesystem that is not the "
                          f"image's own (to {where}): not used")
     return where
+
+
+TEXT_LIMIT = 64 << 20  # a modules.dep is a few hundred KiB; no configuration file is more
+
+
+def read_text(root: str, path: str, devs: set[int], limit: int = TEXT_LIMIT) -> str:
+    """The image's text file ``path`` read by the live system: its folder resolved inside
+    the image (:func:`on_image`), the file itself never a symlink, a FIFO, a device or
+    larger than ``limit`` (OSError in words: a hostile image cannot make the live system
+    wait on a pipe or read /dev/zero), bytes that are not UTF-8 replaced. A missing file
+    is FileNotFoundError."""
+    where = os.path.join(on_image(root, os.path.dirname(path), devs), os.path.basename(path))
+    try:
+        fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # ELOOP: a symlink
+        raise OutOfImage(f"{path} of the image could not be read ({e.strerror}; a "
+                         "symlink?): not used") from None
+    with open(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_dev not in devs:
+            raise OutOfImage(f"{path} is not a regular file of the image: not used")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OutOfImage(f"{path} of the image is larger than {limit >> 20} MiB: not used")
+    return data.decode("utf-8", errors="replace")

@@ -11,6 +11,7 @@ tmpfs...), swap files, network filesystems and bind mounts are not devices of th
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import asdict, dataclass
 
 from toolkit.disks.filesystems import unescape
@@ -18,6 +19,7 @@ from toolkit.disks.filesystems import unescape
 TAGS = {"UUID": "fs_uuid", "LABEL": "label", "PARTUUID": "uuid", "PARTLABEL": "name"}
 BY = {"/dev/disk/by-uuid/": "UUID", "/dev/disk/by-label/": "LABEL",
       "/dev/disk/by-partuuid/": "PARTUUID", "/dev/disk/by-partlabel/": "PARTLABEL"}
+REMOVABLE_TYPES = {"iso9660", "udf"}  # optical media
 NOT_DEVICES = {"proc", "sysfs", "tmpfs", "devpts", "devtmpfs", "securityfs", "cgroup",
                "cgroup2", "debugfs", "efivarfs", "nfs", "nfs4", "cifs", "smb3", "sshfs",
                "fuse", "none", "9p", "virtiofs", "overlay", "ramfs", "hugetlbfs", "mqueue",
@@ -39,6 +41,11 @@ class Entry:
     def optional(self) -> bool:
         """The boot does not wait for it (``nofail``, ``noauto``)."""
         return bool({"nofail", "noauto"} & set(self.options))
+
+
+def mount_point(text: str) -> str:
+    """``/boot/``, ``//boot`` and ``/boot/.`` are ``/boot`` (the kernel's reading)."""
+    return posixpath.normpath("/" + text.lstrip("/"))
 
 
 def parse(text: str) -> list[Entry]:
@@ -82,10 +89,14 @@ def find(spec: str, volumes: list[dict]) -> dict | None:
 
 
 def is_device(e: Entry) -> bool:
-    """Whether the entry names a block device at all (not proc, tmpfs, a swap file, NFS,
-    a bind mount)."""
+    """Whether the entry names a disk's block device at all (not proc, tmpfs, a swap
+    file, NFS, a bind mount, nor a CD/DVD drive or floppy: Debian's installer writes
+    ``/dev/sr0 /media/cdrom0 udf,iso9660 user,noauto``)."""
     if e.fstype in NOT_DEVICES or e.fstype.startswith("fuse") or \
             {"bind", "rbind"} & set(e.options):
+        return False
+    if set(e.fstype.split(",")) <= REMOVABLE_TYPES or \
+            e.spec.startswith(("/dev/sr", "/dev/cdrom", "/dev/dvd", "/dev/fd")):
         return False
     return tag(e.spec) is not None or e.spec.startswith("/dev/")
 
@@ -124,6 +135,9 @@ def check_entry(e: Entry, volumes: list[dict], disk: str) -> Check:
             "on other hardware (use UUID=)"
     else:
         why = f"is on no partition of this disk ({disk})"
+        if (tag(e.spec) or ("",))[0] in ("UUID", "LABEL") and \
+                any(v.get("unprobed") for v in volumes):
+            why += " that was looked into (its LVM volumes were not: it may be on one)"
     wait = "the boot goes on without it (nofail/noauto)" if e.optional else \
         "the system would stop at boot waiting for it"
     return Check(e.line, e.spec, e.mountpoint, False, f"{where} {why}: {wait}")

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from toolkit.errors import Refused
 from toolkit.restore import linux_fstab, windows_drivers
 from toolkit.restore.contents import EXT, exists, os_release, read_file
-from toolkit.restore.linux_chroot import ENV, chroot, on_image
+from toolkit.restore.linux_chroot import ENV, chroot, on_image, read_text
 from toolkit.restore.linux_look import (
     DRACUT,
     UPDATE,
@@ -63,6 +63,7 @@ from toolkit.restore.linux_mounts import (
     Mounts,
     lent_nodes,
     logical_volumes,
+    lv_names,
     lvm_members,
     mount_system,
     snapshotted,
@@ -99,15 +100,14 @@ def add_module_config(tool: str, root: str, module: str) -> str | None:
     if not os.path.isdir(os.path.dirname(path)):
         raise OSError(f"/{os.path.dirname(rel)} is not a directory in the image: not written")
     text = ""
-    with contextlib.suppress(FileNotFoundError), \
-            open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)) as f:
-        text = f.read()
-        if tool != "dracut" and any(norm(ln.split()[0]) == norm(module)
-                                    for ln in text.splitlines()
-                                    if ln.split() and not ln.startswith("#")):
-            return None
-        if tool == "dracut" and f" {module} " in text:
-            return None
+    with contextlib.suppress(FileNotFoundError):
+        text = read_text(root, rel, devs)  # not a FIFO, a device or a symlink
+    if tool != "dracut" and any(norm(ln.split()[0]) == norm(module)
+                                for ln in text.splitlines()
+                                if ln.split() and not ln.startswith("#")):
+        return None
+    if tool == "dracut" and f" {module} " in text:
+        return None
     line = f'add_drivers+=" {module} "\n' if tool == "dracut" else f"{module}\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o644)
@@ -358,7 +358,7 @@ def fix_root(disk: str, root: dict, volumes: list[dict], module: str | None, tmp
                 rebuild(work, module, out, mounts.devs, cancel)
             finally:
                 mounts.close()
-    except (MountError, OSError, Refused) as e:  # ToolError, the gate's refusal
+    except (MountError, OSError, Refused, ValueError) as e:  # ToolError, gate, decoding
         out.status, out.warn = "failed", True
         out.message = f"the initramfs could not be rebuilt: {e}"
     finally:
@@ -420,9 +420,15 @@ def run(plan, res, hold=None, cancel=None) -> dict | None:
     disk, tmpdir = plan.target.node, plan.options.tmpdir
     names = {s["partition"]: s["name"] for s in (res.contents or {}).get("systems", [])}
     outcomes = []
+    volumes = parts + (lv_names(lvm_members(parts)) if roots else [])
     for p in roots:
-        o = fix_root(disk, p, parts, target.driver, tmpdir,
-                     (lambda nodes: hold.lend(*nodes)) if hold else None, mode, cancel)
+        try:
+            o = fix_root(disk, p, volumes, target.driver, tmpdir,
+                         (lambda nodes: hold.lend(*nodes)) if hold else None, mode, cancel)
+        except Exception as e:  # noqa: BLE001 - the image is written: a report, never a traceback
+            o = Outcome(p.get("number"), status="failed", warn=True, message=(
+                f"the Linux step stopped on an unexpected error ({type(e).__name__}: {e}): "
+                "the image is written and verified; its initramfs may not be rebuilt"))
         o.system = names.get(p["number"])
         outcomes.append(o)
     if not roots:  # the root is on a logical volume, if anywhere

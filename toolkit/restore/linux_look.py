@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 
-from toolkit.restore.linux_chroot import ENV, chroot
+from toolkit.restore.linux_chroot import ENV, chroot, read_text
 from toolkit.restore.linux_mounts import (
     MountError,
     Mounts,
@@ -73,12 +73,14 @@ def nothing_there(tool: str | None, versions: list[str]) -> str | None:
 
 def initramfs_name(tool: str, root: str, version: str) -> str:
     """The initramfs file of ``version``, as the image names it: Debian's
-    ``/boot/initrd.img-V`` (update-initramfs, and dracut on Debian), else dracut's
-    ``/boot/initramfs-V.img``."""
+    ``/boot/initrd.img-V`` (update-initramfs always); with dracut the one of these the
+    image has: Debian's, Fedora's and RHEL's ``/boot/initramfs-V.img``, SUSE's
+    ``/boot/initrd-V`` (its boot loader loads that one), else Fedora's."""
     debian = f"/boot/initrd.img-{version}"
-    if tool == "update-initramfs" or os.path.exists(os.path.join(root, debian[1:])):
+    if tool == "update-initramfs":
         return debian
-    return f"/boot/initramfs-{version}.img"
+    names = (debian, f"/boot/initramfs-{version}.img", f"/boot/initrd-{version}")
+    return next((n for n in names if os.path.lexists(os.path.join(root, n[1:]))), names[1])
 
 
 def listing_argv(tool: str, name: str) -> list[str]:
@@ -92,14 +94,17 @@ def norm(module: str) -> str:
 def module_state(root: str, version: str, module: str) -> str | None:
     """``module`` in the image's kernel ``version``: "module", "builtin", or None."""
     want = norm(module)
+    devs = {os.stat(root).st_dev}
     for mods in ("lib/modules", "usr/lib/modules"):
-        base = os.path.join(root, mods, version)
         for name, state in (("modules.dep", "module"), ("modules.builtin", "builtin")):
-            with contextlib.suppress(OSError), open(os.path.join(base, name)) as f:
-                for line in f:
-                    path = line.split(":", 1)[0].strip()
-                    if norm(re.sub(r"\.ko(\.\w+)?$", "", os.path.basename(path))) == want:
-                        return state
+            try:  # read as the image's own file: never a FIFO, a device or out of it
+                text = read_text(root, f"{mods}/{version}/{name}", devs)
+            except OSError:
+                continue
+            for line in text.splitlines():
+                path = line.split(":", 1)[0].strip()
+                if norm(re.sub(r"\.ko(\.\w+)?$", "", os.path.basename(path))) == want:
+                    return state
     return None
 
 

@@ -116,13 +116,16 @@ def _boot_entries(fstab: str, volumes: list[dict]):
     """(mount point, volume or None, note or None) of each ``/boot`` and ``/boot/efi``
     entry of fstab: a volume it can be mounted from, or a note why not."""
     for e in linux_fstab.parse(fstab):
-        mp = e.mountpoint.rstrip("/") or "/"
+        mp = linux_fstab.mount_point(e.mountpoint)
         if mp not in BOOT_MOUNTS:
             continue
         v = linux_fstab.find(e.spec, volumes)
         if v is None:
             yield mp, None, (f"{mp} ({e.spec}, fstab line {e.line}) is on no partition of "
                              "this disk: not mounted")
+        elif v.get("unprobed"):
+            yield mp, None, (f"{mp} is on the logical volume {v['lv']}, not looked into "
+                             "(the root is on a partition): not mounted")
         elif v.get("fstype") not in MOUNTABLE:
             yield mp, None, f"{mp} is {v.get('fstype') or 'no filesystem'} here: not mounted"
         else:
@@ -180,6 +183,21 @@ def lent_nodes(root: dict, fstab: str, volumes: list[dict], pvs: list[str],
         if mp in points and not v.get("lv") and v["node"] not in nodes:
             nodes.append(v["node"])
     return nodes
+
+
+def lv_names(pvs: list[str]) -> list[dict]:
+    """The logical volumes on ``pvs`` by name only, as LVM's metadata lists them, nothing
+    activated (a root on a partition beside LVM volumes: fstab may name them):
+    volumes with ``unprobed`` set (no filesystem, UUID or label known). None when LVM's
+    tools are missing or fail."""
+    try:
+        rows = lvm.logical_volumes(pvs) if pvs else []
+    except OSError:
+        return []
+    return [{"node": v["path"], "lv": f"{v['vg']}/{v['lv']}", "fstype": None,
+             "label": None, "fs_uuid": None, "number": None, "unprobed": True,
+             "aliases": lvm.aliases(v["vg"], v["lv"], v.get("dm_uuid")), "snapshots": []}
+            for v in rows]
 
 
 def snapshotted(root: dict, fstab: str, volumes: list[dict]) -> str | None:
