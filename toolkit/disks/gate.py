@@ -45,6 +45,7 @@ import contextlib
 import errno
 import os
 import stat
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -55,6 +56,8 @@ from toolkit.disks.consent import TARGET_ID, Consent, accepted_names, consent_pr
 from toolkit.disks.decision import Input, in_use_problems, write_problems  # noqa: F401
 from toolkit.disks.endpoint import Endpoint
 from toolkit.errors import Refused
+
+RECLAIM_WAIT_S = 10  # a just-released partition's claim, waited out (see Hold._reclaim)
 
 # --- the hold ------------------------------------------------------------------------------------
 
@@ -156,7 +159,7 @@ class WriteHold:
             for fd in others:
                 os.close(fd)
             try:
-                self.fd = os.open(f"/proc/self/fd/{anchor}", self.flags)
+                self.fd = self._reclaim(anchor)
             except OSError as e:
                 if not failed:
                     raise Refused(f"the write gate cannot claim {self.node} again after "
@@ -166,6 +169,19 @@ class WriteHold:
                 self.lent = None
             if not failed:
                 self._check_open()
+
+    def _reclaim(self, anchor: int) -> int:
+        """The whole disk claimed again through ``anchor``. EBUSY is waited out for up to
+        :data:`RECLAIM_WAIT_S`: a filesystem just unmounted, or the last process of a
+        namespace that had it mounted, is released by the kernel a moment later."""
+        deadline = time.monotonic() + RECLAIM_WAIT_S
+        while True:
+            try:
+                return os.open(f"/proc/self/fd/{anchor}", self.flags)
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def _claim_partitions(self, but: set[int]) -> list[int]:
         """Claim (O_EXCL, read-only) every partition of the held disk but those of ``but``
