@@ -255,3 +255,15 @@ def held_images(loops, tmp_path: Path):
     finally:
         for h in holds:
             h.close()
+
+
+def nvme_sysfs(where: Path, disk: str) -> str:
+    """A sysfs tree where ``disk`` hangs off a PCI function bound to the nvme driver (what
+    the live system shows for an NVMe target)."""
+    pci = where / "devices" / "pci0000:00" / "0000:00:04.0"
+    (pci / "nvme" / "nvme0").mkdir(parents=True)
+    (where / "bus" / "pci" / "drivers" / "nvme").mkdir(parents=True)
+    (pci / "driver").symlink_to(where / "bus" / "pci" / "drivers" / "nvme")
+    (where / "block" / disk).mkdir(parents=True)
+    (where / "block" / disk / "device").symlink_to(pci / "nvme" / "nvme0")
+    return str(where)

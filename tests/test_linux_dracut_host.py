@@ -60,17 +60,6 @@ def _root_file(dev: str, path: str) -> str:
     return run("debugfs", "-R", f"cat {path}", f"{dev}p2")
 
 
-def _nvme_sysfs(where: Path, disk: str) -> str:
-    """A sysfs tree where ``disk`` hangs off a PCI function bound to the nvme driver."""
-    pci = where / "devices" / "pci0000:00" / "0000:00:04.0"
-    (pci / "nvme" / "nvme0").mkdir(parents=True)
-    (where / "bus" / "pci" / "drivers" / "nvme").mkdir(parents=True)
-    (pci / "driver").symlink_to(where / "bus" / "pci" / "drivers" / "nvme")
-    (where / "block" / disk).mkdir(parents=True)
-    (where / "block" / disk / "device").symlink_to(pci / "nvme" / "nvme0")
-    return str(where)
-
-
 def _digest(plan) -> str:
     os.sync()
     h = hashlib.sha256()
@@ -107,7 +96,7 @@ def test_dracut_rebuild_adds_the_missing_controller_module(image, held, tmp_path
 
 def test_dracut_step_on_then_auto_leaves_it_byte_for_byte(image, held, tmp_path):
     dev, plan, res, hold = held(image.path, "on")
-    plan.options.sys_root = _nvme_sysfs(tmp_path / "sys", os.path.basename(dev))
+    plan.options.sys_root = li.nvme_sysfs(tmp_path / "sys", os.path.basename(dev))
     record = linux_initramfs.run(plan, res, hold)
     assert record["target_controller"]["driver"] == "nvme"
     (r,) = record["roots"]

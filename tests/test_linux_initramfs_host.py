@@ -176,25 +176,13 @@ def _digest(plan) -> str:
     return h.hexdigest()
 
 
-def _nvme_sysfs(where: Path, disk: str) -> str:
-    """A sysfs tree where ``disk`` hangs off a PCI function bound to the nvme driver (what
-    the live system shows for an NVMe target)."""
-    pci = where / "devices" / "pci0000:00" / "0000:00:04.0"
-    (pci / "nvme" / "nvme0").mkdir(parents=True)
-    (where / "bus" / "pci" / "drivers" / "nvme").mkdir(parents=True)
-    (pci / "driver").symlink_to(where / "bus" / "pci" / "drivers" / "nvme")
-    (where / "block" / disk).mkdir(parents=True)
-    (where / "block" / disk / "device").symlink_to(pci / "nvme" / "nvme0")
-    return str(where)
-
-
 def _read_only(node: str) -> bool:
     return run("blockdev", "--getro", node).strip() == "1"
 
 
 def test_auto_leaves_an_initramfs_that_holds_the_module_byte_for_byte(image, held, tmp_path):
     dev, plan, res, hold = held(image.path, "on")
-    plan.options.sys_root = _nvme_sysfs(tmp_path / "sys", os.path.basename(dev))
+    plan.options.sys_root = li.nvme_sysfs(tmp_path / "sys", os.path.basename(dev))
     (r,) = linux_initramfs.run(plan, res, hold)["roots"]  # on: nvme added and rebuilt
     assert r["status"] == "rebuilt" and r["kernels"][0]["contains_module"] is True, r
     plan.options.linux_initramfs = "auto"

@@ -27,18 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 V = "6.1.0-99-amd64"  # the tiny image's made-up kernel
 
 
-def _nvme_sysfs(where: Path, disk: str) -> str:
-    """A sysfs tree where ``disk`` hangs off a PCI function bound to the nvme driver
-    (as tests/test_linux_dracut_host.py makes it)."""
-    pci = where / "devices" / "pci0000:00" / "0000:00:04.0"
-    (pci / "nvme" / "nvme0").mkdir(parents=True)
-    (where / "bus" / "pci" / "drivers" / "nvme").mkdir(parents=True)
-    (pci / "driver").symlink_to(where / "bus" / "pci" / "drivers" / "nvme")
-    (where / "block" / disk).mkdir(parents=True)
-    (where / "block" / disk / "device").symlink_to(pci / "nvme" / "nvme0")
-    return str(where)
-
-
 def _tiny_root(src: Path, fifo: str) -> None:
     """A root that looks like a Debian with initramfs-tools and one kernel; ``fifo``: the
     file of the image made a named pipe (mkfs.ext4 -d copies it as one)."""
@@ -83,7 +71,7 @@ def test_a_fifo_in_the_image_neither_hangs_the_step_nor_is_left_mounted(
     printed, nothing mounted, the partition writable again."""
     img = _tiny_disk(tmp_path, f"usr/lib/modules/{V}/modules.dep")
     dev = loops(img, partitions=True)
-    sysfs = _nvme_sysfs(tmp_path / "sys", os.path.basename(dev))
+    sysfs = li.nvme_sysfs(tmp_path / "sys", os.path.basename(dev))
     work = tmp_path / "work"
     work.mkdir()
     p = subprocess.Popen([sys.executable, str(ROOT / "tests/linux_step_run.py"), dev,
@@ -225,7 +213,7 @@ def test_a_latin1_comment_in_initramfs_tools_modules(debian, held, tmp_path):
     finally:
         mods.write_bytes(text)
     dev, plan, res, hold = held(path, "on")
-    plan.options.sys_root = _nvme_sysfs(tmp_path / "sys", os.path.basename(dev))
+    plan.options.sys_root = li.nvme_sysfs(tmp_path / "sys", os.path.basename(dev))
     record = linux_initramfs.run(plan, res, hold)
     (r,) = record["roots"]
     assert r["status"] == "rebuilt", r
