@@ -220,3 +220,39 @@ def test_a_latin1_comment_in_initramfs_tools_modules(debian, held, tmp_path):
     assert r["changes"] == ["/etc/initramfs-tools/modules: nvme added"], r
     assert li.our_mounts() == []
     assert hold.fd >= 0 and hold.lent is None
+
+
+def test_a_hardware_name_of_the_disk_written_is_found_and_said_to_be_one(tmp_path, loops):
+    """fstab naming /boot by the disk's WWN (/dev/disk/by-id/wwn-...-part1, what some
+    installers write) on the disk restored here: found through the live system's link
+    (it was "on no partition of this disk" and /boot was not mounted for the rebuild),
+    with the advice that a replacement disk will not have that name; a name whose link
+    is absent says it names another disk's hardware (review helper-57, left over)."""
+    from toolkit.restore import linux_fstab
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(8 * MiB)
+    run("sgdisk", "-n", "1:2048:0", "-t", "1:8300", str(img))
+    loop = loops(img, partitions=True)
+    part = f"{loop}p1"
+    by_id = Path("/dev/disk/by-id")
+    link = by_id / f"wwn-0x5000rtktest{os.getpid()}-part1"
+    made = [d for d in (by_id, by_id.parent) if not d.exists()]  # the host has no udev
+    by_id.mkdir(parents=True, exist_ok=True)
+    try:
+        link.symlink_to(f"../../{Path(part).name}")
+        volumes = [{"node": part, "number": 1, "fs_uuid": "u1", "label": None}]
+        text = f"{link} /boot ext4 defaults 0 2\n/dev/disk/by-id/wwn-0x5000gone-part2 /srv " \
+            "ext4 defaults 0 2\n"
+        found, gone = linux_fstab.check(text, volumes, loop)
+        assert found.ok and found.partition == 1, found.message
+        assert "hardware identity, which a replacement disk will not have" in found.message
+        assert linux_fstab.find(str(link), volumes) is volumes[0]
+        assert not gone.ok and gone.partition is None
+        assert f"names a disk by its hardware identity (model and serial, WWN or " \
+            f"controller port), which the disk written here ({loop}) does not have" \
+            in gone.message
+    finally:
+        link.unlink(missing_ok=True)
+        for d in made:
+            d.rmdir()

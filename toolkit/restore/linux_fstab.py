@@ -11,6 +11,7 @@ tmpfs...), swap files, network filesystems and bind mounts are not devices of th
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import asdict, dataclass
 
@@ -78,14 +79,37 @@ def _same(name: str, a: str | None, b: str) -> bool:
     return a.lower() == b.lower() if name in ("UUID", "PARTUUID") else a == b
 
 
+def live_link(spec: str) -> str | None:
+    """What a ``/dev/disk/...`` link of this live system (udev's, for the disks attached
+    now) points to, or None."""
+    return os.path.realpath(spec) if spec.startswith("/dev/disk/") and \
+        os.path.islink(spec) else None
+
+
 def find(spec: str, volumes: list[dict]) -> dict | None:
     """The volume (a partition of :func:`toolkit.restore.contents.inspect_disk`, or a
-    logical volume with the same keys) that ``spec`` names, or None."""
+    logical volume with the same keys) that ``spec`` names, or None. A hardware name
+    (``/dev/disk/by-id/wwn-...-part1``, ``by-path``) is the volume its link of the live
+    system points to: the disk written here is the disk it will boot on."""
     t = tag(spec)
     if t:
         key = TAGS[t[0]]
         return next((v for v in volumes if _same(t[0], v.get(key), t[1])), None)
-    return next((v for v in volumes if spec in (v.get("node"), *v.get("aliases", ()))), None)
+    named = next((v for v in volumes if spec in (v.get("node"), *v.get("aliases", ()))), None)
+    target = named is None and live_link(spec)
+    if target:
+        return next((v for v in volumes if v.get("node")
+                     and os.path.realpath(v["node"]) == target), None)
+    return named
+
+
+def hardware_name(spec: str) -> bool:
+    """``/dev/disk/by-id/`` (a disk's model, serial or WWN) or ``/dev/disk/by-path/`` (its
+    controller's port): a name that another disk does not have. LVM's ``dm-name-`` and
+    ``dm-uuid-`` links follow the volume, not the disk."""
+    return spec.startswith("/dev/disk/by-path/") or (
+        spec.startswith("/dev/disk/by-id/")
+        and not spec.startswith(("/dev/disk/by-id/dm-name-", "/dev/disk/by-id/dm-uuid-")))
 
 
 def is_device(e: Entry) -> bool:
@@ -118,19 +142,69 @@ class Check:
         return asdict(self)
 
 
-def check_entry(e: Entry, volumes: list[dict], disk: str) -> Check:
-    """Whether ``e``'s device is on the restored disk, said in words."""
+def crypttab(text: str | None) -> dict[str, str]:
+    """``/etc/crypttab``'s mappings: the name opened at boot (``/dev/mapper/NAME``) -> its
+    encrypted device's spec (``UUID=...``, ``/dev/sda3``)."""
+    names = {}
+    for raw in (text or "").splitlines():
+        fields = raw.split()
+        if len(fields) >= 2 and not fields[0].startswith("#"):
+            names[unescape(fields[0])] = unescape(fields[1])
+    return names
+
+
+def mapped_name(spec: str) -> str | None:
+    """``home_crypt`` of ``/dev/mapper/home_crypt`` or ``/dev/disk/by-id/dm-name-...``."""
+    for prefix in ("/dev/mapper/", "/dev/disk/by-id/dm-name-"):
+        if spec.startswith(prefix):
+            return spec[len(prefix):]
+    return None
+
+
+def _opened(e: Entry, where: str, volumes: list[dict], disk: str,
+            mappings: dict[str, str]) -> Check | None:
+    """The check of an entry naming a volume that crypttab opens (LUKS, BitLocker), or
+    None when crypttab does not name it."""
+    name = mapped_name(e.spec)
+    source = mappings.get(name) if name else None
+    if source is None:
+        return None
+    dev = find(source, volumes)
+    said = f"{where} is {name} of /etc/crypttab, opened at boot from {source}"
+    if dev is None:
+        wait = "the boot goes on without it (nofail/noauto)" if e.optional else \
+            "the system would stop at boot waiting for it"
+        return Check(e.line, e.spec, e.mountpoint, False,
+                     f"{said}, which is on no partition of this disk ({disk}): {wait}")
+    kind = dev.get("encrypted") or "encrypted"
+    return Check(e.line, e.spec, e.mountpoint, True,
+                 f"{said}: partition {dev.get('number')} ({kind}, restored as is)",
+                 dev.get("number"))
+
+
+def check_entry(e: Entry, volumes: list[dict], disk: str,
+                mappings: dict[str, str] | None = None) -> Check:
+    """Whether ``e``'s device is on the restored disk, said in words. ``mappings``: the
+    image's :func:`crypttab`."""
     found = find(e.spec, volumes)
     where = f"fstab line {e.line}: {e.spec} ({e.mountpoint})"
+    if found is None and (opened := _opened(e, where, volumes, disk, mappings or {})):
+        return opened
     if found is not None:
         number, lv = found.get("number"), found.get("lv")
         at = f"logical volume {lv}" if lv else f"partition {number}"
         c = Check(e.line, e.spec, e.mountpoint, True, f"{where} is {at}", number, lv)
-        if tag(e.spec) is None and not lv:
+        if hardware_name(e.spec):
+            c.message += ": named by this disk's hardware identity, which a replacement " \
+                "disk will not have (use UUID=)"
+        elif tag(e.spec) is None and not lv:
             c.message += ": named by its kernel name, which may differ on other hardware " \
                 "(use UUID=)"
         return c
-    if tag(e.spec) is None and not e.spec.startswith(("/dev/mapper/", "/dev/disk/")):
+    if hardware_name(e.spec):
+        why = "names a disk by its hardware identity (model and serial, WWN or controller " \
+            f"port), which the disk written here ({disk}) does not have (use UUID=)"
+    elif tag(e.spec) is None and not e.spec.startswith(("/dev/mapper/", "/dev/disk/")):
         why = "is a kernel name that is on no partition of this disk here; it may differ " \
             "on other hardware (use UUID=)"
     else:
@@ -143,6 +217,9 @@ def check_entry(e: Entry, volumes: list[dict], disk: str) -> Check:
     return Check(e.line, e.spec, e.mountpoint, False, f"{where} {why}: {wait}")
 
 
-def check(text: str, volumes: list[dict], disk: str) -> list[Check]:
-    """Every device entry of the fstab ``text`` checked against ``volumes``."""
-    return [check_entry(e, volumes, disk) for e in parse(text) if is_device(e)]
+def check(text: str, volumes: list[dict], disk: str,
+          crypttab_text: str | None = None) -> list[Check]:
+    """Every device entry of the fstab ``text`` checked against ``volumes``; a name
+    ``/etc/crypttab`` (``crypttab_text``) opens is checked through its encrypted device."""
+    mappings = crypttab(crypttab_text)
+    return [check_entry(e, volumes, disk, mappings) for e in parse(text) if is_device(e)]

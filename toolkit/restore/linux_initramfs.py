@@ -274,11 +274,13 @@ def rebuild(root: str, module: str | None, out: Outcome, devs: set[int],
                                              for k in out.kernels)
 
 
-def _check_fstab(fstab: str | None, volumes: list[dict], disk: str, out: Outcome) -> None:
+def _check_fstab(fstab: str | None, volumes: list[dict], disk: str, out: Outcome,
+                 crypttab: str | None = None) -> None:
     if fstab is None:
         out.notes.append("no /etc/fstab in the image: nothing checked")
         return
-    out.fstab = [c.record() for c in linux_fstab.check(fstab, volumes, disk)]  # warned apart
+    out.fstab = [c.record() for c in linux_fstab.check(fstab, volumes, disk,  # warned apart
+                                                       crypttab)]
 
 
 def nothing_to_do(node: str, fstype: str | None) -> str | None:
@@ -330,7 +332,8 @@ def fix_root(disk: str, root: dict, volumes: list[dict], module: str | None, tmp
     only when :func:`needed`, ``on``: always."""
     out = Outcome(root.get("number"), root.get("lv"))
     fstab = read_file(root["node"], root.get("fstype"), "/etc/fstab")
-    _check_fstab(fstab, volumes, disk, out)
+    _check_fstab(fstab, volumes, disk, out,
+                 read_file(root["node"], root.get("fstype"), "/etc/crypttab"))
     if why := nothing_to_do(root["node"], root.get("fstype")):
         out.status, out.message = "skipped", why
         return out
