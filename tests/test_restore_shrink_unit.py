@@ -210,3 +210,30 @@ def test_a_hybrid_mbr_keeps_its_protective_range_and_its_entries_follow():
     plain[0x1BE:0x1BE + 16] = entry(0xEE, 1, 1146879)
     out, _ = shrink_table._mbr(bytes(plain), {}, 512000, protective=True)
     assert struct.unpack_from("<II", out, 0x1BE + 8) == (1, 511999)
+
+
+def test_a_vhdx_with_its_log_unreplayed_larger_than_the_target_says_so(tmp_path):
+    """A local, uncompressed VHDX whose Hyper-V host crashed, onto a smaller disk: the
+    refusal says its log was never replayed and what to do, not "download or decompress
+    it first" (review helper-58; QEMU's own dirty-log sample, 10 GiB, onto 64 MiB)."""
+    import bz2
+
+    from conftest import FIXTURES
+
+    from toolkit.errors import Refused
+    from toolkit.restore import plan as planmod
+    vhdx = tmp_path / "dirty.vhdx"
+    vhdx.write_bytes(bz2.decompress((FIXTURES / "qemu-samples" /
+                                     "iotest-dirtylog-10G-4M.vhdx.bz2").read_bytes()))
+    options = planmod.RestoreOptions(tmpdir=str(tmp_path))
+    info = planmod.probe_image(str(vhdx), options)
+    assert info.vhdx_log and info.size == 10 << 30
+    dst = type("Dst", (), {"node": "/dev/sdz", "size": 64 << 20, "sector_size": 512})()
+    before = vhdx.read_bytes()
+    with pytest.raises(Refused) as e:
+        planmod._shrink_plan(str(vhdx), info, dst, options)
+    msg = "; ".join(e.value.problems)
+    assert "download or decompress it first" not in msg
+    assert f"{vhdx} is a VHDX whose log was never replayed" in msg
+    assert "qemu-img check -r all COPY" in msg and f"at least {10 << 30} bytes" in msg
+    assert vhdx.read_bytes() == before

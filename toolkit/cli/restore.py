@@ -42,8 +42,15 @@ def _summary(plan) -> None:
         print(f"warning: {w}", file=sys.stderr)
 
 
-def _finish(result) -> int:
+def _finish(result, said: tuple[str, ...] = ()) -> int:
+    """What the restore did, after it (``said``: the plan's warnings, printed before)."""
     print(result.message)
+    done = tuple((result.shrink or {}).get("done") or ())
+    for step in done:  # onto a smaller disk: what was checked, repaired and shrunk
+        print(f"shrink: {step}")
+    for w in result.warnings:  # found while it ran (a download restarted, a repair...)
+        if w not in said and w not in done:
+            print(f"warning: {w}", file=sys.stderr)
     if result.input_sha256:
         print(f"sha256 image file: {result.input_sha256}")
     if result.image_hash:
@@ -108,7 +115,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         err("restore cancelled (Ctrl-C): nothing was written")
         return EXIT_REFUSED
     return run_with_progress("restore", lambda line, cancel: restore.restore(
-        plan, progress=line, cancel=cancel, consent=consent), _finish)
+        plan, progress=line, cancel=cancel, consent=consent),
+        lambda result: _finish(result, tuple(plan.warnings)))
 
 
 def register(sub) -> None:

@@ -88,14 +88,14 @@ def esp_loaders(node: str) -> list[str]:
 
 
 def windows_on(node: str) -> bool:
-    return _out("ntfsls", "-p", "/Windows/System32", node) is not None
+    return _out("ntfsls", "-f", "-p", "/Windows/System32", node) is not None
 
 
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
 EXT = ("ext2", "ext3", "ext4")
 
 
-XFS_MAX = 1024 * 1024  # of a file read from XFS: fstab and os-release are small
+FILE_MAX = 1024 * 1024  # of a file read from ext or XFS: fstab and os-release are small
 
 
 def xfs_file(node: str, path: str) -> str | None:
@@ -109,7 +109,7 @@ def xfs_file(node: str, path: str) -> str | None:
         return None
     try:
         block, size = (int(ln.split("=", 1)[1]) for ln in (lines[0], lines[2]))
-        size = min(size, XFS_MAX)
+        size = min(size, FILE_MAX)
         cmds = [a for n in range(-(-size // block))
                 for a in ("-c", f"dblock {n}", "-c", "type data", "-c", "print")]
         out = _out("xfs_db", "-r", "-c", f"path {path}", *cmds, node) if cmds else ""
@@ -137,7 +137,9 @@ def read_file(node: str, fstype: str | None, path: str) -> str | None:
     """A small text file of the unmounted ext or XFS filesystem on ``node`` (None: not
     there, or another filesystem). On ext, a symlink (``/etc/fstab -> fstab.real``) is
     followed inside the filesystem, up to :data:`LINK_HOPS` times: debugfs's ``cat`` of
-    a symlink prints nothing, which would read as an empty file."""
+    a symlink prints nothing, which would read as an empty file. A file over
+    :data:`FILE_MAX` is not read (a 3 GiB sparse os-release is no configuration: read
+    whole it would fill the live system's memory)."""
     if fstype == "xfs":
         return xfs_file(node, path)
     if fstype not in EXT:
@@ -146,6 +148,9 @@ def read_file(node: str, fstype: str | None, path: str) -> str | None:
         stat_out = _out("debugfs", "-R", f"stat {path}", node) or ""
         m = re.search(r'^Fast link dest: "(.*)"$', stat_out, re.M)
         if "Type: symlink" not in stat_out:
+            size = re.search(r"\bSize: (\d+)", stat_out)
+            if size is None or int(size.group(1)) > FILE_MAX:  # not a config file: not read
+                return None
             return _out("debugfs", "-R", f"cat {path}", node)
         if not m:  # a long target is kept in a block debugfs does not print: not read
             return None

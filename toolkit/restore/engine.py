@@ -132,6 +132,9 @@ def restore(plan: RestorePlan, progress=None, cancel: threading.Event | None = N
             if not cancel.is_set():
                 raise Failed(f"{done}, but fitting or inspecting the disk failed: "
                              f"{plain(e)}") from None
+        except MemoryError:  # the live system runs from RAM: one line, not a traceback
+            raise Failed(f"{done}, but fitting or inspecting the disk ran out of "
+                         "memory") from None
         if cancel.is_set():  # Ctrl-C during the last steps: their tools were stopped too
             raise Failed(f"cancelled after the image was written ({done}): the steps "
                          "after it (fitting, boot entry, drivers, initramfs) may not all "

@@ -35,7 +35,7 @@ class NtfsError(RuntimeError):
 
 
 def _listing(node: str, directory: str) -> list[str] | None:
-    p = tools.run(["ntfsls", "-p", directory or "/", node], check=False, timeout=120)
+    p = tools.run(["ntfsls", "-f", "-p", directory or "/", node], check=False, timeout=120)
     if p.returncode:
         return None
     return [n for n in p.stdout.splitlines() if n not in ("", ".", "..")]
@@ -58,7 +58,7 @@ def find(node: str, parts: Sequence[str]) -> str | None:
 
 def read_out(node: str, path: str) -> bytes:
     """The bytes of ``path`` on the NTFS partition ``node``."""
-    p = tools.run(["ntfscat", node, path], check=False, text=False, timeout=600)
+    p = tools.run(["ntfscat", "-f", node, path], check=False, text=False, timeout=600)
     if p.returncode:
         last = p.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
         raise NtfsError(f"ntfscat cannot read {path} on {node}: {last[0]} "

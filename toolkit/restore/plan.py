@@ -277,23 +277,16 @@ def plan_restore(image: str, target: str, options: RestoreOptions | None = None,
         raise Refused(str(e)) from None
     role = frozenset(roles.source_keys() if source_role is None else source_role)
     inputs = image_inputs(image, info, disks)  # Refused: cannot tell what it reads
-    shrink = _shrink_plan(image, info, dst, options)
+    cut = _truncated(image, info)  # first: a cut file is not fitted to anything
+    shrink = None if cut else _shrink_plan(image, info, dst, options)
     problems, warnings = checks.check_target(dst, image, shrink.size if shrink else info.size,
                                              info.sector_size, role, deep=True, inputs=inputs)
+    problems += cut
     if shrink is not None:
         warnings += shrink.lines()
     if sourcemod.is_multicast(image):  # held whole before writing, or written as it arrives
         info.spool = spoolmod.decide(image, dst.size, options.tmpdir)
         warnings.append(spoolmod.note(info.spool, bool(info.expected_sha256)))
-    if info.format == detect.RAW and not info.compression and info.size and info.size % 512:
-        problems.append(f"the image has {info.size} bytes, not a multiple of 512: truncated, "
-                        "or not a disk image")
-    if info.geometry is not None and (info.format != detect.RAW or not info.compression):
-        # the file's (or the download's Content-Length, the container's virtual) size
-        cut = detect.truncation(info.size if info.format != detect.RAW else info.file_size,
-                                info.geometry)
-        if cut:
-            problems.append(f"{image}: {cut}")
     notes = _image_notes(image, info, options, problems)
     if problems:
         raise Refused(problems)
@@ -308,6 +301,22 @@ def plan_restore(image: str, target: str, options: RestoreOptions | None = None,
                        shrink=shrink)
 
 
+def _truncated(image: str, info: ImageInfo) -> list[str]:
+    """Why the image is cut short, from its size and its partition table (none: it is
+    not)."""
+    problems = []
+    if info.format == detect.RAW and not info.compression and info.size and info.size % 512:
+        problems.append(f"the image has {info.size} bytes, not a multiple of 512: truncated, "
+                        "or not a disk image")
+    if info.geometry is not None and (info.format != detect.RAW or not info.compression):
+        # the file's (or the download's Content-Length, the container's virtual) size
+        cut = detect.truncation(info.size if info.format != detect.RAW else info.file_size,
+                                info.geometry)
+        if cut:
+            problems.append(f"{image}: {cut}")
+    return problems
+
+
 def fits_by_shrinking(info: ImageInfo) -> bool:
     """Whether an image larger than the target can be fitted to it: read at random where
     it lies (a local file or disk, not compressed; a VHDX once its log is replayed)."""
@@ -320,6 +329,15 @@ def _shrink_plan(image: str, info: ImageInfo, dst: Endpoint,
     """The fitting of an image larger than the target (None: it is not larger); refused
     with the reason when it cannot be fitted."""
     seekable = fits_by_shrinking(info)
+    if info.vhdx_log and info.size is not None and info.size > dst.size:
+        raise Refused(f"{image} is a VHDX whose log was never replayed (its Hyper-V host "
+                      "stopped before writing it back; the file is not damaged), and its "
+                      f"disk of {info.size} bytes ({human_size(info.size)}) is larger than "
+                      f"the target {dst.node} ({dst.size} bytes, {human_size(dst.size)}): "
+                      "its partitions are read to fit them to a smaller disk only once the "
+                      "log is replayed. Replay it on a copy first (cp --sparse=always IMAGE "
+                      "COPY; qemu-img check -r all COPY) and restore the copy, or restore "
+                      f"onto a disk of at least {info.size} bytes; nothing was written")
     if info.size is not None and info.size > dst.size and not seekable:
         raise Refused(f"the target {dst.node} is smaller than the image: target {dst.size} "
                       f"bytes ({human_size(dst.size)}), image {image} has {info.size} bytes "
