@@ -164,6 +164,13 @@ def hashing_fails_at(monkeypatch):
     return arm
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_temp(tmp_path_factory):
+    """Tells :func:`linux_images.our_mounts` this run's base temporary directory."""
+    import linux_images
+    linux_images.SESSION_TEMP = tmp_path_factory.getbasetemp()
+
+
 @pytest.fixture
 def loops(need_root):
     """``loops(image, sector_size=512, partitions=False)`` -> /dev/loopN over ``image``,

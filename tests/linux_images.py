@@ -223,10 +223,16 @@ def module_image(tmp_path_factory):
                            path=disk_image(work / "disk.img", work / "root"))
 
 
+SESSION_TEMP: Path | None = None  # this pytest run's base temporary directory (conftest)
+
+
 def our_mounts() -> list[str]:
-    """The mounts the restore's Linux step made (``rtk-linux-*``) still there."""
+    """The mounts the restore's Linux step made (``rtk-linux-*``) still there, of this
+    pytest run only (the tests give the step a directory under its base temporary
+    directory): another run on the machine at the same time has its own."""
     with open("/proc/self/mounts") as f:
-        return [ln for ln in f if "rtk-linux-" in ln]
+        return [ln for ln in f if "rtk-linux-" in ln
+                and (SESSION_TEMP is None or ln.split()[1].startswith(f"{SESSION_TEMP}/"))]
 
 
 @contextlib.contextmanager
