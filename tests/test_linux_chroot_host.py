@@ -18,7 +18,7 @@ from conftest import MiB
 from toolkit.disks import gate
 from toolkit.disks.endpoint import resolve
 from toolkit.disks.inventory import list_disks
-from toolkit.restore import contents, linux_chroot, linux_initramfs, linux_mounts
+from toolkit.restore import contents, fs_files, linux_chroot, linux_initramfs, linux_mounts
 from toolkit.restore.linux_chroot import OutOfImage
 
 pytestmark = pytest.mark.host
@@ -165,7 +165,7 @@ def test_an_xfs_fstab_of_1_5_kib_is_read_whole(loops, tmp_path, block):
         (mnt / "etc" / "fstab").write_text(text)
     finally:
         run("umount", str(mnt))
-    assert contents.xfs_file(dev, "/etc/fstab") == text
+    assert fs_files.xfs_file(dev, "/etc/fstab") == text
 
 
 def test_a_boot_fstab_puts_on_no_partition_is_not_rebuilt_into_the_roots_own(

@@ -26,7 +26,7 @@ from conftest import ROOT, RTK, MiB, rtk
 from toolkit.disks import gate
 from toolkit.disks.endpoint import resolve
 from toolkit.disks.inventory import list_disks
-from toolkit.restore import RestoreOptions, contents, linux_initramfs, linux_report
+from toolkit.restore import RestoreOptions, contents, fs_files, linux_initramfs, linux_report
 
 pytestmark = pytest.mark.host
 run = li.run
@@ -76,9 +76,9 @@ def test_an_xfs_file_is_read_without_mounting_and_a_missing_one_is_none(tmp_path
         (mnt / "etc" / "fstab").write_text("UUID=x / xfs defaults 0 0\n" * 300)  # > 4 KiB
     finally:
         run("umount", str(mnt))
-    text = contents.xfs_file(node, "/etc/fstab")
+    text = fs_files.xfs_file(node, "/etc/fstab")
     assert text == "UUID=x / xfs defaults 0 0\n" * 300  # whole, over two blocks
-    assert contents.xfs_file(node, "/etc/nothing") is None
+    assert fs_files.xfs_file(node, "/etc/nothing") is None
     assert contents.os_release(node, "xfs") is None
 
 

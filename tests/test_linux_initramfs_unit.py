@@ -357,3 +357,26 @@ def test_the_images_text_files_are_read_as_regular_files_only(tmp_path):
         lc.read_text(str(tmp_path), "etc/none", devs)
     with pytest.raises(lc.OutOfImage, match="not the image's own"):
         lc.read_text(str(tmp_path), "etc/modules", {-1})
+
+
+def test_an_encrypted_home_on_a_logical_volume_is_named_as_one():
+    """crypttab opens /home from a LUKS logical volume (LUKS on LVM), by its
+    /dev/mapper name or the LUKS UUID: said to be that logical volume (review helper-59:
+    "partition None (encrypted ...)")."""
+    volumes = [
+        {"node": "/dev/loop7p1", "number": 1, "fstype": "ext4", "fs_uuid": "1111",
+         "label": None},
+        {"node": "/dev/vg/home", "lv": "vg/home", "fstype": "crypto_LUKS", "label": None,
+         "fs_uuid": "3333", "number": None,
+         "aliases": ["/dev/mapper/vg-home", "/dev/disk/by-id/dm-name-vg-home"]}]
+    text = "UUID=1111 / ext4 defaults 0 1\n/dev/mapper/home_crypt /home ext4 defaults 0 2\n"
+    for source in ("/dev/mapper/vg-home", "UUID=3333"):
+        _, home = fstab.check(text, volumes, "/dev/loop7", f"home_crypt {source} none luks\n")
+        assert home.ok and home.volume == "vg/home" and home.partition is None
+        assert home.message == f"fstab line 2: /dev/mapper/home_crypt (/home) is home_crypt " \
+            f"of /etc/crypttab, opened at boot from {source}: logical volume vg/home (LUKS, " \
+            "restored as is)"
+    _, gone = fstab.check(text, volumes, "/dev/loop7", "home_crypt UUID=9999 none luks\n")
+    assert not gone.ok and gone.message.endswith(
+        "opened at boot from UUID=9999, which is on no partition of this disk (/dev/loop7): "
+        "the system would stop at boot waiting for it")

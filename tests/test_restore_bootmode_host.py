@@ -283,3 +283,23 @@ def test_a_multicast_plan_leaves_the_boot_mode_to_the_stream_s_first_mib(target,
     url = f"udpcast://{nics[0]}@9000?sha256={'ab' * 32}"
     p = plan(url, target(), sys_root=sysroot(True), boot_mode="bios")
     assert not any("boot_mode" in w or "partition table" in w for w in p.warnings), p.warnings
+
+
+def test_an_image_without_bios_boot_code_restored_in_bios_mode_is_said_not_to_boot(
+        tmp_path, target, sysroot):
+    """A UEFI-only GPT image (an ESP, no boot code in its protective MBR) restored on a
+    machine in BIOS mode: the boot line after the restore says it will not boot here, as
+    the plan did, never "the image's own boot code ... is used" (review helper-59)."""
+    image = gpt_esp_image(tmp_path / "uefi.img", ["\\EFI\\BOOT\\BOOTX64.EFI"])
+    set_mbr(image, code=bytes(440))  # no boot code at all
+    dev = target()
+    p = plan(image, dev, sys_root=sysroot(False))
+    assert any("no boot code in its protective MBR" in w for w in p.warnings), p.warnings
+    res = restore.restore(p)
+    assert res.status == "ok", res.message
+    assert res.boot.mode == "bios" and res.boot.action == "none"
+    assert res.boot.message == "BIOS, but the image does not boot in legacy BIOS mode (no " \
+        "boot code in its protective MBR): it will not boot on this machine in BIOS mode"
+    image = gpt_bios_image(tmp_path / "bios.img")  # one that does: its own code is used
+    res = restore.restore(plan(image, target(), sys_root=sysroot(False)))
+    assert res.boot.message.startswith("BIOS boot: the image's own boot code"), res.boot

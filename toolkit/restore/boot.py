@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.restore.bootmode import firmware_mode
+from toolkit.restore.bootmode import ImageBoot, firmware_mode
 from toolkit.system import tools
 
 FALLBACK = "\\EFI\\BOOT\\BOOTX64.EFI"
@@ -49,10 +49,16 @@ def choose_loader(loaders: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def plan_boot(disk: str, inspected: dict, mode: str | None = None) -> BootPlan:
+def plan_boot(disk: str, inspected: dict, mode: str | None = None,
+              image: ImageBoot | None = None) -> BootPlan:
     """What to do for the restored disk ``disk`` (``inspected``: contents.inspect_disk);
-    ``mode``: "uefi" or "bios" (default: the running system's, :func:`firmware_mode`)."""
+    ``mode``: "uefi" or "bios" (default: the running system's, :func:`firmware_mode`);
+    ``image``: the modes the image boots in, from its first MiB (the plan's words)."""
     mode = mode or firmware_mode()
+    if mode == "bios" and image is not None and image.bios is False:
+        return BootPlan("bios", "none", f"BIOS, but the image does not boot in legacy BIOS "
+                        f"mode ({image.bios_why}): it will not boot on this machine in BIOS "
+                        "mode")
     if mode == "bios":
         return BootPlan("bios", "none", "BIOS boot: the image's own boot code (MBR and boot "
                         "sectors, restored as they were) is used")

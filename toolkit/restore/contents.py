@@ -7,17 +7,16 @@ checked): ``partx`` and ``blkid -p`` for the table and filesystems, ``mtools``
 inside ext2/3/4, ``xfs_db -r`` inside XFS (neither claims the partition, which the
 write gate may hold). An NTFS volume with ``Windows/System32`` is Windows; an ext or
 XFS filesystem with ``/etc/os-release`` (else ``/usr/lib/os-release``, as
-os-release(5) says: Debian's ``/etc/os-release`` is a symlink to it, which neither
-tool follows) is Linux (its PRETTY_NAME). A BitLocker or LUKS volume (blkid's TYPE) is
-marked ``encrypted`` and not looked into.
+os-release(5) says; files read by :mod:`toolkit.restore.fs_files`, which follows
+Debian's symlink from one to the other) is Linux (its PRETTY_NAME). A BitLocker or
+LUKS volume (blkid's TYPE) is marked ``encrypted`` and not looked into.
 """
 
 from __future__ import annotations
 
 import os
-import posixpath
-import re
 
+from toolkit.restore.fs_files import EXT, Unreadable, read_file
 from toolkit.system import blkid, partx, tools, udev
 
 ESP_GUID = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
@@ -92,34 +91,6 @@ def windows_on(node: str) -> bool:
 
 
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
-EXT = ("ext2", "ext3", "ext4")
-
-
-FILE_MAX = 1024 * 1024  # of a file read from ext or XFS: fstab and os-release are small
-
-
-def xfs_file(node: str, path: str) -> str | None:
-    """The regular file ``path`` of the XFS filesystem on ``node`` (``xfs_db -r``:
-    read-only, no mount, no log replay): its size and the block size first, then each of
-    its blocks printed whole (``type data``), cut to the file's size (at most 1 MiB)."""
-    out = _out("xfs_db", "-r", "-c", "sb 0", "-c", "print blocksize", "-c", f"path {path}",
-               "-c", "print core.mode core.size", node)
-    lines = (out or "").splitlines()
-    if len(lines) < 3 or not lines[1].startswith("core.mode = 010"):  # a regular file
-        return None
-    try:
-        block, size = (int(ln.split("=", 1)[1]) for ln in (lines[0], lines[2]))
-        size = min(size, FILE_MAX)
-        cmds = [a for n in range(-(-size // block))
-                for a in ("-c", f"dblock {n}", "-c", "type data", "-c", "print")]
-        out = _out("xfs_db", "-r", "-c", f"path {path}", *cmds, node) if cmds else ""
-        data = bytes.fromhex("".join(ln.split(":", 1)[1] for ln in (out or "").splitlines()
-                                     if ":" in ln))
-    except ValueError:
-        return None
-    if len(data) < size:
-        return None
-    return data[:size].decode(errors="replace")
 
 
 def parse_os_release(text: str | None) -> dict[str, str] | None:
@@ -130,48 +101,14 @@ def parse_os_release(text: str | None) -> dict[str, str] | None:
             (line.split("=", 1) for line in text.splitlines() if "=" in line)}
 
 
-LINK_HOPS = 8  # symlinks followed inside the image before giving up (as a loop)
-
-
-def read_file(node: str, fstype: str | None, path: str) -> str | None:
-    """A small text file of the unmounted ext or XFS filesystem on ``node`` (None: not
-    there, or another filesystem). On ext, a symlink (``/etc/fstab -> fstab.real``) is
-    followed inside the filesystem, up to :data:`LINK_HOPS` times: debugfs's ``cat`` of
-    a symlink prints nothing, which would read as an empty file. A file over
-    :data:`FILE_MAX` is not read (a 3 GiB sparse os-release is no configuration: read
-    whole it would fill the live system's memory)."""
-    if fstype == "xfs":
-        return xfs_file(node, path)
-    if fstype not in EXT:
-        return None
-    for _ in range(LINK_HOPS):
-        stat_out = _out("debugfs", "-R", f"stat {path}", node) or ""
-        m = re.search(r'^Fast link dest: "(.*)"$', stat_out, re.M)
-        if "Type: symlink" not in stat_out:
-            size = re.search(r"\bSize: (\d+)", stat_out)
-            if size is None or int(size.group(1)) > FILE_MAX:  # not a config file: not read
-                return None
-            return _out("debugfs", "-R", f"cat {path}", node)
-        if not m:  # a long target is kept in a block debugfs does not print: not read
-            return None
-        path = posixpath.normpath(posixpath.join(posixpath.dirname(path), m.group(1)))
-    return None
-
-
-def exists(node: str, fstype: str | None, path: str) -> bool:
-    """Whether ``path`` is in the unmounted ext or XFS filesystem on ``node`` (the last
-    component not followed if it is a symlink)."""
-    if fstype == "xfs":
-        out = _out("xfs_db", "-r", "-c", f"path {path}", "-c", "print core.mode", node)
-        return bool(out and out.startswith("core.mode"))
-    out = _out("debugfs", "-R", f"stat {path}", node) if fstype in EXT else None
-    return bool(out and "Inode:" in out)
-
-
 def os_release(node: str, fstype: str = "ext4") -> dict[str, str] | None:
     """The os-release of the ext or XFS filesystem on ``node`` (None: none found)."""
     for path in OS_RELEASE:
-        if found := parse_os_release(read_file(node, fstype, path)):
+        try:
+            text = read_file(node, fstype, path)
+        except Unreadable:  # too large, not a file: not an os-release to go by
+            continue
+        if found := parse_os_release(text):
             return found
     return None
 

@@ -16,6 +16,7 @@ import posixpath
 from dataclasses import asdict, dataclass
 
 from toolkit.disks.filesystems import unescape
+from toolkit.restore.contents import ENCRYPTED
 
 TAGS = {"UUID": "fs_uuid", "LABEL": "label", "PARTUUID": "uuid", "PARTLABEL": "name"}
 BY = {"/dev/disk/by-uuid/": "UUID", "/dev/disk/by-label/": "LABEL",
@@ -176,10 +177,10 @@ def _opened(e: Entry, where: str, volumes: list[dict], disk: str,
             "the system would stop at boot waiting for it"
         return Check(e.line, e.spec, e.mountpoint, False,
                      f"{said}, which is on no partition of this disk ({disk}): {wait}")
-    kind = dev.get("encrypted") or "encrypted"
-    return Check(e.line, e.spec, e.mountpoint, True,
-                 f"{said}: partition {dev.get('number')} ({kind}, restored as is)",
-                 dev.get("number"))
+    kind = dev.get("encrypted") or ENCRYPTED.get(dev.get("fstype"), "encrypted")
+    at = f"logical volume {dev['lv']}" if dev.get("lv") else f"partition {dev.get('number')}"
+    return Check(e.line, e.spec, e.mountpoint, True, f"{said}: {at} ({kind}, restored as is)",
+                 dev.get("number"), dev.get("lv"))
 
 
 def check_entry(e: Entry, volumes: list[dict], disk: str,

@@ -40,7 +40,8 @@ from dataclasses import asdict, dataclass, field
 
 from toolkit.errors import Refused
 from toolkit.restore import linux_fstab, windows_drivers
-from toolkit.restore.contents import EXT, exists, os_release, read_file
+from toolkit.restore.contents import os_release
+from toolkit.restore.fs_files import EXT, Unreadable, exists, read_file
 from toolkit.restore.linux_chroot import ENV, chroot, on_image, read_text
 from toolkit.restore.linux_look import (
     DRACUT,
@@ -331,9 +332,18 @@ def fix_root(disk: str, root: dict, volumes: list[dict], module: str | None, tmp
     (``lend(nodes)``: the write gate's lend of those partitions); ``mode`` ``auto``:
     only when :func:`needed`, ``on``: always."""
     out = Outcome(root.get("number"), root.get("lv"))
-    fstab = read_file(root["node"], root.get("fstype"), "/etc/fstab")
-    _check_fstab(fstab, volumes, disk, out,
-                 read_file(root["node"], root.get("fstype"), "/etc/crypttab"))
+    try:
+        fstab = read_file(root["node"], root.get("fstype"), "/etc/fstab")
+    except Unreadable as e:  # there, but where /boot is cannot be known
+        out.status, out.warn = "failed", True
+        out.message = f"{e}: where /boot is (and the rest of fstab) is unknown: not rebuilt"
+        return out
+    try:
+        crypttab = read_file(root["node"], root.get("fstype"), "/etc/crypttab")
+    except Unreadable as e:
+        crypttab = None
+        out.notes.append(f"{e}: its encrypted volumes are not known")
+    _check_fstab(fstab, volumes, disk, out, crypttab)
     if why := nothing_to_do(root["node"], root.get("fstype")):
         out.status, out.message = "skipped", why
         return out
