@@ -178,7 +178,12 @@ def drv(cs: str, name: str, start: int | None, override: dict | None = None) -> 
               else [])
     ov = Key(f"{cs}\\Services\\{name}\\StartOverride",
              [Value(k, 4, v) for k, v in override.items()], []) if override is not None else None
-    return Driver(cs, name, key, ov)
+    return Driver(cs, name, key, ov, exact_of(key.values))
+
+
+def exact_of(values: list[Value]) -> dict[str, tuple[int, bytes]]:
+    """The values as hivexml's records would give them: what lsval showed, byte for byte."""
+    return {v.name: (v.type, v.raw()) for v in values}
 
 
 def system(*drivers: Driver, current: str = "ControlSet001") -> System:
@@ -242,8 +247,9 @@ def test_every_present_driver_in_every_control_set_is_planned_boot_start():
         ("Delete", "ControlSet002\\Services\\storahci\\StartOverride"),
         ("SetValues", "ControlSet002\\Services\\stornvme")]
     # every value written back, Start in its place, as a REG_DWORD 0
-    assert edits[0].values == (Value("Start", 4, 0),
-                               Value("ImagePath", 2, "System32\\drivers\\storahci.sys"))
+    assert [(v.name, v.type, v.raw()) for v in edits[0].values] == [
+        ("Start", 4, bytes(4)),
+        ("ImagePath", 2, "System32\\drivers\\storahci.sys".encode("utf-16-le") + bytes(2))]
     assert edits[4].values[-1] == Value("Start", 4, 0)  # it had none: added
     assert [(r["control_set"], r["key"], r["value"], r["old"], r["new"]) for r in records] == [
         ("ControlSet001", "Services\\storahci", "Start", 3, 0),
@@ -263,14 +269,23 @@ def test_a_key_that_cannot_be_read_or_written_exactly_is_left_and_said():
     odd_start.key.values[0] = Value("Start", 3, b"\x03")
     big = drv("ControlSet001", "storahci", 3)
     big.key.values.append(Value("Blob", 3, bytes(6000)))
-    edits, records, notes = plan_changes(system(unreadable, odd_start, big))
+    odd_start.exact, big.exact = exact_of(odd_start.key.values), exact_of(big.key.values)
+    long_start = drv("ControlSet001", "LSI_SAS", 3)  # a REG_DWORD of 8 bytes: lsval shows 4
+    long_start.exact["Start"] = (4, bytes(8))
+    unsure = drv("ControlSet001", "iaStorAVC", 3)
+    unsure.exact = None  # hivexml could not place its records
+    edits, records, notes = plan_changes(system(unreadable, odd_start, big, long_start, unsure))
     assert edits == [] and records == []
     assert notes == ["ControlSet001\\Services\\iaStorV could not be read (invalid UTF-16): not "
                      "changed",
                      "ControlSet001\\Services\\stornvme: Start is not a REG_DWORD (type 3): not "
                      "changed",
                      "ControlSet001\\Services\\storahci: value 'Blob' is too long for a hivexsh "
-                     "script line: not changed"]
+                     "script line: not changed",
+                     "ControlSet001\\Services\\LSI_SAS: Start is a REG_DWORD of 8 bytes, not 4: "
+                     "not changed",
+                     "ControlSet001\\Services\\iaStorAVC: its values could not be read byte for "
+                     "byte: not changed"]
 
 
 def test_the_check_of_the_changed_hive_finds_what_went_wrong(monkeypatch):
@@ -333,3 +348,42 @@ def test_the_option_reaches_the_restore_from_the_command_line_and_a_plan_file():
     with pytest.raises(PlanError, match="windows_drivers"):
         from_file({**plan, "windows_drivers": "yes"})
     assert tuple(wd.MODES) == ("auto", "on", "off")
+
+
+def test_the_other_values_of_a_driver_key_are_written_back_byte_for_byte(tmp_path):
+    """A driver key whose other values hivexsh's lsval does not show exactly (a REG_DWORD of
+    8 bytes shown as its first 4, one of 0 bytes as ffffffff, a string with a NUL inside
+    shown up to it, a REG_DWORD_BIG_ENDIAN shown as a REG_DWORD): made boot-start, every
+    one of them is in the new hive as it was, and the check of the new hive compares them
+    so (review helper-59: the 8-byte value came back as 4 bytes and the check passed)."""
+    import shutil
+    import subprocess
+
+    from conftest import FIXTURES
+
+    from toolkit.restore.windows_drivers import DRIVERS
+    from toolkit.restore.windows_registry import read_system
+    hive = tmp_path / "SYSTEM"
+    shutil.copyfile(FIXTURES / "hivex" / "hivex-minimal.hive", hive)
+    odd = {"Tag8": "hex:4:0100000002000000", "Empty": "hex:4:", "Nul": "hex:1:610000006200",
+           "Big": "hex:5:00000001"}
+    script = ["add ControlSet001", "cd ControlSet001", "add Services", "cd Services",
+              "add storahci", "cd storahci", f"setval {len(odd) + 1}", "Start", "dword:3",
+              *[x for kv in odd.items() for x in kv], "commit"]
+    subprocess.run(["hivexsh", "-w", str(hive)], input="\n".join(script) + "\n", text=True,
+                   check=True)
+    key = "ControlSet001\\Services\\storahci"
+    before = hivex.exact_values(str(hive), [key])[key]
+    assert before["Tag8"] == (4, bytes.fromhex("0100000002000000"))
+    assert before["Nul"] == (1, bytes.fromhex("610000006200")) and before["Big"][0] == 5
+    system_ = read_system(str(hive), DRIVERS)
+    edits, records, notes = plan_changes(system_)
+    assert notes == [] and [r["value"] for r in records] == ["Start"]
+    new = tmp_path / "SYSTEM.new"
+    hivex.edit(str(hive), str(new), edits)
+    after = hivex.exact_values(str(new), [key])[key]
+    assert after == {**before, "Start": (4, bytes(4))}
+    assert verify(system_, read_system(str(new), DRIVERS), edits, str(new)) == []
+    cut = read_system(str(new), DRIVERS)  # a value changed behind lsval's back: found
+    cut.drivers[0].exact["Tag8"] = (4, bytes.fromhex("01000000"))
+    assert verify(system_, cut, edits, str(new)) == [f"{key}: values other than Start changed"]

@@ -32,6 +32,7 @@ class Driver:
     name: str
     key: Key
     override: Key | None = None  # its StartOverride subkey, when it has one
+    exact: dict[str, tuple[int, bytes]] | None = None  # its values byte for byte (hivexml)
 
     @property
     def path(self) -> str:
@@ -106,9 +107,10 @@ def read_system(hive: str, names: Iterable[str]) -> System:
     dkeys = hivex.read(hive, [f"{cs}\\Services\\{n}" for cs, n in found])
     subs = {p: f"{p}\\{s}" for p, k in dkeys.items() if (s := k.subkey(OVERRIDE))}
     okeys = hivex.read(hive, subs.values())
+    exact = hivex.exact_values(hive, dkeys) if dkeys else {}
     for cs, n in found:
         p = f"{cs}\\Services\\{n}"
-        system.drivers.append(Driver(cs, n, dkeys[p], okeys.get(subs.get(p, ""))))
+        system.drivers.append(Driver(cs, n, dkeys[p], okeys.get(subs.get(p, "")), exact.get(p)))
     return system
 
 
@@ -120,11 +122,20 @@ def _start_edit(d: Driver) -> tuple[SetValues, dict] | str | None:
     """The edit that makes ``d`` boot-start and its record; None: it is already; a string:
     why it is not changed."""
     start = d.key.value("Start")
-    if start is not None and start.type != REG_DWORD:
-        return f"{d.path}: Start is not a REG_DWORD (type {start.type}): not changed"
+    exact = d.exact
+    if exact is None or {v.name for v in d.key.values or ()} != exact.keys():
+        return f"{d.path}: its values could not be read byte for byte: not changed"
+    if start is not None and exact[start.name][0] != REG_DWORD:
+        return f"{d.path}: Start is not a REG_DWORD (type {exact[start.name][0]}): not changed"
+    if start is not None and len(exact[start.name][1]) != 4:
+        return f"{d.path}: Start is a REG_DWORD of {len(exact[start.name][1])} bytes, not 4: " \
+            "not changed"
     if start is not None and start.number == 0:
         return None
-    values = [Value(v.name, REG_DWORD, 0) if v is start else v for v in d.key.values or ()]
+    # every other value written back as the hive holds it, byte for byte (hivexsh's lsval
+    # shows an 8-byte REG_DWORD as its first 4, a string up to its first NUL)
+    values = [Value(v.name, REG_DWORD, 0) if v is start else Value(v.name, *exact[v.name])
+              for v in d.key.values or ()]
     if start is None:
         values.append(Value("Start", REG_DWORD, 0))
     try:
@@ -166,6 +177,10 @@ def _others(values: Sequence[Value] | None) -> list[Value]:
     return [v for v in values or () if v.name.casefold() != "start"]
 
 
+def _others_exact(values: dict[str, tuple[int, bytes]]) -> dict[str, tuple[int, bytes]]:
+    return {k: v for k, v in values.items() if k.casefold() != "start"}
+
+
 def verify(before: System, after: System, edits: Sequence[SetValues | Delete],
            new_hive: str) -> list[str]:
     """What is wrong with the changed hive ``after`` (read from ``new_hive``), given the
@@ -187,7 +202,8 @@ def verify(before: System, after: System, edits: Sequence[SetValues | Delete],
                 problems.append(f"{a.path}: Start is {a.start}, not 0")
         elif a.start != b.start:
             problems.append(f"{a.path}: Start changed from {b.start} to {a.start}")
-        if _others(a.key.values) != _others(b.key.values):
+        if _others(a.key.values) != _others(b.key.values) or a.exact is None or \
+                b.exact is None or _others_exact(a.exact) != _others_exact(b.exact):
             problems.append(f"{a.path}: values other than Start changed")
         gone = b.override is not None and b.override.path.casefold() in deleted
         if gone and a.override is not None:

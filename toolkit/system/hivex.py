@@ -30,10 +30,13 @@ unreadable (:attr:`Key.problem`), never guessed at.
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from xml.etree import ElementTree
 
 from toolkit.system import tools
 
@@ -203,6 +206,76 @@ def read(hive: str, paths: Iterable[str]) -> dict[str, Key]:
             why = (e.last_line or str(e)) if isinstance(e, tools.ToolError) else str(e)
             return {p: Key(p, problem=why) for p in paths}
     return {p: read(hive, [p])[p] for p in paths}
+
+
+HIVEXML = "hivexml"
+HBIN_START = 0x1000  # cell offsets in a hive count from the first hbin
+BIG_DATA = 16344  # longer data is kept in a "db" list of cells: not read here
+
+
+def _vk_data(hive: bytes, cell: int) -> tuple[int, bytes] | None:
+    """(type, data) of the value record whose cell begins at file offset ``cell``, from
+    the hive's own bytes (the vk record: "vk", name length, data length (its high bit:
+    data kept in the offset field), data offset, type); None when it is not one, or its
+    data is not in one cell."""
+    vk = cell + 4
+    if hive[vk:vk + 2] != b"vk" or len(hive) < vk + 20:
+        return None
+    length, offset, kind = struct.unpack_from("<III", hive, vk + 4)
+    if length & 0x80000000:
+        length &= 0x7FFFFFFF
+        return (kind, hive[vk + 8:vk + 8 + length]) if length <= 4 else None
+    start = HBIN_START + offset + 4
+    if length > BIG_DATA or start + length > len(hive):
+        return None
+    return kind, hive[start:start + length]
+
+
+def exact_values(hive: str, paths: Iterable[str]) -> dict[str, dict[str, tuple[int, bytes]]
+                                                          | None]:
+    """The values of each key in ``paths`` byte for byte: name -> (type, data), what
+    ``lsval`` does not always show (a REG_DWORD of other than 4 bytes, a string with a NUL
+    inside or none at its end, a REG_DWORD_BIG_ENDIAN). ``hivexml`` says where each value
+    record lies in the file; the record and its data are read from there. A key absent,
+    or with a value that cannot be read so, is None."""
+    wanted = {("\\" + p.strip("\\")).casefold(): p for p in paths}
+    values: dict[str, dict[str, tuple[int, bytes]]] = {}
+    bad: set[str] = set()
+    if not wanted:
+        return {}
+    with open(hive, "rb") as f:
+        data = f.read()
+    p = tools.run([HIVEXML, hive], check=False, timeout=600)
+    if p.returncode:
+        return dict.fromkeys(wanted.values())
+    stack: list[str] = []
+    value: str | None = None
+    try:
+        for event, el in ElementTree.iterparse(io.StringIO(p.stdout), ("start", "end")):
+            if el.tag == "node" and event == "start":
+                stack.append("" if el.get("root") else el.get("name", ""))
+                if (path := wanted.get(("\\" + "\\".join(stack[1:])).casefold())) is not None:
+                    values.setdefault(path, {})
+            elif el.tag == "node":
+                stack.pop()
+                el.clear()
+            elif el.tag == "value" and event == "start":
+                value = el.get("key", "")
+            elif el.tag == "value":
+                value = None
+                el.clear()
+            elif el.tag == "byte_run" and event == "start" and value is not None:
+                path = wanted.get(("\\" + "\\".join(stack[1:])).casefold())
+                if path is not None:
+                    got = _vk_data(data, int(el.get("file_offset", "-1")))
+                    if got is None or value in values[path]:
+                        bad.add(path)
+                    else:
+                        values[path][value] = got
+                value = None  # the first run is the record; the others its data
+    except (ElementTree.ParseError, ValueError, IndexError):
+        return dict.fromkeys(wanted.values())
+    return {p: None if p in bad else values.get(p) for p in wanted.values()}
 
 
 def get(hive: str, path: str, name: str) -> str | None:
