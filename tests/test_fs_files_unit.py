@@ -85,3 +85,36 @@ def test_an_fstab_there_but_not_read_stops_the_rebuild_and_says_why(tmp_path):
     assert out.status == "failed" and out.warn
     assert out.message == "/etc/fstab has 1200000 bytes, more than 1048576: not read: where " \
         "/boot is (and the rest of fstab) is unknown: not rebuilt"
+
+
+@pytest.mark.parametrize("real", ["fstab real", 'fstab"q', "fstab\tt", "fst'ab", "ct;x"])
+def test_ext_names_with_spaces_and_quotes_are_given_to_debugfs_whole(tmp_path, real):
+    """debugfs splits its request at spaces: a link to "fstab real" read as no fstab at
+    all (review helper-60); the name is given in double quotes, a quote doubled."""
+    def build(root: Path) -> None:
+        (root / "etc" / real).write_text(FSTAB)
+        (root / "etc/fstab").symlink_to(real)
+    img = _ext(tmp_path, build)
+    assert read_file(img, "ext4", "/etc/fstab") == FSTAB
+    assert read_file(img, "ext4", f"/etc/{real}") == FSTAB
+    assert read_file(img, "ext4", "/etc/fstab real2") is None
+
+
+def test_dot_dot_in_a_link_is_taken_from_where_the_link_really_is(tmp_path):
+    """/etc -> private/etc and /private/etc/fstab -> ../fstab.d/fstab: the kernel reads
+    /private/fstab.d/fstab (review helper-60: looked for at /fstab.d/fstab, "no fstab");
+    a file where a directory should be is no such path."""
+    def build(root: Path) -> None:
+        (root / "etc").rmdir()
+        (root / "private/etc").mkdir(parents=True)
+        (root / "private/fstab.d").mkdir()
+        (root / "private/fstab.d/fstab").write_text(FSTAB)
+        (root / "private/etc/fstab").symlink_to("../fstab.d/fstab")
+        (root / "etc").symlink_to("private/etc")
+        (root / "private/etc/os-release").write_text("ID=x\n")
+        assert (root / "etc/fstab").read_text() == FSTAB  # as the kernel reads it
+    img = _ext(tmp_path, build)
+    assert read_file(img, "ext4", "/etc/fstab") == FSTAB
+    assert read_file(img, "ext4", "/etc/../fstab.d/fstab") == FSTAB  # /etc/.. is /private
+    assert read_file(img, "ext4", "/etc/../private/fstab.d/fstab") is None
+    assert read_file(img, "ext4", "/etc/os-release/fstab") is None

@@ -262,3 +262,20 @@ def test_plan_file_boot_mode_and_vhdx_log():
         uplan.from_file({"boot_mode": "efi"})
     with pytest.raises(uplan.PlanError, match="plan.vhdx_log: expected one of copy, in-place"):
         uplan.from_file({"vhdx_log": "yes"})
+
+
+def test_the_bios_boot_line_of_an_image_without_a_partition_table():
+    """In BIOS mode an image with no partition table is not said to use "its own boot
+    code" unless its first sector has some (review helper-60: a zero first MiB, a data
+    disk, was); with a first sector of code, that sector is what the firmware starts."""
+    from toolkit.restore import boot
+    blank = boot.plan_boot("/dev/sdz", {"partitions": []}, mode="bios",
+                           layout=layout.from_head(bytes(MiB)))
+    assert blank.message == "BIOS, but the image has no partition table and no boot code " \
+        "in its first sector: it will not boot on this machine in BIOS mode"
+    code = boot.plan_boot("/dev/sdz", {"partitions": []}, mode="bios",
+                          layout=layout.from_head(b"\xeb\x3c\x90MSWIN4.1" + bytes(MiB - 11)))
+    assert code.message.startswith("BIOS boot: the image has no partition table; its first "
+                                   "sector (restored as it was)"), code.message
+    unknown = boot.plan_boot("/dev/sdz", {"partitions": []}, mode="bios", layout=None)
+    assert unknown.message.startswith("BIOS boot: the image's own boot code")

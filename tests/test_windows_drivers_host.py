@@ -19,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import ROOT, MiB, rtk
+from conftest import FIXTURES, ROOT, MiB, rtk
 from loopdev import loop_device
 
 from toolkit.disks import gate
@@ -276,6 +276,50 @@ def test_rtk_restore_with_the_option_on_and_off(tmp_path, hive, loops, rtk_dirs)
             assert hivexget(got, f"\\{cs}\\Services\\storahci\\StartOverride") is None
         text = Path(r.stdout.split("report: ")[1].split()[0]).read_text()
         assert "Windows storage drivers" in text and "storahci\\Start: 3 -> 0" in text
+
+
+def test_a_control_character_elsewhere_in_the_hive_does_not_stop_the_drivers(
+        tmp_path, hive, loops, rtk_dirs):
+    """One string anywhere in the hive with a control character ("TCP\\x01IP" under
+    Services\\Tcpip) is no XML in hivexml's output: every driver key was left "not read
+    byte for byte", and the line said "every driver starts at boot already" with no warning
+    (review helper-60). Now the drivers are changed; and when none can be, it is a failure
+    with a warning, never "already"."""
+    run("hivexsh", "-w", str(hive), input="\n".join([
+        "cd \\ControlSet002\\Services\\Tcpip", "setval 1", "Description",
+        "hex:1:" + "TCP\x01IP\0".encode("utf-16-le").hex(), "commit"]) + "\n")
+    system = read_system(str(hive), windows_drivers.DRIVERS)
+    edits, records, notes = plan_changes(system)
+    assert notes == [] and len(records) == len(EXPECTED)
+    image = make_ntfs_disk(tmp_path / "win.img",
+                           {"Windows/System32/config/SYSTEM": hive.read_bytes()})
+    target = tmp_path / "target.img"
+    with open(target, "wb") as f:
+        f.truncate(96 * MiB)
+    dev = loops(target)
+    r = rtk("restore", str(image), dev, "--yes", "--target-id", os.path.basename(dev),
+            "--windows-drivers", "on")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "windows drivers: partition 1: changed" in r.stdout, r.stdout
+    # the only driver's Start not a 4-byte REG_DWORD, nothing else to change: failed, said
+    odd = tmp_path / "ODD"
+    odd.write_bytes((FIXTURES / "hivex" / "hivex-minimal.hive").read_bytes())
+    run("hivexsh", "-w", str(odd), input="\n".join([
+        "add Select", "cd Select", "setval 1", "Current", "dword:1", "cd \\",
+        "add ControlSet001", "cd ControlSet001", "add Services", "cd Services", "add storahci",
+        "cd storahci", "setval 1", "Start", "hex:4:0300000000", "commit"]) + "\n")
+    image = make_ntfs_disk(tmp_path / "odd.img",
+                           {"Windows/System32/config/SYSTEM": odd.read_bytes()})
+    dev = loops(target)
+    r = rtk("restore", str(image), dev, "--yes", "--target-id", os.path.basename(dev),
+            "--windows-drivers", "on")
+    assert r.returncode == 0, r.stderr + r.stdout
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("windows drivers:"))
+    assert line.startswith("windows drivers: partition 1: failed: ") and \
+        "every driver starts at boot already" not in line, line
+    assert line.endswith("ControlSet001\\Services\\storahci: Start is a REG_DWORD of 5 "
+                         "bytes, not 4: not changed"), line
+    assert "warning: Windows storage drivers, partition 1" in r.stderr, r.stderr
 
 
 # --- the hivex wrapper on hive files -------------------------------------------------------

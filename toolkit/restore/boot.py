@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.restore.bootmode import ImageBoot, firmware_mode
+from toolkit.restore.bootmode import firmware_mode, image_boot
+from toolkit.restore.layout import Layout
 from toolkit.system import tools
 
 FALLBACK = "\\EFI\\BOOT\\BOOTX64.EFI"
@@ -49,16 +50,32 @@ def choose_loader(loaders: list[str]) -> tuple[str, str] | None:
     return None
 
 
+def _bios_line(lay: Layout | None) -> str | None:
+    """The boot line in BIOS mode of an image laid out as ``lay`` (its first MiB) that
+    does not boot so, or has no partition table; None: its own boot code is used."""
+    if lay is None:
+        return None
+    if lay.table is None and not lay.boot_code:
+        return "BIOS, but the image has no partition table and no boot code in its first " \
+            "sector: it will not boot on this machine in BIOS mode"
+    if lay.table is None:
+        return "BIOS boot: the image has no partition table; its first sector (restored as " \
+            "it was) is what the firmware starts"
+    image = image_boot(lay)
+    if image is not None and image.bios is False:
+        return f"BIOS, but the image does not boot in legacy BIOS mode ({image.bios_why}): " \
+            "it will not boot on this machine in BIOS mode"
+    return None
+
+
 def plan_boot(disk: str, inspected: dict, mode: str | None = None,
-              image: ImageBoot | None = None) -> BootPlan:
+              layout: Layout | None = None) -> BootPlan:
     """What to do for the restored disk ``disk`` (``inspected``: contents.inspect_disk);
     ``mode``: "uefi" or "bios" (default: the running system's, :func:`firmware_mode`);
-    ``image``: the modes the image boots in, from its first MiB (the plan's words)."""
+    ``layout``: the image's, from its first MiB (what the plan said of its boot modes)."""
     mode = mode or firmware_mode()
-    if mode == "bios" and image is not None and image.bios is False:
-        return BootPlan("bios", "none", f"BIOS, but the image does not boot in legacy BIOS "
-                        f"mode ({image.bios_why}): it will not boot on this machine in BIOS "
-                        "mode")
+    if mode == "bios" and (line := _bios_line(layout)):
+        return BootPlan("bios", "none", line)
     if mode == "bios":
         return BootPlan("bios", "none", "BIOS boot: the image's own boot code (MBR and boot "
                         "sectors, restored as they were) is used")

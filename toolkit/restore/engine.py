@@ -369,7 +369,7 @@ def _after(plan: RestorePlan, reporter: Reporter, res, hold=None, cancel=None) -
     contents.refresh_partitions(disk)
     res.contents = contents.inspect_disk(disk)
     bp = boot.plan_boot(disk, res.contents, mode=boot.firmware_mode(plan.options.sys_root),
-                        image=bootmode.image_boot(plan.image.layout))
+                        layout=plan.image.layout)
     if plan.options.boot and bp.command:
         bp = boot.apply_boot(bp)
     res.boot = bp

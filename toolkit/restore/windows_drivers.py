@@ -219,10 +219,15 @@ def _change_hive(node: str, path: str, data: bytes, work: str, mode: str,
         notes.append(f"the image has no {' or '.join(target.windows)}: Windows has no driver "
                      "for the target's controller (install it before taking the image)")
         out.warn = True
+    if act and notes:  # a driver left as it is, and why: the person must know
+        out.warn = True
     if not act or not edits:
         out.changes = []
-        out.message = "; ".join([why, *(["every driver starts at boot already"] if act
-                                        else []), *notes])
+        pending = act and any(not d.boot for d in system.drivers)
+        if pending:  # none of them could be changed
+            out.status = "failed"
+        out.message = "; ".join([why, *(["every driver starts at boot already"] if act and
+                                        not pending else []), *notes])
         return
     new = os.path.join(work, "SYSTEM.new")
     hivex.edit(copy, new, edits)

@@ -209,6 +209,7 @@ def read(hive: str, paths: Iterable[str]) -> dict[str, Key]:
 
 
 HIVEXML = "hivexml"
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 HBIN_START = 0x1000  # cell offsets in a hive count from the first hbin
 BIG_DATA = 16344  # longer data is kept in a "db" list of cells: not read here
 
@@ -245,13 +246,17 @@ def exact_values(hive: str, paths: Iterable[str]) -> dict[str, dict[str, tuple[i
         return {}
     with open(hive, "rb") as f:
         data = f.read()
-    p = tools.run([HIVEXML, hive], check=False, timeout=600)
+    p = tools.run([HIVEXML, hive], check=False, text=False, timeout=600)
     if p.returncode:
         return dict.fromkeys(wanted.values())
+    # hivexml prints names and text as they are: a control character (a "TCP\x01IP"
+    # anywhere in the hive) is no XML. Made U+FFFD: only the records' offsets are used, and
+    # a name so changed no longer matches lsval's, which leaves that key alone.
+    text = _NOT_XML.sub("\ufffd", p.stdout.decode(errors="replace"))
     stack: list[str] = []
     value: str | None = None
     try:
-        for event, el in ElementTree.iterparse(io.StringIO(p.stdout), ("start", "end")):
+        for event, el in ElementTree.iterparse(io.StringIO(text), ("start", "end")):
             if el.tag == "node" and event == "start":
                 stack.append("" if el.get("root") else el.get("name", ""))
                 if (path := wanted.get(("\\" + "\\".join(stack[1:])).casefold())) is not None:
