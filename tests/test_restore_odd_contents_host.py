@@ -24,20 +24,30 @@ def run(*cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
 
 
-def _huge_file_image(tmp_path: Path) -> Path:
-    fs = make_image(tmp_path / "root.fs", 200 * MiB)
+def _ext4_root(tmp_path: Path, size: int, fill) -> Path:
+    """An ext4 filesystem image labelled root, ``fill(mount_point)`` run on it mounted."""
+    fs = make_image(tmp_path / "root.fs", size)
     run("mkfs.ext4", "-q", "-F", "-L", "root", str(fs))
     mnt = tmp_path / "m"
     mnt.mkdir()
     run("mount", "-o", "loop", str(fs), str(mnt))
     try:
         (mnt / "etc").mkdir()
-        (mnt / "etc/fstab").write_text("LABEL=root / ext4 defaults 0 1\n")
-        with open(mnt / "etc/os-release", "w") as f:
-            f.write('PRETTY_NAME="Test Linux"\nNAME=Test\n')
-            f.truncate(3 << 30)  # sparse: 3 GiB of apparent size, a few KiB on disk
+        fill(mnt)
     finally:
         run("umount", str(mnt))
+    return fs
+
+
+def _huge_os_release(mnt: Path) -> None:
+    (mnt / "etc/fstab").write_text("LABEL=root / ext4 defaults 0 1\n")
+    with open(mnt / "etc/os-release", "w") as f:
+        f.write('PRETTY_NAME="Test Linux"\nNAME=Test\n')
+        f.truncate(3 << 30)  # sparse: 3 GiB of apparent size, a few KiB on disk
+
+
+def _huge_file_image(tmp_path: Path) -> Path:
+    fs = _ext4_root(tmp_path, 200 * MiB, _huge_os_release)
     img = make_image(tmp_path / "disk.img", 202 * MiB)
     run("sgdisk", "-n", "1:2048:0", "-t", "1:8300", str(img))
     run("dd", f"if={fs}", f"of={img}", "bs=1M", "seek=1", "conv=notrunc")
@@ -66,19 +76,13 @@ def _luks_home_image(tmp_path: Path) -> Path:
     run("cryptsetup", "luksFormat", "--type", "luks2", "-q", "--pbkdf", "pbkdf2",
         "--pbkdf-force-iterations", "1000", str(luks), "-", input="pw")
     uuid = run("cryptsetup", "luksUUID", str(luks)).strip()
-    fs = make_image(tmp_path / "root.fs", 100 * MiB)
-    run("mkfs.ext4", "-q", "-F", "-L", "root", str(fs))
-    mnt = tmp_path / "m"
-    mnt.mkdir()
-    run("mount", "-o", "loop", str(fs), str(mnt))
-    try:
-        (mnt / "etc").mkdir()
+
+    def fill(mnt: Path) -> None:
         (mnt / "etc/os-release").write_text('PRETTY_NAME="Test Linux"\nNAME=Test\n')
         (mnt / "etc/fstab").write_text("LABEL=root / ext4 defaults 0 1\n"
                                        "/dev/mapper/home_crypt /home ext4 defaults 0 2\n")
         (mnt / "etc/crypttab").write_text(f"home_crypt UUID={uuid} none luks\n")
-    finally:
-        run("umount", str(mnt))
+    fs = _ext4_root(tmp_path, 100 * MiB, fill)
     img = make_image(tmp_path / "disk.img", 150 * MiB)
     run("sgdisk", "-n", "1:2048:+100M", "-t", "1:8300", "-n", "2:0:+40M", "-t", "2:8309",
         str(img))
