@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -71,6 +72,11 @@ def test_restore_onto_a_smaller_disk_shrinks(images, small, fstype):
     assert [(p["number"], p["size"], p["new_size"]) for p in shrunk] == \
         [(2, 512 * MiB, data["size"])]
     assert any("clean" in d for d in rec["shrink"]["done"])
+    text = report.with_suffix(".txt").read_text()  # the image's size and what was written
+    assert re.search(rf"^  image size: +{built.size} bytes", text, re.M), text
+    assert re.search(rf"^  bytes written: +{rec['image']['written_size']}$", text, re.M), text
+    assert rec["image"]["written_size"] < built.size
+    assert "shrink: " in r.stdout  # what the shrink did, said after the restore too
 
 
 def test_restore_a_qcow2_onto_a_smaller_disk(images, small, tmp_path):

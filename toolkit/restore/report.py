@@ -102,7 +102,7 @@ def render(data: dict) -> str:
         sha += f" (expected {img['expected_sha256']} from {img['sha256_from']}: " \
                f"{'match' if img.get('sha256_match') else 'MISMATCH'})"
     rows_image = [("location", img["location"]), ("kind", img["kind"]),
-                  ("file size", img.get("file_size")), ("image size", img.get("written_size")),
+                  ("file size", img.get("file_size")), ("bytes written", img.get("written_size")),
                   ("sha256", sha),
                   (f"written hash ({img.get('written_hash_algorithm') or '-'})",
                    img.get("written_hash")),
