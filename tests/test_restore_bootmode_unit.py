@@ -9,6 +9,7 @@ one of them with a log never replayed; the plan file's boot_mode and vhdx_log.""
 from __future__ import annotations
 
 import bz2
+import os
 import struct
 import uuid
 import zlib
@@ -279,3 +280,44 @@ def test_the_bios_boot_line_of_an_image_without_a_partition_table():
                                    "sector (restored as it was)"), code.message
     unknown = boot.plan_boot("/dev/sdz", {"partitions": []}, mode="bios", layout=None)
     assert unknown.message.startswith("BIOS boot: the image's own boot code")
+
+
+def test_the_entries_an_earlier_restore_left_are_found_by_partition_and_loader():
+    """efibootmgr -v after two `efibootmgr --create` of the same loader on the same ESP
+    (captured in a guest, efibootmgr 18): both entries are found by the partition's GUID
+    and the loader's path, case-insensitively; nothing else (the firmware's own entries,
+    another partition, another loader) is."""
+    from toolkit.restore import boot
+    listing = (FIXTURES / "efibootmgr" / "two-same-entries-v.txt").read_text()
+    guid = "efef219b-cf42-473b-8f62-c76d45ccce84"
+    assert boot.same_entries(listing, guid, boot.WINDOWS) == ["000A", "000B"]
+    assert boot.same_entries(listing, guid.upper(), boot.WINDOWS.upper()) == ["000A", "000B"]
+    assert boot.same_entries(listing, guid, "\\EFI\\debian\\shimx64.efi") == []
+    assert boot.same_entries(listing, "00000000-cf42-473b-8f62-c76d45ccce84",
+                             boot.WINDOWS) == []
+    assert boot.same_entries(listing, None, boot.WINDOWS) == []
+
+
+def test_the_new_entry_replaces_the_ones_for_the_same_loader(tmp_path, monkeypatch):
+    """apply_boot deletes the earlier entries before it creates its own. efibootmgr is
+    replaced by a script replaying the guest's captured listing (the host has no UEFI
+    variables) and writing down its other calls; the VM lab runs the real one."""
+    from toolkit.restore import boot
+    calls = tmp_path / "calls"
+    (tmp_path / "efibootmgr").write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = -v ]; then cat {FIXTURES / "efibootmgr" / "two-same-entries-v.txt"}; '
+        f"else printf '%s\\n' \"$*\" >> {calls}; fi\n")
+    (tmp_path / "efibootmgr").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    plan = boot.plan_boot("/dev/vda", {"partitions": [
+        {"number": 1, "uuid": "EFEF219B-CF42-473B-8F62-C76D45CCCE84",
+         "efi_loaders": [boot.WINDOWS, boot.FALLBACK]}]}, mode="uefi")
+    done = boot.apply_boot(plan)
+    assert done.done and done.replaced == ["000A", "000B"]
+    assert calls.read_text().splitlines() == [
+        "--bootnum 000A --delete-bootnum", "--bootnum 000B --delete-bootnum",
+        "--create --disk /dev/vda --part 1 --label Windows Boot Manager --loader "
+        "\\EFI\\Microsoft\\Boot\\bootmgfw.efi"]
+    assert done.message.endswith("created, replacing Boot000A, Boot000B (the same loader on "
+                                 "the same partition, from an earlier restore)")

@@ -2,7 +2,8 @@
 :func:`vmlab.live.check_live_system`), then a bare-metal restore through the menu: a
 zstd-compressed GPT image (ESP with the Windows boot manager, NTFS, ext4) streamed from
 the host's HTTP server onto a larger virtio disk. The guest's NVRAM gets the boot entry;
-the host checks the disk's content.
+restored again from the command line, the new entry replaces it (one entry, not two); the
+host checks the disk's content.
 
 In the same boot, the live system's own tools fit an image to a smaller disk: a disk
 holding a GPT image (ESP, NTFS of 160 MiB with 20 MiB of files) restored with ``rtk
@@ -97,6 +98,14 @@ def test_menu_restores_image_from_http_under_uefi(iso, lab):
         entries = guest.run("efibootmgr -v")
         assert "Windows Boot Manager" in entries, entries
         assert "\\EFI\\Microsoft\\Boot\\bootmgfw.efi" in entries.replace("/", "\\"), entries
+        # restored again (a second attempt, as in the field): its entry replaces the first
+        out = guest.run(f"rtk restore {url} /dev/vda --sha256 {lab['sha256']} --yes "
+                        f"--target-id {SERIAL}; echo rc=$?", timeout=900)
+        assert "rc=0" in out and "(the same loader on the same partition" in out, out
+        esp = guest.run("blkid -s PARTUUID -o value /dev/vda1").strip().lower()
+        again = guest.run("efibootmgr -v")
+        assert len([ln for ln in again.lower().splitlines() if esp in ln
+                    and "bootmgfw.efi" in ln]) == 1, again
         # the smaller disk: the image is the disk with IMAGE_SERIAL, the target SMALL_SERIAL
         image_dev = guest.run(f"readlink -f /dev/disk/by-id/virtio-{IMAGE_SERIAL}").strip()
         small_dev = guest.run(f"readlink -f /dev/disk/by-id/virtio-{SMALL_SERIAL}").strip()

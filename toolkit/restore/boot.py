@@ -14,6 +14,7 @@ before writing (:mod:`toolkit.restore.bootmode`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from toolkit.restore.bootmode import firmware_mode, image_boot
@@ -34,6 +35,8 @@ class BootPlan:
     esp: int | None = None  # partition number
     command: list[str] | None = None
     done: bool = False
+    partuuid: str | None = None  # the ESP's partition GUID (what the entry's path names)
+    replaced: list[str] | None = None  # the entries for the same loader removed first
 
 
 def choose_loader(loaders: list[str]) -> tuple[str, str] | None:
@@ -97,18 +100,43 @@ def plan_boot(disk: str, inspected: dict, mode: str | None = None,
            "--label", label, "--loader", loader]
     return BootPlan("uefi", "create entry", f"UEFI: boot entry \"{label}\" for {loader} on "
                     f"partition {esp['number']}", loader=loader, label=label,
-                    esp=esp["number"], command=cmd)
+                    esp=esp["number"], command=cmd, partuuid=esp.get("uuid"))
+
+
+def same_entries(listing: str, partuuid: str | None, loader: str) -> list[str]:
+    """The boot numbers (``0003``) of ``efibootmgr -v``'s entries that boot ``loader``
+    from the partition ``partuuid``: what an earlier restore of the same image made (or
+    Windows itself), which the new entry replaces rather than sits beside. Matched on
+    the partition GUID and the loader's path, case-insensitively (efibootmgr 17 prints
+    ``HD(1,GPT,GUID,...)/File(\\EFI\\...)``, 18 the path alone)."""
+    if not partuuid:
+        return []
+    path = loader.casefold().replace("/", "\\")
+    found = []
+    for line in listing.splitlines():
+        m = re.match(r"Boot([0-9A-Fa-f]{4})\*? ", line)
+        low = line.casefold().replace("/", "\\")
+        if m and f",gpt,{partuuid.casefold()}," in low and path in low:
+            found.append(m.group(1))
+    return found
 
 
 def apply_boot(plan: BootPlan) -> BootPlan:
-    """Run the plan's efibootmgr command (only in UEFI mode); errors land in the message."""
+    """Run the plan's efibootmgr command (only in UEFI mode), after removing the entries
+    for the same loader on the same partition; errors land in the message."""
     if not plan.command:
         return plan
     try:
+        listing = tools.run(["efibootmgr", "-v"], timeout=60).stdout
+        plan.replaced = same_entries(listing, plan.partuuid, plan.loader or "")
+        for num in plan.replaced:
+            tools.run(["efibootmgr", "--bootnum", num, "--delete-bootnum"], timeout=60)
         tools.run(plan.command, timeout=60)
     except tools.ToolError as e:  # "efibootmgr is not installed (efibootmgr)", "... (exit 5)"
         plan.message += f"; {e}"
     else:
         plan.done = True
-        plan.message += " created"
+        plan.message += " created" + (
+            f", replacing Boot{', Boot'.join(plan.replaced)} (the same loader on the same "
+            "partition, from an earlier restore)" if plan.replaced else "")
     return plan
