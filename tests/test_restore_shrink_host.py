@@ -250,9 +250,40 @@ def test_a_hibernated_windows_is_not_shrunk(images, small, tmp_path):
         finally:
             subprocess.run(["losetup", "-d", part], check=True)
     dev = small()
-    with pytest.raises(restore.Refused, match="hibernated.*shrinking it would corrupt"):
+    with pytest.raises(restore.Refused, match="hibernated.*resuming it onto a volume moved or "
+                       "shrunk corrupts them"):
         restore.plan_restore(str(hib), dev, restore.RestoreOptions(), source_role=())
     assert _untouched(dev)
+
+
+def test_nothing_moves_or_shrinks_on_the_disk_of_a_hibernated_windows(tmp_path, small):
+    """A sleeping Windows on partition 2 holds the disk's volumes in its session: the Data
+    NTFS before it is not shrunk and the Windows volume is not moved (review helper-61:
+    the plan shrank partition 1, moved partition 2 and said nothing of the hibernation);
+    refused, naming the sleeping volume, nothing written."""
+    from restore_images import _place
+    from shrink_images import _ntfs_fs
+    img = tmp_path / "hib.img"
+    with open(img, "wb") as f:
+        f.truncate(300 * MiB)
+    ri.run("sgdisk", "-n", "1:2048:+200M", "-t", "1:0700", "-c", "1:Data",
+           "-n", "2:0:+60M", "-t", "2:0700", "-c", "2:Windows", str(img))
+    win_start = 2048 + 200 * 2048
+    _ntfs_fs(tmp_path / "data.fs", 200 * MiB, {"d/f.bin": os.urandom(MiB)}, 2048)
+    _ntfs_fs(tmp_path / "win.fs", 60 * MiB, {"hiberfil.sys": b"HIBR" + bytes(MiB),
+                                            "Windows/System32/ntoskrnl.exe": b"MZ" * 99},
+             win_start)
+    _place(img, tmp_path / "data.fs", MiB)
+    _place(img, tmp_path / "win.fs", win_start * 512)
+    before = ri.sha256_file(img)
+    dev = small(200 * MiB)
+    with pytest.raises(restore.Refused) as e:
+        restore.plan_restore(str(img), dev, restore.RestoreOptions(), source_role=())
+    said = "; ".join(e.value.problems)
+    assert 'partition 1 (ntfs "Data"): the Windows on partition 2 (ntfs "Data") is ' \
+        "hibernated: no volume of its disk moves or shrinks under its session" in said, said
+    assert 'partition 2 (ntfs "Data"): Windows on it is hibernated' in said, said
+    assert _untouched(dev) and ri.sha256_file(img) == before
 
 
 def test_an_image_changed_while_restored_leaves_no_valid_disk(images, small, tmp_path):

@@ -67,6 +67,8 @@ class Part:
     pinned: str | None = None  # why it must not move either
     notes: list[str] = field(default_factory=list)  # said before writing, if it moves
     replay: str | None = None  # said before writing, if it shrinks: its journal is replayed
+    sleeping: bool = False  # NTFS holding a hibernated Windows (or one shut down with Fast
+    # Startup): nothing of its disk may move or shrink under its session
 
     @property
     def free(self) -> int:
@@ -202,6 +204,24 @@ def ext_minimum(path: str, replay: bool = False) -> int:
     return int(m.group(1)) * int(b.group(1)) + (OVERLAY_EXTRA if replay else 0)
 
 
+SLEEPING = ("{what} is hibernated (or shut down with Fast Startup): its session holds the "
+            "disk's volumes where they are, and resuming it onto a volume moved or shrunk "
+            "corrupts them; shut Windows down fully (shutdown /s /f /t 0) and take the image "
+            "again, or restore onto a disk of the image's size")
+
+
+def _sleeping(parts: list[Part]) -> None:
+    """A hibernated Windows on the disk: none of its partitions moves or shrinks (the
+    session Windows resumes has them all mounted where they were)."""
+    asleep = next((p for p in parts if p.sleeping), None)
+    if asleep is None:
+        return
+    for p in parts:
+        if not p.sleeping:
+            p.fixed = p.pinned = f"the Windows on {asleep.what} is hibernated: no volume " \
+                "of its disk moves or shrinks under its session"
+
+
 def hibernated(path: str) -> bool:
     """Whether the NTFS in ``path`` holds a sleeping Windows (hibernation or Fast Startup:
     ``hiberfil.sys`` starting with hibr/wake, ntfs-3g's own test)."""
@@ -213,10 +233,8 @@ def hibernated(path: str) -> bool:
 
 def _ntfs_facts(part: Part, path: str) -> None:
     if hibernated(path):
-        part.fixed = ("Windows on it is hibernated (or shut down with Fast Startup): "
-                      "shrinking it would corrupt the session Windows resumes; shut Windows "
-                      "down fully (shutdown /s /f /t 0) and take the image again, or restore "
-                      "onto a disk of the image's size")
+        part.sleeping = True
+        part.fixed = part.pinned = SLEEPING.format(what="Windows on it")
     elif why := fsstate.unsettled("ntfs", path):
         # ntfsresize resets the journal: what it holds would be lost
         part.fixed = (f"{why}: shrinking it could lose data; let Windows check it (chkdsk "
@@ -412,6 +430,7 @@ def plan_shrink(image: str, fmt: str, image_size: int, target_size: int,
                         "kept: each of its entries follows its partition to the new place")
     if not parts:
         return sp
+    _sleeping(parts)
     over = _fit(parts, usable_end(target_size, tail))
     if over > 0:
         raise _refuse_unfit(parts, target_size, over)
