@@ -134,3 +134,40 @@ def test_roles_shown_and_source_never_a_target(tmp_path, monkeypatch):
     reasons = dict((d.name, r) for d, r in app.copy.target_choices(vda))
     assert "attached as SOURCE" in reasons["sda"]
     assert reasons["vda"] == "this is the SOURCE"
+
+
+def test_the_restore_result_screen_shows_what_was_found_while_it_ran():
+    """A restore whose Windows storage-driver step failed (that Windows stops at
+    INACCESSIBLE_BOOT_DEVICE on this controller) is not only "RESTORED AND VERIFIED":
+    the warnings found while it ran, not those of the plan (shown before writing), and
+    the Windows and Linux steps' lines are on the result screen, as rtk restore prints
+    them (review helper-61)."""
+    from conftest import MiB, disk
+
+    from toolkit.disks.endpoint import endpoint_from_disk
+    from toolkit.restore.plan import ImageInfo
+    from toolkit.restore.report import RestoreResult
+    from tui.views.restore import RestoreResultView
+    warn = ("Windows storage drivers, partition 2: failed: the SYSTEM hive could not be "
+            "written back (ntfs-3g: Input/output error): stornvme still does not start at "
+            "boot")
+    planned = "this image boots only in UEFI mode (an EFI system partition)"
+    image = ImageInfo("/img/win.raw", False, None, "raw", 64 * MiB, 64 * MiB, 512, "gpt")
+    r = RestoreResult("ok", "restored 67108864 bytes onto /dev/sdz, verified", image,
+                      endpoint_from_disk(disk("sdz", "SER1")), warnings=[planned, warn],
+                      started=1.0, finished=2.0)
+    r.verify = {"match": True}
+    r.windows_drivers = {"mode": "auto", "partitions": [
+        {"partition": 2, "status": "failed", "message": warn.split(": ", 2)[2],
+         "changes": []}]}
+    r.linux_initramfs = {"mode": "auto", "roots": [
+        {"partition": 3, "volume": None, "system": "Debian", "status": "rebuilt",
+         "message": "update-initramfs: 6.1.0: /boot/initrd.img-6.1.0", "kernels": [],
+         "changes": [], "fstab": [], "notes": []}]}
+    canvas = RestoreResultView(r, lambda: None, (planned,)).render((100, 60), focus=True)
+    screen = "\n".join(line.decode("utf-8") for line in canvas.text)
+    flat = " ".join(screen.split())
+    assert "RESTORED AND VERIFIED" in screen
+    assert "warning: Windows storage drivers, partition 2: failed" in flat, screen
+    assert "windows drivers: partition 2: failed: the SYSTEM hive could not be" in flat
+    assert "linux initramfs: partition 3" in flat and planned not in flat, screen

@@ -321,7 +321,8 @@ class RestoreController(JobController):
 
     def _done(self, result: restore.RestoreResult) -> None:
         self.unmount_all()
-        self.app.replace(RestoreResultView(result, self.app.pop_to_root))
+        self.app.replace(RestoreResultView(result, self.app.pop_to_root,
+                                           tuple(self.plan.warnings) if self.plan else ()))
 
 
 def _url_problem(url: str, sha256: str | None, ca_file: str | None, insecure: bool) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import urwid
 
+from toolkit.restore import linux_report, windows_drivers
 from toolkit.restore.source import is_multicast
 from toolkit.units import human_rate, human_size
 from tui.views.restore_multicast import held, stream_note
@@ -282,8 +283,12 @@ class RestoreResultView(ResultView):
     headlines = {"ok": "RESTORED AND VERIFIED", "refused": "REFUSED: NOTHING WAS WRITTEN",
                  "mismatch": "MISMATCH: CHECKSUM OR VERIFICATION FAILED"}
 
-    def __init__(self, result, on_close):
+    def __init__(self, result, on_close, said: tuple[str, ...] = ()):
+        """``said``: the plan's warnings, on the confirm screen before writing; the others
+        (found while it ran: a repair, a driver step that failed) are shown here."""
         rows: list = []
+        rows += [urwid.Text(("warn", f"warning: {w}")) for w in result.warnings
+                 if w not in said]
         if result.wiped:
             rows.append(urwid.Text(("warn", "The target has no partition table now.")))
         if result.input_sha256:
@@ -298,6 +303,10 @@ class RestoreResultView(ResultView):
             f"\n  {s['name']} (partition {s['partition']})" for s in systems) or " none found")))
         if result.boot:
             rows.append(urwid.Text(f"boot ({result.boot.mode}): {result.boot.message}"))
+        rows += [urwid.Text(f"windows drivers: {line}")
+                 for line in windows_drivers.summary(result.windows_drivers)]
+        rows += [urwid.Text(f"linux initramfs: {line}")
+                 for line in linux_report.summary(result.linux_initramfs)]
         if result.report:
             rows.append(urwid.Text(f"report: {result.report.text}"))
         super().__init__(result, bool(result.verify and result.verify.get("match")), rows,
