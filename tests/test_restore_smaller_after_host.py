@@ -63,13 +63,14 @@ def test_windows_drivers_step_runs_after_an_ntfs_shrink(tmp_path, loops, rtk_dir
     assert hivexget(tmp_path / "after", "\\ControlSet001\\Services\\storahci", "Start") == "0"
 
 
-def test_e2fsck_changes_on_the_overlay_are_said_after_the_restore(tmp_path, loops, rtk_dirs,
-                                                                   need_root):
+def _snapshot_of_a_mounted_ext4(tmp_path: Path) -> Path:
+    """The shrink test's ext4 image copied while its filesystem is mounted (a journal to
+    replay: e2fsck repairs it on the overlay)."""
     built = build_shrink_image(tmp_path / "ext4.img", "ext4")
     snap = tmp_path / "snapshot.img"
     mnt = tmp_path / "m"
     mnt.mkdir()
-    with loop_device(built.path) as dev:  # a copy taken while it is mounted
+    with loop_device(built.path) as dev:
         subprocess.run(["mount", f"{dev}p2", str(mnt)], check=True)
         try:
             (mnt / "new.bin").write_bytes(os.urandom(5 * MiB))
@@ -78,6 +79,12 @@ def test_e2fsck_changes_on_the_overlay_are_said_after_the_restore(tmp_path, loop
                            check=True, capture_output=True)
         finally:
             subprocess.run(["umount", str(mnt)], check=True)
+    return snap
+
+
+def test_e2fsck_changes_on_the_overlay_are_said_after_the_restore(tmp_path, loops, rtk_dirs,
+                                                                   need_root):
+    snap = _snapshot_of_a_mounted_ext4(tmp_path)
     target = loops(make_image(tmp_path / "small.img", 256 * MiB))
     r = rtk("restore", str(snap), target, "--yes", "--target-id", os.path.basename(target))
     assert r.returncode == 0, r.stderr + r.stdout
@@ -102,3 +109,39 @@ def test_a_truncated_image_onto_a_smaller_disk_is_refused_as_truncated(tmp_path,
     assert r.returncode == 5
     assert "qemu-storage-daemon" not in r.stderr and "node-name" not in r.stderr, r.stderr
     assert "truncated" in r.stderr, r.stderr
+
+
+def test_unattended_says_the_fit_and_what_e2fsck_changed(tmp_path, loops, rtk_dirs,
+                                                         need_root):
+    """rtk.mode=restore onto a smaller disk: the check line says the image is larger and
+    fitted by shrinking (it said "fits"), and what e2fsck changed on the overlay is on the
+    console and in the run's report, as the plan promised (review helper-61: only in the
+    inner restore report)."""
+    import io
+
+    from conftest import own_disks
+
+    from toolkit.unattended import Console, RunReporter
+    from toolkit.unattended import run as urun
+    from toolkit.unattended.cmdline import Cmdline
+    from toolkit.unattended.plan import read_plan
+    medium = tmp_path / "medium"
+    (medium / "images").mkdir(parents=True)
+    os.rename(_snapshot_of_a_mounted_ext4(tmp_path), medium / "images" / "e.img")
+    size = 256 * MiB
+    dev = loops(make_image(tmp_path / "small.img", size))
+    con = Console(streams=[io.StringIO()])
+    text = (f"rtk.mode=restore rtk.image=/images/e.img rtk.disk=rule:transport=loop,"
+            f"size={size} rtk.consent=serial:SMALL1 rtk.done=menu")
+    out = urun(read_plan(Cmdline(text)), console=con, power=lambda a: None,
+               medium=str(medium), list_disks=own_disks(dev, serials={dev: "SMALL1"}),
+               reporter=RunReporter(None))
+    assert out.status == "ok", out.message
+    said = "\n".join(con.lines)
+    check = next(ln for ln in con.lines if ln.startswith("check: raw disk image"))
+    assert f"larger than {dev} ({size} bytes): fitted to it by shrinking" in check, check
+    after = said.split("what it changed is said after", 1)[1]
+    assert "shrink: partition 2 (ext4" in after and "FILE SYSTEM WAS MODIFIED" in after, said
+    report = json.loads(Path(out.reports["json"]).read_text())
+    assert any("CHANGED" in w for w in report["warnings"]), report["warnings"]
+    assert "CHANGED" in Path(out.reports["text"]).read_text()

@@ -69,8 +69,10 @@ class RestoreSteps:
         self.warnings += rplan.warnings
         for w in rplan.warnings:
             self.con.say(f"warning: {w}")
-        self.con.say(f"check: {img.kind}, {img.size or 'unknown'} bytes, fits "
-                     f"{self.disk.path} ({rplan.target.size} bytes)")
+        fits = f"fits {self.disk.path} ({rplan.target.size} bytes)" if rplan.shrink is None \
+            else f"larger than {self.disk.path} ({rplan.target.size} bytes): fitted to it " \
+            f"by shrinking, {rplan.shrink.size} bytes written"
+        self.con.say(f"check: {img.kind}, {img.size or 'unknown'} bytes, {fits}")
         if img.expected_sha256:
             self.check_sha256(rplan, location)
         if self.dry_run and self.plan.fallback and location != self.plan.fallback:
@@ -154,6 +156,23 @@ class RestoreSteps:
             return status, f"{message} (from the fallback {url}: {first})"
         return status, f"{first}; the fallback {url} failed too: {message}"
 
+    def said_after(self, res, said) -> None:
+        """What the restore did and found once it ran, on the console and in the report's
+        warnings, as ``rtk restore`` prints it: the shrink's steps (an e2fsck repair...),
+        the warnings its plan did not have, the Windows and Linux steps' lines."""
+        from toolkit.restore import linux_report, windows_drivers
+        done = list((res.shrink or {}).get("done") or ())
+        for step in done:
+            self.con.say(f"shrink: {step}")
+        new = [w for w in res.warnings if w not in said and w not in self.warnings]
+        for w in new:
+            self.con.say(f"warning: {w}")
+        self.warnings += new
+        for line in windows_drivers.summary(res.windows_drivers):
+            self.con.say(f"windows drivers: {line}")
+        for line in linux_report.summary(res.linux_initramfs):
+            self.con.say(f"linux initramfs: {line}")
+
     def write_restore_once(self, rplan) -> tuple[str, str]:
         self.enter("write", f"write: restoring onto {self.disk.path}")
         self.written = True
@@ -165,6 +184,7 @@ class RestoreSteps:
                             "sha256_match": res.sha256_match,
                             "written_hash": res.image_hash, "written_hash_algorithm":
                             res.algorithm, "written_size": res.image_size})
+        self.said_after(res, rplan.warnings)
         if res.status == "refused":  # refused inside (e.g. a container's real size)
             self.written = False
         from toolkit.restore.source import is_multicast
