@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import restore_images as ri
 from conftest import MiB, rtk
-from loopdev import loop_device, marked_image
+from loopdev import loop_device, make_image, marked_image
 from shrink_images import SMALL, build_shrink_image, check_small_disk
 
 from toolkit import restore
@@ -190,7 +190,6 @@ def test_a_killed_restore_leaves_no_daemon_mount_or_overlay(images, small, tmp_p
 
 def _ext4_4k_image(path: Path, loops) -> dict[str, str]:
     """A GPT disk of 4096-byte sectors: p1 ext4 (200 MiB, 20 MiB of files)."""
-    from loopdev import make_image
     make_image(path, 204 * MiB)
     dev = loops(path, sector_size=4096, partitions=True)
     subprocess.run(["sgdisk", "-n", "1:256:+200M", "-t", "1:8300", dev], check=True,
@@ -284,6 +283,44 @@ def test_nothing_moves_or_shrinks_on_the_disk_of_a_hibernated_windows(tmp_path, 
         "hibernated: no volume of its disk moves or shrinks under its session" in said, said
     assert 'partition 2 (ntfs "Data"): Windows on it is hibernated' in said, said
     assert _untouched(dev) and ri.sha256_file(img) == before
+
+
+def test_the_size_a_refusal_asks_for_is_the_smallest_disk_that_takes_the_image(tmp_path,
+                                                                              loops):
+    """"its partitions need at least N bytes": N is the smallest disk that is planned, to
+    within a few sectors (review helper-61: about 1 MiB more, the backup table's room and
+    the MiB rounding counted twice). A binary search over real loop devices."""
+    from restore_images import _place
+    img = tmp_path / "i.img"
+    with open(img, "wb") as f:
+        f.truncate(300 * MiB)
+    ri.run("sgdisk", "-n", "2:2048:+250M", "-t", "2:0700", "-n", "1:0:+40M", "-t", "1:ef00",
+           str(img))
+    ntfs, fat = tmp_path / "ntfs.fs", tmp_path / "fat.fs"
+    for path, size in ((ntfs, 250 * MiB), (fat, 40 * MiB)):
+        with open(path, "wb") as f:
+            f.truncate(size)
+    ri.run("mkntfs", "-F", "-Q", "-p", "2048", "-H", "255", "-S", "63", str(ntfs))
+    ri.run("mkfs.vfat", "-F", "32", str(fat))
+    _place(img, ntfs, MiB)
+    _place(img, fat, 514048 * 512)
+
+    def refusal(size: int) -> str | None:
+        dev = loops(make_image(tmp_path / f"t{size}.img", size))
+        try:
+            restore.plan_restore(str(img), dev, restore.RestoreOptions(), source_role=())
+        except restore.Refused as e:
+            return "; ".join(e.problems)
+        return None
+
+    said = refusal(50 * MiB)
+    need = int(re.search(r"need at least (\d+) bytes", said).group(1))
+    assert refusal(need) is None, f"{need} bytes were asked for and are refused"
+    lo, hi = 40 * MiB, need
+    while hi - lo > 512:  # the smallest disk that is planned
+        mid = (lo + hi) // 2 // 512 * 512
+        lo, hi = (lo, mid) if refusal(mid) is None else (mid, hi)
+    assert need - hi <= 4096, f"said {need} bytes needed, {hi} bytes are enough"
 
 
 def test_an_image_changed_while_restored_leaves_no_valid_disk(images, small, tmp_path):

@@ -369,8 +369,10 @@ def _fit(parts: list[Part], limit: int) -> int:
     return over
 
 
-def _refuse_unfit(parts: list[Part], target_size: int, over: int) -> Refused:
-    need = target_size + over
+def _refuse_unfit(parts: list[Part], target_size: int, over: int, tail: int) -> Refused:
+    """The refusal, with the smallest disk that takes the partitions: where they must end
+    (the usable end, MiB-aligned, plus what is over) and the table's backup after them."""
+    need = usable_end(target_size, tail) + over + tail
     fixed = [f"{p.what}: {p.fixed}" for p in parts if p.fixed]
     floors = [f"{p.what}: at least {human_size(p.size - p.free)}" for p in parts
               if p.minimum is not None and not p.fixed]
@@ -433,7 +435,7 @@ def plan_shrink(image: str, fmt: str, image_size: int, target_size: int,
     _sleeping(parts)
     over = _fit(parts, usable_end(target_size, tail))
     if over > 0:
-        raise _refuse_unfit(parts, target_size, over)
+        raise _refuse_unfit(parts, target_size, over, tail)
     _moves(sp)
     sp.overlay_room = sum(p.minimum or 0 for p in sp.shrunk) + OVERLAY_EXTRA * len(sp.shrunk)
     if sp.shrunk:
