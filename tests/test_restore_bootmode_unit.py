@@ -320,4 +320,5 @@ def test_the_new_entry_replaces_the_ones_for_the_same_loader(tmp_path, monkeypat
         "--create --disk /dev/vda --part 1 --label Windows Boot Manager --loader "
         "\\EFI\\Microsoft\\Boot\\bootmgfw.efi"]
     assert done.message.endswith("created, replacing Boot000A, Boot000B (the same loader on "
-                                 "the same partition, from an earlier restore)")
+                                 "a partition of the same GUID: an earlier restore of this "
+                                 "image, which the firmware cannot tell from this one)")

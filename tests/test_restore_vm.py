@@ -101,7 +101,7 @@ def test_menu_restores_image_from_http_under_uefi(iso, lab):
         # restored again (a second attempt, as in the field): its entry replaces the first
         out = guest.run(f"rtk restore {url} /dev/vda --sha256 {lab['sha256']} --yes "
                         f"--target-id {SERIAL}; echo rc=$?", timeout=900)
-        assert "rc=0" in out and "(the same loader on the same partition" in out, out
+        assert "rc=0" in out and "(the same loader on a partition of the same GUID" in out, out
         esp = guest.run("blkid -s PARTUUID -o value /dev/vda1").strip().lower()
         again = guest.run("efibootmgr -v")
         assert len([ln for ln in again.lower().splitlines() if esp in ln

@@ -137,6 +137,7 @@ def apply_boot(plan: BootPlan) -> BootPlan:
     else:
         plan.done = True
         plan.message += " created" + (
-            f", replacing Boot{', Boot'.join(plan.replaced)} (the same loader on the same "
-            "partition, from an earlier restore)" if plan.replaced else "")
+            f", replacing Boot{', Boot'.join(plan.replaced)} (the same loader on a "
+            "partition of the same GUID: an earlier restore of this image, which the "
+            "firmware cannot tell from this one)" if plan.replaced else "")
     return plan
