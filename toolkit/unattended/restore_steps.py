@@ -69,9 +69,10 @@ class RestoreSteps:
         self.warnings += rplan.warnings
         for w in rplan.warnings:
             self.con.say(f"warning: {w}")
-        fits = f"fits {self.disk.path} ({rplan.target.size} bytes)" if rplan.shrink is None \
+        shrink = getattr(rplan, "shrink", None)  # onto a smaller disk (toolkit.restore)
+        fits = f"fits {self.disk.path} ({rplan.target.size} bytes)" if shrink is None \
             else f"larger than {self.disk.path} ({rplan.target.size} bytes): fitted to it " \
-            f"by shrinking, {rplan.shrink.size} bytes written"
+            f"by shrinking, {shrink.size} bytes written"
         self.con.say(f"check: {img.kind}, {img.size or 'unknown'} bytes, {fits}")
         if img.expected_sha256:
             self.check_sha256(rplan, location)
@@ -161,16 +162,17 @@ class RestoreSteps:
         warnings, as ``rtk restore`` prints it: the shrink's steps (an e2fsck repair...),
         the warnings its plan did not have, the Windows and Linux steps' lines."""
         from toolkit.restore import linux_report, windows_drivers
-        done = list((res.shrink or {}).get("done") or ())
+        done = list((getattr(res, "shrink", None) or {}).get("done") or ())
         for step in done:
             self.con.say(f"shrink: {step}")
-        new = [w for w in res.warnings if w not in said and w not in self.warnings]
+        new = [w for w in getattr(res, "warnings", None) or () if w not in said
+               and w not in self.warnings]
         for w in new:
             self.con.say(f"warning: {w}")
         self.warnings += new
-        for line in windows_drivers.summary(res.windows_drivers):
+        for line in windows_drivers.summary(getattr(res, "windows_drivers", None)):
             self.con.say(f"windows drivers: {line}")
-        for line in linux_report.summary(res.linux_initramfs):
+        for line in linux_report.summary(getattr(res, "linux_initramfs", None)):
             self.con.say(f"linux initramfs: {line}")
 
     def write_restore_once(self, rplan) -> tuple[str, str]:
