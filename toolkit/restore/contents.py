@@ -16,23 +16,13 @@ from __future__ import annotations
 
 import os
 
-from toolkit.restore.fs_files import EXT, Unreadable, read_file
-from toolkit.system import blkid, partx, tools, udev
+from toolkit.restore.fs_files import EXT, Unreadable, read_file, tool_output
+from toolkit.system import blkid, partx, udev
 
 ESP_GUID = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 ESP_MBR = "0xef"
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 ENCRYPTED = {"BitLocker": "BitLocker", "crypto_LUKS": "LUKS"}  # blkid's TYPE -> the name
-
-
-def _out(*cmd: str, env=None) -> str | None:
-    """The output of a tool that looks inside a filesystem; None when it fails, is not
-    installed or does not answer (logged by tools.run): that part is not inspected."""
-    try:
-        p = tools.run(cmd, check=False, env=env, timeout=120)
-    except tools.ToolError:
-        return None
-    return p.stdout if p.returncode == 0 else None
 
 
 def partition_node(disk: str, number: int) -> str:
@@ -77,7 +67,7 @@ def is_esp(part: dict) -> bool:
 
 def esp_loaders(node: str) -> list[str]:
     """The ``.efi`` files under ``/EFI`` of a FAT partition, as ``\\EFI\\...`` paths."""
-    out = _out("mdir", "-i", node, "-/", "-b", "::/EFI", env=MTOOLS_ENV) or ""
+    out = tool_output("mdir", "-i", node, "-/", "-b", "::/EFI", env=MTOOLS_ENV) or ""
     found = []
     for line in out.splitlines():
         path = line.strip()
@@ -87,7 +77,7 @@ def esp_loaders(node: str) -> list[str]:
 
 
 def windows_on(node: str) -> bool:
-    return _out("ntfsls", "-f", "-p", "/Windows/System32", node) is not None
+    return tool_output("ntfsls", "-f", "-p", "/Windows/System32", node) is not None
 
 
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")

@@ -39,13 +39,18 @@ def _run(*cmd: str) -> str:
     return p.stdout + "\n" + p.stderr
 
 
-def _out(*cmd: str) -> str | None:
+def tool_output(*cmd: str, env=None) -> str | None:
     """A tool's output; None when it fails, is missing or does not answer (logged)."""
     try:
-        p = tools.run(cmd, check=False, timeout=120)
+        p = tools.run(cmd, check=False, env=env, timeout=120)
     except tools.ToolError:
         return None
     return p.stdout if p.returncode == 0 else None
+
+
+def _quoted(path: str) -> str:
+    """``path`` as one debugfs argument: in double quotes, a quote doubled."""
+    return '"' + path.replace('"', '""') + '"'
 
 
 def _fail(out: str, path: str, tool: str) -> tuple[str, int, None]:
@@ -62,7 +67,7 @@ def _ext_stat(node: str, path: str) -> tuple[str, int, str | None]:
     is that block (``debugfs cat``)."""
     if "\n" in path:
         raise Unreadable(f"{path!r}: a name with a line break cannot be given to debugfs")
-    quoted = '"' + path.replace('"', '""') + '"'
+    quoted = _quoted(path)
     out = _run("debugfs", "-R", f"stat {quoted}", node)
     kind = re.search(r"\bType: (\w+)", out)
     size = re.search(r"\bSize: (\d+)", out)
@@ -109,7 +114,7 @@ def _xfs_stat(node: str, path: str) -> tuple[str, int, str | None]:
 
 
 def _ext_cat(node: str, path: str, size: int) -> str | None:
-    quoted = '"' + path.replace('"', '""') + '"'
+    quoted = _quoted(path)
     p = tools.run(["debugfs", "-R", f"cat {quoted}", node], check=False, timeout=120)
     return p.stdout if p.returncode == 0 else None
 
@@ -117,7 +122,7 @@ def _ext_cat(node: str, path: str, size: int) -> str | None:
 def xfs_file(node: str, path: str, size: int | None = None) -> str | None:
     """The regular file ``path`` of the XFS filesystem on ``node`` (no link followed):
     each of its blocks printed whole (``type data``), cut to the file's size."""
-    out = _out("xfs_db", "-r", "-c", "sb 0", "-c", "print blocksize", "-c", f"path {path}",
+    out = tool_output("xfs_db", "-r", "-c", "sb 0", "-c", "print blocksize", "-c", f"path {path}",
                "-c", "print core.mode core.size", node)
     lines = (out or "").splitlines()
     if len(lines) < 3 or not lines[1].startswith("core.mode = 010"):  # a regular file
@@ -128,7 +133,7 @@ def xfs_file(node: str, path: str, size: int | None = None) -> str | None:
             raise Unreadable(f"{path} has {size} bytes, more than {FILE_MAX}: not read")
         cmds = [a for n in range(-(-size // block))
                 for a in ("-c", f"dblock {n}", "-c", "type data", "-c", "print")]
-        out = _out("xfs_db", "-r", "-c", f"path {path}", *cmds, node) if cmds else ""
+        out = tool_output("xfs_db", "-r", "-c", f"path {path}", *cmds, node) if cmds else ""
         data = bytes.fromhex("".join(ln.split(":", 1)[1] for ln in (out or "").splitlines()
                                      if ":" in ln))
     except Unreadable:
@@ -197,8 +202,8 @@ def exists(node: str, fstype: str | None, path: str) -> bool:
     """Whether ``path`` is in the unmounted ext or XFS filesystem on ``node`` (the last
     component not followed if it is a symlink)."""
     if fstype == "xfs":
-        out = _out("xfs_db", "-r", "-c", f"path {path}", "-c", "print core.mode", node)
+        out = tool_output("xfs_db", "-r", "-c", f"path {path}", "-c", "print core.mode", node)
         return bool(out and out.startswith("core.mode"))
-    quoted = '"' + path.replace('"', '""') + '"'
-    out = _out("debugfs", "-R", f"stat {quoted}", node) if fstype in EXT else None
+    quoted = _quoted(path)
+    out = tool_output("debugfs", "-R", f"stat {quoted}", node) if fstype in EXT else None
     return bool(out and "Inode:" in out)
